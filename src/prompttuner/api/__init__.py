@@ -1,0 +1,1 @@
+"""prompttuner.api"""

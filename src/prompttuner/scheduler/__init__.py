@@ -1,0 +1,5 @@
+"""Scheduling policies: pure decisions over a cluster snapshot (see ``base.Policy``)."""
+
+from prompttuner.scheduler.base import Policy, make_policy, policy_names, register
+
+__all__ = ["Policy", "make_policy", "policy_names", "register"]

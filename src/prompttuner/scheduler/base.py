@@ -1,0 +1,57 @@
+"""The one interface every scheduling policy implements.
+
+A policy is a pure decision: ``decide(snapshot) -> Decisions``.  It owns no clock (``snapshot.now`` is
+the time), does no I/O and keeps no hidden state that a driver could not rebuild; the simulator
+(``sim/``) and the live controller (``runtime/``) drive the same objects.  Policies register themselves
+by name so drivers and the CLI can build them from a string.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec, Quote
+
+
+class Policy(ABC):
+    name: ClassVar[str] = "abstract"
+
+    @abstractmethod
+    def decide(self, snapshot: ClusterSnapshot) -> Decisions:
+        """Return what should change at ``snapshot.now``."""
+
+    def quote(self, snapshot: ClusterSnapshot, job: JobSpec) -> Quote:
+        """Predict finish time and cost of ``job`` if it were admitted now (used by the API)."""
+        raise NotImplementedError(f"policy {self.name!r} does not quote")
+
+
+_REGISTRY: dict[str, Callable[..., Policy]] = {}
+
+
+def register(name: str) -> Callable[[type[Policy]], type[Policy]]:
+    def deco(cls: type[Policy]) -> type[Policy]:
+        if name in _REGISTRY:
+            raise ValueError(f"policy {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def make_policy(name: str, **kwargs: object) -> Policy:
+    import prompttuner.scheduler  # noqa: F401  (imports every policy module so they register)
+
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return factory(**kwargs)
+
+
+def policy_names() -> list[str]:
+    import prompttuner.scheduler  # noqa: F401
+
+    return sorted(_REGISTRY)

@@ -1,0 +1,19 @@
+import math
+
+import pytest
+
+from prompttuner.core import ModelProfile
+from prompttuner.scheduler import make_policy
+
+
+def test_step_time_shrinks_with_replicas_but_pays_sync() -> None:
+    p = ModelProfile("m", 0.1, 1, {"a100": 10.0}, {"a100": 1.0}, max_replicas=8, sync_overhead_s=0.01)
+    assert p.step_time("a100", 1) == pytest.approx(1.0)
+    assert p.step_time("a100", 4) == pytest.approx(0.25 + 0.02)
+    assert p.throughput("a100", 16) == 0.0  # beyond max_replicas
+    assert math.isinf(p.step_time("a100", 0))
+
+
+def test_unknown_policy_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        make_policy("nope")
