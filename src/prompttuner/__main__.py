@@ -1,0 +1,3 @@
+from prompttuner.cli import main
+
+main()
