@@ -1,0 +1,65 @@
+"""Checking uploaded task data before anything is stored.
+
+A data file is JSON Lines, one ``{"text": str, "label": str}`` object a line (the format of the shared
+tasks; pair tasks put both sentences in ``text``).  Every problem is reported with its line number, and a
+file is only written to disk after it passed, so a bad upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+class DataError(ValueError):
+    """Bad task data; the message names the line and the problem."""
+
+
+@dataclass(frozen=True)
+class CheckedData:
+    rows: int
+    labels: tuple[str, ...]  # distinct labels seen, sorted
+    counts: dict[str, int]
+
+
+def check_jsonl(raw: bytes, name: str = "upload") -> CheckedData:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not UTF-8 text (byte {e.start})") from None
+    counts: dict[str, int] = {}
+    rows = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{name} line {lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{name} line {lineno}: expected an object with 'text' and 'label'")
+        t, lab = obj.get("text"), obj.get("label")
+        if not isinstance(t, str) or not t.strip():
+            raise DataError(f"{name} line {lineno}: 'text' must be a non-empty string")
+        if not isinstance(lab, str) or not lab.strip():
+            raise DataError(f"{name} line {lineno}: 'label' must be a non-empty string")
+        counts[lab] = counts.get(lab, 0) + 1
+        rows += 1
+    if rows == 0:
+        raise DataError(f"{name}: no rows (expected JSON Lines with 'text' and 'label')")
+    return CheckedData(rows, tuple(sorted(counts)), counts)
+
+
+def check_labels(raw: bytes, labels: list[str], name: str) -> None:
+    """Every row's label must be one of the job's label words (names the first offending line)."""
+    allowed = set(labels)
+    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        lab = json.loads(line)["label"]
+        if lab not in allowed:
+            raise DataError(f"{name} line {lineno}: label {lab!r} is not one of the job's labels {labels}")
+
+
+def rows_to_jsonl(rows: list[dict[str, object]]) -> bytes:
+    return ("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n").encode()

@@ -1,0 +1,90 @@
+"""The service's persistent state as SQLAlchemy tables.
+
+Everything a restarted service needs to recover lives here (or in files these rows point to under
+``$PROMPTTUNER_HOME``): tenants and their hashed API keys, uploaded data files, jobs with their phase and
+progress, and the append-only event log that the API shows and ``/metrics`` counts.  Times are float
+epoch seconds (UTC) so they compare directly with the controller's clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the API key
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DataFile(Base):
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)  # under $PROMPTTUNER_HOME/files
+    bytes: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[list[str]] = mapped_column(JSON)  # distinct label words seen, sorted
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    training_file: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    target_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_steps: Mapped[int] = mapped_column(Integer)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bank_warm_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    best_effort: Mapped[bool] = mapped_column(Boolean, default=False)
+    deadline: Mapped[float] = mapped_column(Float)
+    work_steps: Mapped[float] = mapped_column(Float)  # the estimate the scheduler plans with
+    quote: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    phase: Mapped[str] = mapped_column(String(32), index=True)
+    admitted: Mapped[bool] = mapped_column(Boolean, default=False)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target_reached: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    deadline_met: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checkpoint_step: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    init: Mapped[str] = mapped_column(String(64), default="random")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job_time", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

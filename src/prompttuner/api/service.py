@@ -1,0 +1,99 @@
+"""The assembled service: store, backend, policy and controller, under one ``$PROMPTTUNER_HOME``.
+
+``Service`` is what ``prompttuner serve``, the demo and the tests start.  It owns the default tenant: on
+first start it creates one and writes its API key to ``$PROMPTTUNER_HOME/api_key`` (mode 600) so that
+``prompttuner submit`` and ``status`` on the same machine work without configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prompttuner import config
+from prompttuner.api.store import Store
+from prompttuner.runtime.backend import Backend, make_backend
+from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
+from prompttuner.runtime.engine import REAL_ENGINE
+from prompttuner.scheduler.base import Policy, make_policy
+
+log = logging.getLogger("prompttuner.service")
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass
+class ServiceConfig:
+    home: Path = field(default_factory=config.home)
+    db_url: str | None = None
+    backend: str = "local"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    engine: str = REAL_ENGINE
+    policy: str = "prompttuner"
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    workers: int = 2  # capacity: most workers held at once
+    warm: int | None = None  # workers pre-warmed for the first model (default: all of them)
+    max_request_bytes: int = 4 << 20
+    max_upload_bytes: int = 16 << 20
+    max_rows: int = 50_000
+    max_steps_limit: int = 10_000
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+
+
+def available_models() -> tuple[str, ...]:
+    """Models the engine can load (falls back to the bundled default when it cannot say)."""
+    try:
+        from prompttuner import tuning
+
+        names = getattr(tuning, "available_models", None) or getattr(tuning, "model_names", None)
+        if callable(names):
+            return tuple(names())
+    except ImportError:
+        pass
+    return (DEFAULT_MODEL,)
+
+
+class Service:
+    def __init__(
+        self, cfg: ServiceConfig, policy: Policy | None = None, backend: Backend | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.home, cfg.db_url)
+        self.policy = policy or make_policy(cfg.policy)
+        self.backend = backend or make_backend(cfg.backend, engine_spec=cfg.engine, **cfg.backend_options)
+        ccfg = cfg.controller
+        ccfg.max_workers = cfg.workers
+        if not ccfg.min_warm and cfg.models:
+            ccfg.min_warm = {cfg.models[0]: cfg.warm if cfg.warm is not None else cfg.workers}
+        if ccfg.bank_dir is None:
+            ccfg.bank_dir = str(cfg.home / "bank")
+        self.controller = Controller(self.store, self.backend, self.policy, ccfg, on_finish=self._add_to_bank)
+        self.default_key = self._ensure_default_tenant()
+        self._started = False
+
+    def _ensure_default_tenant(self) -> str | None:
+        key_file = self.cfg.home / "api_key"
+        if self.store.tenant_by_name("default") is not None:
+            return key_file.read_text().strip() if key_file.exists() else None
+        _tenant, key = self.store.create_tenant("default")
+        key_file.write_text(key + "\n")
+        os.chmod(key_file, 0o600)
+        return key
+
+    def _add_to_bank(self, rt: JobRT, prompt_path: str) -> None:
+        """Bank warm start is optional: add finished prompts when the bank module offers a way."""
+        return None
+
+    def start(self) -> None:
+        if not self._started:
+            self.controller.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self.controller.stop()
+            self._started = False
+        self.store.engine.dispose()

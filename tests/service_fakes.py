@@ -1,0 +1,155 @@
+"""Test doubles for the service tests: a tiny fake tuning engine and a simple policy.
+
+The fake engine is deterministic arithmetic instead of an LLM, so the scheduling, failure and restart
+tests are fast and can check exact results: a job's final "prompt" after N steps is the same number
+whether it ran on one worker, moved between workers, was split data-parallel or recovered from a
+checkpoint.  Workers import it by name (``service_fakes:FakeEngine``) in their own processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from prompttuner.core.types import (
+    Admission,
+    ClusterSnapshot,
+    Decisions,
+    JobSpec,
+    Provision,
+    Quote,
+    WorkerState,
+)
+from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
+from prompttuner.scheduler.base import Policy
+
+FAKE_ENGINE = "service_fakes:FakeEngine"
+
+
+def _rows(path: str) -> int:
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+class FakeSession:
+    def __init__(self, job: JobPayload, state: bytes | None) -> None:
+        self.job = job
+        self.n = _rows(job.train_path)
+        st = json.loads(state) if state else {"step": 0, "w": 0.0, "pos": 0}
+        self.step_no, self.w, self.pos = int(st["step"]), float(st["w"]), int(st["pos"])
+        self.step_s = float(os.environ.get("FAKE_STEP_S", "0.02"))
+
+    @property
+    def steps_done(self) -> int:
+        return self.step_no
+
+    def _batch(self) -> list[int]:
+        return [(self.pos + i) % self.n for i in range(self.job.batch_size)]
+
+    def _advance(self, g_sum: float, n: int) -> float:
+        self.w = self.w * 0.9 + self.job.lr * g_sum / n  # order-sensitive, so skipped/extra steps show
+        self.pos = (self.pos + self.job.batch_size) % self.n
+        self.step_no += 1
+        return 1.0 / (1 + self.step_no)
+
+    def step(self) -> float:
+        time.sleep(self.step_s)  # stands in for compute time
+        b = self._batch()
+        return self._advance(float(sum(i + 1 for i in b)), len(b))
+
+    def shard_gradient(self, index: int, count: int) -> bytes:
+        time.sleep(self.step_s / count)
+        shard = self._batch()[index::count]
+        return json.dumps({"sum": float(sum(i + 1 for i in shard)), "n": len(shard)}).encode()
+
+    def apply_gradients(self, shards: list[bytes]) -> float:
+        parts = [json.loads(s) for s in shards]
+        return self._advance(sum(p["sum"] for p in parts), sum(p["n"] for p in parts))
+
+    def evaluate(self) -> float:
+        per = float(os.environ.get("FAKE_ACC_PER_STEP", "0.02"))
+        return min(1.0, 0.3 + per * self.step_no)
+
+    def state(self) -> bytes:
+        return json.dumps({"step": self.step_no, "w": self.w, "pos": self.pos}).encode()
+
+    def export_prompt(self, path: str) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({"prompt": np.full((self.job.num_virtual_tokens, 4), self.w, dtype=np.float32)}, path)
+
+
+class FakeEngine:
+    def load_model(self, name: str) -> Any:
+        if name == "broken-model":
+            raise RuntimeError("cannot load broken-model")
+        time.sleep(float(os.environ.get("FAKE_LOAD_S", "0")))
+        return {"name": name}
+
+    def open(self, loaded: Any, job: JobPayload, state: bytes | None) -> FakeSession:
+        return FakeSession(job, state)
+
+    def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
+        if job.bank_dir is None:
+            raise WarmStartUnavailable("no Prompt Bank configured")
+        return {
+            "state": json.dumps({"step": 0, "w": 1.0, "pos": 0}).encode(),
+            "init": "bank:fake",
+            "predicted_steps": 3,
+        }
+
+    def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
+        return [labels[len(t) % len(labels)] for t in texts]
+
+
+def expected_w(job: JobPayload, steps: int) -> float:
+    """The fake prompt after ``steps`` uninterrupted steps, for exactness checks."""
+    s = FakeSession(job, None)
+    s.step_s = 0
+    for _ in range(steps):
+        s.step()
+    return s.w
+
+
+class GreedyPolicy(Policy):
+    """Test policy: admit all; each job (earliest deadline first) gets up to ``per_job`` warm workers."""
+
+    name = "test-greedy"
+
+    def __init__(self, per_job: int = 1) -> None:
+        self.per_job = per_job
+
+    def decide(self, snap: ClusterSnapshot) -> Decisions:
+        adm = tuple(Admission(j, True) for j in snap.new_job_ids)
+        allocs: dict[str, tuple[str, ...]] = {}
+        used: set[str] = set()
+        jobs = sorted((j for j in snap.jobs if not j.phase.terminal), key=lambda j: j.spec.deadline)
+        for j in jobs:
+            keep = [w for w in j.workers if w not in used]
+            free = [
+                w.worker_id
+                for w in snap.workers
+                if w.model == j.spec.model
+                and w.worker_id not in used
+                and w.state != WorkerState.PROVISIONING
+                and (w.job_id is None or w.job_id == j.job_id)
+            ]
+            mine = (keep + [w for w in free if w not in keep])[: self.per_job]
+            used.update(mine)
+            allocs[j.job_id] = tuple(mine)
+        prov = []
+        models = {j.spec.model for j in jobs}
+        for m in models:
+            if not snap.workers_of(m) and snap.gpus_held() < sum(snap.capacity.values()):
+                prov.append(Provision(m, next(iter(snap.gpu_types)), 1))
+        return Decisions(allocations=allocs, provision=tuple(prov), admissions=adm)
+
+    def quote(self, snap: ClusterSnapshot, job: JobSpec) -> Quote:
+        gpu = next(iter(snap.gpu_types))
+        finish = snap.now + job.work_steps * snap.models[job.model].step_time(gpu, 1)
+        ok = finish <= job.deadline
+        return Quote(finish, 0.0, 1, ok, None if ok else finish)

@@ -1,0 +1,217 @@
+"""The job API over HTTP with the fake engine: lifecycle, events, isolation and every bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from prompttuner.api.app import create_app
+from prompttuner.api.service import Service, ServiceConfig
+from prompttuner.runtime.controller import ControllerConfig
+from service_fakes import FAKE_ENGINE, GreedyPolicy
+
+ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]
+
+
+def wait_for(fn: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def make_service(home: Path, **kw: Any) -> Service:
+    ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3)
+    cfg = ServiceConfig(
+        home=home, engine=FAKE_ENGINE, models=("tiny",), workers=2, warm=2, controller=ccfg, **kw
+    )
+    return Service(cfg, policy=GreedyPolicy())
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Service]]:
+    """One running service for the module; each test gets its own tenant, so tests do not see each other."""
+    service = make_service(tmp_path_factory.mktemp("svc") / "home", max_request_bytes=64_000,
+                           max_upload_bytes=32_000)
+    with TestClient(create_app(service)) as client:
+        yield client, service
+
+
+@pytest.fixture
+def svc(shared: tuple[TestClient, Service]) -> Iterator[tuple[TestClient, Service]]:
+    client, service = shared
+    _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+    client.headers["Authorization"] = f"Bearer {key}"
+    yield client, service
+
+
+def job_body(**over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "tiny",
+        "training_data": ROWS,
+        "labels": ["bad", "good"],
+        "max_steps": 12,
+        "duration_s": 600,
+        "hyperparameters": {"batch_size": 4, "eval_every": 4},
+    }
+    body.update(over)
+    return body
+
+
+def wait_done(client: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    def ended() -> Any:
+        j = client.get(f"/v1/jobs/{job_id}").json()
+        return j if j["status"] in ("succeeded", "failed", "cancelled", "declined") else None
+
+    return wait_for(ended, timeout)  # type: ignore[no-any-return]
+
+
+def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", json=job_body())
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["quote"]["feasible"] is True
+    done = wait_done(client, job["id"])
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["steps_done"] == 12 and done["deadline_met"] is True
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events").json()["data"]]
+    for k in ("arrive", "admit", "allocate", "start", "progress", "finish"):
+        assert k in kinds, kinds
+    assert kinds.index("admit") < kinds.index("allocate") < kinds.index("finish")
+    blob = client.get(f"/v1/jobs/{job['id']}/prompt")
+    assert blob.status_code == 200
+    from safetensors.numpy import load
+
+    assert load(blob.content)["prompt"].shape == (8, 4)
+    pred = client.post("/v1/predict", json={"job": job["id"], "texts": ["a", "bb"]})
+    assert pred.status_code == 200, pred.text
+    assert pred.json()["predictions"] == ["good", "bad"]  # the fake's rule: labels[len % 2]
+    listed = client.get("/v1/jobs").json()["data"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    m = client.get("/metrics").text
+    assert 'prompttuner_events_total{kind="finish"}' in m
+    assert 'prompttuner_deadlines_total{outcome="met"}' in m
+    info = client.get("/v1/cluster").json()
+    assert info["warm_models"] == {"tiny": 2} and info["gpu_seconds_busy"] > 0
+    assert info["your_jobs"] == {"succeeded": 1}
+
+
+def test_upload_then_reference_and_cancel(svc: tuple[TestClient, Service]) -> None:
+    client, _ = svc
+    raw = "\n".join(json.dumps(r) for r in ROWS).encode()
+    up = client.post("/v1/files", files={"file": ("train.jsonl", raw)})
+    assert up.status_code == 201, up.text
+    assert up.json()["rows"] == 24 and up.json()["labels"] == ["bad", "good"]
+    r = client.post(
+        "/v1/jobs",
+        json=job_body(
+            training_data=None, training_file=up.json()["id"], labels=None, max_steps=5000, best_effort=True
+        ),
+    )
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    wait_for(lambda: client.get(f"/v1/jobs/{jid}").json()["progress"]["steps_done"] > 0)
+    c = client.post(f"/v1/jobs/{jid}/cancel")
+    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{jid}/cancel")
+    assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
+    assert client.get(f"/v1/jobs/{jid}/prompt").status_code == 409
+
+
+def test_tenant_isolation(svc: tuple[TestClient, Service]) -> None:
+    client, service = svc
+    _, other_key = service.store.create_tenant("other")
+    mine = client.post("/v1/jobs", json=job_body()).json()["id"]
+    up = client.post("/v1/files", files={"file": ("t.jsonl", b'{"text": "x", "label": "a"}\n')}).json()["id"]
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert client.get(f"/v1/jobs/{mine}", headers=other).status_code == 404
+    assert client.get(f"/v1/jobs/{mine}/events", headers=other).status_code == 404
+    assert client.get(f"/v1/jobs/{mine}/prompt", headers=other).status_code == 404
+    assert client.post(f"/v1/jobs/{mine}/cancel", headers=other).status_code == 404
+    assert client.post("/v1/predict", json={"job": mine, "texts": ["x"]}, headers=other).status_code == 404
+    assert client.get("/v1/jobs", headers=other).json()["data"] == []
+    assert client.get("/v1/files", headers=other).json()["data"] == []
+    r = client.post("/v1/jobs", json=job_body(training_data=None, training_file=up), headers=other)
+    assert r.status_code == 404 and up in r.json()["error"]["message"]
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/v1/jobs", headers={"Authorization": ""}).status_code == 401
+    wait_done(client, mine)
+    workers = client.get("/v1/cluster", headers=other).json()["workers"]
+    assert all(w["job"] in (None, "(another tenant)") for w in workers)
+
+
+@pytest.mark.parametrize(
+    ("over", "status", "needle"),
+    [
+        ({"model": "gpt-99"}, 422, "unknown model 'gpt-99'"),
+        ({"training_data": []}, 422, "no rows"),
+        (
+            {"training_data": [{"text": "x", "label": "good"}, {"text": "y", "label": "meh"}]},
+            422,
+            "line 2: label 'meh' is not one of",
+        ),
+        ({"training_data": [{"text": "", "label": "good"}]}, 422, "text"),
+        ({"labels": ["good"]}, 422, "at least two label words"),
+        ({"duration_s": None, "deadline": 1000.0}, 422, "is in the past"),
+        ({"duration_s": None, "deadline": "2020-01-01T00:00:00Z"}, 422, "is in the past"),
+        ({"duration_s": None, "deadline": "tomorrow"}, 422, "not ISO 8601"),
+        ({"duration_s": None}, 422, "an SLO is required"),
+        ({"max_steps": 0}, 422, "max_steps"),
+        ({"hyperparameters": {"batch_size": 0}}, 422, "hyperparameters.batch_size"),
+        ({"bogus": 1}, 422, "bogus"),
+        ({"training_file": "file-nope"}, 422, "exactly one of training_file and training_data"),
+        ({"training_data": None, "training_file": "file-nope"}, 404, "no file 'file-nope'"),
+    ],
+)
+def test_bad_job_inputs_name_the_problem(
+    svc: tuple[TestClient, Service], over: dict[str, Any], status: int, needle: str
+) -> None:
+    client, service = svc
+    before = sorted(p.name for p in (service.store.home / "files").iterdir())
+    r = client.post("/v1/jobs", json=job_body(**over))
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]["message"]
+    assert client.get("/v1/jobs").json()["data"] == []  # nothing half-written
+    assert sorted(p.name for p in (service.store.home / "files").iterdir()) == before
+
+
+def test_malformed_oversized_and_bad_uploads(svc: tuple[TestClient, Service]) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "malformed JSON" in r.json()["error"]["message"]
+    big = job_body(training_data=[{"text": "x" * 1000, "label": "good"}] * 100)
+    r = client.post("/v1/jobs", json=big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+    r = client.post("/v1/files", files={"file": ("big.jsonl", b'{"text": "x", "label": "a"}\n' * 2000)})
+    assert r.status_code == 413
+    r = client.post("/v1/files", files={"file": ("bad.jsonl", b'{"text": "x", "label": "a"}\n{oops\n')})
+    assert r.status_code == 422 and "bad.jsonl line 2: not valid JSON" in r.json()["error"]["message"]
+    r = client.post("/v1/files", files={"file": ("e.jsonl", b"\n\n")})
+    assert r.status_code == 422 and "no rows" in r.json()["error"]["message"]
+    assert client.get("/v1/files").json()["data"] == []
+
+
+def test_infeasible_slo_gets_tightest_deadline_unless_best_effort(svc: tuple[TestClient, Service]) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", json=job_body(duration_s=0.001, max_steps=5000))
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["type"] == "infeasible_slo" and err["tightest_deadline"] > time.time()
+    assert client.get("/v1/jobs").json()["data"] == []
+    r = client.post("/v1/jobs", json=job_body(duration_s=0.001, max_steps=3, best_effort=True))
+    assert r.status_code == 201
+    done = wait_done(client, r.json()["id"])
+    assert done["status"] == "succeeded" and done["deadline_met"] is False
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{done['id']}/events").json()["data"]]
+    assert "miss" in kinds
