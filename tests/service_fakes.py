@@ -25,7 +25,7 @@ from prompttuner.core.types import (
     WorkerState,
 )
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
-from prompttuner.scheduler.base import Policy
+from prompttuner.scheduler.base import Policy, register
 
 FAKE_ENGINE = "service_fakes:FakeEngine"
 
@@ -80,7 +80,7 @@ class FakeSession:
     def export_prompt(self, path: str) -> None:
         from safetensors.numpy import save_file
 
-        save_file({"prompt": np.full((self.job.num_virtual_tokens, 4), self.w, dtype=np.float32)}, path)
+        save_file({"prompt": np.full((self.job.num_virtual_tokens, 4), self.w, dtype=np.float64)}, path)
 
 
 class FakeEngine:
@@ -115,10 +115,9 @@ def expected_w(job: JobPayload, steps: int) -> float:
     return s.w
 
 
+@register("test-greedy")
 class GreedyPolicy(Policy):
     """Test policy: admit all; each job (earliest deadline first) gets up to ``per_job`` warm workers."""
-
-    name = "test-greedy"
 
     def __init__(self, per_job: int = 1) -> None:
         self.per_job = per_job

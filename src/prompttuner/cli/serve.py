@@ -1,9 +1,302 @@
-"""CLI commands of this part (filled in by the issue that builds it)."""
+"""CLI for the service: ``serve``, ``submit``, ``status`` and the end-to-end ``demo``.
+
+``serve`` runs the API and the controller in one process (workers are child processes or Ray actors) and
+records its address in ``$PROMPTTUNER_HOME/server.json``; ``submit`` and ``status`` find the server and
+the default API key there, so on one machine they work without flags.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from prompttuner.cli.common import JSON_OPTION, console, emit_json, fail
+
+DEFAULT_PORT = 8321
+
+
+def _home(home: Path | None) -> Path:
+    if home is not None:
+        os.environ["PROMPTTUNER_HOME"] = str(home)
+    from prompttuner import config
+
+    return config.home()
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise ValueError(f"duration {text!r}: use a number of seconds or 30s, 15m, 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _client_target(url: str | None, key: str | None, home: Path | None) -> tuple[str, str]:
+    h = _home(home)
+    info: dict[str, Any] = {}
+    if (h / "server.json").exists():
+        info = json.loads((h / "server.json").read_text())
+    url = url or os.environ.get("PROMPTTUNER_URL") or info.get("url") or f"http://127.0.0.1:{DEFAULT_PORT}"
+    key = key or os.environ.get("PROMPTTUNER_API_KEY")
+    if not key and (h / "api_key").exists():
+        key = (h / "api_key").read_text().strip()
+    if not key:
+        fail(f"no API key: pass --key, set PROMPTTUNER_API_KEY, or run on the server's machine ({h}/api_key)")
+    return url.rstrip("/"), str(key)
+
+
+def _request(method: str, url: str, key: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url + path, headers={"Authorization": f"Bearer {key}"}, timeout=60, **kw)
+    except httpx.HTTPError as e:
+        fail(f"cannot reach the service at {url}: {e} (is `prompttuner serve` running?)")
+    if r.status_code >= 400:
+        try:
+            msg = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = r.text
+        fail(f"{r.status_code}: {msg}")
+    return r.json()
+
+
+def build_service(
+    home: Path,
+    workers: int,
+    warm: int | None,
+    model: str,
+    backend: str,
+    policy: str,
+    db: str | None,
+    engine: str | None,
+    plugins: list[str],
+    chunk_s: float = 4.0,
+) -> Any:
+    for mod in plugins:
+        importlib.import_module(mod)
+    from prompttuner.api.service import ServiceConfig
+    from prompttuner.runtime.engine import REAL_ENGINE
+
+    cfg = ServiceConfig(
+        home=home,
+        db_url=db,
+        backend=backend,
+        engine=engine or REAL_ENGINE,
+        policy=policy,
+        models=(model,),
+        workers=workers,
+        warm=warm,
+    )
+    cfg.controller.chunk_s = chunk_s
+    from prompttuner.api.service import Service
+
+    return Service(cfg)
+
+
+def serve_cmd(
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="HTTP port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),
+    workers: int = typer.Option(2, "--workers", min=1, help="most workers (GPUs) held at once"),
+    warm: int = typer.Option(-1, "--warm", help="workers kept warm on --model (default: --workers)"),
+    model: str = typer.Option("smollm2-135m", "--model", help="base LLM the warm pool holds"),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes) or ray"),
+    policy: str = typer.Option("prompttuner", "--policy", help="scheduling policy"),
+    db: str = typer.Option(None, "--db", help="SQLAlchemy URL (default: SQLite in $PROMPTTUNER_HOME)"),
+    home: Path = typer.Option(None, "--home", help="state folder (default: $PROMPTTUNER_HOME)"),
+    engine: str = typer.Option(None, "--engine", hidden=True, help="engine 'module:attr' (tests)"),
+    plugin: list[str] = typer.Option([], "--plugin", hidden=True, help="modules to import first"),
+    chunk_s: float = typer.Option(
+        4.0, "--chunk-s", help="seconds of training per unit of work (checkpoint period)"
+    ),
+) -> None:
+    """Run the service: the HTTP API, the controller and a pool of warm workers."""
+    import uvicorn
+
+    from prompttuner.api.app import create_app
+
+    h = _home(home)
+    try:
+        service = build_service(
+            h, workers, None if warm < 0 else warm, model, backend, policy, db, engine, plugin, chunk_s
+        )
+    except ValueError as e:
+        fail(str(e))
+    url = f"http://{host}:{port}"
+    (h / "server.json").write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}))
+    console.print(f"PromptTuner on [bold]{url}[/] (docs: {url}/docs) home={h}")
+    console.print(f"API key of tenant 'default' in {h / 'api_key'}")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+def submit_cmd(
+    data: Path = typer.Option(
+        ..., "--data", exists=True, dir_okay=False, help="training JSONL (text, label)"
+    ),
+    validation: Path = typer.Option(
+        None, "--validation", exists=True, dir_okay=False, help="validation JSONL"
+    ),
+    labels: str = typer.Option(None, "--labels", help="comma-separated label words (default: from the data)"),
+    model: str = typer.Option("smollm2-135m", "--model"),
+    target: float = typer.Option(None, "--target", help="target validation accuracy (0-1)"),
+    max_steps: int = typer.Option(100, "--max-steps", help="step budget"),
+    deadline: str = typer.Option("30m", "--deadline", help="SLO as a duration from now (90s, 15m, 2h)"),
+    best_effort: bool = typer.Option(
+        False, "--best-effort", help="run even if the deadline looks infeasible"
+    ),
+    bank: bool = typer.Option(False, "--bank", help="warm start from the Prompt Bank"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    virtual_tokens: int = typer.Option(8, "--virtual-tokens"),
+    url: str = typer.Option(None, "--url", help="service URL (default: from $PROMPTTUNER_HOME/server.json)"),
+    key: str = typer.Option(None, "--key", help="API key (default: $PROMPTTUNER_API_KEY or the home's)"),
+    home: Path = typer.Option(None, "--home"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Upload data and create a prompt-tuning job; prints the job and its quote."""
+    u, k = _client_target(url, key, home)
+    try:
+        seconds = parse_duration(deadline)
+    except ValueError as e:
+        fail(str(e))
+    f = _request("POST", u, k, "/v1/files", files={"file": (data.name, data.read_bytes())})
+    body: dict[str, Any] = {
+        "model": model,
+        "training_file": f["id"],
+        "max_steps": max_steps,
+        "duration_s": seconds,
+        "best_effort": best_effort,
+        "bank_warm_start": bank,
+        "hyperparameters": {"batch_size": batch_size, "num_virtual_tokens": virtual_tokens},
+    }
+    if validation is not None:
+        body["validation_file"] = _request(
+            "POST", u, k, "/v1/files", files={"file": (validation.name, validation.read_bytes())}
+        )["id"]
+    if labels:
+        body["labels"] = [x.strip() for x in labels.split(",")]
+    if target is not None:
+        body["target_accuracy"] = target
+    job = _request("POST", u, k, "/v1/jobs", json=body)
+    if json_out:
+        emit_json(job)
+        return
+    q = job["quote"]
+    console.print(
+        f"[bold]{job['id']}[/] {job['status']}: deadline {job['deadline_iso']}, "
+        f"quote finish {q['finish_iso']} cost {q['cost']:.4f} on {q['gpus']} worker(s)"
+    )
+
+
+def status_cmd(
+    job: str = typer.Argument(None, help="a job id (default: all your jobs and the cluster)"),
+    url: str = typer.Option(None, "--url"),
+    key: str = typer.Option(None, "--key"),
+    home: Path = typer.Option(None, "--home"),
+    events: bool = typer.Option(False, "--events", help="also print the job's events"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Show jobs (progress, deadline met or missed, GPU-seconds) and the worker pool."""
+    u, k = _client_target(url, key, home)
+    if job:
+        j = _request("GET", u, k, f"/v1/jobs/{job}")
+        ev = _request("GET", u, k, f"/v1/jobs/{job}/events")["data"] if events else None
+        if json_out:
+            emit_json({"job": j, "events": ev})
+            return
+        console.print(jobs_table([j]))
+        for e in ev or []:
+            stamp = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+            console.print(f"{stamp} {e['kind']:<12} {e['worker'] or '':<10} {json.dumps(e['data'])}")
+        return
+    jobs = _request("GET", u, k, "/v1/jobs")["data"]
+    cluster = _request("GET", u, k, "/v1/cluster")
+    if json_out:
+        emit_json({"jobs": jobs, "cluster": cluster})
+        return
+    console.print(jobs_table(jobs))
+    console.print(cluster_line(cluster))
+
+
+def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs") -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("job", "task", "status", "steps", "acc", "deadline in", "deadline", "GPU-s"):
+        t.add_column(col, justify="right" if col in ("steps", "acc", "GPU-s", "deadline in") else "left")
+    now = time.time()
+    for j in jobs:
+        p = j["progress"]
+        acc = f"{p['accuracy']:.2f}" if p["accuracy"] is not None else "-"
+        left = j["deadline"] - (j["finished_at"] or now)
+        met = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[j["deadline_met"]]
+        t.add_row(
+            j["id"],
+            str(j.get("task") or j.get("training_file") or ""),
+            j["status"],
+            f"{p['steps_done']}/{j['max_steps']}",
+            acc,
+            f"{left:+.0f}s",
+            met,
+            f"{j['gpu_seconds']:.1f}",
+        )
+    return t
+
+
+def cluster_line(c: dict[str, Any]) -> str:
+    states: dict[str, int] = {}
+    for w in c["workers"]:
+        states[w["state"]] = states.get(w["state"], 0) + 1
+    ws = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    return (
+        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}); "
+        f"GPU-seconds held {c['gpu_seconds_held']:.1f}, busy {c['gpu_seconds_busy']:.1f}, "
+        f"utilisation {c['utilisation']:.0%}"
+    )
+
+
+def demo_cmd(
+    workers: int = typer.Option(3, "--workers", min=1, max=4, help="local workers (2-4)"),
+    jobs: int = typer.Option(4, "--jobs", min=1, max=8, help="jobs to submit"),
+    home: Path = typer.Option(
+        None, "--home", help="state folder (default: a fresh one under ./.prompttuner-home)"
+    ),
+    policy: str = typer.Option("prompttuner", "--policy"),
+    kill_worker: bool = typer.Option(
+        False, "--kill-worker", help="kill a busy worker mid-job to show recovery"
+    ),
+    engine: str = typer.Option(None, "--engine", hidden=True),
+    plugin: list[str] = typer.Option([], "--plugin", hidden=True),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Start the service with local workers, submit jobs with different deadlines, watch them, report."""
+    from prompttuner.cli.demo import run_demo
+
+    try:
+        result = run_demo(
+            workers=workers,
+            n_jobs=jobs,
+            home=home,
+            policy=policy,
+            kill_worker=kill_worker,
+            engine=engine,
+            plugins=plugin,
+        )
+    except (ValueError, RuntimeError, TimeoutError) as e:
+        fail(str(e))
+    if json_out:
+        emit_json(result)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("serve")(serve_cmd)
+    app.command("submit")(submit_cmd)
+    app.command("status")(status_cmd)
+    app.command("demo")(demo_cmd)

@@ -1,0 +1,183 @@
+"""The runtime under faults: data-parallel rounds, a worker killed mid-job, the service killed mid-run.
+
+The fake engine makes results exact: a job's final prompt after N steps must equal the prompt of an
+uninterrupted single-worker run of N steps, so a lost, repeated or misapplied step shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from safetensors.numpy import load
+
+from prompttuner.api.app import create_app
+from prompttuner.api.models import Base
+from prompttuner.api.store import Store
+from prompttuner.runtime.engine import JobPayload
+from service_fakes import FAKE_ENGINE, GreedyPolicy, expected_w
+from test_api_service import ROWS, job_body, make_service, wait_done, wait_for
+
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
+
+
+def _payload(client: TestClient, job: dict[str, Any], service: Any) -> JobPayload:
+    with service.store.session() as s:
+        from prompttuner.api.models import Job
+        from prompttuner.runtime.controller import default_payload
+
+        return default_payload(s.get(Job, job["id"]), s)
+
+
+def _prompt_w(blob: bytes) -> float:
+    return float(load(blob)["prompt"][0, 0])
+
+
+def _kinds(client: Any, jid: str) -> list[str]:
+    return [e["kind"] for e in client.get(f"/v1/jobs/{jid}/events").json()["data"]]
+
+
+def test_data_parallel_rounds_match_single_worker_steps(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "home")
+    service.policy = service.controller.policy = GreedyPolicy(per_job=2)
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny") == 2)
+        job = client.post("/v1/jobs", json=job_body(max_steps=9)).json()
+        done = wait_done(client, job["id"])
+        assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 9
+        events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+        allocs = [e["data"]["workers"] for e in events if e["kind"] == "allocate"]
+        assert any(len(w) == 2 for w in allocs), allocs
+        assert any(e["data"].get("replicas") == 2 for e in events if e["kind"] == "progress")
+        w = _prompt_w(client.get(f"/v1/jobs/{job['id']}/prompt").content)
+        assert w == pytest.approx(expected_w(_payload(client, job, service), 9), rel=1e-12)
+
+
+def test_worker_killed_mid_job_resumes_from_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")  # the workers (spawned after this) step slowly enough to hit
+    service = make_service(tmp_path / "home")
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        job = client.post("/v1/jobs", json=job_body(max_steps=40, best_effort=True)).json()
+        jid = job["id"]
+        wait_for(lambda: client.get(f"/v1/jobs/{jid}").json()["progress"]["checkpoint_step"] >= 4)
+        victim = next(w for w in client.get("/v1/cluster").json()["workers"] if w["job"] == jid)
+        service.controller.kill_worker(victim["id"])
+        done = wait_done(client, jid)
+        assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 40
+        events = client.get(f"/v1/jobs/{jid}/events").json()["data"]
+        fails = [e for e in events if e["kind"] == "fail"]
+        assert len(fails) == 1 and fails[0]["worker"] == victim["id"]
+        assert fails[0]["data"]["recovered_from_step"] >= 4
+        later = [e for e in events if e["id"] > fails[0]["id"] and e["kind"] in ("allocate", "move")]
+        assert later and victim["id"] not in later[0]["data"]["workers"]
+        w = _prompt_w(client.get(f"/v1/jobs/{jid}/prompt").content)
+        assert w == pytest.approx(expected_w(_payload(client, job, service), 40), rel=1e-12)
+        assert victim["id"] not in [x["id"] for x in client.get("/v1/cluster").json()["workers"]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", FAKE_STEP_S="0.05")
+    cmd = [
+        sys.executable,
+        "-m",
+        "prompttuner",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--model",
+        "tiny",
+        "--engine",
+        FAKE_ENGINE,
+        "--plugin",
+        "service_fakes",
+        "--policy",
+        "test-greedy",
+        "--chunk-s",
+        "0.3",
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_service_killed_and_restarted_loses_nothing(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(home, port)
+    try:
+        key = wait_for(lambda: (home / "api_key").exists() and (home / "api_key").read_text().strip(), 60)
+        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+        def up() -> bool:
+            try:
+                return c.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, 0.2)
+        ids = [
+            c.post("/v1/jobs", json=job_body(max_steps=n, best_effort=True)).json()["id"] for n in (30, 34, 3)
+        ]
+        wait_for(lambda: c.get(f"/v1/jobs/{ids[1]}").json()["progress"]["checkpoint_step"] >= 3, 60)
+        before = {j: c.get(f"/v1/jobs/{j}").json() for j in ids}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc = _serve(home, port)
+        wait_for(up, 60, 0.2)
+        for jid in ids:
+            done = wait_for(
+                lambda jid=jid: (
+                    c.get(f"/v1/jobs/{jid}").json()["status"] == "succeeded"
+                    and c.get(f"/v1/jobs/{jid}").json()
+                ),
+                90,
+                0.2,
+            )
+            assert done["progress"]["steps_done"] == done["max_steps"]
+            w = _prompt_w(c.get(f"/v1/jobs/{jid}/prompt").content)
+            payload = JobPayload(
+                jid, "tiny", str(home / "files" / "x"), None, ("bad", "good"), done["max_steps"]
+            )
+            Path(payload.train_path).write_text("\n".join(json.dumps(r) for r in ROWS))
+            assert w == pytest.approx(expected_w(payload, done["max_steps"]), rel=1e-12)
+        evs = c.get(f"/v1/jobs/{ids[0]}/events").json()["data"]
+        assert "recover" in [e["kind"] for e in evs], "\n".join(
+            f"{e['time']:.2f} {e['kind']} {e['data']}" for e in evs
+        )
+        assert before[ids[0]]["status"] in ("running", "queued")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = Store(tmp_path / "h")
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    Store(tmp_path / "h")  # a second start upgrades nothing and fails nothing
