@@ -122,6 +122,10 @@ class JobView:
         return self.spec.job_id
 
     @property
+    def deadline(self) -> float:
+        return self.spec.slo.deadline
+
+    @property
     def steps_left(self) -> float:
         return max(0.0, self.spec.work_steps - self.steps_done)
 
@@ -209,6 +213,9 @@ class Provision:
     model: str
     gpu_type: str
     count: int = 1
+    # when set, the new workers join this job's allocation as soon as they exist (the job uses them once
+    # they are ready), so a policy need not wait a decision round for their ids
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)
