@@ -439,7 +439,7 @@ class PromptTunerPolicy(Policy):
                 continue
             n = len(cur)
             add = 0
-            while idle and n + add < prof.max_replicas:
+            while add < len(idle) and n + add < prof.max_replicas:
                 m = n + add
                 gain = prof.throughput(gpu, m + 1) - prof.throughput(gpu, m)
                 if gain < self.boost_efficiency * prof.throughput(gpu, 1):
