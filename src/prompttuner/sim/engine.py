@@ -140,7 +140,9 @@ class Simulator:
     def _gpu_count(self) -> int:
         return sum(w.gpus for w in self.workers.values())
 
-    def _provision(self, model: str, gpu: str, count: int, job_id: str | None, ready_now: bool = False) -> None:
+    def _provision(
+        self, model: str, gpu: str, count: int, job_id: str | None, ready_now: bool = False
+    ) -> None:
         prof = self.models[model]
         if gpu not in prof.step_time_s:
             raise PolicyError(f"{model} has no profile on {gpu}")
@@ -278,6 +280,7 @@ class Simulator:
             answered.add(a.job_id)
             job.quote = a.quote
             job.reason = a.reason
+            job.view = None
             if a.admitted:
                 job.admitted = True
             else:
@@ -318,7 +321,10 @@ class Simulator:
             if job is None:
                 continue
             for wid in wids:
-                w = self.workers.get(wid)
+                got = self.workers.get(wid)
+                if got is None:
+                    raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
+                w = got
                 if w is None:
                     raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
                 if w.model != job.spec.model:
@@ -333,9 +339,10 @@ class Simulator:
                     w.state = WorkerState.BUSY
                     w.idle_since = None
         for wid in d.release:
-            w = self.workers.get(wid)
-            if w is None:
+            rw = self.workers.get(wid)
+            if rw is None:
                 raise PolicyError(f"release of unknown worker {wid}")
+            w = rw
             if w.job_id is not None:
                 job = self.active.get(w.job_id)
                 if job is not None and wid in job.workers:
@@ -444,7 +451,8 @@ class Simulator:
         qdelays: list[float] = []
         for job in self.jobs.values():
             s = job.spec
-            met = job.phase == JobPhase.SUCCEEDED and job.finish is not None and job.finish <= s.deadline + EPS
+            done = job.phase == JobPhase.SUCCEEDED and job.finish is not None
+            met = done and job.finish is not None and job.finish <= s.deadline + EPS
             if job.phase == JobPhase.DECLINED:
                 declined += 1
             elif job.phase != JobPhase.SUCCEEDED:

@@ -196,7 +196,7 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
         raw = raw[cfg.trace_offset :]
         # repeat the trace (shifted) if it is shorter than the requested number of jobs
         period = raw[-1] - raw[0] + (raw[-1] - raw[0]) / max(1, len(raw) - 1)
-        seq = []
+        seq: list[float] = []
         k = 0
         while len(seq) < cfg.n_jobs:
             seq.extend(x - raw[0] + k * period for x in raw[: cfg.n_jobs - len(seq)])
