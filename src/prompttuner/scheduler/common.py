@@ -58,7 +58,7 @@ class Index:
                     ix.prov_free[key].append(w)
         # most recently idle last, so pop() reuses the warmest worker and releases take the oldest first
         for lst in ix.idle.values():
-            lst.sort(key=lambda w: (w.idle_since if w.idle_since is not None else -math.inf))
+            lst.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
         for lst in ix.prov_free.values():
             lst.sort(key=lambda w: -w.ready_at)  # pop() gives the one ready soonest
         for gname, cap in snap.capacity.items():
@@ -68,6 +68,19 @@ class Index:
 
     def gpus(self, model: str) -> int:
         return self.snap.models[model].gpus_per_replica
+
+
+_RATES: dict[tuple[str, str, float, float, int], tuple[float, ...]] = {}
+
+
+def rates(prof: ModelProfile, gpu: str) -> tuple[float, ...]:
+    """Steps per second for 0..max_replicas replicas (memoised: policies ask this in inner loops)."""
+    key = (prof.name, gpu, prof.step_time_s[gpu], prof.sync_overhead_s, prof.max_replicas)
+    r = _RATES.get(key)
+    if r is None:
+        r = tuple(prof.throughput(gpu, n) for n in range(prof.max_replicas + 1))
+        _RATES[key] = r
+    return r
 
 
 def finish_time(
@@ -80,6 +93,7 @@ def finish_time(
     """
     if steps <= 0:
         return now
+    rt = rates(prof, gpu)
     n = 0
     t = now
     left = steps
@@ -92,7 +106,7 @@ def finish_time(
             n = min(count, prof.max_replicas)
             continue
         if ready > t:
-            rate = prof.throughput(gpu, n)
+            rate = rt[n]
             span = ready - t
             if rate * span >= left:
                 return t + left / rate
@@ -101,7 +115,7 @@ def finish_time(
         n = min(n + count, prof.max_replicas)
     if n == 0:
         return math.inf
-    return t + left / prof.throughput(gpu, n)
+    return t + left / rt[n]
 
 
 def prefix_groups(groups: Sequence[tuple[int, float]], n: int) -> list[tuple[int, float]]:

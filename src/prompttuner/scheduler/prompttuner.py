@@ -22,6 +22,7 @@ Cold starts happen only for replicas the warm pool, provisioning workers and sur
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -40,7 +41,15 @@ from prompttuner.core.types import (
     WorkerView,
 )
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index, Key, fastest, finish_time, min_replicas, prefix_groups
+from prompttuner.scheduler.common import (
+    Index,
+    Key,
+    fastest,
+    finish_time,
+    min_replicas,
+    prefix_groups,
+    rates,
+)
 
 
 def poisson_quantile(mean: float, q: float) -> int:
@@ -61,11 +70,14 @@ def arrival_rate(stats: ArrivalStats | None, now: float, window: float, floor: f
     """Arrivals per second of one model over the last ``window`` seconds (0 without history)."""
     if stats is None:
         return 0.0
-    recent = [t for t in stats.recent_arrivals if now - window < t <= now]
-    if not recent:
+    arr = stats.recent_arrivals
+    lo = bisect.bisect_right(arr, now - window)
+    hi = bisect.bisect_right(arr, now)
+    count = hi - lo
+    if count <= 0:
         return 0.0
-    span = min(window, max(now - recent[0], floor))
-    return len(recent) / span
+    span = min(window, max(now - arr[lo], floor))
+    return count / span
 
 
 @dataclass
@@ -272,30 +284,54 @@ class PromptTunerPolicy(Policy):
         """For admitted jobs: needs, surplus and projected finishes; returns the ones short of GPUs."""
         ix = ctx.ix
         now = ix.snap.now
+        models = ix.snap.models
         short: list[JobView] = []
+        prov_state = WorkerState.PROVISIONING
         for j in jobs:
-            ws = ix.by_job.get(j.job_id, [])
+            ws = ix.by_job.get(j.job_id)
             if not ws:
                 short.append(j)
                 continue
-            prof = ix.snap.models[j.spec.model]
+            prof = models[j.spec.model]
             gpu = ws[0].gpu_type
-            ready = [w for w in ws if w.state != WorkerState.PROVISIONING]
-            prov = sorted(w.ready_at for w in ws if w.state == WorkerState.PROVISIONING)
-            groups = [(len(ready), now)] + [(1, t) for t in prov]
-            groups = [x for x in groups if x[0] > 0]
-            f_all = finish_time(prof, gpu, j.steps_left, now, groups, 0.0)
-            ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica))
-            if not self.elastic:
-                continue
-            r = min_replicas(prof, gpu, j.steps_left, now, self._target(j, now), groups, 0.0)
-            if r is None:
-                short.append(j)
-                continue
-            n = r[0]
+            steps = j.steps_left
+            target = self._target(j, now)
+            n_ready = 0
+            prov: list[float] = []
+            for w in ws:
+                if w.state == prov_state:
+                    prov.append(w.ready_at)
+                else:
+                    n_ready += 1
+            if not prov:
+                rt = rates(prof, gpu)
+                top = min(n_ready, prof.max_replicas)
+                f_all = now + steps / rt[top] if top > 0 else math.inf
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica))
+                if not self.elastic:
+                    continue
+                if f_all > target:
+                    short.append(j)
+                    continue
+                n = 1
+                while n < top and now + steps / rt[n] > target:
+                    n += 1
+            else:
+                prov.sort()
+                groups = [(n_ready, now)] + [(1, t) for t in prov]
+                groups = [x for x in groups if x[0] > 0]
+                f_all = finish_time(prof, gpu, steps, now, groups, 0.0)
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica))
+                if not self.elastic:
+                    continue
+                r = min_replicas(prof, gpu, steps, now, target, groups, 0.0)
+                if r is None:
+                    short.append(j)
+                    continue
+                n = r[0]
             ctx.need[j.job_id] = n
-            if len(ready) > n and self.min_gpus:
-                ctx.excess[(j.spec.model, gpu)].append((j.deadline, j.job_id, len(ready) - n))
+            if n_ready > n and self.min_gpus:
+                ctx.excess[(j.spec.model, gpu)].append((j.deadline, j.job_id, n_ready - n))
         for lst in ctx.excess.values():
             lst.sort()
         return short

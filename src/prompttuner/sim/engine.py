@@ -129,6 +129,7 @@ class Simulator:
         self._held = 0
         self._busy = 0
         self._wake: float | None = None
+        self._pending: list[str] = []
         last = self.specs[-1].arrival if self.specs else 0.0
         span = max((j.deadline - j.arrival for j in self.specs), default=0.0)
         self.max_time = max_time if max_time is not None else last + 10 * span + 86_400
@@ -285,11 +286,9 @@ class Simulator:
                 job.admitted = True
             else:
                 self._finish(job, JobPhase.DECLINED)
-        for jid in new_ids:  # a policy that says nothing admits
-            job = self.active.get(jid)
-            if job is not None and jid not in answered:
-                job.admitted = True
-                job.view = None
+        # a job the policy has not answered yet stays pending and is offered again (a slotted policy
+        # such as ElasticFlow answers at its next slot boundary)
+        self._pending = [j for j in new_ids if j not in answered and j in self.active]
         touched: list[_Job] = []
         claimed: dict[str, str] = {}
         for jid, wids in d.allocations.items():
@@ -378,8 +377,10 @@ class Simulator:
         while True:
             t_arr = self.specs[i].arrival if i < n else math.inf
             t_done = self._next_completion()
-            next_ready = min((w.ready_at for w in self.workers.values()
-                              if w.state == WorkerState.PROVISIONING), default=math.inf)
+            next_ready = min(
+                (w.ready_at for w in self.workers.values() if w.state == WorkerState.PROVISIONING),
+                default=math.inf,
+            )
             t_wake = self._wake if self._wake is not None and self._wake > self.now else math.inf
             t = min(t_arr, t_done, next_ready, t_wake)
             if math.isinf(t):
@@ -409,16 +410,14 @@ class Simulator:
                 if job.ready_n > 0 and job.steps_done >= job.work - EPS * max(1.0, job.work):
                     self._finish(job, JobPhase.SUCCEEDED)
                     done += 1
-            new_ids: list[str] = []
+            new_ids: list[str] = [j for j in self._pending if j in self.active]
             while i < n and self.specs[i].arrival <= t + EPS:
                 spec = self.specs[i]
                 job = self.jobs[spec.job_id]
                 job.last_t = t
                 self.active[spec.job_id] = job
                 self._arrivals[spec.model].append(spec.arrival)
-                self._arrival_stats[spec.model] = ArrivalStats(
-                    spec.model, tuple(self._arrivals[spec.model])
-                )
+                self._arrival_stats[spec.model] = ArrivalStats(spec.model, tuple(self._arrivals[spec.model]))
                 new_ids.append(spec.job_id)
                 i += 1
             if t >= self.max_time:

@@ -160,7 +160,9 @@ def trace_arrivals(kind: str, trace: str | None) -> list[float]:
         path = Path(trace) if trace else shared_data() / "traces/microsoft-itp/raw/cluster04.csv"
         return read_itp_arrivals(path)
     if kind == "azure":
-        path = Path(trace) if trace else shared_data() / "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
+        path = (
+            Path(trace) if trace else shared_data() / "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
+        )
         return read_azure_arrivals(path)
     raise ValueError(f"unknown arrival process {kind!r}; use poisson, itp or azure")
 
@@ -172,8 +174,10 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     for m in cfg.model_mix:
         catalog.model(m)
     # mean GPU-seconds per job at its reference size -> arrival rate for the target load
-    mean_steps = work.mean() * sum(cfg.init_mix[i] * work.init_factor.get(i, 1.0) for i in cfg.init_mix) / sum(
-        cfg.init_mix.values()
+    mean_steps = (
+        work.mean()
+        * sum(cfg.init_mix[i] * work.init_factor.get(i, 1.0) for i in cfg.init_mix)
+        / sum(cfg.init_mix.values())
     )
     tot = sum(cfg.model_mix.values())
     gpu_s = 0.0
@@ -226,8 +230,14 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
 
 def save_jobs(jobs: list[JobSpec], path: Path) -> None:
     rows = [
-        {"job_id": j.job_id, "model": j.model, "arrival": j.arrival, "deadline": j.deadline,
-         "work_steps": j.work_steps, "init": j.init}
+        {
+            "job_id": j.job_id,
+            "model": j.model,
+            "arrival": j.arrival,
+            "deadline": j.deadline,
+            "work_steps": j.work_steps,
+            "init": j.init,
+        }
         for j in jobs
     ]
     Path(path).write_text(json.dumps({"jobs": rows}, indent=1))
