@@ -121,10 +121,16 @@ def test_idle_workers_are_released_after_keep_alive_without_forecast_arrivals() 
     assert old.release == ("w0",)
 
 
-def test_pool_prewarms_for_frequent_arrivals() -> None:
-    arrivals = {MODEL: ArrivalStats(MODEL, tuple(float(t) for t in range(0, 600, 10)))}
-    d = make_policy("prompttuner").decide(snap([], [], now=600.0, arrivals=arrivals))
+def test_pool_prewarms_for_frequent_arrivals_that_cannot_afford_a_cold_start() -> None:
+    arr = tuple(float(t) for t in range(0, 600, 10))
+    # 400 steps in 280 s: 2 warm replicas make it, a cold start would need 3 -> these jobs want warm
+    tight = ArrivalStats(MODEL, arr, recent_deadlines=tuple(t + 280 for t in arr), recent_work=(400.0,) * 60)
+    d = make_policy("prompttuner").decide(snap([], [], now=600.0, arrivals={MODEL: tight}))
     assert sum(p.count for p in d.provision if p.model == MODEL) >= 3  # ~4.6 arrivals per cold start
+    # the same arrivals with slack enough for a cold start: no pre-warming, keep-alive only
+    loose = ArrivalStats(MODEL, arr, recent_deadlines=tuple(t + 2000 for t in arr), recent_work=(400.0,) * 60)
+    d2 = make_policy("prompttuner").decide(snap([], [], now=600.0, arrivals={MODEL: loose}))
+    assert not d2.provision
 
 
 def test_edf_gives_earliest_deadline_first_choice() -> None:

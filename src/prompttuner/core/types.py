@@ -150,6 +150,10 @@ class ArrivalStats:
     model: str
     recent_arrivals: tuple[float, ...] = ()  # arrival times, oldest first
     idle_gaps: tuple[float, ...] = ()  # observed idle times of this model's workers
+    # aligned with recent_arrivals when known: each job's deadline and estimated work in steps (lets a
+    # policy see how many of this model's jobs could not afford a cold start)
+    recent_deadlines: tuple[float, ...] = ()
+    recent_work: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,18 @@ def rates(prof: ModelProfile, gpu: str) -> tuple[float, ...]:
 
 
 def finish_time(
-    prof: ModelProfile, gpu: str, steps: float, now: float, groups: Sequence[tuple[int, float]], pause: float
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float = 0.0,
 ) -> float:
     """When ``steps`` are done if ``groups`` = [(count, ready_time), ...] of replicas join over time.
 
     Groups must be sorted by ready time.  ``pause`` is charged once, when the job (re)starts at the first
-    group; later joins at warm-move cost are folded in by the caller through ``pause`` being small.
+    group; ``join_pause`` each time a later group joins a running job (the driver pauses it to rescale).
     """
     if steps <= 0:
         return now
@@ -111,7 +117,7 @@ def finish_time(
             if rate * span >= left:
                 return t + left / rate
             left -= rate * span
-            t = ready
+            t = ready + join_pause
         n = min(n + count, prof.max_replicas)
     if n == 0:
         return math.inf
@@ -139,24 +145,31 @@ def min_replicas(
     deadline: float,
     groups: Sequence[tuple[int, float]],
     pause: float,
+    join_pause: float = 0.0,
 ) -> tuple[int, float] | None:
     """Fewest replicas (taken in ``groups`` order) that finish by ``deadline``: (n, finish) or None."""
     total = min(sum(c for c, _ in groups), prof.max_replicas)
     for n in range(1, total + 1):
-        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause)
+        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
         if f <= deadline:
             return n, f
     return None
 
 
 def fastest(
-    prof: ModelProfile, gpu: str, steps: float, now: float, groups: Sequence[tuple[int, float]], pause: float
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float = 0.0,
 ) -> tuple[int, float]:
     """The replica count (in ``groups`` order) with the earliest finish: (n, finish); (0, inf) if none."""
     total = min(sum(c for c, _ in groups), prof.max_replicas)
     best = (0, math.inf)
     for n in range(1, total + 1):
-        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause)
+        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
         if f < best[1] - 1e-9:
             best = (n, f)
     return best

@@ -98,10 +98,13 @@ class INFlessPolicy(Policy):
                 room = len(warm) + (max(0, free.get(gpu, 0)) + evictable) // g
                 price = snapshot.gpu_types[gpu].price_per_hour / 3600.0 * g
                 cs = prof.cold_start_s[gpu]
+                # predicted like the runtime behaves: a start overhead, a pause when cold replicas join
+                pause = self.rescale_overhead_s(prof, gpu, 0, 1)
+                jp = self.rescale_overhead_s(prof, gpu, 1, 2)
                 for n in range(1, min(prof.max_replicas, room) + 1):
                     nw = min(n, len(warm))
                     groups = [(nw, now), (n - nw, now + cs)]
-                    f = finish_time(prof, gpu, j.steps_left, now, [x for x in groups if x[0] > 0], 0.0)
+                    f = finish_time(prof, gpu, j.steps_left, now, [x for x in groups if x[0] > 0], pause, jp)
                     cost = n * price * (f - now)
                     if f <= j.deadline - self.margin and (best is None or cost < best[0]):
                         best = (cost, f, n, gpu)

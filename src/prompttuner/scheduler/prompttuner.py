@@ -15,7 +15,8 @@ Mechanisms (each can be switched off for the ablation):
   allocation it started with.
 - ``admission``: a new job whose deadline cannot be met even with every worker it could get (warm now,
   cold starts, and capacity that running jobs free later) is declined with a quote that names the
-  tightest deadline that could be met.  Off: every job is admitted and run as fast as possible.
+  tightest deadline that could be met.  A job that misses only by ``admit_tolerance`` of its time left
+  is admitted "at risk" and served after the jobs that are on track.  Off: every job is admitted.
 
 Cold starts happen only for replicas the warm pool, provisioning workers and surplus cannot cover in time.
 """
@@ -35,6 +36,7 @@ from prompttuner.core.types import (
     JobPhase,
     JobSpec,
     JobView,
+    ModelProfile,
     Provision,
     Quote,
     WorkerState,
@@ -96,12 +98,13 @@ class _Ctx:
 
     ix: Index
     excess: dict[Key, list[tuple[float, str, int]]] = field(default_factory=lambda: defaultdict(list))
-    future: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
+    future: dict[str, list[tuple[float, int, str]]] = field(default_factory=lambda: defaultdict(list))
     alloc: dict[str, list[str]] = field(default_factory=dict)  # job -> workers (changed jobs only)
     provisions: list[Provision] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
     need: dict[str, int] = field(default_factory=dict)
+    keep_s: dict[str, float] = field(default_factory=dict)
 
 
 @register("prompttuner")
@@ -118,6 +121,8 @@ class PromptTunerPolicy(Policy):
         arrival_window_s: float = 1800.0,
         margin: float = 0.05,
         boost_efficiency: float = 0.6,
+        admit_tolerance: float = 0.5,
+        violation_cost_gpu_s: float = 600.0,
     ) -> None:
         self.warm_pool = warm_pool
         self.min_gpus = min_gpus
@@ -129,6 +134,9 @@ class PromptTunerPolicy(Policy):
         self.arrival_window_s = arrival_window_s
         self.margin = margin
         self.boost_efficiency = boost_efficiency
+        self.admit_tolerance = admit_tolerance
+        self.violation_cost_gpu_s = violation_cost_gpu_s
+        self._tight_memo: dict[tuple[str, str, float, int], tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ planning
     def _target(self, j: JobView | JobSpec, now: float) -> float:
@@ -176,25 +184,29 @@ class PromptTunerPolicy(Policy):
             cs = prof.cold_start_s[gpu]
             groups: list[tuple[int, float]] = [(warm_now, now)] + [(1, t) for t in prov_times]
             groups.append((self._cold_count(ctx, spec.model, gpu), now + cs))
-            if with_future:
-                g = prof.gpus_per_replica
-                acc = 0
-                for t, gp in sorted(ctx.future.get(gpu, [])):
+            g = prof.gpus_per_replica
+            acc = 0
+            for t, gp, m in sorted(ctx.future.get(gpu, [])):
+                if m == spec.model and self.warm_pool and t < now + cs:
+                    # a worker of this model frees before a cold start would be ready: wait for it
+                    groups.append((gp // g, t))
+                elif with_future:
                     acc += gp
                     if acc >= g:
                         groups.append((acc // g, t + cs))
                         acc %= g
             groups = sorted([x for x in groups if x[0] > 0], key=lambda x: x[1])
             pause = 0.0 if own_ready else self.rescale_overhead_s(prof, gpu, 0, 1)
+            jp = self.rescale_overhead_s(prof, gpu, 1, 2)
             price = snap.gpu_types[gpu].price_per_hour / 3600.0 * prof.gpus_per_replica
             if self.min_gpus:
-                r = min_replicas(prof, gpu, steps, now, target, groups, pause)
+                r = min_replicas(prof, gpu, steps, now, target, groups, pause, jp)
                 if r is not None:
                     n, f = r
                     cost = n * price * (f - now)
                     if best is None or cost < best.cost:
                         best = _Plan(gpu, n, f, prefix_groups(groups, n), True, cost)
-            n, f = fastest(prof, gpu, steps, now, groups, pause)
+            n, f = fastest(prof, gpu, steps, now, groups, pause, jp)
             if n > 0 and (fast is None or f < fast.finish):
                 fast = _Plan(gpu, n, f, prefix_groups(groups, n), f <= spec.deadline, n * price * (f - now))
         if best is not None:
@@ -307,7 +319,7 @@ class PromptTunerPolicy(Policy):
                 rt = rates(prof, gpu)
                 top = min(n_ready, prof.max_replicas)
                 f_all = now + steps / rt[top] if top > 0 else math.inf
-                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica))
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
                 if not self.elastic:
                     continue
                 if f_all > target:
@@ -321,7 +333,7 @@ class PromptTunerPolicy(Policy):
                 groups = [(n_ready, now)] + [(1, t) for t in prov]
                 groups = [x for x in groups if x[0] > 0]
                 f_all = finish_time(prof, gpu, steps, now, groups, 0.0)
-                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica))
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
                 if not self.elastic:
                     continue
                 r = min_replicas(prof, gpu, steps, now, target, groups, 0.0)
@@ -351,6 +363,7 @@ class PromptTunerPolicy(Policy):
             plan = self._plan(ctx, j, j.spec, with_future=False)
             if plan is not None:
                 self._take(ctx, j, plan)
+        at_risk: list[tuple[JobView, _Plan | None]] = []
         for j in new:
             plan = self._plan(ctx, j, j.spec, with_future=False)
             if plan is None or not plan.feasible:
@@ -360,8 +373,11 @@ class PromptTunerPolicy(Policy):
                     q = self._quote_of(snapshot, j.spec, later)
                     admissions.append(Admission(j.job_id, True, "queued until capacity frees", q))
                     continue
-                if self.admission and not j.spec.slo.best_effort:
-                    q = self._quote_of(snapshot, j.spec, later or plan)
+                best = min((p for p in (plan, later) if p is not None), key=lambda p: p.finish, default=None)
+                slack = self.admit_tolerance * max(0.0, j.deadline - snapshot.now)
+                hopeless = best is None or best.finish > j.deadline + slack
+                if self.admission and hopeless and not j.spec.slo.best_effort:
+                    q = self._quote_of(snapshot, j.spec, best)
                     earliest = "never" if q.tightest_deadline is None else f"{q.tightest_deadline:.0f}"
                     admissions.append(
                         Admission(
@@ -372,7 +388,17 @@ class PromptTunerPolicy(Policy):
                         )
                     )
                     continue
+                # borderline: admitted, but served after the jobs that are on track
+                admissions.append(
+                    Admission(j.job_id, True, "at risk", self._quote_of(snapshot, j.spec, best))
+                )
+                at_risk.append((j, plan))
+                continue
             admissions.append(Admission(j.job_id, True, "", self._quote_of(snapshot, j.spec, plan)))
+            if plan is not None:
+                self._take(ctx, j, plan)
+        for j, _ in at_risk:
+            plan = self._plan(ctx, j, j.spec, with_future=False)
             if plan is not None:
                 self._take(ctx, j, plan)
         accepted = {a.job_id for a in admissions if a.admitted}
@@ -387,13 +413,44 @@ class PromptTunerPolicy(Policy):
         )
 
     # ------------------------------------------------------------------ pools
+    def _tightness(
+        self, model: str, gpu: str, stats: ArrivalStats, prof: ModelProfile
+    ) -> tuple[float, float]:
+        """(fraction of recent jobs that need a warm start, mean warm replicas those jobs take).
+
+        A job "needs warm" when a cold start at its arrival would make it miss its deadline or need more
+        replicas than a warm start.  Memoised on the last arrival, so it is recomputed once per arrival.
+        """
+        if not stats.recent_arrivals or len(stats.recent_deadlines) != len(stats.recent_arrivals):
+            return 0.0, 1.0
+        key = (model, gpu, stats.recent_arrivals[-1], len(stats.recent_arrivals))
+        hit = self._tight_memo.get(key)
+        if hit is not None:
+            return hit
+        rt = rates(prof, gpu)
+        cs = prof.cold_start_s[gpu]
+        pause = self.rescale_overhead_s(prof, gpu, 0, 1)
+        tight = 0
+        reps = 0
+        for a, d, w in zip(stats.recent_arrivals, stats.recent_deadlines, stats.recent_work, strict=False):
+            window = d - a
+            n_w = next((n for n in range(1, len(rt)) if pause + w / rt[n] <= window), None)
+            if n_w is None:
+                continue  # hopeless even warm: a pool would not save it
+            n_c = next((n for n in range(1, len(rt)) if cs + pause + w / rt[n] <= window), None)
+            if n_c is None or n_c > n_w:
+                tight += 1
+                reps += n_w
+        res = (tight / len(stats.recent_arrivals), reps / tight if tight else 1.0)
+        if len(self._tight_memo) > 4096:
+            self._tight_memo.clear()
+        self._tight_memo[key] = res
+        return res
+
     def _pool_targets(self, ctx: _Ctx, jobs: list[JobView]) -> dict[Key, int]:
+        """Warm workers to hold per (model, GPU type); also fills ``ctx.keep_s``, the keep-alive times."""
         ix = ctx.ix
         snap = ix.snap
-        reps: dict[str, list[int]] = defaultdict(list)
-        for j in jobs:
-            if j.job_id in ctx.need:
-                reps[j.spec.model].append(ctx.need[j.job_id])
         targets: dict[Key, int] = {}
         if not self.warm_pool:
             return targets
@@ -405,8 +462,13 @@ class PromptTunerPolicy(Policy):
             if gpu is None:
                 continue
             cs = prof.cold_start_s[gpu]
-            lam = arrival_rate(stats, snap.now, self.arrival_window_s, floor=cs)
-            per_job = max(1.0, sum(reps[model]) / len(reps[model])) if reps[model] else 1.0
+            frac, per_job = self._tightness(model, gpu, stats, prof)
+            # ski rental: keeping an idle worker is worth up to the cold start it saves, plus, for the
+            # share of jobs a cold start would make miss, the price put on a violation
+            ctx.keep_s[model] = (
+                self.keep_factor * cs + frac * self.violation_cost_gpu_s / prof.gpus_per_replica
+            )
+            lam = arrival_rate(stats, snap.now, self.arrival_window_s, floor=cs) * frac
             targets[(model, gpu)] = math.ceil(poisson_quantile(lam * cs, self.pool_quantile) * per_job)
         return targets
 
@@ -442,7 +504,9 @@ class PromptTunerPolicy(Policy):
                 if room > 0:
                     ctx.provisions.append(Provision(model, gpu, room))
                     ix.free[gpu] = ix.free.get(gpu, 0) - room * prof.gpus_per_replica
-            keep_s = self.keep_factor * prof.cold_start_s[gpu] if self.warm_pool else 0.0
+            keep_s = (
+                ctx.keep_s.get(model, self.keep_factor * prof.cold_start_s[gpu]) if self.warm_pool else 0.0
+            )
             for w in idle:  # oldest idle first
                 if warm <= target:
                     break
@@ -475,13 +539,17 @@ class PromptTunerPolicy(Policy):
                 continue
             n = len(cur)
             add = 0
+            rt = rates(prof, gpu)
             while add < len(idle) and n + add < prof.max_replicas:
                 m = n + add
-                gain = prof.throughput(gpu, m + 1) - prof.throughput(gpu, m)
-                if gain < self.boost_efficiency * prof.throughput(gpu, 1):
+                if rt[m + 1] - rt[m] < self.boost_efficiency * rt[1]:
                     break
                 add += 1
             if add == 0:
+                continue
+            # a join pauses the job: lend only when the time saved clearly exceeds the pause
+            saved = j.steps_left / rt[n] - j.steps_left / rt[n + add]
+            if saved < 2 * self.rescale_overhead_s(prof, gpu, n, n + add):
                 continue
             extra = [idle.pop().worker_id for _ in range(add)]
             ctx.taken.update(extra)
@@ -491,7 +559,8 @@ class PromptTunerPolicy(Policy):
         ix = ctx.ix
         wake: float | None = None
         for (model, gpu), lst in ix.idle.items():
-            keep_s = self.keep_factor * ix.snap.models[model].cold_start_s[gpu] if self.warm_pool else 0.0
+            default = self.keep_factor * ix.snap.models[model].cold_start_s[gpu]
+            keep_s = ctx.keep_s.get(model, default) if self.warm_pool else 0.0
             for w in lst:
                 if w.worker_id in ctx.taken or w.idle_since is None:
                     continue

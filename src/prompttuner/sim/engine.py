@@ -119,6 +119,8 @@ class Simulator:
         self._seq = 0
         self.history = history
         self._arrivals: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
+        self._deadlines: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
+        self._work: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
         self._arrival_stats: dict[str, ArrivalStats] = {}
         self.cost = 0.0
         self.held_gpu_s = 0.0
@@ -417,7 +419,14 @@ class Simulator:
                 job.last_t = t
                 self.active[spec.job_id] = job
                 self._arrivals[spec.model].append(spec.arrival)
-                self._arrival_stats[spec.model] = ArrivalStats(spec.model, tuple(self._arrivals[spec.model]))
+                self._deadlines[spec.model].append(spec.deadline)
+                self._work[spec.model].append(spec.work_steps)
+                self._arrival_stats[spec.model] = ArrivalStats(
+                    spec.model,
+                    tuple(self._arrivals[spec.model]),
+                    recent_deadlines=tuple(self._deadlines[spec.model]),
+                    recent_work=tuple(self._work[spec.model]),
+                )
                 new_ids.append(spec.job_id)
                 i += 1
             if t >= self.max_time:
