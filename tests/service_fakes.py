@@ -51,7 +51,8 @@ class FakeSession:
         return [(self.pos + i) % self.n for i in range(self.job.batch_size)]
 
     def _advance(self, g_sum: float, n: int) -> float:
-        self.w = self.w * 0.9 + self.job.lr * g_sum / n  # order-sensitive, so skipped/extra steps show
+        # order-sensitive, so a skipped, repeated or misapplied step shows in the result
+        self.w = self.w * 0.9 + (self.job.lr or 0.3) * g_sum / n
         self.pos = (self.pos + self.job.batch_size) % self.n
         self.step_no += 1
         return 1.0 / (1 + self.step_no)

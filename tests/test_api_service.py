@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from prompttuner.api.app import create_app
 from prompttuner.api.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
+from prompttuner.scheduler import make_policy
 from service_fakes import FAKE_ENGINE, GreedyPolicy
 
 ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]
@@ -30,19 +31,23 @@ def wait_for(fn: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def make_service(home: Path, **kw: Any) -> Service:
+def make_service(home: Path, policy: Any = None, **kw: Any) -> Service:
     ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3)
     cfg = ServiceConfig(
         home=home, engine=FAKE_ENGINE, models=("tiny",), workers=2, warm=2, controller=ccfg, **kw
     )
-    return Service(cfg, policy=GreedyPolicy())
+    return Service(cfg, policy=policy or GreedyPolicy())
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Service]]:
     """One running service for the module; each test gets its own tenant, so tests do not see each other."""
-    service = make_service(tmp_path_factory.mktemp("svc") / "home", max_request_bytes=64_000,
-                           max_upload_bytes=32_000)
+    service = make_service(
+        tmp_path_factory.mktemp("svc") / "home",
+        policy=make_policy("prompttuner"),  # the real policy in the loop
+        max_request_bytes=64_000,
+        max_upload_bytes=32_000,
+    )
     with TestClient(create_app(service)) as client:
         yield client, service
 

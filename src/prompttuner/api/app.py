@@ -10,6 +10,7 @@ Tenants authenticate with ``Authorization: Bearer <key>`` and only ever see thei
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_jsonl
 from prompttuner.api.metrics import render_metrics
 from prompttuner.api.models import DataFile, EventRow, Job, Tenant
-from prompttuner.api.service import Service, available_models
+from prompttuner.api.service import Service
 from prompttuner.core.types import SLO, JobPhase, JobSpec
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -35,7 +36,7 @@ from prompttuner.core.types import SLO, JobPhase, JobSpec
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_virtual_tokens: int = Field(8, ge=1, le=256)
-    lr: float = Field(0.3, gt=0, le=100)
+    lr: float | None = Field(None, gt=0, le=100, description="default: the engine's")
     batch_size: int = Field(4, ge=1, le=256)
     seed: int = 0
     eval_every: int = Field(5, ge=1, le=100_000)
@@ -154,6 +155,11 @@ class _TooLarge(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no infinity: an unbounded finish or cost is reported as null."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _iso(t: float | None) -> str | None:
@@ -368,7 +374,7 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     def create_job(t: Auth, body: JobCreate) -> JSONResponse:
         """Create a job; 201 with its quote, or 422 with the tightest feasible deadline."""
         now = time.time()
-        known = set(cfg.models) | set(available_models())
+        known = set(service.models)
         if body.model not in known:
             raise ApiError(422, f"unknown model {body.model!r}; available: {sorted(known)}", param="model")
         if body.max_steps > cfg.max_steps_limit:
@@ -572,10 +578,7 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
 
     @app.get("/v1/models", tags=["cluster"])
     def models(_t: Auth) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": m} for m in sorted(set(cfg.models) | set(available_models()))],
-        }
+        return {"object": "list", "data": [{"id": m} for m in service.models]}
 
     @app.get("/v1/cluster", tags=["cluster"])
     def cluster(t: Auth) -> dict[str, Any]:

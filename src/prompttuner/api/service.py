@@ -43,17 +43,11 @@ class ServiceConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
 
-def available_models() -> tuple[str, ...]:
-    """Models the engine can load (falls back to the bundled default when it cannot say)."""
-    try:
-        from prompttuner import tuning
+def bundled_models() -> tuple[str, ...]:
+    """Models the real engine can load offline (imports the engine: torch and transformers)."""
+    from prompttuner.tuning import BUNDLED
 
-        names = getattr(tuning, "available_models", None) or getattr(tuning, "model_names", None)
-        if callable(names):
-            return tuple(names())
-    except ImportError:
-        pass
-    return (DEFAULT_MODEL,)
+    return tuple(BUNDLED)
 
 
 class Service:
@@ -72,6 +66,9 @@ class Service:
             ccfg.bank_dir = str(cfg.home / "bank")
         self.controller = Controller(self.store, self.backend, self.policy, ccfg, on_finish=self._add_to_bank)
         self.default_key = self._ensure_default_tenant()
+        # the models jobs may ask for: the configured ones, plus what the real engine bundles
+        names = list(cfg.models) + (list(bundled_models()) if cfg.engine == REAL_ENGINE else [])
+        self.models: tuple[str, ...] = tuple(dict.fromkeys(names))
         self._started = False
 
     def _ensure_default_tenant(self) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import secrets
 import threading
 import time
@@ -904,13 +905,17 @@ class Controller:
         self.store.add_events([ev])
 
 
+def _fin(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
 def _quote_json(q: Quote) -> dict[str, Any]:
     return {
-        "finish_time": q.finish_time,
-        "cost": q.cost,
+        "finish_time": _fin(q.finish_time),
+        "cost": _fin(q.cost),
         "gpus": q.gpus,
         "feasible": q.feasible,
-        "tightest_deadline": q.tightest_deadline,
+        "tightest_deadline": _fin(q.tightest_deadline),
     }
 
 

@@ -31,7 +31,7 @@ class JobPayload:
     max_steps: int
     target_accuracy: float | None = None
     num_virtual_tokens: int = 8
-    lr: float = 0.3
+    lr: float | None = None  # None: the engine's default (lower for a warm start)
     batch_size: int = 4
     seed: int = 0
     eval_every: int = 5

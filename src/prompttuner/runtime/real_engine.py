@@ -1,0 +1,156 @@
+"""The worker's :class:`~prompttuner.runtime.engine.Engine` over the real tuning engine.
+
+A session is a :class:`~prompttuner.tuning.PromptTrainer`; its state is ``trainer.state_bytes()``
+(prompt, AdamW moments, step, data position), so a job restored on another worker continues with the
+same batches and optimizer state.  Data-parallel shards are ``trainer.shard_examples(n)``, their
+gradients summed over examples (``GradResult``) so the lead's ``apply_gradients`` gives the same step as
+one worker on the whole batch.
+
+Validation: with a validation file the target is checked on it (at most ``max_eval`` rows); without one
+the trainer holds ``max_eval`` training rows out (its own split), so a single uploaded file is enough.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
+
+
+@dataclass
+class RealSession:
+    trainer: Any  # PromptTrainer
+    job: JobPayload
+    val: list[Any] | None  # validation examples when the job has a validation file
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.trainer.step_count)
+
+    def step(self) -> float:
+        return float(self.trainer.step().loss)
+
+    def shard_gradient(self, index: int, count: int) -> bytes:
+        import torch
+
+        from prompttuner.tuning import GradResult
+
+        shards = self.trainer.shard_examples(count)
+        if index < len(shards):
+            g = self.trainer._grad(shards[index])
+        else:  # a batch smaller than the replica count leaves some replicas without examples
+            g = GradResult(torch.zeros(tuple(self.trainer.param.shape)), 0.0, 0)
+        buf = io.BytesIO()
+        torch.save({"grad": g.grad, "loss_sum": g.loss_sum, "n": g.n}, buf)
+        return buf.getvalue()
+
+    def apply_gradients(self, shards: list[bytes]) -> float:
+        import torch
+
+        from prompttuner.tuning import GradResult
+
+        results = []
+        for raw in shards:
+            d = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            results.append(GradResult(d["grad"], float(d["loss_sum"]), int(d["n"])))
+        return float(self.trainer.apply_gradients(results))
+
+    def evaluate(self) -> float:
+        if self.val is not None:
+            return float(self.trainer.evaluate(self.val[: self.job.max_eval]))
+        return float(self.trainer.evaluate())
+
+    def state(self) -> bytes:
+        return bytes(self.trainer.state_bytes())
+
+    def export_prompt(self, path: str) -> None:
+        from prompttuner.tuning import save_prompt
+
+        p = path if path.endswith(".safetensors") else path + ".safetensors"
+        save_prompt(p, self.trainer.prompt(), self.trainer.metadata(job=self.job.job_id))
+        if p != path:
+            os.replace(p, path)
+
+
+class RealEngine:
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, str | None, tuple[str, ...]], Any] = {}
+
+    def load_model(self, name: str) -> Any:
+        from prompttuner.tuning import load_model
+
+        return load_model(name)
+
+    def _task(self, job: JobPayload) -> Any:
+        from prompttuner.tuning import load_task
+
+        key = (job.train_path, job.test_path, job.labels)
+        if key not in self._tasks:
+            labels = list(job.labels)
+            if job.test_path is None:
+                task = load_task(job.train_path, labels=labels, test_fraction=0.0, name=job.job_id)
+            else:
+                folder = Path(tempfile.mkdtemp(prefix=f"pt-{job.job_id}-"))
+                (folder / "train.jsonl").symlink_to(job.train_path)
+                (folder / "test.jsonl").symlink_to(job.test_path)
+                task = load_task(folder, labels=labels, name=job.job_id)
+            self._tasks[key] = task
+            while len(self._tasks) > 16:
+                self._tasks.pop(next(iter(self._tasks)))
+        return self._tasks[key]
+
+    def _config(self, job: JobPayload, init: Any = "random") -> Any:
+        from prompttuner.tuning import TuningConfig
+
+        return TuningConfig(
+            num_virtual_tokens=job.num_virtual_tokens,
+            lr=job.lr,
+            batch_size=job.batch_size,
+            seed=job.seed,
+            max_length=job.max_length,
+            eval_every=job.eval_every,
+            eval_size=job.max_eval,
+            target_accuracy=job.target_accuracy,
+            max_steps=job.max_steps,
+            init=init,
+        )
+
+    def open(self, loaded: Any, job: JobPayload, state: bytes | None) -> RealSession:
+        from prompttuner.tuning import PromptTrainer
+
+        task = self._task(job)
+        cfg = self._config(job)
+        trainer = (
+            PromptTrainer.from_checkpoint(loaded, task, cfg, state)
+            if state is not None
+            else PromptTrainer(loaded, task, cfg)
+        )
+        return RealSession(trainer, job, list(task.test) if job.test_path is not None else None)
+
+    def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
+        from prompttuner.tuning import PromptTrainer
+
+        if job.bank_dir is None:
+            raise WarmStartUnavailable("no Prompt Bank is configured for this service")
+        if not Path(job.bank_dir).exists():
+            raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
+        task = self._task(job)
+        try:
+            trainer = PromptTrainer(loaded, task, self._config(job, init=f"bank:{job.bank_dir}"))
+        except Exception as e:  # noqa: BLE001 - any bank problem means: go on from the default init
+            raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {e}") from None
+        out: dict[str, Any] = {"state": trainer.state_bytes(), "init": "bank", "lr": trainer.lr}
+        acc = trainer.evaluate()
+        out["start_accuracy"] = acc
+        return out
+
+    def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
+        from prompttuner.tuning import load_prompt, predict
+
+        tensor, meta = load_prompt(prompt_path)
+        return list(predict(loaded, tensor, texts, labels, max_length=int(meta.get("max_length", 256))))
