@@ -224,12 +224,17 @@ def status_cmd(
     console.print(cluster_line(cluster))
 
 
-def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs") -> Any:
+def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None) -> Any:
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, box=box.SIMPLE_HEAD)
     for col in ("job", "task", "status", "steps", "acc", "deadline in", "deadline", "GPU-s"):
-        t.add_column(col, justify="right" if col in ("steps", "acc", "GPU-s", "deadline in") else "left")
+        t.add_column(
+            col,
+            justify="right" if col in ("steps", "acc", "GPU-s", "deadline in") else "left",
+            no_wrap=col in ("job", "status"),
+        )
     now = time.time()
     for j in jobs:
         p = j["progress"]
@@ -238,7 +243,7 @@ def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs") -> Any:
         met = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[j["deadline_met"]]
         t.add_row(
             j["id"],
-            str(j.get("task") or j.get("training_file") or ""),
+            (names or {}).get(j["id"], j["training_file"]),
             j["status"],
             f"{p['steps_done']}/{j['max_steps']}",
             acc,
@@ -265,7 +270,7 @@ def demo_cmd(
     workers: int = typer.Option(3, "--workers", min=1, max=4, help="local workers (2-4)"),
     jobs: int = typer.Option(4, "--jobs", min=1, max=8, help="jobs to submit"),
     home: Path = typer.Option(
-        None, "--home", help="state folder (default: a fresh one under ./.prompttuner-home)"
+        None, "--home", help="state folder (default: a fresh one under $PROMPTTUNER_HOME/demo/)"
     ),
     policy: str = typer.Option("prompttuner", "--policy"),
     kill_worker: bool = typer.Option(

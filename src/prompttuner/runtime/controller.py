@@ -622,7 +622,11 @@ class Controller:
         if r.op in ("train", "apply"):
             if r.op == "train" and res["steps_run"]:
                 self.profiles.observe_step(rt.payload.model, elapsed / res["steps_run"])
-            if r.op == "apply":
+            if r.op == "apply" and rt.round is not None:
+                # a data-parallel round of n replicas: the single-replica step time it implies (an upper
+                # bound, as it ignores the synchronisation share); used until chunks measure it directly
+                n = len(rt.round.workers)
+                self.profiles.observe_step(rt.payload.model, (now - rt.round.started) * n, weak=True)
                 rt.round = None
             self._accept(rt, res, now, worker=w.worker_id)
         elif r.op == "grad":

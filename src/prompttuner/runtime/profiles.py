@@ -25,6 +25,7 @@ class _Measured:
     cold_start_s: float = DEFAULT_COLD_START_S
     step_samples: int = 0
     load_samples: int = 0
+    weak_samples: int = 0
 
 
 class ProfileBook:
@@ -45,15 +46,28 @@ class ProfileBook:
     def _get(self, model: str) -> _Measured:
         return self._m.setdefault(model, _Measured())
 
-    def observe_step(self, model: str, seconds_per_step: float) -> None:
+    def observe_step(self, model: str, seconds_per_step: float, weak: bool = False) -> None:
+        """A measured step time; ``weak`` ones (derived, not direct) only count until a direct one exists."""
         with self._lock:
             m = self._get(model)
-            m.step_s = (
-                seconds_per_step
-                if m.step_samples == 0
-                else ((1 - self.alpha) * m.step_s + self.alpha * seconds_per_step)
-            )
-            m.step_samples += 1
+            if weak and m.step_samples > 0:
+                return
+            if not weak and m.step_samples == 0:
+                m.step_s = seconds_per_step  # the first direct measurement replaces any estimate
+            elif m.weak_samples == 0 and m.step_samples == 0:
+                m.step_s = seconds_per_step
+            else:
+                m.step_s = (1 - self.alpha) * m.step_s + self.alpha * seconds_per_step
+            if weak:
+                m.weak_samples += 1
+            else:
+                m.step_samples += 1
+
+    def measured(self, model: str) -> bool:
+        """Whether the step time of ``model`` comes from measurements rather than the default."""
+        with self._lock:
+            m = self._get(model)
+            return m.step_samples + m.weak_samples > 0
 
     def observe_load(self, model: str, seconds: float) -> None:
         with self._lock:
