@@ -60,6 +60,7 @@ class JobQuery:
     embed_dim: int | None = None
     tenant: str = PUBLIC
     max_steps: int | None = None
+    num_tokens: int | None = None  # only prompts of this many virtual tokens (the job's config)
 
 
 @dataclass
@@ -103,6 +104,10 @@ class Selection:
 
 def _visible(owner: str, tenant: str) -> bool:
     return owner == PUBLIC or owner == tenant
+
+
+def _eligible(owner: str, num_tokens: int, job: JobQuery) -> bool:
+    return _visible(owner, job.tenant) and (job.num_tokens is None or num_tokens == job.num_tokens)
 
 
 def select(
@@ -158,11 +163,11 @@ def select(
     def members(cluster_ids: list[int]) -> list[tuple[str, int | None, str, np.ndarray]]:
         with bank.session() as s:
             rows = s.execute(
-                sql_select(EntryRow.id, EntryRow.cluster_id, EntryRow.owner, EntryRow.task_vec).where(
-                    EntryRow.cluster_id.in_(cluster_ids), EntryRow.model == job.model
-                )
+                sql_select(
+                    EntryRow.id, EntryRow.cluster_id, EntryRow.owner, EntryRow.task_vec, EntryRow.num_tokens
+                ).where(EntryRow.cluster_id.in_(cluster_ids), EntryRow.model == job.model)
             ).all()
-        return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _visible(r[2], job.tenant)]
+        return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _eligible(r[2], r[4], job)]
 
     def run(batch: list[ProbeRecord]) -> None:
         nonlocal probe_s
@@ -189,20 +194,22 @@ def select(
     ti = time.perf_counter()
     layer1: list[ProbeRecord] = []
     with bank.session() as s:
-        rep_owner = dict(
-            s.execute(
-                sql_select(EntryRow.id, EntryRow.owner).where(
+        rep_info = {
+            r[0]: (r[1], r[2])
+            for r in s.execute(
+                sql_select(EntryRow.id, EntryRow.owner, EntryRow.num_tokens).where(
                     EntryRow.id.in_([c.rep_id for c in clusters if c.rep_id])
                 )
             ).all()
-        )
-    # a cluster whose representative is another tenant's private prompt is represented by its visible
-    # member most similar to the job; look at no more than a few clusters beyond the budget for that
+        }
+    # a cluster whose representative is another tenant's private prompt (or has another number of virtual
+    # tokens) is represented by its eligible member most similar to the job; look at no more than a few
+    # clusters beyond the budget for that
     for j in order[: 4 * max(1, b.rep_probes)]:
         if len(layer1) >= b.rep_probes:
             break
         c = clusters[int(j)]
-        if c.rep_id and _visible(rep_owner.get(c.rep_id, ""), job.tenant):
+        if c.rep_id and c.rep_id in rep_info and _eligible(*rep_info[c.rep_id], job):
             layer1.append(ProbeRecord(c.rep_id, 1, c.id, float(csim[j]), None, ""))
             continue
         ms = members([c.id])

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from sqlalchemy import (
     Float,
     Integer,
@@ -60,6 +61,7 @@ from prompttuner.bank.errors import BankError, CorruptEntryError, EntryNotFoundE
 ORPHAN_AGE_S = 600.0
 PUBLIC = "public"
 TENSOR_KEY = "prompt"
+BULK = 8  # above this many entries in one add_many, files are flushed together (os.sync) not one by one
 
 
 class Base(DeclarativeBase):
@@ -389,10 +391,13 @@ class PromptBank:
                         final = self._tensor_path(rel)
                         final.parent.mkdir(parents=True, exist_ok=True)
                         tmp = final.parent / f".tmp-{eid}-{os.getpid()}"
-                        save_file({TENSOR_KEY: t}, str(tmp), metadata={"model": ne.model, "entry_id": eid})
-                        with open(tmp, "rb") as fh:
-                            os.fsync(fh.fileno())
-                        sha = _sha256_file(tmp)
+                        blob = save_bytes({TENSOR_KEY: t}, metadata={"model": ne.model, "entry_id": eid})
+                        sha = hashlib.sha256(blob).hexdigest()
+                        with open(tmp, "wb") as fh:
+                            fh.write(blob)
+                            if len(prepared) <= BULK:
+                                fh.flush()
+                                os.fsync(fh.fileno())
                         os.replace(tmp, final)
                         written.append(final)
                         row = EntryRow(
@@ -416,6 +421,8 @@ class PromptBank:
                         )
                         s.add(row)
                         ids.append(eid)
+                    if len(prepared) > BULK:
+                        os.sync()  # one flush of all files of a bulk insert, still before the commit
                     s.flush()
                     if reindex:
                         for model in sorted({ne.model for ne, *_ in prepared}):
