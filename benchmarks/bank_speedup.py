@@ -1,22 +1,25 @@
 """Speed-up of bank init on unseen tasks (leave one task out), at a scale this machine can afford.
 
-For every task T of ``--tasks``:
-1. *source run*: tune T from text init (seed 0) to its target; the prompt goes to ``<work>/prompts`` (the
-   engine's layout) and the run is also T's text-init baseline for seed 0;
-2. build a bank from the source prompts of every *other* task (T never sees its own prompt);
-3. select with the bank (probes on T's own training sample) and tune T from the choice;
-4. tune T from random init and from text init with the same config (all seeds of ``--seeds``);
-5. *hindsight* (``--hindsight`` tasks only): tune T from every entry of its bank: the best is the upper
-   bound on what any selection could achieve with this bank.
+The random- and text-init baselines and the bank's raw material are the engine's convergence-profile runs
+(``benchmarks/convergence_profiles.py`` on branch ``engine``: same model, same config, same per-task
+target), so they are not run twice on a CPU that five people share:
 
-Runs are independent jobs; ``--workers`` processes (1 torch thread each, niced) take them in order of
-priority and append one JSON line per finished run to ``<out>.runs.jsonl``, so a run that is cut off
-keeps every result it finished.  ``--summarize`` turns the lines into ``<out>.json`` and, with
-``--write-data``, the speed-up factors into ``src/prompttuner/data/bank_speedup.json``.
+- tuned prompts: ``--prompts-dir`` (``<task>/<init>-seed<k>/prompt.safetensors`` with metadata);
+- steps to target of random/text init: ``--baselines`` (``convergence_profiles.json``).
 
-Example (the command behind the committed results is in ``results/bank_speedup.md``)::
+For every task T of ``--tasks`` and seed s of ``--seeds``:
+1. build a bank from the prompts of every *other* task that met its target (T never sees its own);
+2. select with the bank (probes on a sample of T's own training rows, T's own label words);
+3. tune T from the choice with the engine's config and T's target (the engine's rule: majority +
+   0.25 x (1 - majority) on the validation rows), recording steps to target and wall time;
+4. *hindsight* (``--hindsight`` tasks, seed 0): tune T from every entry of its bank; the best is the
+   upper bound of any selection from that bank.
 
-    nice -n 10 python benchmarks/bank_speedup.py --tasks sst2,mr,cr,subj,agnews --seeds 0,1 --workers 2
+Runs append one JSON line each to ``<out>.runs.jsonl`` (``--workers`` processes, 1 torch thread each), so
+an interrupted benchmark keeps what it finished.  ``--summarize`` joins them with the baselines into
+``<out>.json``; ``--write-data`` writes the speed-up factors to ``src/prompttuner/data/bank_speedup.json``.
+
+    nice -n 10 python benchmarks/bank_speedup.py --tasks sst2,mr,cr,subj,agnews --seeds 0,1 --hindsight mr
     python benchmarks/bank_speedup.py --summarize --write-data
 """
 
@@ -39,13 +42,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "bank_speedup"
 
 
-def targets_for(labels: list[str]) -> float:
-    """A priori target: 0.70 for two labels, 0.55 for three or four, 0.45 beyond (before any run)."""
-    k = len(labels)
-    return 0.70 if k <= 2 else (0.55 if k <= 4 else 0.45)
+def target_for(trainer: Any, fraction: float) -> float:
+    """The engine's rule: majority-class accuracy on the validation rows + ``fraction`` of the rest."""
+    from collections import Counter
+
+    top = Counter(e.label for e in trainer.train).most_common(1)[0][0]
+    maj = sum(e.label == top for e in trainer.val) / max(1, len(trainer.val))
+    return round(maj + fraction * (1 - maj), 4)
 
 
-def config_for(args: argparse.Namespace, init: Any, seed: int, target: float) -> Any:
+def config_for(args: argparse.Namespace, init: Any, seed: int, target: float | None) -> Any:
     from prompttuner.tuning import TuningConfig
 
     return TuningConfig(
@@ -62,25 +68,13 @@ def config_for(args: argparse.Namespace, init: Any, seed: int, target: float) ->
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """All runs, in the order they should be done (what later runs need comes first)."""
+    """All runs, in the order they should be done (seed-major, like the engine's profiles)."""
     tasks = args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs: list[dict[str, Any]] = [{"task": t, "init": "text", "seed": seeds[0]} for t in tasks]
-    for s in seeds:
-        for t in tasks:
-            jobs.append({"task": t, "init": "bank", "seed": s})
-            jobs.append({"task": t, "init": "random", "seed": s})
-            if s != seeds[0]:
-                jobs.append({"task": t, "init": "text", "seed": s})
+    jobs: list[dict[str, Any]] = [{"task": t, "init": "bank", "seed": s} for s in seeds for t in tasks]
     for t in [x for x in args.hindsight.split(",") if x]:
-        for src in tasks:
-            if src != t:
-                jobs.append({"task": t, "init": f"entry:{src}", "seed": seeds[0]})
+        jobs.append({"task": t, "init": "hindsight", "seed": seeds[0]})
     return jobs
-
-
-def prompt_path(args: argparse.Namespace, task: str, seed: int) -> Path:
-    return Path(args.work) / "prompts" / task / f"text-seed{seed}" / "prompt.safetensors"
 
 
 def done_keys(path: Path) -> set[str]:
@@ -90,100 +84,127 @@ def done_keys(path: Path) -> set[str]:
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            out.add(f"{r['task']}|{r['init']}|{r['seed']}")
+            if "error" not in r:
+                out.add(f"{r['task']}|{r['init']}|{r['seed']}")
     return out
 
 
-def wait_for(paths: list[Path], timeout_s: float) -> None:
-    end = time.time() + timeout_s
-    while not all(p.exists() for p in paths):
+def source_prompts(args: argparse.Namespace, held_out: str) -> list[tuple[str, str, Path]]:
+    """(task, run, file) of every prompt in ``--prompts-dir`` of another task that met its target."""
+    from prompttuner.tuning import load_prompt
+
+    out = []
+    root = Path(args.prompts_dir)
+    for f in sorted(root.glob("*/*/prompt.safetensors")):
+        task, run = f.parent.parent.name, f.parent.name
+        if task == held_out:
+            continue
+        try:
+            _, meta = load_prompt(f)
+        except ValueError:
+            continue  # being written or broken: not a source
+        if meta.get("reached") and int(meta.get("num_virtual_tokens", 0)) == args.tokens:
+            out.append((task, run, f))
+    return out
+
+
+def wait_for_sources(args: argparse.Namespace, held_out: str) -> list[tuple[str, str, Path]]:
+    """Wait (polling, bounded) until prompts of ``--min-source-tasks`` other tasks exist."""
+    end = time.time() + args.wait_s
+    while True:
+        src = source_prompts(args, held_out)
+        if len({t for t, _, _ in src}) >= args.min_source_tasks:
+            return src
         if time.time() > end:
-            raise TimeoutError(f"source prompts not ready: {[str(p) for p in paths if not p.exists()]}")
-        time.sleep(5)  # polling files written by the other worker processes
+            raise TimeoutError(f"only {len(src)} source prompts for {held_out} after {args.wait_s}s")
+        time.sleep(20)  # the engine's profile run writes them; nothing to signal on across worktrees
 
 
-def build_loo_bank(args: argparse.Namespace, loaded: Any, held_out: str) -> Path:
-    """A bank of the source prompts of every task but ``held_out`` (rebuilt if a source changed)."""
-    from prompttuner.bank import PromptBank
+def build_loo_bank(args: argparse.Namespace, loaded: Any, held_out: str, src: list[Any]) -> Path:
+    """A bank of the given source prompts (none of ``held_out``), in a fresh folder."""
+    import shutil
+
+    from prompttuner.bank import NewEntry, PromptBank
     from prompttuner.tuning import load_prompt, load_task
 
     folder = Path(args.work) / "banks" / f"loo-{held_out}-{os.getpid()}"
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
-    bank = PromptBank(folder)
-    for src in args.tasks.split(","):
-        if src == held_out:
-            continue
-        t, meta = load_prompt(prompt_path(args, src, 0))
-        task = load_task(Path(args.data) / src)
-        bank.add(
-            t,
-            model=loaded.name,
-            task_description=task.description,
-            labels=task.labels,
-            accuracy=meta.get("accuracy"),
-            steps=meta.get("steps"),
-            task_name=src,
-            sample_texts=[e.text for e in task.train[:8]],
-            extra={"init": "text", "seed": 0},
+    items = []
+    for task_name, run, f in src:
+        t, meta = load_prompt(f)
+        task = load_task(Path(args.data) / task_name)
+        items.append(
+            NewEntry(
+                tensor=t,
+                model=loaded.name,
+                task_description=task.description,
+                labels=task.labels,
+                accuracy=meta.get("accuracy"),
+                steps=meta.get("steps"),
+                task_name=task_name,
+                sample_texts=[e.text for e in task.train[:8]],
+                extra={"run": run},
+            )
         )
-    bank.close()
+    with PromptBank(folder) as bank:
+        bank.add_many(items)
     return folder
+
+
+def tune(args: argparse.Namespace, loaded: Any, task: Any, init: Any, seed: int) -> dict[str, Any]:
+    from prompttuner.tuning import PromptTrainer
+
+    probe = PromptTrainer(loaded, task, config_for(args, "random", seed, None))
+    target = target_for(probe, args.target_fraction)
+    trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
+    res = trainer.train_to_target()
+    return {
+        "target": target,
+        "reached": res.reached,
+        "steps": res.steps,
+        "steps_to_target": res.steps if res.reached else None,
+        "accuracy": res.accuracy,
+        "best_accuracy": res.best_accuracy,
+        "step0_accuracy": res.curve[0].val_accuracy,
+        "wall_s": round(res.wall_s, 2),
+        "curve": [[p.step, round(p.val_accuracy, 4), round(p.wall_s, 2)] for p in res.curve],
+        "lr": trainer.lr,
+    }
 
 
 def run_one(args: argparse.Namespace, job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from prompttuner.bank import PromptBank, select_for_task
-    from prompttuner.tuning import PromptTrainer, load_model, load_prompt, load_task, save_prompt
+    from prompttuner.tuning import load_model, load_prompt, load_task
 
     loaded = load_model(args.model)
     task = load_task(Path(args.data) / job["task"])
-    target = targets_for(task.labels)
-    rec: dict[str, Any] = dict(job, target=target, model=loaded.name)
-    init: Any = job["init"]
+    rec: dict[str, Any] = dict(job, model=loaded.name, torch_threads=torch.get_num_threads())
+    src = wait_for_sources(args, job["task"])
+    rec["bank_sources"] = [f"{t}/{r}" for t, r, _ in src]
     if job["init"] == "bank":
-        others = [prompt_path(args, s, 0) for s in args.tasks.split(",") if s != job["task"]]
-        wait_for(others, args.wait_s)
-        folder = build_loo_bank(args, loaded, job["task"])
+        folder = build_loo_bank(args, loaded, job["task"], src)
         with PromptBank(folder, create=False) as bank:
             sel = select_for_task(bank, loaded, task, num_tokens=args.tokens, max_length=args.max_length)
-            # the features-only choice, for comparison (no probes)
             fsel = select_for_task(bank, loaded, task, num_tokens=args.tokens, probes=False)
         rec["selection"] = {
-            "entry_task": sel.entry.task_name,
+            "entry": f"{sel.entry.task_name}/{sel.entry.extra.get('run')}",
             "loss": sel.loss,
             "predicted_steps": sel.predicted_steps,
             "timings_s": sel.timings,
-            "probes": [{"task": p.task_name, "loss": p.loss, "layer": p.layer} for p in sel.probes],
-            "features_only_choice": fsel.entry.task_name,
+            "probes": [
+                {"entry": f"{p.task_name}", "loss": p.loss, "layer": p.layer, "error": p.error}
+                for p in sel.probes
+            ],
+            "features_only_choice": f"{fsel.entry.task_name}/{fsel.entry.extra.get('run')}",
         }
-        init = sel.tensor
-    elif job["init"].startswith("entry:"):
-        src = job["init"].split(":", 1)[1]
-        wait_for([prompt_path(args, src, 0)], args.wait_s)
-        init = load_prompt(prompt_path(args, src, 0))[0]
-    cfg = config_for(args, init, job["seed"], target)
-    trainer = PromptTrainer(loaded, task, cfg)
-    res = trainer.train_to_target()
-    rec.update(
-        reached=res.reached,
-        steps=res.steps,
-        accuracy=res.accuracy,
-        start_accuracy=res.curve[0].val_accuracy,
-        wall_s=res.wall_s,
-        curve=[[p.step, p.val_accuracy, round(p.wall_s, 2)] for p in res.curve],
-        lr=trainer.lr,
-        torch_threads=torch.get_num_threads(),
-    )
-    if job["init"] == "text" and job["seed"] == 0:
-        save_prompt(
-            prompt_path(args, job["task"], 0),
-            trainer.prompt(),
-            trainer.metadata(accuracy=res.accuracy, reached=res.reached, target=target),
-        )
+        rec.update(tune(args, loaded, task, sel.tensor, job["seed"]))
+    elif job["init"] == "hindsight":
+        rec["entries"] = {}
+        for t, r, f in src:
+            rec["entries"][f"{t}/{r}"] = tune(args, loaded, task, load_prompt(f)[0], job["seed"])
     return rec
 
 
@@ -197,10 +218,7 @@ def worker(args: argparse.Namespace, shard: int, lines: Path) -> None:
             continue
         key = f"{job['task']}|{job['init']}|{job['seed']}"
         if key in done_keys(lines):
-            if job["init"] == "text" and job["seed"] == 0 and not prompt_path(args, job["task"], 0).exists():
-                pass  # the prompt went missing: run again
-            else:
-                continue
+            continue
         t0 = time.time()
         try:
             rec = run_one(args, job)
@@ -219,79 +237,99 @@ def worker(args: argparse.Namespace, shard: int, lines: Path) -> None:
         )
 
 
+def ratio(base: dict[str, Any] | None, bank: dict[str, Any], cap: int) -> float | None:
+    """Steps of a baseline over steps of bank init; a missed target counts as the whole budget (``cap``,
+    so the baseline's true cost is underestimated and the ratio is a lower bound), and 0 steps (the warm
+    start already met the target) counts as 1 step."""
+    if base is None:
+        return None
+    b = base["steps_to_target"] if base.get("steps_to_target") is not None else cap
+    w = bank["steps_to_target"] if bank.get("steps_to_target") is not None else cap
+    return max(b, 1) / max(w, 1)
+
+
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
     lines = Path(str(args.out) + ".runs.jsonl")
     runs = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
     ok = [r for r in runs if "error" not in r]
-    by: dict[tuple[str, str, int], dict[str, Any]] = {(r["task"], r["init"], r["seed"]): r for r in ok}
-    tasks = sorted({r["task"] for r in ok})
-    seeds = sorted({r["seed"] for r in ok})
-
-    def steps(r: dict[str, Any]) -> float:
-        return float(r["steps"])  # a run that missed its target counts its whole budget (censored)
-
+    profiles = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
+    base_runs = {t: e.get("runs", {}) for t, e in profiles.get("tasks", {}).items()}
+    cap = args.max_steps
     rows = []
-    for t in tasks:
-        for s in seeds:
-            b, rnd, txt = by.get((t, "bank", s)), by.get((t, "random", s)), by.get((t, "text", s))
-            if not b:
-                continue
-            row: dict[str, Any] = {
-                "task": t,
-                "seed": s,
-                "bank_steps": b["steps"],
-                "bank_reached": b["reached"],
-                "bank_wall_s": round(b["wall_s"], 1),
-                "bank_choice": b["selection"]["entry_task"],
-                "bank_start_acc": b["start_accuracy"],
-                "selection_s": round(b["selection"]["timings_s"]["total_s"], 2),
-                "predicted_steps": round(b["selection"]["predicted_steps"], 1),
-            }
-            for name, r in (("random", rnd), ("text", txt)):
-                if r:
-                    row[f"{name}_steps"] = r["steps"]
-                    row[f"{name}_reached"] = r["reached"]
-                    row[f"{name}_wall_s"] = round(r["wall_s"], 1)
-                    row[f"speedup_vs_{name}"] = steps(r) / max(steps(b), 1.0)
-            hind = [by[(t, k, s)] for (tt, k, ss) in by if tt == t and ss == s and k.startswith("entry:")]
-            if hind:
-                best = min(hind, key=lambda r: (steps(r), -r["accuracy"]))
-                row["hindsight_best_entry"] = best["init"].split(":", 1)[1]
-                row["hindsight_best_steps"] = best["steps"]
-                row["hindsight_entries"] = {r["init"].split(":", 1)[1]: r["steps"] for r in hind}
-            rows.append(row)
+    hind = {r["task"]: r for r in ok if r["init"] == "hindsight"}
+    for r in sorted((r for r in ok if r["init"] == "bank"), key=lambda r: (r["task"], r["seed"])):
+        t, s = r["task"], r["seed"]
+        row: dict[str, Any] = {
+            "task": t,
+            "seed": s,
+            "target": r["target"],
+            "bank_entries": len(r["bank_sources"]),
+            "bank_choice": r["selection"]["entry"],
+            "features_only_choice": r["selection"]["features_only_choice"],
+            "selection_s": round(r["selection"]["timings_s"]["total_s"], 2),
+            "probe_evaluations": len([p for p in r["selection"]["probes"] if p["loss"] is not None]),
+            "predicted_steps": round(r["selection"]["predicted_steps"], 1),
+            "bank_steps": r["steps_to_target"],
+            "bank_step0_acc": r["step0_accuracy"],
+            "bank_wall_s": r["wall_s"],
+        }
+        for init in ("random", "text"):
+            b = base_runs.get(t, {}).get(f"{init}-seed{s}")
+            if b is not None:
+                row[f"{init}_steps"] = b.get("steps_to_target")
+                row[f"{init}_wall_s"] = b.get("wall_s")
+                row[f"speedup_vs_{init}"] = ratio(b, r, cap)
+        h = hind.get(t)
+        if h is not None and s == h["seed"]:
+            per = {k: v["steps_to_target"] for k, v in h["entries"].items()}
+            best_k = min(per, key=lambda k: cap + 1 if per[k] is None else per[k])
+            row["hindsight_steps"] = per
+            row["hindsight_best"] = best_k
+            row["hindsight_best_steps"] = per[best_k]
+            row["bank_choice_rank"] = 1 + sorted(cap + 1 if v is None else v for v in per.values()).index(
+                cap + 1 if r["steps_to_target"] is None else r["steps_to_target"]
+            )
+        rows.append(row)
 
     def med(key: str) -> float | None:
-        v = [r[key] for r in rows if key in r and math.isfinite(r[key])]
-        return statistics.median(v) if v else None
+        v = [x[key] for x in rows if x.get(key) is not None]
+        return round(statistics.median(v), 3) if v else None
 
-    def spread(key: str) -> list[float] | None:
-        v = sorted(r[key] for r in rows if key in r)
-        return [v[0], v[-1]] if v else None
+    def span(key: str) -> list[float] | None:
+        v = sorted(x[key] for x in rows if x.get(key) is not None)
+        return [round(v[0], 3), round(v[-1], 3)] if v else None
 
-    summary = {
-        "rows": rows,
+    summary: dict[str, Any] = {
         "median_speedup_vs_random": med("speedup_vs_random"),
         "median_speedup_vs_text": med("speedup_vs_text"),
-        "range_speedup_vs_random": spread("speedup_vs_random"),
-        "range_speedup_vs_text": spread("speedup_vs_text"),
-        "pairs": len(rows),
-        "runs": len(runs),
-        "failed_runs": [r for r in runs if "error" in r],
-        "config": runs[0].get("config") if runs else None,
+        "range_speedup_vs_random": span("speedup_vs_random"),
+        "range_speedup_vs_text": span("speedup_vs_text"),
+        "pairs_vs_random": sum(1 for x in rows if x.get("speedup_vs_random") is not None),
+        "pairs_vs_text": sum(1 for x in rows if x.get("speedup_vs_text") is not None),
+        "bank_reached": sum(1 for x in rows if x["bank_steps"] is not None),
+        "bank_at_step0": sum(1 for x in rows if x["bank_steps"] == 0),
+        "median_selection_s": med("selection_s"),
+        "rows": rows,
+        "failed_runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs if "error" in r],
+        "baselines": str(args.baselines),
+        "baseline_settings": profiles.get("settings"),
+        "machine": profiles.get("machine"),
     }
-    # steps model for the predictor: log(steps) ~ a + b * probe loss of the chosen prompt
     pts = [
-        (by[(t, "bank", s)]["selection"]["loss"], max(1.0, steps(by[(t, "bank", s)])))
-        for t in tasks
-        for s in seeds
-        if (t, "bank", s) in by
+        (r["selection"]["loss"], max(1.0, float(r["steps_to_target"] if r["reached"] else cap)))
+        for r in ok
+        if r["init"] == "bank"
     ]
     if len(pts) >= 3 and len({p[0] for p in pts}) > 1:
         xs, ys = [p[0] for p in pts], [math.log(p[1]) for p in pts]
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-        summary["steps_model"] = {"kind": "loglinear", "a": my - b * mx, "b": b, "n": len(pts)}
+        summary["steps_model"] = {
+            "kind": "loglinear",
+            "a": round(my - b * mx, 4),
+            "b": round(b, 4),
+            "n": len(pts),
+        }
     return summary
 
 
@@ -306,12 +344,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tokens", type=int, default=16)
+    # the engine's convergence-profile config (benchmarks/convergence_profiles.py defaults)
+    ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--max-length", type=int, default=32)
-    ap.add_argument("--eval-every", type=int, default=5)
-    ap.add_argument("--eval-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=48)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--eval-size", type=int, default=24)
     ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--target-fraction", type=float, default=0.25)
+    ap.add_argument("--prompts-dir", default="/work/artifacts/prompts")
+    ap.add_argument("--baselines", default="/work/wt/engine/src/prompttuner/data/convergence_profiles.json")
+    ap.add_argument("--min-source-tasks", type=int, default=4)
     ap.add_argument("--wait-s", type=float, default=3 * 3600)
     ap.add_argument("--summarize", action="store_true")
     ap.add_argument("--write-data", action="store_true", help="write src/prompttuner/data/bank_speedup.json")
@@ -328,7 +371,8 @@ def main() -> None:
             data = {
                 "median_speedup_vs_random": s["median_speedup_vs_random"],
                 "median_speedup_vs_text": s["median_speedup_vs_text"],
-                "pairs": s["pairs"],
+                "pairs_vs_random": s["pairs_vs_random"],
+                "pairs_vs_text": s["pairs_vs_text"],
                 "source": "benchmarks/results/bank_speedup.json (leave-one-task-out, smollm2-135m, CPU)",
             }
             if "steps_model" in s:
