@@ -161,3 +161,30 @@ def test_concurrent_adds_from_threads(bank: PromptBank) -> None:
     with bank.session() as s:
         clusters = idx.clusters_of(s, "toy")
     assert sum(c.size for c in clusters) == 20
+
+
+def _add_in_process(folder: str, k: int) -> None:
+    from prompttuner.bank import features
+
+    features.set_default_embedder(features.HashingEmbedder())
+    b = PromptBank(folder)
+    for j in range(4):
+        b.add(make_prompt("topic", 1000 * k + j), model="toy", task_description="news", labels=["a", "b"])
+    b.close()
+
+
+def test_concurrent_adds_from_processes(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    folder = str(tmp_path / "shared")
+    PromptBank(folder).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_add_in_process, args=(folder, k)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    b = PromptBank(folder)
+    assert b.count() == 8 and b.verify() == [] and len(_files(b)) == 8
+    b.close()

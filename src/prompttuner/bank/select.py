@@ -244,6 +244,7 @@ def select(
         errors = "; ".join(r.error or "" for r in probes)
         raise NoCandidatesError(
             f"no usable prompt of model {job.model!r} for tenant {job.tenant!r}"
+            + (f" with {job.num_tokens} virtual tokens" if job.num_tokens is not None else "")
             + (f": {errors}" if errors else "")
         )
     for r in probes:
