@@ -384,8 +384,16 @@ class PromptBank:
             ids: list[str] = []
             try:
                 with self.session(write=True) as s:
+                    widths: dict[str, int] = {}
+                    for ne, t, _, _ in prepared:
+                        if widths.setdefault(ne.model, int(t.shape[1])) != int(t.shape[1]):
+                            raise ModelMismatchError(
+                                f"prompts of model {ne.model!r} with embed_dim {widths[ne.model]} and "
+                                f"{int(t.shape[1])} in one batch"
+                            )
+                    for model, width in widths.items():
+                        self._check_model_width(s, model, width)
                     for ne, t, tv, pv in prepared:
-                        self._check_model_width(s, ne.model, int(t.shape[1]))
                         eid = uuid.uuid4().hex
                         rel = self._rel_for(eid)
                         final = self._tensor_path(rel)
