@@ -1,1 +1,131 @@
-"""prompttuner.bank"""
+"""The Prompt Bank: a store of tuned prompts and a two-layer index that picks a job's starting prompt.
+
+Entry points:
+- :class:`PromptBank` (``store.py``): ``add``, ``list``, ``get``, ``remove``, ``load_tensor``, ``search``;
+- :func:`select_for_task`: choose for a loaded model and a task (runs the probes);
+- :func:`select_init`: what ``prompttuner tune --init bank:DIR`` calls (via ``tuning.resolve_init``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prompttuner.bank.errors import (
+    BankError,
+    CorruptEntryError,
+    EntryNotFoundError,
+    ModelMismatchError,
+    NoCandidatesError,
+)
+from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, Selection
+from prompttuner.bank.store import PUBLIC, Entry, NewEntry, PromptBank
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PUBLIC",
+    "BankError",
+    "Budget",
+    "CorruptEntryError",
+    "Entry",
+    "EntryNotFoundError",
+    "JobQuery",
+    "ModelMismatchError",
+    "NewEntry",
+    "NoCandidatesError",
+    "ProbeRecord",
+    "PromptBank",
+    "Selection",
+    "default_bank_dir",
+    "job_query",
+    "select_for_task",
+    "select_init",
+]
+
+
+def default_bank_dir() -> Path:
+    """The service's own bank: ``$PROMPTTUNER_HOME/bank``."""
+    from prompttuner.config import home
+
+    return home() / "bank"
+
+
+def job_query(
+    task: Any,
+    model: str,
+    *,
+    embed_dim: int | None = None,
+    tenant: str = PUBLIC,
+    budget: Budget | None = None,
+    num_tokens: int | None = None,
+    max_steps: int | None = None,
+) -> JobQuery:
+    """A :class:`JobQuery` from an engine ``Task`` (its description, labels and a sample of its texts)."""
+    from prompttuner.bank.probe import probe_sample
+
+    b = budget or Budget()
+    sample = probe_sample(task.train, b)
+    return JobQuery(
+        model=model,
+        description=task.description or task.name,
+        labels=list(task.labels),
+        sample_texts=[e.text for e in sample],
+        embed_dim=embed_dim,
+        tenant=tenant,
+        num_tokens=num_tokens,
+        max_steps=max_steps,
+    )
+
+
+def select_for_task(
+    bank: PromptBank,
+    loaded: Any,
+    task: Any,
+    *,
+    tenant: str = PUBLIC,
+    budget: Budget | None = None,
+    num_tokens: int | None = None,
+    probes: bool = True,
+    max_length: int = 64,
+    max_steps: int | None = None,
+) -> Selection:
+    """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only)."""
+    from prompttuner.bank.probe import make_probe
+
+    b = budget or Budget()
+    q = job_query(
+        task,
+        loaded.name,
+        embed_dim=loaded.embed_dim,
+        tenant=tenant,
+        budget=b,
+        num_tokens=num_tokens,
+        max_steps=max_steps,
+    )
+    probe = make_probe(loaded, task, b, max_length=max_length) if probes else None
+    return bank.search(q, probe, budget=b)
+
+
+def select_init(
+    bank_dir: str | Path | None, loaded: Any, task: Any, *, tenant: str = PUBLIC, num_tokens: int = 16
+) -> tuple[Any, dict[str, Any]]:
+    """``--init bank:DIR``: the bank's choice for this job as ``(tensor, info)``.
+
+    ``info`` holds the chosen entry, the probes, timings and the predicted steps (logged at INFO).
+    """
+    folder = Path(bank_dir) if bank_dir else default_bank_dir()
+    with PromptBank(folder, create=False) as bank:
+        sel = select_for_task(bank, loaded, task, tenant=tenant, num_tokens=num_tokens)
+    info = sel.to_dict()
+    log.info(
+        "bank %s chose entry %s (task %s, probe loss %.3f) in %.2fs; predicted %.0f steps",
+        folder,
+        sel.entry.id,
+        sel.entry.task_name,
+        sel.loss,
+        sel.timings["total_s"],
+        sel.predicted_steps,
+    )
+    return sel.tensor.float(), info

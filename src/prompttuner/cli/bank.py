@@ -1,9 +1,396 @@
-"""CLI commands of this part (filled in by the issue that builds it)."""
+"""``prompttuner bank ...``: build, fill, inspect and search a Prompt Bank folder.
+
+Thin: parse, call :mod:`prompttuner.bank`, print.  Every user mistake (no such bank, a prompt of another
+model, a corrupt tensor file, a task folder that does not validate) ends in one clear line, not a
+traceback.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.table import Table
+
+from prompttuner.cli.common import JSON_OPTION, console, emit_json, fail
+
+bank_app = typer.Typer(
+    name="bank",
+    help="The Prompt Bank: tuned prompts and a two-layer index that picks a job's starting prompt.",
+    no_args_is_help=True,
+)
+
+BANK_OPTION = typer.Option(None, "--bank", help="Bank folder (default: $PROMPTTUNER_HOME/bank).")
+MODEL_OPTION = typer.Option("smollm2-135m", "--model", help="Base model (bundled name or path).")
+
+
+def _bank_dir(bank: Path | None) -> Path:
+    from prompttuner.bank import default_bank_dir
+
+    return bank if bank is not None else default_bank_dir()
+
+
+def _open(bank: Path | None, create: bool = False) -> Any:
+    from prompttuner.bank import BankError, PromptBank
+
+    try:
+        return PromptBank(_bank_dir(bank), create=create)
+    except BankError as e:
+        fail(str(e))
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _load_model(name: str) -> Any:
+    _offline()
+    from prompttuner.tuning import load_model
+
+    try:
+        return load_model(name)
+    except Exception as e:  # ModelNotFoundError and loader failures: one line for the user
+        fail(f"cannot load model {name!r}: {e}")
+
+
+def _load_task(path: Path, labels: str | None = None) -> Any:
+    from prompttuner.tuning import TaskDataError, load_task
+
+    try:
+        return load_task(path, labels=labels.split(",") if labels else None)
+    except (TaskDataError, OSError, ValueError) as e:
+        fail(f"task {path}: {e}")
+
+
+def _expand_tasks(paths: list[Path]) -> list[Path]:
+    """Task folders; a folder of task folders (like shared/data/tasks) stands for all of them."""
+    out: list[Path] = []
+    for p in paths:
+        if not p.is_dir():
+            fail(f"{p} is not a task folder")
+        if (p / "train.jsonl").exists() or any(p.glob("*.jsonl")) or any(p.glob("*.csv")):
+            out.append(p)
+        else:
+            subs = sorted(q for q in p.iterdir() if q.is_dir() and (q / "train.jsonl").exists())
+            if not subs:
+                fail(f"{p} holds no task (no train.jsonl in it or in its sub-folders)")
+            out.extend(subs)
+    return out
+
+
+def _entry_row(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "model": e.model,
+        "task": e.task_name,
+        "labels": list(e.labels),
+        "accuracy": e.accuracy,
+        "steps": e.steps,
+        "owner": e.owner,
+        "tokens": e.num_tokens,
+        "cluster": e.cluster_id,
+        "created_at": e.created_at,
+    }
+
+
+@bank_app.command("build")
+def build(
+    model: str = MODEL_OPTION,
+    tasks: list[Path] = typer.Option(..., "--tasks", help="Task folders (or folders of task folders)."),
+    bank: Path | None = BANK_OPTION,
+    prompts: Path | None = typer.Option(
+        None,
+        "--prompts",
+        help="Import already tuned prompts from <prompts>/<task>/<run>/prompt.safetensors instead of tuning.",
+    ),
+    target: float | None = typer.Option(
+        None, "--target", help="Target accuracy when tuning (default: none)."
+    ),
+    max_steps: int = typer.Option(30, "--max-steps"),
+    tokens: int = typer.Option(8, "--tokens", help="Virtual tokens when tuning."),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    max_length: int = typer.Option(48, "--max-length"),
+    init: str = typer.Option("text", "--init", help="Init when tuning: random | text | text:<instruction>."),
+    keep_all: bool = typer.Option(False, "--keep-all", help="Also keep prompts that missed the target."),
+    owner: str = typer.Option("public", "--owner"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Fill a bank from task folders: tune each task (or import its tuned prompts) and add the results."""
+    from prompttuner.bank import BankError, NewEntry
+
+    folders = _expand_tasks(tasks)
+    loaded = _load_model(model)
+    b = _open(bank, create=True)
+    added: list[dict[str, Any]] = []
+    for folder in folders:
+        task = _load_task(folder)
+        sample = [e.text for e in task.train[:8]]
+        items: list[NewEntry] = []
+        if prompts is not None:
+            from prompttuner.tuning import PromptFileError, load_prompt
+
+            for f in sorted((prompts / folder.name).glob("*/prompt.safetensors")):
+                try:
+                    t, meta = load_prompt(f)
+                except PromptFileError as e:
+                    fail(str(e))
+                if meta.get("reached") is False and not keep_all:
+                    continue
+                items.append(
+                    NewEntry(
+                        t,
+                        loaded.name,
+                        task.description,
+                        task.labels,
+                        meta.get("accuracy"),
+                        meta.get("steps"),
+                        owner,
+                        task.name,
+                        None,
+                        sample,
+                        extra={"source": str(f)},
+                    )
+                )
+        else:
+            from prompttuner.tuning import PromptTrainer, TuningConfig
+
+            cfg = TuningConfig(
+                num_virtual_tokens=tokens,
+                batch_size=batch_size,
+                max_length=max_length,
+                target_accuracy=target,
+                max_steps=max_steps,
+                init=init,
+            )
+            console.print(f"tuning {task.name} ({init}, up to {max_steps} steps)")
+            trainer = PromptTrainer(loaded, task, cfg)
+            res = trainer.train_to_target()
+            if res.reached or target is None or keep_all:
+                items.append(
+                    NewEntry(
+                        trainer.prompt(),
+                        loaded.name,
+                        task.description,
+                        task.labels,
+                        res.accuracy,
+                        res.steps,
+                        owner,
+                        task.name,
+                        None,
+                        sample,
+                        extra={"init": init},
+                    )
+                )
+        try:
+            ids = b.add_many(items)
+        except BankError as e:
+            fail(f"{folder}: {e}")
+        added += [{"id": i, "task": task.name} for i in ids]
+        console.print(f"{task.name}: {len(ids)} prompt(s) added")
+    if json_out:
+        emit_json({"bank": str(_bank_dir(bank)), "added": added, "entries": b.count()})
+    else:
+        console.print(f"bank {_bank_dir(bank)}: {b.count()} entries")
+
+
+@bank_app.command("add")
+def add(
+    prompt: Path = typer.Option(..., "--prompt", help="A prompt.safetensors (or its folder)."),
+    bank: Path | None = BANK_OPTION,
+    model: str | None = typer.Option(None, "--model", help="Base model (default: the file's metadata)."),
+    task: Path | None = typer.Option(None, "--task", help="The task folder the prompt was tuned on."),
+    description: str | None = typer.Option(None, "--description"),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label words."),
+    accuracy: float | None = typer.Option(None, "--accuracy"),
+    steps: int | None = typer.Option(None, "--steps"),
+    owner: str = typer.Option("public", "--owner"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Add one tuned prompt (metadata from the file, overridden by options)."""
+    from prompttuner.bank import BankError
+    from prompttuner.tuning import PromptFileError, load_prompt
+
+    try:
+        t, meta = load_prompt(prompt)
+    except PromptFileError as e:
+        fail(str(e))
+    name = ""
+    sample: list[str] = []
+    desc, words = description, labels.split(",") if labels else None
+    if task is not None:
+        tk = _load_task(task)
+        name, sample = tk.name, [e.text for e in tk.train[:8]]
+        desc = desc or tk.description
+        words = words or tk.labels
+    desc = desc or meta.get("description") or ""
+    words = words or meta.get("labels") or []
+    model_name = model or meta.get("model")
+    if not model_name:
+        fail("the prompt file names no model: pass --model")
+    if not words:
+        fail("no label words: pass --labels or --task")
+    b = _open(bank, create=True)
+    try:
+        eid = b.add(
+            t,
+            model=str(model_name),
+            task_description=str(desc),
+            labels=list(words),
+            accuracy=accuracy if accuracy is not None else meta.get("accuracy"),
+            steps=steps if steps is not None else meta.get("steps"),
+            owner=owner,
+            task_name=name or str(meta.get("task", "")),
+            sample_texts=sample,
+        )
+    except BankError as e:
+        fail(str(e))
+    if json_out:
+        emit_json(_entry_row(b.get(eid)))
+    else:
+        console.print(f"added {eid}")
+
+
+@bank_app.command("list")
+def list_entries(
+    bank: Path | None = BANK_OPTION,
+    model: str | None = typer.Option(None, "--model"),
+    owner: str | None = typer.Option(None, "--owner"),
+    limit: int | None = typer.Option(None, "--limit"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """List the bank's entries, newest first."""
+    b = _open(bank)
+    rows = [_entry_row(e) for e in b.list(model=model, owner=owner, limit=limit)]
+    if json_out:
+        emit_json({"bank": str(_bank_dir(bank)), "count": b.count(), "entries": rows})
+        return
+    table = Table(title=f"{_bank_dir(bank)} ({b.count()} entries)")
+    for col in ("id", "model", "task", "labels", "accuracy", "steps", "owner", "cluster"):
+        table.add_column(col)
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        table.add_row(
+            r["id"],
+            r["model"],
+            r["task"],
+            ",".join(r["labels"]),
+            acc,
+            str(r["steps"] or "-"),
+            r["owner"],
+            str(r["cluster"]),
+        )
+    console.print(table)
+
+
+@bank_app.command("rm")
+def rm(
+    ids: list[str] = typer.Argument(..., help="Entry ids."),
+    bank: Path | None = BANK_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Remove entries (and their tensors)."""
+    from prompttuner.bank import EntryNotFoundError
+
+    b = _open(bank)
+    removed = []
+    for i in ids:
+        try:
+            removed.append(b.remove(i).id)
+        except EntryNotFoundError as e:
+            fail(str(e))
+    if json_out:
+        emit_json({"removed": removed})
+    else:
+        console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
+
+
+@bank_app.command("verify")
+def verify(bank: Path | None = BANK_OPTION, json_out: bool = JSON_OPTION) -> None:
+    """Check every entry's tensor file against its checksum; exit 1 if any is broken."""
+    b = _open(bank)
+    problems = b.verify()
+    if json_out:
+        emit_json({"entries": b.count(), "problems": problems})
+    else:
+        for p in problems:
+            console.print(f"[red]{p}[/]")
+        console.print(f"{b.count()} entries, {len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(1)
+
+
+@bank_app.command("search")
+def search(
+    task: Path = typer.Option(..., "--task", help="The job's task folder (its training rows are probed)."),
+    bank: Path | None = BANK_OPTION,
+    model: str = MODEL_OPTION,
+    labels: str | None = typer.Option(None, "--labels", help="The job's label words (default: the task's)."),
+    tenant: str = typer.Option("public", "--tenant"),
+    tokens: int | None = typer.Option(None, "--tokens", help="Only prompts with this many virtual tokens."),
+    rows: int = typer.Option(16, "--rows", help="Probe sample size (rows of the job's training data)."),
+    reps: int = typer.Option(4, "--reps", help="Cluster representatives probed (layer 1)."),
+    members: int = typer.Option(4, "--members", help="Cluster members probed (layer 2)."),
+    no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
+    max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
+    from prompttuner.bank import BankError, Budget, select_for_task
+
+    b = _open(bank)
+    tk = _load_task(task, labels)
+    loaded = _load_model(model)
+    budget = Budget(rep_probes=reps, member_probes=members, sample_rows=rows)
+    try:
+        sel = select_for_task(
+            b,
+            loaded,
+            tk,
+            tenant=tenant,
+            budget=budget,
+            num_tokens=tokens,
+            probes=not no_probes,
+            max_length=max_length,
+        )
+    except BankError as e:
+        fail(str(e))
+    if json_out:
+        emit_json(sel.to_dict())
+        return
+    ent = sel.entry
+    console.print(
+        f"chosen: [bold]{ent.id}[/] (task {ent.task_name or '?'}, labels {','.join(ent.labels)}, "
+        f"cluster {ent.cluster_id}) probe loss {sel.loss:.4f}"
+    )
+    table = Table(title=f"probes ({sel.info.get('probe_evaluations', 0)} LLM evaluations)")
+    for col in ("layer", "entry", "task", "cluster", "similarity", "loss"):
+        table.add_column(col)
+    for p in sel.probes:
+        loss = p.error or ("-" if p.loss is None else f"{p.loss:.4f}")
+        table.add_row(str(p.layer), p.entry_id, p.task_name, str(p.cluster_id), f"{p.similarity:.3f}", loss)
+    console.print(table)
+    t = sel.timings
+    console.print(
+        f"time {t['total_s']:.3f}s (features {t['features_s']:.3f}s, index {t['index_s']:.3f}s, "
+        f"probes {t['probes_s']:.3f}s); {sel.candidates} candidates in {sel.clusters} clusters"
+    )
+    console.print(f"predicted steps to target: {sel.predicted_steps:.0f}")
+
+
+@bank_app.command("reindex")
+def reindex(bank: Path | None = BANK_OPTION, json_out: bool = JSON_OPTION) -> None:
+    """Re-cluster the whole bank now (normally automatic as it grows)."""
+    b = _open(bank)
+    out = b.reindex()
+    if json_out:
+        emit_json({"clusters": out})
+    else:
+        console.print(", ".join(f"{m}: {k} clusters" for m, k in out.items()) or "empty bank")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add the ``bank`` command group to ``app``."""
+    app.add_typer(bank_app, name="bank")

@@ -148,7 +148,9 @@ def resolve_init(
                 "init 'bank:...' needs the Prompt Bank (prompttuner.bank.select_init), not available"
             )
         bank_dir = s[5:] if s.startswith("bank:") else None
-        chosen = select(bank_dir, loaded, task)
+        chosen = select(bank_dir, loaded, task, num_tokens=n)
+        if isinstance(chosen, tuple):  # select_init returns (tensor, info)
+            chosen = chosen[0]
         if isinstance(chosen, str) and init_kind(chosen) == "bank":
             raise ValueError("the Prompt Bank returned another bank spec")
         return resolve_init(chosen, loaded, task, num_virtual_tokens=n, seed=seed)

@@ -1,0 +1,127 @@
+"""Probes: the loss of a job's own sample under candidate prompts, on the job's model (no gradient).
+
+The sample is small and fixed per job (``Budget.sample_rows`` rows, stratified by label, texts cut to
+``Budget.max_words`` words, which keeps their start, the part that says what a text is).  Candidates are
+evaluated *together*: one forward pass holds every (prompt, row) pair, because on a CPU a batch of
+``prompts x rows`` sequences runs at several times the throughput of ``prompts`` separate small batches.
+The layout and loss are the engine's (:func:`prompttuner.tuning.prompt_loss`): ``[prompt][text\\nAnswer:]``,
+cross-entropy over the job's label words at the answer position; ``tests/bank`` checks they agree.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from prompttuner.bank.select import Budget, ProbeFn
+
+
+def probe_sample(examples: Sequence[Any], budget: Budget) -> list[Any]:
+    """``budget.sample_rows`` examples, round-robin over labels (so every label word is probed)."""
+    rng = random.Random(budget.seed)
+    by_label: dict[str, list[Any]] = {}
+    for ex in examples:
+        by_label.setdefault(ex.label, []).append(ex)
+    pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+    out: list[Any] = []
+    while len(out) < budget.sample_rows and any(pools):
+        for pool in pools:
+            if pool and len(out) < budget.sample_rows:
+                out.append(pool.pop())
+    return [_cut(ex, budget.max_words) for ex in out]
+
+
+def _cut(ex: Any, max_words: int) -> Any:
+    from dataclasses import replace
+
+    if getattr(ex, "text_a", None) is not None and getattr(ex, "text_b", None) is not None:
+        half = max(1, max_words // 2)
+        return replace(ex, text_a=cut_to(ex.text_a, half), text_b=cut_to(ex.text_b, half))
+    return replace(ex, text=cut_to(ex.text, max_words))
+
+
+def cut_to(s: str, n: int) -> str:
+    words = s.split()
+    return s if len(words) <= n else " ".join(words[:n])
+
+
+class LLMProbe:
+    """Batched ``prompt_loss`` over many prompts for one job sample (callable as a :data:`ProbeFn`)."""
+
+    def __init__(
+        self,
+        loaded: Any,
+        examples: Sequence[Any],
+        labels: Sequence[str],
+        *,
+        max_length: int = 64,
+        max_batch_rows: int = 64,
+    ) -> None:
+        from prompttuner.tuning.engine import as_verbalizer, encode, format_example
+
+        if not examples:
+            raise ValueError("a probe needs at least one example of the job")
+        self.loaded = loaded
+        self.verbalizer = as_verbalizer(loaded, list(labels))
+        self.ids = encode(loaded, [format_example(e) for e in examples], max_length)
+        self.targets = self.verbalizer.targets([e.label for e in examples])
+        self.max_batch_rows = max_batch_rows
+        self.evaluations = 0
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[torch.Tensor]) -> list[float]:
+        if not prompts:
+            return []
+        loaded = self.loaded
+        dev = loaded.device
+        for p in prompts:
+            if p.ndim != 2 or p.shape[1] != loaded.embed_dim:
+                raise ValueError(
+                    f"prompt of shape {tuple(p.shape)} does not fit {loaded.name} "
+                    f"(embed_dim {loaded.embed_dim})"
+                )
+        rows = len(self.ids)
+        per_batch = max(1, self.max_batch_rows // rows)
+        losses: list[float] = []
+        emb = loaded.model.get_input_embeddings()
+        pad = int(loaded.tokenizer.pad_token_id)
+        longest = max(len(r) for r in self.ids)
+        input_ids = torch.full((rows, longest), pad, dtype=torch.long)
+        mask = torch.zeros((rows, longest), dtype=torch.long)
+        for i, r in enumerate(self.ids):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        lengths = mask.sum(1)
+        words = emb(input_ids.to(dev))
+        first = self.verbalizer.first_ids.to(dev)
+        for s in range(0, len(prompts), per_batch):
+            group = prompts[s : s + per_batch]
+            g = len(group)
+            n_virtual = group[0].shape[0]
+            if any(p.shape[0] != n_virtual for p in group):  # mixed lengths: one at a time
+                for p in group:
+                    losses.extend(self([p]))
+                continue
+            soft = torch.stack([p.to(dev, words.dtype) for p in group])  # [g, n, d]
+            soft = soft[:, None].expand(g, rows, n_virtual, soft.shape[-1]).reshape(g * rows, n_virtual, -1)
+            inputs = torch.cat([soft, words.repeat(g, 1, 1)], dim=1)
+            full_mask = torch.cat([torch.ones((g * rows, n_virtual), dtype=mask.dtype), mask.repeat(g, 1)], 1)
+            pos = (n_virtual + lengths.repeat(g) - 1).unsqueeze(1).to(dev)
+            out = loaded.model(
+                inputs_embeds=inputs, attention_mask=full_mask.to(dev), logits_to_keep=pos, use_cache=False
+            )
+            logits = out.logits.reshape(g * rows, -1)[:, first].float().cpu().reshape(g, rows, -1)
+            for k in range(g):
+                losses.append(float(F.cross_entropy(logits[k], self.targets)))
+            self.evaluations += g
+        return losses
+
+
+def make_probe(loaded: Any, task: Any, budget: Budget | None = None, max_length: int = 64) -> ProbeFn:
+    """The probe for ``task`` (its own training sample and its own label words) on ``loaded``."""
+    b = budget or Budget()
+    return LLMProbe(loaded, probe_sample(task.train, b), task.labels, max_length=max_length)

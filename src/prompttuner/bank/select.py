@@ -1,0 +1,272 @@
+"""Selection: which bank prompt should a new job start from?
+
+Under a fixed probe budget (so the cost does not grow with the bank):
+
+1. *Features*: embed the job (description, label words, a sample of its training texts).
+2. *Layer 1*: rank the model's clusters by the similarity of their centroid's task part to the job (a
+   cheap prior, no LLM); take the representatives of the top ``rep_probes`` clusters.
+3. *Probe*: the loss of a small sample of the job's own training rows, with the job's own label words,
+   under each representative (one forward pass each, no gradient).  This is the signal that predicts
+   transfer; a prompt tuned for other label words is still a candidate because it carries an instruction,
+   while the job keeps its labels.
+4. *Layer 2*: within the ``expand_clusters`` clusters whose representatives did best, probe the
+   ``member_probes`` members most similar to the job.
+5. Choose the lowest loss; predict the steps to target (``predict.py``).
+
+The index part reads k centroids and the members of the expanded clusters only: O(sqrt(n)) rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import select as sql_select
+
+from prompttuner.bank import features as feat
+from prompttuner.bank import index as idx
+from prompttuner.bank.errors import CorruptEntryError, ModelMismatchError, NoCandidatesError
+from prompttuner.bank.predict import StepsPredictor
+from prompttuner.bank.store import PUBLIC, Entry, EntryRow, PromptBank, blob_to_vec
+
+ProbeFn = Callable[[Sequence[torch.Tensor]], Sequence[float]]
+"""Losses of the job's probe sample under each prompt (lower is better)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The fixed probe budget of one selection: at most ``rep_probes + member_probes`` forward passes."""
+
+    rep_probes: int = 4
+    member_probes: int = 4
+    expand_clusters: int = 2
+    sample_rows: int = 16  # rows of the job's training data in the probe sample
+    max_words: int = 48  # probe texts are cut to this many words (the start says what a text is)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """What selection needs to know about a job."""
+
+    model: str
+    description: str
+    labels: Sequence[str]
+    sample_texts: Sequence[str] = ()
+    embed_dim: int | None = None
+    tenant: str = PUBLIC
+    max_steps: int | None = None
+    num_tokens: int | None = None  # only prompts of this many virtual tokens (the job's config)
+
+
+@dataclass
+class ProbeRecord:
+    entry_id: str
+    layer: int
+    cluster_id: int | None
+    similarity: float
+    loss: float | None
+    task_name: str
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Selection:
+    entry: Entry
+    tensor: torch.Tensor
+    loss: float
+    predicted_steps: float
+    probes: list[ProbeRecord]
+    timings: dict[str, float]
+    clusters: int
+    candidates: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry.to_dict(),
+            "loss": self.loss,
+            "predicted_steps": self.predicted_steps,
+            "probes": [p.to_dict() for p in self.probes],
+            "timings_s": self.timings,
+            "clusters": self.clusters,
+            "candidates": self.candidates,
+            **self.info,
+        }
+
+
+def _visible(owner: str, tenant: str) -> bool:
+    return owner == PUBLIC or owner == tenant
+
+
+def _eligible(owner: str, num_tokens: int, job: JobQuery) -> bool:
+    return _visible(owner, job.tenant) and (job.num_tokens is None or num_tokens == job.num_tokens)
+
+
+def select(
+    bank: PromptBank,
+    job: JobQuery,
+    probe: ProbeFn | None,
+    *,
+    budget: Budget | None = None,
+    predictor: StepsPredictor | None = None,
+    job_vec: np.ndarray | None = None,
+) -> Selection:
+    """Choose the start prompt for ``job``.  With ``probe=None`` the choice uses features only (no LLM)."""
+    b = budget or Budget()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # -- features
+    if job_vec is None:
+        job_vec = feat.task_vector(job.description, job.labels, job.sample_texts, bank.embedder)
+    t1 = time.perf_counter()
+    timings["features_s"] = t1 - t0
+
+    # -- layer 1: clusters of this model
+    with bank.session() as s:
+        clusters = idx.clusters_of(s, job.model)
+        if not clusters:
+            n = bank.count(job.model)
+            if n == 0:
+                held = bank.models()
+                raise NoCandidatesError(
+                    f"the bank holds no prompt of model {job.model!r}"
+                    + (f" (it holds prompts of: {', '.join(held)})" if held else " (it is empty)")
+                )
+    if not clusters:  # entries added without indexing: build the index once
+        bank.reindex(job.model)
+        with bank.session() as s:
+            clusters = idx.clusters_of(s, job.model)
+    dim = bank.embed_dim_of(job.model)
+    if job.embed_dim is not None and dim is not None and dim != job.embed_dim:
+        raise ModelMismatchError(
+            f"the bank's prompts of {job.model!r} have embed_dim={dim}, the job's model has {job.embed_dim}"
+        )
+    cent = np.stack([c.centroid[: feat.TASK_DIM] for c in clusters])
+    cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-8)
+    csim = cent @ job_vec
+    order = np.argsort(-csim)
+
+    probes: list[ProbeRecord] = []
+    probe_s = 0.0
+    tensors: dict[str, torch.Tensor] = {}
+    entries: dict[str, Entry] = {}
+
+    def members(cluster_ids: list[int]) -> list[tuple[str, int | None, str, np.ndarray]]:
+        with bank.session() as s:
+            rows = s.execute(
+                sql_select(
+                    EntryRow.id, EntryRow.cluster_id, EntryRow.owner, EntryRow.task_vec, EntryRow.num_tokens
+                ).where(EntryRow.cluster_id.in_(cluster_ids), EntryRow.model == job.model)
+            ).all()
+        return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _eligible(r[2], r[4], job)]
+
+    def run(batch: list[ProbeRecord]) -> None:
+        nonlocal probe_s
+        ok: list[ProbeRecord] = []
+        for rec in batch:
+            try:
+                tensors[rec.entry_id] = bank.load_tensor(rec.entry_id)
+                entries[rec.entry_id] = bank.get(rec.entry_id)
+                ok.append(rec)
+            except CorruptEntryError as e:  # one broken entry must not fail the job: skip and report it
+                rec.error = str(e)
+        if probe is not None and ok:
+            tp = time.perf_counter()
+            losses = probe([tensors[r.entry_id] for r in ok])
+            probe_s += time.perf_counter() - tp
+            for r, loss in zip(ok, losses, strict=True):
+                r.loss = float(loss)
+        elif ok:  # features only: the similarity stands in for the loss
+            for r in ok:
+                r.loss = -r.similarity
+        probes.extend(batch)
+
+    # representatives of the most similar clusters (a private rep is replaced by a visible member)
+    ti = time.perf_counter()
+    layer1: list[ProbeRecord] = []
+    with bank.session() as s:
+        rep_info = {
+            r[0]: (r[1], r[2])
+            for r in s.execute(
+                sql_select(EntryRow.id, EntryRow.owner, EntryRow.num_tokens).where(
+                    EntryRow.id.in_([c.rep_id for c in clusters if c.rep_id])
+                )
+            ).all()
+        }
+    # a cluster whose representative is another tenant's private prompt (or has another number of virtual
+    # tokens) is represented by its eligible member most similar to the job; look at no more than a few
+    # clusters beyond the budget for that
+    for j in order[: 4 * max(1, b.rep_probes)]:
+        if len(layer1) >= b.rep_probes:
+            break
+        c = clusters[int(j)]
+        if c.rep_id and c.rep_id in rep_info and _eligible(*rep_info[c.rep_id], job):
+            layer1.append(ProbeRecord(c.rep_id, 1, c.id, float(csim[j]), None, ""))
+            continue
+        ms = members([c.id])
+        if ms:
+            top = max(ms, key=lambda m: float(m[3] @ job_vec))
+            layer1.append(ProbeRecord(top[0], 1, c.id, float(csim[j]), None, ""))
+    timings["index_s"] = time.perf_counter() - ti
+    run(layer1)
+
+    # layer 2: members of the best clusters
+    ti = time.perf_counter()
+    scored = sorted((r for r in layer1 if r.loss is not None), key=lambda r: r.loss)  # type: ignore[arg-type,return-value]
+    expand = [r.cluster_id for r in scored[: b.expand_clusters] if r.cluster_id is not None]
+    layer2: list[ProbeRecord] = []
+    if expand and b.member_probes > 0:
+        probed = {r.entry_id for r in probes}
+        ms = [m for m in members(expand) if m[0] not in probed]
+        per = {
+            cid: sorted((m for m in ms if m[1] == cid), key=lambda m: -float(m[3] @ job_vec))
+            for cid in expand
+        }
+        while len(layer2) < b.member_probes and any(per.values()):
+            for cid in expand:
+                if per[cid] and len(layer2) < b.member_probes:
+                    m = per[cid].pop(0)
+                    layer2.append(ProbeRecord(m[0], 2, cid, float(m[3] @ job_vec), None, ""))
+    timings["index_s"] += time.perf_counter() - ti
+    run(layer2)
+
+    done = [r for r in probes if r.loss is not None]
+    if not done:
+        errors = "; ".join(r.error or "" for r in probes)
+        raise NoCandidatesError(
+            f"no usable prompt of model {job.model!r} for tenant {job.tenant!r}"
+            + (f" with {job.num_tokens} virtual tokens" if job.num_tokens is not None else "")
+            + (f": {errors}" if errors else "")
+        )
+    for r in probes:
+        if r.entry_id in entries:
+            r.task_name = entries[r.entry_id].task_name
+    best = min(done, key=lambda r: r.loss)  # type: ignore[arg-type,return-value]
+    pred = predictor or StepsPredictor()
+    steps = pred.predict(
+        best.loss if probe is not None else float("nan"),  # type: ignore[arg-type]
+        [entries[best.entry_id].steps] + [entries[r.entry_id].steps for r in done],
+        job.max_steps,
+    )
+    timings["probes_s"] = probe_s
+    timings["total_s"] = time.perf_counter() - t0
+    return Selection(
+        entry=entries[best.entry_id],
+        tensor=tensors[best.entry_id],
+        loss=float(best.loss),  # type: ignore[arg-type]
+        predicted_steps=steps,
+        probes=probes,
+        timings=timings,
+        clusters=len(clusters),
+        candidates=sum(c.size for c in clusters),
+        info={"probe_evaluations": sum(1 for r in done) if probe is not None else 0},
+    )
