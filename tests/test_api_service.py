@@ -220,3 +220,17 @@ def test_infeasible_slo_gets_tightest_deadline_unless_best_effort(svc: tuple[Tes
     assert done["status"] == "succeeded" and done["deadline_met"] is False
     kinds = [e["kind"] for e in client.get(f"/v1/jobs/{done['id']}/events").json()["data"]]
     assert "miss" in kinds
+
+
+def test_bank_warm_start_selects_then_trains(svc: tuple[TestClient, Service]) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=6))
+    assert r.status_code == 201, r.text
+    done = wait_done(client, r.json()["id"])
+    assert done["status"] == "succeeded" and done["init"] == "bank:fake"
+    events = client.get(f"/v1/jobs/{done['id']}/events").json()["data"]
+    phases = [e["data"]["to"] for e in events if e["kind"] == "phase"]
+    assert phases[:2] == ["selecting_prompt", "running"]
+    warm = next(e for e in events if e["kind"] == "warm_start")
+    assert warm["data"]["init"] == "bank:fake" and warm["data"]["predicted_steps"] == 3
+    assert client.get("/v1/bank/prompts").json()["data"] == []  # nothing added: the fake tunes no real prompt

@@ -28,7 +28,7 @@ from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_j
 from prompttuner.api.metrics import render_metrics
 from prompttuner.api.models import DataFile, EventRow, Job, Tenant
 from prompttuner.api.service import Service
-from prompttuner.core.types import SLO, JobPhase, JobSpec
+from prompttuner.core.types import SLO, Event, JobPhase, JobSpec
 
 # ---------------------------------------------------------------------------------------------- schemas
 
@@ -562,17 +562,44 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
 
     @app.get("/v1/bank/prompts", tags=["bank"])
     def bank_list(t: Auth) -> dict[str, Any]:
-        bank = _bank(service)
-        return {"object": "list", "data": bank.list_for(t.id)}
+        """Prompt Bank entries this tenant may use: public ones and its own."""
+        from prompttuner.api.bankview import BankUnavailable, list_entries
+
+        try:
+            return {"object": "list", "data": list_entries(str(ctl.cfg.bank_dir), t.id)}
+        except BankUnavailable as e:
+            raise ApiError(501, str(e), "unavailable") from None
 
     @app.post("/v1/bank/prompts", status_code=201, tags=["bank"])
     def bank_add(t: Auth, body: BankAdd) -> dict[str, Any]:
-        bank = _bank(service)
+        """Add a succeeded job's prompt to the bank (private to this tenant unless ``public``)."""
+        from prompttuner.api.bankview import BankUnavailable, add_prompt
+
         with store.session() as s:
             row = _own_job(s, t, body.job)
             if row.phase != JobPhase.SUCCEEDED.value or row.prompt_path is None:
                 raise ApiError(409, f"job {body.job} has not succeeded ({row.phase})", param="job")
-            return bank.add_job(row, public=body.public)
+            train = s.get(DataFile, row.training_file)
+            args: dict[str, Any] = {
+                "job_id": row.id,
+                "tenant": t.id,
+                "model": row.model,
+                "prompt_path": row.prompt_path,
+                "labels": list(row.labels),
+                "accuracy": row.accuracy,
+                "steps": row.steps_done,
+                "train_path": train.path if train else None,
+            }
+        try:
+            entry = add_prompt(str(ctl.cfg.bank_dir), public=body.public, **args)
+        except BankUnavailable as e:
+            raise ApiError(501, str(e), "unavailable") from None
+        except Exception as e:  # noqa: BLE001 - e.g. a prompt the bank cannot index
+            raise ApiError(422, f"the Prompt Bank refused this prompt: {type(e).__name__}: {e}") from None
+        store.add_events(
+            [Event(time.time(), "bank", row.id, data={"added": True, "entry": entry, "public": body.public})]
+        )
+        return {"id": entry, "job": body.job, "public": body.public}
 
     # -- cluster and metrics -------------------------------------------------------------------
 
@@ -612,12 +639,3 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
         return {"ok": ctl.loop_error is None, "loop_error": ctl.loop_error}
 
     return app
-
-
-def _bank(service: Service) -> Any:
-    from prompttuner.api.bankview import BankUnavailable, bank_view
-
-    try:
-        return bank_view(service)
-    except BankUnavailable as e:
-        raise ApiError(501, str(e), "unavailable") from None

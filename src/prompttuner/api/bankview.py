@@ -1,65 +1,92 @@
-"""The API's view of the Prompt Bank, optional: the service runs without it and says why.
+"""The service's Prompt Bank: warm-start source for new jobs, fed by the prompts of finished ones.
 
-Bank entries carry the tenant that added them and whether they are public; a tenant lists its own
-entries and the public ones, never another tenant's private prompts.
+It lives in ``$PROMPTTUNER_HOME/bank``.  Entries belong to the tenant whose job tuned them (private) or
+are public; a tenant lists and warm-starts from public entries and its own, never another tenant's
+private prompts.  The bank is optional: when it cannot be imported or opened, the endpoints answer 501
+with the reason and jobs go on from their default init.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from prompttuner.api.models import Job
-    from prompttuner.api.service import Service
+import json
+from pathlib import Path
+from typing import Any
 
 
 class BankUnavailable(RuntimeError):
     pass
 
 
-class BankView:
-    def __init__(self, bank: Any) -> None:
-        self.bank = bank
-
-    def list_for(self, tenant_id: str) -> list[dict[str, Any]]:
-        out = []
-        for e in self.bank.entries():
-            meta = dict(getattr(e, "meta", {}) or {})
-            owner = meta.get("tenant")
-            public = bool(meta.get("public", owner is None))
-            if public or owner == tenant_id:
-                out.append(
-                    {
-                        "id": getattr(e, "id", None),
-                        "task": getattr(e, "task", None),
-                        "model": getattr(e, "model", None),
-                        "public": public,
-                        "mine": owner == tenant_id,
-                    }
-                )
-        return out
-
-    def add_job(self, row: Job, public: bool) -> dict[str, Any]:
-        entry = self.bank.add_prompt_file(
-            row.prompt_path,
-            model=row.model,
-            task=row.id,
-            meta={"tenant": row.tenant_id, "public": public, "job": row.id},
-        )
-        return {"id": getattr(entry, "id", str(entry)), "job": row.id, "public": public}
-
-
-def bank_view(service: Service) -> BankView:
+def _bank_module() -> Any:
     try:
-        from prompttuner.bank import PromptBank  # type: ignore[attr-defined]
-    except ImportError as e:
+        import prompttuner.bank as bank
+    except ImportError as e:  # pragma: no cover - the package ships with the project
         raise BankUnavailable(f"the Prompt Bank is not available in this build ({e})") from None
-    bank_dir = service.controller.cfg.bank_dir
-    try:
-        bank = PromptBank(bank_dir)
-    except Exception as e:  # noqa: BLE001 - any bank failure becomes a clear 501
-        raise BankUnavailable(f"the Prompt Bank at {bank_dir} cannot be opened: {e}") from None
-    for needed in ("entries", "add_prompt_file"):
-        if not hasattr(bank, needed):
-            raise BankUnavailable(f"this Prompt Bank has no {needed}(); bank endpoints are disabled")
-    return BankView(bank)
+    if not hasattr(bank, "PromptBank"):
+        raise BankUnavailable("the Prompt Bank is not available in this build (no PromptBank)")
+    return bank
+
+
+def list_entries(bank_dir: str, tenant: str) -> list[dict[str, Any]]:
+    bank = _bank_module()
+    if not (Path(bank_dir) / "bank.sqlite").exists():
+        return []
+    with bank.PromptBank(bank_dir, create=False) as b:
+        entries = b.list(tenant=tenant)
+    return [
+        {
+            "id": e.id,
+            "model": e.model,
+            "task": e.task_name,
+            "labels": list(e.labels),
+            "accuracy": e.accuracy,
+            "steps": e.steps,
+            "public": e.owner == bank.PUBLIC,
+            "mine": e.owner == tenant,
+            "source_job": e.source_job if e.owner == tenant else None,
+            "created_at": e.created_at,
+        }
+        for e in entries
+    ]
+
+
+def add_prompt(
+    bank_dir: str,
+    *,
+    job_id: str,
+    tenant: str,
+    model: str,
+    prompt_path: str,
+    labels: list[str],
+    accuracy: float | None,
+    steps: int | None,
+    train_path: str | None,
+    public: bool = False,
+) -> str:
+    """Add a finished job's prompt; returns the entry id."""
+    bank = _bank_module()
+    from prompttuner.tuning import load_prompt
+
+    tensor, meta = load_prompt(prompt_path)
+    texts: list[str] = []
+    if train_path and Path(train_path).exists():
+        with open(train_path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    texts.append(str(json.loads(line)["text"]))
+                if len(texts) >= 16:
+                    break
+    with bank.PromptBank(bank_dir) as b:
+        entry_id: str = b.add(
+            tensor,
+            model=model,
+            task_description=str(meta.get("description") or f"classify as {', '.join(labels)}"),
+            labels=labels,
+            accuracy=accuracy,
+            steps=steps,
+            owner=bank.PUBLIC if public else tenant,
+            source_job=job_id,
+            task_name=str(meta.get("task") or job_id),
+            sample_texts=texts,
+        )
+    return entry_id

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prompttuner import config
 from prompttuner.api.store import Store
+from prompttuner.core.types import Event
 from prompttuner.runtime.backend import Backend, make_backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
 from prompttuner.runtime.engine import REAL_ENGINE
@@ -41,6 +44,9 @@ class ServiceConfig:
     max_rows: int = 50_000
     max_steps_limit: int = 10_000
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    bank_auto_add: bool | None = (
+        None  # add prompts of jobs that met their target (None: with the real engine)
+    )
 
 
 def bundled_models() -> tuple[str, ...]:
@@ -70,6 +76,7 @@ class Service:
         names = list(cfg.models) + (list(bundled_models()) if cfg.engine == REAL_ENGINE else [])
         self.models: tuple[str, ...] = tuple(dict.fromkeys(names))
         self._started = False
+        self._bank_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompttuner-bank")
 
     def _ensure_default_tenant(self) -> str | None:
         key_file = self.cfg.home / "api_key"
@@ -81,8 +88,35 @@ class Service:
         return key
 
     def _add_to_bank(self, rt: JobRT, prompt_path: str) -> None:
-        """Bank warm start is optional: add finished prompts when the bank module offers a way."""
-        return None
+        """A job that met its target (or had none) adds its prompt to the bank, privately, off the loop."""
+        auto = (
+            self.cfg.bank_auto_add if self.cfg.bank_auto_add is not None else self.cfg.engine == REAL_ENGINE
+        )
+        target = rt.payload.target_accuracy
+        if not auto or (target is not None and not rt.target_reached):
+            return
+        args = {
+            "job_id": rt.job_id,
+            "tenant": rt.tenant,
+            "model": rt.payload.model,
+            "prompt_path": prompt_path,
+            "labels": list(rt.payload.labels),
+            "accuracy": rt.accuracy,
+            "steps": rt.steps_done,
+            "train_path": rt.payload.train_path,
+        }
+        self._bank_pool.submit(self._bank_add_job, args)
+
+    def _bank_add_job(self, args: dict[str, Any]) -> None:
+        from prompttuner.api.bankview import add_prompt
+
+        bank_dir = str(self.controller.cfg.bank_dir)
+        try:
+            entry = add_prompt(bank_dir, **args)
+            data: dict[str, Any] = {"added": True, "entry": entry, "public": False}
+        except Exception as e:  # noqa: BLE001 - the bank is optional: record why, never fail the job
+            data = {"added": False, "error": f"{type(e).__name__}: {e}"}
+        self.store.add_events([Event(time.time(), "bank", args["job_id"], data=data)])
 
     def start(self) -> None:
         if not self._started:
@@ -93,4 +127,5 @@ class Service:
         if self._started:
             self.controller.stop()
             self._started = False
+        self._bank_pool.shutdown(wait=True)
         self.store.engine.dispose()

@@ -953,6 +953,7 @@ def default_payload(row: Job, session: Session, bank_dir: str | None = None) -> 
         target_accuracy=row.target_accuracy,
         warm_start=row.bank_warm_start,
         bank_dir=bank_dir,
+        tenant=row.tenant_id,
         **{k: v for k, v in hp.items() if k in _HP_FIELDS},
     )
 

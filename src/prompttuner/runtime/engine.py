@@ -39,6 +39,7 @@ class JobPayload:
     max_eval: int = 64  # validation rows used per evaluation (keeps evaluation cheap)
     warm_start: bool = False
     bank_dir: str | None = None
+    tenant: str = "public"  # whose private Prompt Bank entries the warm start may use
     extra: dict[str, Any] = field(default_factory=dict)
 
 

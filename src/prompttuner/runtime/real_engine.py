@@ -133,21 +133,35 @@ class RealEngine:
         return RealSession(trainer, job, list(task.test) if job.test_path is not None else None)
 
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
+        """The Prompt Bank's choice for this job (public entries and the tenant's own), as a fresh state."""
         from prompttuner.tuning import PromptTrainer
 
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank is configured for this service")
-        if not Path(job.bank_dir).exists():
+        if not (Path(job.bank_dir) / "bank.sqlite").exists():
             raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
         task = self._task(job)
         try:
-            trainer = PromptTrainer(loaded, task, self._config(job, init=f"bank:{job.bank_dir}"))
-        except Exception as e:  # noqa: BLE001 - any bank problem means: go on from the default init
-            raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {e}") from None
-        out: dict[str, Any] = {"state": trainer.state_bytes(), "init": "bank", "lr": trainer.lr}
-        acc = trainer.evaluate()
-        out["start_accuracy"] = acc
-        return out
+            from prompttuner.bank import select_init
+
+            tensor, info = select_init(
+                job.bank_dir, loaded, task, tenant=job.tenant, num_tokens=job.num_virtual_tokens
+            )
+        except ImportError as e:
+            raise WarmStartUnavailable(f"the Prompt Bank is not available in this build ({e})") from None
+        except Exception as e:  # noqa: BLE001 - no candidates, model mismatch...: go on from the default init
+            why = f"{type(e).__name__}: {e}"
+            raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
+        trainer = PromptTrainer(loaded, task, self._config(job, init=tensor))
+        entry = info.get("entry", {}) if isinstance(info, dict) else {}
+        return {
+            "state": trainer.state_bytes(),
+            "init": f"bank:{entry.get('id', '?')}",
+            "entry_task": entry.get("task_name"),
+            "probe_loss": info.get("loss") if isinstance(info, dict) else None,
+            "predicted_steps": info.get("predicted_steps") if isinstance(info, dict) else None,
+            "lr": trainer.lr,
+        }
 
     def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
         from prompttuner.tuning import load_prompt, predict
