@@ -137,9 +137,8 @@ def test_service_killed_and_restarted_loses_nothing(tmp_path: Path) -> None:
                 return False
 
         wait_for(up, 60, 0.2)
-        ids = [
-            c.post("/v1/jobs", json=job_body(max_steps=n, best_effort=True)).json()["id"] for n in (30, 34, 3)
-        ]
+        steps = (40, 120, 3)
+        ids = [c.post("/v1/jobs", json=job_body(max_steps=n, best_effort=True)).json()["id"] for n in steps]
         wait_for(lambda: c.get(f"/v1/jobs/{ids[1]}").json()["progress"]["checkpoint_step"] >= 3, 60)
         before = {j: c.get(f"/v1/jobs/{j}").json() for j in ids}
         proc.send_signal(signal.SIGKILL)
@@ -148,25 +147,36 @@ def test_service_killed_and_restarted_loses_nothing(tmp_path: Path) -> None:
         wait_for(up, 60, 0.2)
         for jid in ids:
             done = wait_for(
-                lambda jid=jid: (
-                    c.get(f"/v1/jobs/{jid}").json()["status"] == "succeeded"
-                    and c.get(f"/v1/jobs/{jid}").json()
-                ),
+                lambda jid=jid: c.get(f"/v1/jobs/{jid}").json()["status"] == "succeeded"
+                and c.get(f"/v1/jobs/{jid}").json(),
                 90,
                 0.2,
             )
             assert done["progress"]["steps_done"] == done["max_steps"]
             w = _prompt_w(c.get(f"/v1/jobs/{jid}/prompt").content)
-            payload = JobPayload(
-                jid, "tiny", str(home / "files" / "x"), None, ("bad", "good"), done["max_steps"]
-            )
+            n = done["max_steps"]
+            payload = JobPayload(jid, "tiny", str(home / "files" / "x"), None, ("bad", "good"), n)
             Path(payload.train_path).write_text("\n".join(json.dumps(r) for r in ROWS))
-            assert w == pytest.approx(expected_w(payload, done["max_steps"]), rel=1e-12)
-        evs = c.get(f"/v1/jobs/{ids[0]}/events").json()["data"]
-        assert "recover" in [e["kind"] for e in evs], "\n".join(
-            f"{e['time']:.2f} {e['kind']} {e['data']}" for e in evs
-        )
-        assert before[ids[0]]["status"] in ("running", "queued")
+            assert w == pytest.approx(expected_w(payload, n), rel=1e-12)  # no step lost or repeated
+        # the long job was certainly in flight: it resumed from its checkpoint, not from step 0
+        rec = [e for e in c.get(f"/v1/jobs/{ids[1]}/events").json()["data"] if e["kind"] == "recover"]
+        assert len(rec) == 1 and rec[0]["data"]["was"] in ("running", "queued")
+        assert rec[0]["data"]["from_step"] >= before[ids[1]]["progress"]["checkpoint_step"] > 0
+        # the CLI finds the server and the key through the home folder
+        data = home / "cli.jsonl"
+        data.write_text("\n".join(json.dumps(r) for r in ROWS))
+        env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}")
+        cli = [sys.executable, "-m", "prompttuner"]
+        args = ["--home", str(home), "--data", str(data), "--model", "tiny", "--max-steps", "2", "--json"]
+        sub = subprocess.run(cli + ["submit", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert sub.returncode == 0, sub.stderr
+        new_id = json.loads(sub.stdout)["id"]
+        run = {"env": env, "capture_output": True, "text": True, "timeout": 60}
+        st = subprocess.run(cli + ["status", "--home", str(home), "--json"], **run)  # type: ignore[call-overload]
+        assert st.returncode == 0, st.stderr
+        assert new_id in [j["id"] for j in json.loads(st.stdout)["jobs"]]
+        bad = subprocess.run(cli + ["status", "job-nope", "--home", str(home)], **run)  # type: ignore[call-overload]
+        assert bad.returncode != 0 and "no job 'job-nope'" in bad.stderr
     finally:
         proc.kill()
         proc.wait(timeout=30)

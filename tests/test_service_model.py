@@ -16,7 +16,7 @@ from prompttuner import config
 from prompttuner.api.app import create_app
 from prompttuner.api.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
-from test_api_service import wait_done, wait_for
+from test_api_service import wait_done
 
 pytestmark = pytest.mark.model
 

@@ -55,7 +55,7 @@ class _Server:
 
 
 def run_demo(
-    workers: int = 3,
+    workers: int = 2,
     n_jobs: int = 4,
     home: Path | None = None,
     policy: str = "prompttuner",

@@ -225,30 +225,36 @@ def status_cmd(
 
 
 def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None) -> Any:
+    """Jobs at a glance; the deadline column says met/missed (with the margin) or the time left."""
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, box=box.SIMPLE_HEAD)
-    for col in ("job", "task", "status", "steps", "acc", "deadline in", "deadline", "GPU-s"):
-        t.add_column(
-            col,
-            justify="right" if col in ("steps", "acc", "GPU-s", "deadline in") else "left",
-            no_wrap=col in ("job", "status"),
-        )
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("job", no_wrap=True)
+    t.add_column("task", no_wrap=True, max_width=8)
+    t.add_column("status", no_wrap=True)
+    t.add_column("steps", justify="right", no_wrap=True)
+    t.add_column("acc", justify="right", no_wrap=True)
+    t.add_column("deadline", no_wrap=True)
+    t.add_column("GPU-s", justify="right", no_wrap=True)
     now = time.time()
     for j in jobs:
         p = j["progress"]
         acc = f"{p['accuracy']:.2f}" if p["accuracy"] is not None else "-"
-        left = j["deadline"] - (j["finished_at"] or now)
-        met = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[j["deadline_met"]]
+        margin = j["deadline"] - (j["finished_at"] or now)
+        if j["deadline_met"] is True:
+            dl = f"[green]met[/] {margin:+.0f}s"
+        elif j["deadline_met"] is False:
+            dl = f"[red]missed[/] {margin:+.0f}s"
+        else:
+            dl = f"{margin:.0f}s left" if margin >= 0 else f"[red]late[/] {-margin:.0f}s"
         t.add_row(
             j["id"],
             (names or {}).get(j["id"], j["training_file"]),
             j["status"],
             f"{p['steps_done']}/{j['max_steps']}",
             acc,
-            f"{left:+.0f}s",
-            met,
+            dl,
             f"{j['gpu_seconds']:.1f}",
         )
     return t
@@ -267,7 +273,7 @@ def cluster_line(c: dict[str, Any]) -> str:
 
 
 def demo_cmd(
-    workers: int = typer.Option(3, "--workers", min=1, max=4, help="local workers (2-4)"),
+    workers: int = typer.Option(2, "--workers", min=1, max=4, help="local workers (2-4)"),
     jobs: int = typer.Option(4, "--jobs", min=1, max=8, help="jobs to submit"),
     home: Path = typer.Option(
         None, "--home", help="state folder (default: a fresh one under $PROMPTTUNER_HOME/demo/)"

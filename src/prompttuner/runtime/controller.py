@@ -311,6 +311,7 @@ class Controller:
                     m: {
                         "step_s": p.step_time_s[self.cfg.gpu_type],
                         "cold_start_s": p.cold_start_s[self.cfg.gpu_type],
+                        "measured": self.profiles.measured(m),
                     }
                     for m in {w.model for w in self.workers.values()} | set(self.cfg.min_warm)
                     for p in [self.profiles.profile(m)]
