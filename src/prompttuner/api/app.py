@@ -401,84 +401,109 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
     def _create_job_rows(
         t: Tenant, body: JobCreate, job_id: str, deadline: float, now: float, written: list[Path]
     ) -> None:
-        with store.session() as s:
-            try:
-                if body.training_data is not None:
-                    raw = rows_to_jsonl([r.model_dump() for r in body.training_data])
-                    train = _store_file(t.id, f"{job_id}-train.jsonl", raw, s)
-                    written.append(Path(train.path))
-                    s.flush()
-                else:
-                    train = _own_file(s, t, str(body.training_file), "training_file")
+        """Validate (reads only), quote (no transaction open), then write file and job in one transaction.
+
+        No write transaction is held while the controller computes the quote: the controller writes to
+        the same database, and SQLite has a single writer.
+        """
+        raw: bytes | None = None
+        train_id: str | None = None
+        train_rows = 0
+        val_id: str | None = None
+        try:
+            if body.training_data is not None:
+                raw = rows_to_jsonl([r.model_dump() for r in body.training_data])
+                checked = check_jsonl(raw, "training_data")
+                if checked.rows > cfg.max_rows:
+                    raise DataError(f"training_data: {checked.rows} rows is over the limit of {cfg.max_rows}")
+                seen, train_raw, train_rows = list(checked.labels), raw, checked.rows
+            with store.session() as s:
+                if body.training_file is not None:
+                    train = _own_file(s, t, body.training_file, "training_file")
+                    seen, train_raw, train_rows, train_id = (
+                        list(train.labels),
+                        Path(train.path).read_bytes(),
+                        train.rows,
+                        train.id,
+                    )
                 val = (
                     _own_file(s, t, body.validation_file, "validation_file") if body.validation_file else None
                 )
-                labels = body.labels or list(train.labels)
-                if len(labels) < 2:
-                    raise DataError(f"training data has only the label(s) {labels}; a task needs two or more")
-                check_labels(Path(train.path).read_bytes(), labels, "training_file")
-                if val is not None:
-                    check_labels(Path(val.path).read_bytes(), labels, "validation_file")
-                if train.rows < 2:
-                    raise DataError("training_file: needs at least 2 rows")
-            except DataError as e:
-                raise ApiError(422, str(e), param="training_data") from None
-            spec = JobSpec(
-                job_id=job_id,
-                model=body.model,
-                arrival=now,
-                slo=SLO(deadline, body.target_accuracy, body.best_effort),
-                work_steps=float(body.max_steps),
-                max_steps=body.max_steps,
-                tenant=t.id,
-                init="bank" if body.bank_warm_start else "random",
+                val_raw = Path(val.path).read_bytes() if val is not None else None
+                val_id = val.id if val is not None else None
+            labels = body.labels or seen
+            if len(labels) < 2:
+                raise DataError(f"training data has only the label(s) {labels}; a task needs two or more")
+            check_labels(train_raw, labels, "training_file" if raw is None else "training_data")
+            if val_raw is not None:
+                check_labels(val_raw, labels, "validation_file")
+            if train_rows < 2:
+                raise DataError("training data needs at least 2 rows")
+        except DataError as e:
+            raise ApiError(422, str(e), param="training_data") from None
+        spec = JobSpec(
+            job_id=job_id,
+            model=body.model,
+            arrival=now,
+            slo=SLO(deadline, body.target_accuracy, body.best_effort),
+            work_steps=float(body.max_steps),
+            max_steps=body.max_steps,
+            tenant=t.id,
+            init="bank" if body.bank_warm_start else "random",
+        )
+        quote = ctl.quote(spec)
+        qj = {
+            "finish_time": _finite(quote.finish_time),
+            "finish_iso": _iso(_finite(quote.finish_time)),
+            "cost": _finite(quote.cost),
+            "gpus": quote.gpus,
+            "feasible": quote.feasible,
+            "tightest_deadline": _finite(quote.tightest_deadline),
+        }
+        if not quote.feasible and not body.best_effort:
+            tight = _finite(quote.tightest_deadline)
+            msg = "the deadline cannot be met"
+            if tight is not None:
+                msg += f"; the tightest feasible deadline is {_iso(tight)} ({tight:.0f})"
+            raise ApiError(
+                422,
+                msg + "; set best_effort to run anyway",
+                "infeasible_slo",
+                "deadline",
+                {"tightest_deadline": tight, "quote": qj},
             )
-            quote = ctl.quote(spec)
-            qj = {
-                "finish_time": quote.finish_time,
-                "finish_iso": _iso(quote.finish_time),
-                "cost": quote.cost,
-                "gpus": quote.gpus,
-                "feasible": quote.feasible,
-                "tightest_deadline": quote.tightest_deadline,
-            }
-            if not quote.feasible and not body.best_effort:
-                tight = quote.tightest_deadline
-                msg = "the deadline cannot be met"
-                if tight is not None:
-                    msg += f"; the tightest feasible deadline is {_iso(tight)} ({tight:.0f})"
-                raise ApiError(
-                    422,
-                    msg + "; set best_effort to run anyway",
-                    "infeasible_slo",
-                    "deadline",
-                    {"tightest_deadline": tight, "quote": qj},
+        with store.session() as s:
+            if raw is not None:
+                f = _store_file(t.id, f"{job_id}-train.jsonl", raw, s)
+                written.append(Path(f.path))
+                train_id = f.id
+            assert train_id is not None
+            s.add(
+                Job(
+                    id=job_id,
+                    tenant_id=t.id,
+                    model=body.model,
+                    training_file=train_id,
+                    validation_file=val_id,
+                    labels=labels,
+                    target_accuracy=body.target_accuracy,
+                    max_steps=body.max_steps,
+                    hyperparameters=body.hyperparameters.model_dump(),
+                    bank_warm_start=body.bank_warm_start,
+                    best_effort=body.best_effort,
+                    deadline=deadline,
+                    work_steps=float(body.max_steps),
+                    quote=qj,
+                    phase=JobPhase.QUEUED.value,
+                    admitted=False,
+                    steps_done=0,
+                    gpu_seconds=0.0,
+                    checkpoint_step=0,
+                    init="random",
+                    created_at=now,
+                    updated_at=now,
                 )
-            row = Job(
-                id=job_id,
-                tenant_id=t.id,
-                model=body.model,
-                training_file=train.id,
-                validation_file=val.id if val else None,
-                labels=labels,
-                target_accuracy=body.target_accuracy,
-                max_steps=body.max_steps,
-                hyperparameters=body.hyperparameters.model_dump(),
-                bank_warm_start=body.bank_warm_start,
-                best_effort=body.best_effort,
-                deadline=deadline,
-                work_steps=float(body.max_steps),
-                quote=qj,
-                phase=JobPhase.QUEUED.value,
-                admitted=False,
-                steps_done=0,
-                gpu_seconds=0.0,
-                checkpoint_step=0,
-                init="random",
-                created_at=now,
-                updated_at=now,
             )
-            s.add(row)
 
     def _own_job(s: Any, t: Tenant, job_id: str) -> Job:
         row = s.get(Job, job_id)
