@@ -234,3 +234,19 @@ def test_bank_warm_start_selects_then_trains(svc: tuple[TestClient, Service]) ->
     warm = next(e for e in events if e["kind"] == "warm_start")
     assert warm["data"]["init"] == "bank:fake" and warm["data"]["predicted_steps"] == 3
     assert client.get("/v1/bank/prompts").json()["data"] == []  # nothing added: the fake tunes no real prompt
+
+
+def test_tenant_command_creates_a_working_key(svc: tuple[TestClient, Service]) -> None:
+    from typer.testing import CliRunner
+
+    from prompttuner.cli import app
+
+    client, service = svc
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    out = CliRunner().invoke(app, ["tenant", name, "--home", str(service.store.home), "--json"])
+    assert out.exit_code == 0, out.output
+    key = json.loads(out.stdout)["api_key"]
+    r = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and r.json()["data"] == []
+    again = CliRunner().invoke(app, ["tenant", name, "--home", str(service.store.home)])
+    assert again.exit_code != 0 and "already exists" in again.output

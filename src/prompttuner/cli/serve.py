@@ -23,11 +23,14 @@ DEFAULT_PORT = 8321
 
 
 def _home(home: Path | None) -> Path:
-    if home is not None:
-        os.environ["PROMPTTUNER_HOME"] = str(home)
+    """``--home`` if given, else ``$PROMPTTUNER_HOME`` (default ``~/.prompttuner``); created if missing."""
     from prompttuner import config
 
-    return config.home()
+    if home is None:
+        return config.home()
+    p = home.expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 def parse_duration(text: str) -> float:
@@ -305,8 +308,32 @@ def demo_cmd(
         emit_json(result)
 
 
+def tenant_cmd(
+    name: str = typer.Argument(..., help="tenant name (unique)"),
+    home: Path = typer.Option(None, "--home", help="state folder (default: $PROMPTTUNER_HOME)"),
+    db: str = typer.Option(None, "--db", help="SQLAlchemy URL (default: SQLite in the home folder)"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Create a tenant and print its API key (shown once; only its hash is stored)."""
+    from prompttuner.api.store import Store
+
+    store = Store(_home(home), db)
+    try:
+        tenant, key = store.create_tenant(name)
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        store.engine.dispose()
+    if json_out:
+        emit_json({"tenant": tenant.id, "name": name, "api_key": key})
+    else:
+        console.print(f"tenant [bold]{name}[/] ({tenant.id}); API key (keep it, it is shown once):")
+        print(key)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("tenant")(tenant_cmd)
     app.command("serve")(serve_cmd)
     app.command("submit")(submit_cmd)
     app.command("status")(status_cmd)
