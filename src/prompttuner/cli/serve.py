@@ -82,6 +82,7 @@ def build_service(
     engine: str | None,
     plugins: list[str],
     chunk_s: float = 4.0,
+    backend_options: dict[str, Any] | None = None,
 ) -> Any:
     for mod in plugins:
         importlib.import_module(mod)
@@ -97,6 +98,7 @@ def build_service(
         models=(model,),
         workers=workers,
         warm=warm,
+        backend_options=dict(backend_options or {}),
     )
     cfg.controller.chunk_s = chunk_s
     from prompttuner.api.service import Service
@@ -116,6 +118,8 @@ def serve_cmd(
     home: Path = typer.Option(None, "--home", help="state folder (default: $PROMPTTUNER_HOME)"),
     engine: str = typer.Option(None, "--engine", hidden=True, help="engine 'module:attr' (tests)"),
     plugin: list[str] = typer.Option([], "--plugin", hidden=True, help="modules to import first"),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start one)"),
+    ray_gpus: int = typer.Option(None, "--ray-gpus", help="GPUs to declare on a local Ray cluster"),
     chunk_s: float = typer.Option(
         4.0, "--chunk-s", help="seconds of training per unit of work (checkpoint period)"
     ),
@@ -128,7 +132,17 @@ def serve_cmd(
     h = _home(home)
     try:
         service = build_service(
-            h, workers, None if warm < 0 else warm, model, backend, policy, db, engine, plugin, chunk_s
+            h,
+            workers,
+            None if warm < 0 else warm,
+            model,
+            backend,
+            policy,
+            db,
+            engine,
+            plugin,
+            chunk_s,
+            {"address": ray_address, "num_gpus": ray_gpus} if backend == "ray" else None,
         )
     except ValueError as e:
         fail(str(e))

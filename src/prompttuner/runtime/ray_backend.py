@@ -61,16 +61,25 @@ class RayBackend(Backend):
         engine_spec: str = REAL_ENGINE,
         op_timeout_s: float = 600.0,
         load_timeout_s: float = 600.0,
-        gpus_per_worker: float = 1.0,
+        gpus_per_worker: float | None = None,
         threads_per_worker: int = 1,
         address: str | None = None,
+        num_gpus: int | None = None,
     ) -> None:
+        """``address``: an existing cluster (default: start a local one, with ``num_gpus`` declared GPUs
+        if given, e.g. fake GPUs for a CPU machine).  ``gpus_per_worker``: None means one GPU per worker
+        when the cluster has GPUs, else CPU-only actors."""
         super().__init__(engine_spec, op_timeout_s)
         import ray
 
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None and num_gpus is not None:
+                kw["num_gpus"] = num_gpus
+            ray.init(address=address, **kw)
+        if gpus_per_worker is None:
+            gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         self.load_timeout_s = load_timeout_s
         self.gpus = gpus_per_worker
         self.threads = threads_per_worker
