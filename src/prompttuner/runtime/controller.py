@@ -497,6 +497,7 @@ class Controller:
                 claimed.add(wid)
                 ok.append(wid)
             wanted[jid] = ok
+        prev = {jid: list(self.jobs[jid].workers) for jid in wanted}
         for jid, ok in wanted.items():
             rt = self.jobs[jid]
             for wid in [w for w in rt.workers if w not in ok]:
@@ -504,9 +505,9 @@ class Controller:
         for jid, ok in wanted.items():
             rt = self.jobs[jid]
             ok = [w for w in ok if self.workers[w].job_id in (None, jid)]
-            if ok == rt.workers:
+            before = prev[jid]
+            if set(ok) == set(before):
                 continue
-            before = list(rt.workers)
             lead = [w for w in before if w in ok]
             rt.workers = lead + [w for w in ok if w not in lead]
             for wid in rt.workers:
