@@ -33,9 +33,8 @@ def wait_for(fn: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
 
 def make_service(home: Path, policy: Any = None, **kw: Any) -> Service:
     ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3)
-    cfg = ServiceConfig(
-        home=home, engine=FAKE_ENGINE, models=("tiny",), workers=2, warm=2, controller=ccfg, **kw
-    )
+    opts: dict[str, Any] = {"models": ("tiny",), "workers": 2, "warm": 2, **kw}
+    cfg = ServiceConfig(home=home, engine=FAKE_ENGINE, controller=ccfg, **opts)
     return Service(cfg, policy=policy or GreedyPolicy())
 
 

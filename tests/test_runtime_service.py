@@ -197,3 +197,18 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     Store(tmp_path / "h")  # a second start upgrades nothing and fails nothing
+
+
+def test_a_model_that_does_not_load_fails_its_jobs_with_the_reason(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "home", models=("tiny", "broken-model"), workers=3, warm=1)
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        r = client.post("/v1/jobs", json=job_body(model="broken-model", best_effort=True))
+        assert r.status_code == 201, r.text
+        done = wait_done(client, r.json()["id"])
+        assert done["status"] == "failed" and "cannot load broken-model" in done["error"]
+        assert "could not be loaded (3 workers failed in a row)" in done["error"]
+        again = client.post("/v1/jobs", json=job_body(model="broken-model", best_effort=True))
+        assert again.status_code == 503 and "cannot be loaded" in again.json()["error"]["message"]
+        ok = client.post("/v1/jobs", json=job_body(max_steps=3)).json()  # the other model is unaffected
+        assert wait_done(client, ok["id"])["status"] == "succeeded"

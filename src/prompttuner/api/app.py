@@ -383,6 +383,14 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
                 f"max_steps {body.max_steps} is over the limit of {cfg.max_steps_limit}",
                 param="max_steps",
             )
+        broken = ctl.broken_model(body.model)
+        if broken is not None:
+            raise ApiError(
+                503,
+                f"model {body.model!r} cannot be loaded on this service: {broken}",
+                "unavailable",
+                "model",
+            )
         deadline = _parse_deadline(body, now)
         if (body.training_file is None) == (body.training_data is None):
             raise ApiError(422, "give exactly one of training_file and training_data", param="training_file")

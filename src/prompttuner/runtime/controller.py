@@ -129,7 +129,8 @@ class ControllerConfig:
     chunk_s: float = 4.0
     progress_event_every_s: float = 2.0
     predict_timeout_s: float = 120.0
-    bank_dir: str | None = None  # the Prompt Bank used for warm starts (None: warm starts unavailable)
+    bank_dir: str | None = None
+    max_load_failures: int = 3  # the Prompt Bank used for warm starts (None: warm starts unavailable)
 
 
 class Controller:
@@ -157,6 +158,8 @@ class Controller:
         self.arrivals: dict[str, deque[float]] = {}
         self.idle_gaps: dict[str, deque[float]] = {}
         self.released_gpu_s = 0.0
+        self.load_failures: dict[str, int] = {}
+        self.load_errors: dict[str, str] = {}
         self._wid = itertools.count(1)
         self._rid = itertools.count(1)
         self._prefix = secrets.token_hex(2)
@@ -242,6 +245,13 @@ class Controller:
             return self.policy.quote(snap, spec)
         except NotImplementedError:
             return fallback_quote(snap, spec)
+
+    def broken_model(self, model: str) -> str | None:
+        """Why ``model`` is not served (its cold starts keep failing), or None."""
+        with self.lock:
+            if self.load_failures.get(model, 0) >= self.cfg.max_load_failures:
+                return self.load_errors.get(model, "it does not load")
+            return None
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that is not finished; False when it already ended."""
@@ -477,6 +487,8 @@ class Controller:
         self.new_ids.clear()
 
         for p in d.provision:
+            if self.load_failures.get(p.model, 0) >= self.cfg.max_load_failures:
+                continue  # a model that does not load is not retried by this run
             for _ in range(p.count):
                 if len(self.workers) >= self.cfg.max_workers:
                     break
@@ -541,6 +553,19 @@ class Controller:
 
     # ------------------------------------------------------------------ workers
 
+    def _load_failure(self, model: str, error: str, now: float) -> None:
+        """After ``max_load_failures`` cold starts of a model fail in a row, its jobs fail with the reason
+        instead of the pool retrying forever."""
+        n = self.load_failures.get(model, 0) + 1
+        self.load_failures[model] = n
+        self.load_errors[model] = error
+        if n < self.cfg.max_load_failures:
+            return
+        for rt in [j for j in self.jobs.values() if j.payload.model == model]:
+            self._detach_all(rt, now)
+            msg = f"model {model!r} could not be loaded ({n} workers failed in a row): {error}"
+            self._close(rt, JobPhase.FAILED, now, kind="fail", data={"error": msg}, error=msg)
+
     def _provision(self, model: str, reason: str) -> WorkerRec:
         now = time.time()
         wid = f"w{self._prefix}-{next(self._wid)}"
@@ -578,6 +603,7 @@ class Controller:
             self._on_worker_failed(w, r, now)
             return
         if r.op == "load":
+            self.load_failures.pop(w.model, None)
             w.ready_at, w.idle_since = now, now
             w.pid = r.result.get("pid")
             self.profiles.observe_load(w.model, float(r.result.get("load_s", now - w.requested_at)))
@@ -674,6 +700,8 @@ class Controller:
         if w.op_future is not None and not w.op_future.done():
             w.op_future.set_exception(RuntimeError(f"worker {w.worker_id} failed: {r.error}"))
         affected = {j for j in (w.job_id, w.op_job) if j}
+        if w.ready_at is None:  # it never got warm: the model may not load at all
+            self._load_failure(w.model, r.error, now)
         self._emit(
             Event(
                 now,
