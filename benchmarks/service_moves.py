@@ -31,12 +31,18 @@ from prompttuner.runtime.engine import JobPayload
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+_PENDING: list[Reply] = []
+
+
 def wait_reply(backend: LocalBackend, wid: str, timeout: float = 900.0) -> Reply:
+    """The next reply of ``wid``; replies of other workers that arrive meanwhile are kept for later."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for r in backend.poll(1.0):
+        for r in list(_PENDING):
             if r.worker_id == wid:
+                _PENDING.remove(r)
                 return r
+        _PENDING.extend(backend.poll(1.0))
     raise TimeoutError(f"no reply from {wid}")
 
 
@@ -127,6 +133,7 @@ def main() -> None:
             row["move_vs_cold_start"] = row["move_restore_s"] / row["cold_start_load_s"]
         finally:
             backend.shutdown()
+            _PENDING.clear()
         rounds.append(row)
         print(json.dumps(row), file=sys.stderr)
     keys = [k for k in rounds[0] if k != "round"]
