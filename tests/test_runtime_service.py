@@ -212,3 +212,22 @@ def test_a_model_that_does_not_load_fails_its_jobs_with_the_reason(tmp_path: Pat
         assert again.status_code == 503 and "cannot be loaded" in again.json()["error"]["message"]
         ok = client.post("/v1/jobs", json=job_body(max_steps=3)).json()  # the other model is unaffected
         assert wait_done(client, ok["id"])["status"] == "succeeded"
+
+
+def test_profile_book_prefers_direct_measurements_and_persists(tmp_path: Path) -> None:
+    from prompttuner.runtime.profiles import DEFAULT_STEP_S, ProfileBook
+
+    book = ProfileBook(tmp_path / "p.json", "cpu", max_replicas=2)
+    assert not book.measured("m") and book.profile("m").step_time_s["cpu"] == DEFAULT_STEP_S
+    book.observe_step("m", 8.0, weak=True)  # from a data-parallel round: an estimate
+    assert book.measured("m") and book.profile("m").step_time_s["cpu"] == 8.0
+    book.observe_step("m", 2.0)  # the first direct measurement replaces the estimate
+    book.observe_step("m", 50.0, weak=True)  # estimates no longer count
+    assert book.profile("m").step_time_s["cpu"] == 2.0
+    book.observe_step("m", 4.0)
+    assert book.profile("m").step_time_s["cpu"] == pytest.approx(0.7 * 2.0 + 0.3 * 4.0)
+    book.observe_load("m", 30.0)
+    book.save()
+    again = ProfileBook(tmp_path / "p.json", "cpu", max_replicas=2)
+    assert again.profile("m").step_time_s["cpu"] == pytest.approx(2.6)
+    assert again.profile("m").cold_start_s["cpu"] == 30.0
