@@ -83,6 +83,7 @@ class Round:
     version: int
     workers: list[str]
     grads: dict[int, bytes] = field(default_factory=dict)
+    grad_s: float = 0.0  # the slowest shard's compute time
     started: float = 0.0
 
 
@@ -651,10 +652,10 @@ class Controller:
             if r.op == "train" and res["steps_run"]:
                 self.profiles.observe_step(rt.payload.model, elapsed / res["steps_run"])
             if r.op == "apply" and rt.round is not None:
-                # a data-parallel round of n replicas: the single-replica step time it implies (an upper
-                # bound, as it ignores the synchronisation share); used until chunks measure it directly
+                # a data-parallel round of n replicas: the single-replica step time it implies (n shards of
+                # the slowest shard's time, plus applying); an estimate, used until chunks measure directly
                 n = len(rt.round.workers)
-                self.profiles.observe_step(rt.payload.model, (now - rt.round.started) * n, weak=True)
+                self.profiles.observe_step(rt.payload.model, rt.round.grad_s * n + elapsed, weak=True)
                 rt.round = None
             self._accept(rt, res, now, worker=w.worker_id)
         elif r.op == "grad":
@@ -662,6 +663,7 @@ class Controller:
             if rnd is None or res.get("version") != rnd.version or w.worker_id not in rnd.workers:
                 return  # a round abandoned after a failure: its shards are useless
             rnd.grads[rnd.workers.index(w.worker_id)] = res["grad"]
+            rnd.grad_s = max(rnd.grad_s, elapsed)
             if len(rnd.grads) == len(rnd.workers):
                 lead = self.workers.get(rnd.workers[0])
                 if lead is None or lead.op is not None:
