@@ -169,7 +169,9 @@ def run_demo(
         jobs = [j for j in c.get("/v1/jobs").json()["data"] if j["id"] in names]
         jobs.sort(key=lambda j: j["created_at"])
         info = c.get("/v1/cluster").json()
-        console.print(jobs_table(jobs, title="PromptTuner demo: jobs", names=names))
+        console.print(
+            jobs_table(jobs, title="PromptTuner demo: jobs (ids shortened)", names=names, short=True)
+        )
         met = sum(1 for j in jobs if j["deadline_met"])
         job_s = sum(j["gpu_seconds"] for j in jobs)
         console.print(
@@ -231,4 +233,4 @@ def _view(
     from rich.text import Text
 
     jobs = sorted(jobs, key=lambda j: j["created_at"])
-    return Group(table(jobs, title="jobs (live)", names=names), Text(line(info)))
+    return Group(table(jobs, title="jobs (live)", names=names, short=True), Text(line(info)))

@@ -241,7 +241,9 @@ def status_cmd(
     console.print(cluster_line(cluster))
 
 
-def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None) -> Any:
+def jobs_table(
+    jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None, short: bool = False
+) -> Any:
     """Jobs at a glance; the deadline column says met/missed (with the margin) or the time left."""
     from rich import box
     from rich.table import Table
@@ -266,7 +268,7 @@ def jobs_table(jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str,
         else:
             dl = f"{margin:.0f}s left" if margin >= 0 else f"[red]late[/] {-margin:.0f}s"
         t.add_row(
-            j["id"],
+            j["id"][4:12] if short else j["id"],
             (names or {}).get(j["id"], j["training_file"]),
             j["status"],
             f"{p['steps_done']}/{j['max_steps']}",
