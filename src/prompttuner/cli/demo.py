@@ -23,7 +23,7 @@ from prompttuner.cli.common import console
 
 DEMO_TASKS = config.REPO_DATA / "demo_tasks"
 TASKS = ("sst2", "sms_spam", "subj", "cr")
-STEPS, EVAL_EVERY, TARGET = 12, 4, 0.8
+STEPS, EVAL_EVERY, TARGET = 12, 4, 0.7
 
 
 def _free_port() -> int:
