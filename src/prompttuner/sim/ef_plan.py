@@ -103,11 +103,13 @@ def next_level(job: Job, n: int) -> int:
 
 def last_level(job: Job, n: int) -> int:
     """The largest legal size below ``n`` within the job's cap (0 when there is none)."""
+    if n >= job.max_gpu + 1:  # hot path: plenty free, the cap decides
+        return job.max_gpu
     if n == 0:
         raise ValueError("last_level(0) is undefined")
     best = 0
     for s in SIZES:
-        if s > job.max_gpu or s >= n:
+        if s >= n:
             break
         best = s
     return best
@@ -133,7 +135,10 @@ class Planner:
     slot: int
 
     def tp(self, job: Job, n: int) -> float:
-        return self.profiles.get(job.model, job.batch, n)
+        try:
+            return self.profiles.tput[job.model][job.batch][n]
+        except KeyError:
+            return self.profiles.get(job.model, job.batch, n)  # raises a clear error
 
     # ------------------------------------------------------------------ ElasticFlow (MSS)
     def plan_mss(self, job: Job, start: float, ffg: Timeline, assign: int | None = None) -> Plan:

@@ -219,9 +219,12 @@ class _Sim:
 
 
 class _ElasticFlow(_Sim):
-    def __init__(self, jobs: list[Job], spec: ClusterSpec, profiles: Profiles, slot: int) -> None:
+    def __init__(
+        self, jobs: list[Job], spec: ClusterSpec, profiles: Profiles, slot: int, deadline_check: str = "end"
+    ) -> None:
         super().__init__(jobs, spec, profiles, slot)
         self.ffg: Timeline = {}
+        self.deadline_check = deadline_check
         self.cache: set[tuple[int, int]] = set()
         self.schedule_count = 0
 
@@ -351,7 +354,8 @@ class _ElasticFlow(_Sim):
             for job in event.end:
                 if job.placed and not job.done:
                     assert job.real_end_time is not None
-                    self.finish(job, late=job.real_end_time > job.ddl)
+                    done_at = job.end_time if self.deadline_check == "end" else job.real_end_time
+                    self.finish(job, late=done_at > job.ddl)
             for job in self.runnable:
                 job.old_end_time = job.end_time
             admitted = False
@@ -393,7 +397,7 @@ class _ElasticFlow(_Sim):
                 self.add_end_event(job)
             self.allocate_free(now)
 
-            first_change = MAXSIZE
+            first_change: float = MAXSIZE
             self.runnable.sort(key=lambda j: j.num_gpu, reverse=True)
             for job in self.runnable:
                 for t in sorted(job.allocations):
@@ -508,6 +512,7 @@ def run_trace(
     policy: str = "elasticflow",
     max_jobs: int | None = None,
     profiles: Profiles | None = None,
+    deadline_check: str = "end",
 ) -> dict[str, Any]:
     """Replay an ElasticFlow-format trace CSV and return the deadline satisfactory ratio and counts.
 
@@ -519,15 +524,19 @@ def run_trace(
         raise ValueError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
     if slot <= 0:
         raise ValueError("slot must be a positive number of seconds")
+    if deadline_check not in ("end", "real_end"):
+        raise ValueError("deadline_check must be 'end' or 'real_end'")
     kind = POLICIES[policy]
     spec = parse_cluster(cluster)
     profiles = profiles if profiles is not None else load_profiles()
     trace = _resolve(path)
     jobs = load_jobs(trace, profiles, kind, max_jobs=max_jobs)
     t0 = time.perf_counter()
-    sim: _Sim = _ElasticFlow(jobs, spec, profiles, slot) if kind == "elasticflow" else _EDF(
-        jobs, spec, profiles, slot
-    )
+    sim: _Sim
+    if kind == "elasticflow":
+        sim = _ElasticFlow(jobs, spec, profiles, slot, deadline_check)
+    else:
+        sim = _EDF(jobs, spec, profiles, slot)
     if jobs:
         sim.run()
     out = sim.result()
@@ -539,6 +548,7 @@ def run_trace(
             "slot": slot,
             "trace": str(trace),
             "max_jobs": max_jobs,
+            "deadline_check": deadline_check if kind == "elasticflow" else "end",
             "sim_time_s": (max((j.end_time for j in jobs), default=0) - jobs[0].submit) if jobs else 0,
             "wall_s": time.perf_counter() - t0,
         }
