@@ -125,6 +125,12 @@ NOTES = [
     "in code we could not read (the reference commit 04a0109 is not in the searchable index). Without the",
     "leftover handout the mode gives 0.815 on both cluster sizes, i.e. the reference behaves as if much less",
     "leftover capacity reached the jobs. The two runs are `xfail(strict=True)` in the tests.",
+    "",
+    "Leads we measured but did not adopt (no code we could read supports them): limiting the handout to",
+    "one bump per handled event (with the `real_end` check) gives +0.011 / +0.027 on cluster10 n16g8 / n8g8",
+    "and -0.006 / -0.046 on cluster01 n16g8 / n8g8, consistent with a `while` loop that stops after its",
+    "first pass in the reference version; checking admission on the slot-rounded end instead of the exact",
+    "one gives -0.10 to -0.15 everywhere.",
 ]
 
 

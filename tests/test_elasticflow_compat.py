@@ -137,6 +137,8 @@ def test_bad_arguments_are_rejected(tmp_path: Path, profiles: Profiles) -> None:
         run_trace(path, policy="fifo")
     with pytest.raises(ValueError, match="slot"):
         run_trace(path, slot=0)
+    with pytest.raises(ValueError, match="deadline_check"):
+        run_trace(path, deadline_check="soon")
     bad = tmp_path / "bad.csv"
     bad.write_text("job_id,submission_time\nx,0\n")
     with pytest.raises(ValueError, match="missing columns"):
