@@ -191,7 +191,7 @@ def resolve_trace(name_or_path: str | Path) -> tuple[Path, int | None]:
     """
     p = Path(name_or_path)
     if p.suffix == ".csv":
-        return (p if p.is_absolute() else config.shared_data() / p), None
+        return (p if p.is_absolute() or p.exists() else config.shared_data() / p), None
     m = re.fullmatch(r"(cluster\d+)(?:_head(\d+))?", str(name_or_path))
     if not m:
         raise ValueError(f"unknown trace {name_or_path!r}")
