@@ -11,8 +11,8 @@ import pytest
 from prompttuner import config
 from prompttuner.sim.ef_place import place
 from prompttuner.sim.ef_plan import Planner, align, last_level, merge, next_level
-from prompttuner.sim.ef_trace import Job, Profiles, load_profiles, parse_cluster, resolve_trace
-from prompttuner.sim.elasticflow_compat import run_trace
+from prompttuner.sim.ef_trace import Job, Profiles, load_jobs, load_profiles, parse_cluster, resolve_trace
+from prompttuner.sim.elasticflow_compat import _ElasticFlow, run_trace
 
 HEADER = "job_id,submission_time,num_iteration,model_name,deadline,batch_size,num_gpu,duration\n"
 
@@ -131,6 +131,23 @@ def test_admission_declines_every_arrival_of_a_merged_event(tmp_path: Path, prof
     assert edf["declined"] == 0 and edf["missed"] >= 1 and edf["jobs"] == 3
 
 
+@pytest.mark.parametrize("refresh", [True, False])
+def test_a_bump_refreshes_the_plans_real_end(refresh: bool, tmp_path: Path, profiles: Profiles) -> None:
+    # One job alone on 8 GPUs: MSS plans it on 1 GPU (enough for its deadline), the leftover handout then
+    # bumps it to 8.  The released code from a8c66e6 on also takes the bumped plan's unrounded end
+    # (refresh=True); 0d29ad9 kept the 1-GPU plan's end (refresh=False).
+    t = profiles.tput["vgg16"][64]
+    iters = 20_000
+    ddl = math.ceil(iters / t[1]) + 1_000
+    path = _trace(tmp_path, [f"a,0,{iters},vgg16,{ddl},64,1,100"])
+    jobs = load_jobs(path, profiles, "elasticflow")
+    sim = _ElasticFlow(jobs, parse_cluster("n1g8"), profiles, 240, refresh_real_end=refresh)
+    sim.run()
+    assert sim.result()["met"] == 1
+    expected = math.ceil(iters / t[8]) if refresh else math.ceil(iters / t[1])
+    assert jobs[0].real_end_time == expected
+
+
 def test_bad_arguments_are_rejected(tmp_path: Path, profiles: Profiles) -> None:
     path = _trace(tmp_path, ["a,0,100,vgg16,1000,64,1,100"])
     with pytest.raises(ValueError, match="unknown policy"):
@@ -154,17 +171,7 @@ def _reference_runs() -> list[dict]:
     return json.loads(ref.read_text())["runs"] if ref.exists() else []
 
 
-_KNOWN_GAP = {("cluster10", "n16g8", "ef-accessctrl"), ("cluster10", "n8g8", "ef-accessctrl")}
-_RUNS = [
-    pytest.param(
-        r,
-        id=f"{r['trace']}-{r['cluster_spec']}-{r['schedule']}",
-        marks=[pytest.mark.xfail(strict=True, reason="unresolved +0.12/+0.13 gap, see the results .md")]
-        if (r["trace"], r["cluster_spec"], r["schedule"]) in _KNOWN_GAP
-        else [],
-    )
-    for r in _reference_runs()
-]
+_RUNS = [pytest.param(r, id=f"{r['trace']}-{r['cluster_spec']}-{r['schedule']}") for r in _reference_runs()]
 
 
 @pytest.mark.parametrize("run", _RUNS)
@@ -174,4 +181,6 @@ def test_matches_the_authors_reference(run: dict, profiles: Profiles) -> None:
     out = run_trace(path, cluster=run["cluster_spec"], slot=240, policy=policy, max_jobs=max_jobs,
                     profiles=profiles)
     assert out["unfinished"] == 0
-    assert out["ddl_satis_ratio"] == pytest.approx(run["ddl_satis_ratio"], abs=0.03)
+    # The design asks for +-0.03; the mode reproduces every run to the digits the reference reports, so the
+    # test holds it to that (a change of one job in the 260 of cluster10 moves the ratio by 0.0038).
+    assert out["ddl_satis_ratio"] == pytest.approx(run["ddl_satis_ratio"], abs=5e-4)

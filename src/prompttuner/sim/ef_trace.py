@@ -120,6 +120,7 @@ class Job:
     nl_alloc: dict[float, int] = field(default_factory=dict)
     nl_ffg: dict[float, int] = field(default_factory=dict)
     nl_end: float = 0
+    nl_real_end: float = 0
     # EDF's tentative plan
     new_alloc: dict[float, int] = field(default_factory=dict)
     new_end: float = 0

@@ -19,13 +19,11 @@ How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
    iterations, counted only up to its planned exact end.  A job that finishes early has its completion
    moved to the current event.
 3. **Completions**: a job ends at its (planned) end event, or at the current event when it finished
-   before it.  It met its deadline iff that completion time (the slot-rounded plan end plus overhead, or
-   the exact finish second when it finished early) is ``<= deadline`` (``deadline_check="end"``, the
-   default).  The scheduler.py we could read (0d29ad9) checks the last plan's unrounded end
-   (``real_end``) instead, selectable with ``deadline_check="real_end"``; on the reference's cluster01
-   runs that reading lands +0.05/+0.06 above the authors' numbers while the completion time lands within
-   0.01, and the accessctrl loop keeps a commented-out ``end_time <= ddl`` assert at that spot, so the
-   reference commit (04a0109, not readable to us) most likely checked the completion time.
+   before it.  As in every version of the released accessctrl loop we could read, it met its deadline
+   iff its current plan's unrounded end (``real_end``, no overhead added) is ``<= deadline``
+   (``deadline_check="real_end"``, the default).  ``deadline_check="end"`` checks the completion time
+   instead (slot-rounded plan end plus overhead, or the exact finish second when it finished early): a
+   reading we used before the mechanism of step 6 was found, kept for comparison.
 4. **Admission control**: all admitted jobs plus the event's arrivals are planned from scratch, in
    deadline order (stable), each with *minimum satisfactory share* against the free-GPU timeline left
    by the jobs before it (:mod:`prompttuner.sim.ef_plan`).  If ANY planned job (an already admitted one
@@ -36,8 +34,20 @@ How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
    after): ``(GPU-seconds of the new plan - GPU-seconds of the current plan) / extra GPUs``; jobs with 0
    GPUs get +inf, jobs that cannot grow (or whose step does not fit) -inf.  As in the released code the
    list is sorted in DESCENDING order of that price and the first job that fits is bumped; prices are
-   recomputed and the loop repeats until no GPU is left or nothing can grow.  A bump changes the job's
-   plan and rounded end but not its ``real_end`` (released behaviour).
+   recomputed and the loop repeats until no GPU is left or nothing can grow.  A bump replaces the job's
+   plan, its rounded end AND its ``real_end`` by those of the priced step-up plan
+   (``refresh_real_end=True``, the default).  This is what the later released code does:
+   gudiandian/ElasticFlow (the first author's copy of the artifact) at commit a8c66e6,
+   ``ElasticFlow/scheduler/scheduler.py``, stores ``next_level_realendtime`` in the pricing branches of
+   ``ef_sim_allocation`` and ``allocate_free_gpus`` copies it into ``real_end_time``; tianhao909/
+   ElasticFlow (a fork, commit 7d289c0, ``scheduler_fth.py``) has the same lines.  The older
+   pkusys/ElasticFlow commit 0d29ad9 (and gudiandian 1bc8239) leave ``real_end_time`` stale on a bump,
+   selectable with ``refresh_real_end=False``.  ``real_end`` bounds the progress counted in step 2 and
+   decides the deadline check of step 3: with the refreshed (earlier) value a bumped job is credited only
+   up to it, minus the overhead, so it is often a few iterations short at its plan's end and its re-plan
+   ends late (which also makes admission decline the arrivals of that event); with the stale (later) value
+   bumped jobs are over-credited.  This one line moves cluster10 n16g8/n8g8 from 0.9923/0.9885 (0d29ad9
+   as written) to the reference's 0.8577/0.8231 exactly.
 7. **Placement** on nodes, largest job first (:mod:`prompttuner.sim.ef_place`).
 8. **Overhead** for the next interval, per job holding GPUs: 2 s (7 s at 256+ GPUs); if its exact GPU set
    was not used by any job since the last restart, plus 27 s (+20 s at 256+ GPUs) when this handled event
@@ -58,9 +68,9 @@ released ``accepted / (accepted + declined)``, where late completions move from 
 
 Fidelity: the planner and the leftover handout were cross-checked against a literal scratch port of the
 released ``ef_sim_allocation`` / ``get_marginal`` / ``allocate_free_gpus`` (not part of the project) on
-random cases, and a port of the whole loop reproduces this module's ratios.  EDF reproduces all four
-reference runs exactly; ElasticFlow lands within 0.01 on cluster01_head500 but +0.12/+0.13 above the
-reference on cluster10 (see ``benchmarks/results/elasticflow_compat.md``).
+random cases.  With the defaults, all eight reference runs (EDF and ElasticFlow, cluster01_head500 and
+cluster10, n16g8 and n8g8) are reproduced exactly (to the reported digits); see
+``benchmarks/results/elasticflow_compat.md``.
 
 Interpretations where the released code would crash or is undefined (never reached on the reference
 runs, as far as we can tell): an event with no jobs while nothing is runnable is skipped; a job listed in
@@ -232,11 +242,18 @@ class _Sim:
 
 class _ElasticFlow(_Sim):
     def __init__(
-        self, jobs: list[Job], spec: ClusterSpec, profiles: Profiles, slot: int, deadline_check: str = "end"
+        self,
+        jobs: list[Job],
+        spec: ClusterSpec,
+        profiles: Profiles,
+        slot: int,
+        deadline_check: str = "real_end",
+        refresh_real_end: bool = True,
     ) -> None:
         super().__init__(jobs, spec, profiles, slot)
         self.ffg: Timeline = {}
         self.deadline_check = deadline_check
+        self.refresh_real_end = refresh_real_end
         self.cache: set[tuple[int, int]] = set()
         self.schedule_count = 0
 
@@ -294,6 +311,7 @@ class _ElasticFlow(_Sim):
         job.nl_alloc = merge(plan.alloc)
         job.nl_ffg = merge(plan.timeline)
         job.nl_end = plan.end
+        job.nl_real_end = plan.real_end
         job.marginal = (gpu_seconds(plan.alloc, plan.end) - gpu_seconds(job.allocations, job.end_time)) / step
         if job.num_gpu == 0:
             job.marginal = MAXSIZE
@@ -323,6 +341,8 @@ class _ElasticFlow(_Sim):
                 job.num_gpu = job.next_level
                 job.old_end_time = job.end_time
                 job.end_time = job.nl_end
+                if self.refresh_real_end:  # a8c66e6 and later; 0d29ad9 keeps the stale value
+                    job.real_end_time = job.nl_real_end
                 if job in self.pending:
                     self.start_job(job)
                 self.change_end_event(job)
@@ -524,13 +544,16 @@ def run_trace(
     policy: str = "elasticflow",
     max_jobs: int | None = None,
     profiles: Profiles | None = None,
-    deadline_check: str = "end",
+    deadline_check: str = "real_end",
+    refresh_real_end: bool = True,
 ) -> dict[str, Any]:
     """Replay an ElasticFlow-format trace CSV and return the deadline satisfactory ratio and counts.
 
     ``policy``: ``"elasticflow"`` (alias ``"ef-accessctrl"``) or ``"edf"``.  ``max_jobs`` keeps only the
     first jobs of the file (``cluster01_head500`` of the reference is ``max_jobs=500``).  A relative
-    ``path`` that does not exist is looked up in the shared data folder.
+    ``path`` that does not exist is looked up in the shared data folder.  ``deadline_check`` and
+    ``refresh_real_end`` (ElasticFlow only) select readings of the released code (module docstring, steps
+    3 and 6); the defaults reproduce the authors' reference numbers.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
@@ -546,7 +569,7 @@ def run_trace(
     t0 = time.perf_counter()
     sim: _Sim
     if kind == "elasticflow":
-        sim = _ElasticFlow(jobs, spec, profiles, slot, deadline_check)
+        sim = _ElasticFlow(jobs, spec, profiles, slot, deadline_check, refresh_real_end)
     else:
         sim = _EDF(jobs, spec, profiles, slot)
     if jobs:
@@ -561,6 +584,7 @@ def run_trace(
             "trace": str(trace),
             "max_jobs": max_jobs,
             "deadline_check": deadline_check if kind == "elasticflow" else "end",
+            "refresh_real_end": refresh_real_end if kind == "elasticflow" else None,
             "sim_time_s": (max((j.end_time for j in jobs), default=0) - jobs[0].submit) if jobs else 0,
             "wall_s": time.perf_counter() - t0,
         }
