@@ -183,3 +183,38 @@ def run_alone_s(prof: ModelProfile, gpu: str, steps: float, replicas: int) -> fl
 
 def is_running(j: JobView) -> bool:
     return j.phase == JobPhase.RUNNING or bool(j.workers)
+
+
+def scan(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float,
+    target: float | None,
+) -> tuple[tuple[int, float] | None, tuple[int, float]]:
+    """``min_replicas`` (None when ``target`` is None) and ``fastest`` in one pass over n.
+
+    When some count meets ``target`` the scan stops there, so the second value is then only the fastest
+    among the counts tried.
+
+    Replicas of the first group all start together, so their finish has a closed form; only counts that
+    reach into later groups need the piecewise :func:`finish_time`.
+    """
+    total = min(sum(c for c, _ in groups), prof.max_replicas)
+    rt = rates(prof, gpu)
+    first_n, first_t = (groups[0][0], max(groups[0][1], now)) if groups else (0, now)
+    best_fast = (0, math.inf)
+    for n in range(1, total + 1):
+        if n <= first_n:
+            f = first_t + pause + steps / rt[n] if steps > 0 else now
+        else:
+            f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
+        if f < best_fast[1] - 1e-9:
+            best_fast = (n, f)
+        if target is not None and f <= target:
+            # callers only want the fastest plan when no count meets the target: stop here
+            return (n, f), best_fast
+    return None, best_fast

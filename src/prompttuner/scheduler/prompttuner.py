@@ -46,11 +46,11 @@ from prompttuner.scheduler.base import Policy, register
 from prompttuner.scheduler.common import (
     Index,
     Key,
-    fastest,
     finish_time,
     min_replicas,
     prefix_groups,
     rates,
+    scan,
 )
 
 
@@ -103,6 +103,31 @@ class _Ctx:
     provisions: list[Provision] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
+    idle_n: dict[Key, int] = field(default_factory=dict)  # untaken idle workers per (model, GPU type)
+    idle_gpus: dict[str, int] = field(default_factory=dict)  # untaken idle GPUs per GPU type
+    _fut_sorted: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for (m, t), lst in self.ix.idle.items():
+            self.idle_n[(m, t)] = len(lst)
+            self.idle_gpus[t] = self.idle_gpus.get(t, 0) + len(lst) * self.ix.gpus(m)
+
+    def take(self, w: WorkerView) -> None:
+        """Mark a worker as handed out (or released) in this decision, keeping the idle counters."""
+        if w.worker_id in self.taken:
+            return
+        self.taken.add(w.worker_id)
+        if w.state == WorkerState.IDLE and w.job_id is None and w.model is not None:
+            key = (w.model, w.gpu_type)
+            self.idle_n[key] = self.idle_n.get(key, 0) - 1
+            self.idle_gpus[w.gpu_type] = self.idle_gpus.get(w.gpu_type, 0) - self.ix.gpus(w.model)
+
+    def future_sorted(self, gpu: str) -> list[tuple[float, int, str]]:
+        got = self._fut_sorted.get(gpu)
+        if got is None:
+            got = sorted(self.future.get(gpu, []))
+            self._fut_sorted[gpu] = got
+        return got
     need: dict[str, int] = field(default_factory=dict)
     keep_s: dict[str, float] = field(default_factory=dict)
 
@@ -152,10 +177,8 @@ class PromptTunerPolicy(Policy):
     def _cold_count(self, ctx: _Ctx, model: str, gpu: str) -> int:
         g = ctx.ix.gpus(model)
         free = max(0, ctx.ix.free.get(gpu, 0))
-        evictable = 0
-        for (m, t), lst in ctx.ix.idle.items():
-            if t == gpu and m != model:
-                evictable += sum(ctx.ix.gpus(m) for w in lst if w.worker_id not in ctx.taken)
+        own = ctx.idle_n.get((model, gpu), 0) * g
+        evictable = max(0, ctx.idle_gpus.get(gpu, 0) - own)
         return (free + evictable) // g
 
     def _plan(self, ctx: _Ctx, j: JobView, spec: JobSpec, with_future: bool) -> _Plan | None:
@@ -174,7 +197,7 @@ class PromptTunerPolicy(Policy):
         target = self._target(spec, now)
         for gpu in types:
             key = (spec.model, gpu)
-            idle = sum(1 for w in ix.idle.get(key, []) if w.worker_id not in ctx.taken)
+            idle = ctx.idle_n.get(key, 0)
             excess = sum(c for _, _, c in ctx.excess.get(key, [])) if self.elastic else 0
             warm_now = len(own_ready) + idle + excess
             prov_times = sorted(
@@ -182,11 +205,18 @@ class PromptTunerPolicy(Policy):
                 + [w.ready_at for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken]
             )
             cs = prof.cold_start_s[gpu]
+            cold_n = self._cold_count(ctx, spec.model, gpu)
+            if not with_future and warm_now == 0 and not prov_times and cold_n == 0:
+                # nothing to hand out now; same-model workers that free soon are picked up by the
+                # decision at their release (admission of new jobs plans again with the future)
+                continue
             groups: list[tuple[int, float]] = [(warm_now, now)] + [(1, t) for t in prov_times]
-            groups.append((self._cold_count(ctx, spec.model, gpu), now + cs))
+            groups.append((cold_n, now + cs))
             g = prof.gpus_per_replica
             acc = 0
-            for t, gp, m in sorted(ctx.future.get(gpu, [])):
+            for t, gp, m in ctx.future_sorted(gpu):
+                if not with_future and t >= now + cs:
+                    break
                 if m == spec.model and self.warm_pool and t < now + cs:
                     # a worker of this model frees before a cold start would be ready: wait for it
                     groups.append((gp // g, t))
@@ -199,14 +229,12 @@ class PromptTunerPolicy(Policy):
             pause = 0.0 if own_ready else self.rescale_overhead_s(prof, gpu, 0, 1)
             jp = self.rescale_overhead_s(prof, gpu, 1, 2)
             price = snap.gpu_types[gpu].price_per_hour / 3600.0 * prof.gpus_per_replica
-            if self.min_gpus:
-                r = min_replicas(prof, gpu, steps, now, target, groups, pause, jp)
-                if r is not None:
-                    n, f = r
-                    cost = n * price * (f - now)
-                    if best is None or cost < best.cost:
-                        best = _Plan(gpu, n, f, prefix_groups(groups, n), True, cost)
-            n, f = fastest(prof, gpu, steps, now, groups, pause, jp)
+            r, (n, f) = scan(prof, gpu, steps, now, groups, pause, jp, target if self.min_gpus else None)
+            if r is not None:
+                rn, rf = r
+                cost = rn * price * (rf - now)
+                if best is None or cost < best.cost:
+                    best = _Plan(gpu, rn, rf, prefix_groups(groups, rn), True, cost)
             if n > 0 and (fast is None or f < fast.finish):
                 fast = _Plan(gpu, n, f, prefix_groups(groups, n), f <= spec.deadline, n * price * (f - now))
         if best is not None:
@@ -233,7 +261,7 @@ class PromptTunerPolicy(Policy):
             w = idle.pop()
             if w.worker_id in ctx.taken:
                 continue
-            ctx.taken.add(w.worker_id)
+            ctx.take(w)
             chosen.append(w.worker_id)
         donors = ctx.excess.get(key, [])
         while len(chosen) < want and donors and self.elastic:
@@ -255,7 +283,7 @@ class PromptTunerPolicy(Policy):
             w = pf.pop()
             if w.worker_id in ctx.taken:
                 continue
-            ctx.taken.add(w.worker_id)
+            ctx.take(w)
             chosen.append(w.worker_id)
         cold_planned = sum(c for c, t in plan.groups if now < t <= now + prof.cold_start_s[plan.gpu] + 1e-9)
         cold = min(want - len(chosen), cold_planned) if want > len(chosen) else 0
@@ -285,7 +313,7 @@ class PromptTunerPolicy(Policy):
             for w in victims:
                 if need <= 0:
                     break
-                ctx.taken.add(w.worker_id)
+                ctx.take(w)
                 ctx.release.append(w.worker_id)
                 gw = ix.gpus(w.model) if w.model else 1
                 ix.free[gpu] = ix.free.get(gpu, 0) + gw
@@ -512,7 +540,7 @@ class PromptTunerPolicy(Policy):
                     break
                 since = w.idle_since if w.idle_since is not None else now
                 if now - since >= keep_s:
-                    ctx.taken.add(w.worker_id)
+                    ctx.take(w)
                     ctx.release.append(w.worker_id)
                     ix.free[gpu] = ix.free.get(gpu, 0) + prof.gpus_per_replica
                     warm -= 1
@@ -551,8 +579,11 @@ class PromptTunerPolicy(Policy):
             saved = j.steps_left / rt[n] - j.steps_left / rt[n + add]
             if saved < 2 * self.rescale_overhead_s(prof, gpu, n, n + add):
                 continue
-            extra = [idle.pop().worker_id for _ in range(add)]
-            ctx.taken.update(extra)
+            extra = []
+            for _ in range(add):
+                w = idle.pop()
+                ctx.take(w)
+                extra.append(w.worker_id)
             ctx.alloc[j.job_id] = list(cur) + extra
 
     def _next_release(self, ctx: _Ctx) -> float | None:
