@@ -111,6 +111,49 @@ def measure(args: argparse.Namespace, loaded: Any) -> None:
     )
 
 
+def write_report(doc: dict[str, Any], path: Path) -> None:
+    """A readable companion to the JSON: how it was made and one row per task."""
+    st = doc["settings"]
+    lines = [
+        "# Convergence profiles (how `convergence_profiles.json` was made)",
+        "",
+        "Made by `benchmarks/convergence_profiles.py` (engine `PromptTrainer`, model "
+        f"{st['model']}), on {doc.get('machine', '?')}, run with `nice -n 10` while other jobs shared the "
+        "CPU,"
+        " so wall and step seconds are noisy upper bounds; step counts are not affected by load.",
+        "",
+        f"Settings: batch {st['batch_size']}, {st['num_virtual_tokens']} virtual tokens, texts cut to "
+        f"{st['max_length']} tokens, AdamW lr 0.03, validation = {st['eval_size']} rows held out from train "
+        f"(fixed split, the same for every seed), evaluated every {st['eval_every']} steps and at step 0, "
+        f"step budget {st['max_steps']}.",
+        f"Target per task: {st['target_rule']} (majority = always answering the most frequent train label).",
+        "Inits: `random` = embeddings of sampled vocabulary tokens; `text` = the task description "
+        '("Classify the text as a, b or c.") repeated to length.',
+        "`steps_to_target` is the first evaluated step at or above the target (so a multiple of eval_every, "
+        "0 when the init already scores it); null = not reached within the budget (then see best_accuracy).",
+        "Tuned prompts: `/work/artifacts/prompts/<task>/<init>-seed<k>/prompt.safetensors` "
+        "(outside the repo).",
+        "",
+        "| task | majority | target | run: steps to target (best acc) | median step s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, e in doc.get("tasks", {}).items():
+        runs = e.get("runs", {})
+        cells = ", ".join(
+            f"{k}: {'-' if r['steps_to_target'] is None else r['steps_to_target']} ({r['best_accuracy']:.2f})"
+            for k, r in sorted(runs.items())
+        )
+        steps = [r["step_s_median"] for r in runs.values() if r.get("step_s_median")]
+        med = f"{statistics.median(steps):.2f}" if steps else "-"
+        lines.append(
+            f"| {name} | {e.get('majority_accuracy', 0):.3f} | {e.get('target', 0):.3f} | {cells} | {med} |"
+        )
+    done = sum(len(e.get("runs", {})) for e in doc.get("tasks", {}).values())
+    reached = sum(r["reached"] for e in doc.get("tasks", {}).values() for r in e.get("runs", {}).values())
+    lines += ["", f"{done} runs recorded, {reached} reached their target.", ""]
+    path.write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -129,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts-dir", type=Path, default=Path("/work/artifacts/prompts"))
     ap.add_argument("--measure", action="store_true", help="time a few steps and project the full run")
     ap.add_argument("--measure-steps", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the JSON and exit")
     args = ap.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(args.out.read_text()), args.out.with_suffix(".md"))
+        return 0
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -219,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 )
                 _write_json(args.out, doc)
+                write_report(doc, args.out.with_suffix(".md"))
                 verdict = "reached" if res.reached else "not reached"
                 print(
                     f"{name:16s} {key:12s} target {target:.3f} maj {maj:.3f} "
