@@ -19,11 +19,14 @@ be stopped and restarted.  Runs are ordered seed-major (every task gets seed 0 b
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -72,6 +75,34 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record(path: Path, header: dict[str, Any], name: str, entry: dict[str, Any], key: str, run: Any) -> None:
+    """Add one run under a file lock (read-modify-write), so several processes can share one output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = (
+        Path(tempfile.gettempdir())
+        / f"convergence-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock"
+    )
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = _read(path)
+        for k, v in header.items():
+            doc.setdefault(k, v)
+        e = doc.setdefault("tasks", {}).setdefault(name, {"runs": {}})
+        e.update(entry)
+        e["runs"][key] = run
+        e["runs"] = dict(sorted(e["runs"].items()))
+        doc["tasks"] = {
+            t: doc["tasks"][t] for t in TASKS + sorted(set(doc["tasks"]) - set(TASKS)) if t in doc["tasks"]
+        }
+        _write_json(path, doc)
+        write_report(doc, path.with_suffix(".md"))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def config_for(args: argparse.Namespace, init: str, seed: int, target: float | None) -> TuningConfig:
     return TuningConfig(
         num_virtual_tokens=args.virtual_tokens,
@@ -79,6 +110,7 @@ def config_for(args: argparse.Namespace, init: str, seed: int, target: float | N
         seed=seed,
         max_length=args.max_length,
         eval_every=args.eval_every,
+        lr=args.lr,
         eval_size=args.eval_size,
         target_accuracy=target,
         max_steps=args.max_steps,
@@ -160,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=TASKS)
     ap.add_argument("--inits", nargs="+", default=["random", INIT_TEXT])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--max-steps", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--eval-size", type=int, default=24)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--virtual-tokens", type=int, default=8)
+    ap.add_argument("--virtual-tokens", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=None, help="default: the engine's (0.03)")
     ap.add_argument("--target-fraction", type=float, default=TARGET_FRACTION)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO_DATA / "convergence_profiles.json")
@@ -186,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         measure(args, loaded)
         return 0
 
-    doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     settings = {
         "model": args.model,
         "max_steps": args.max_steps,
@@ -195,36 +227,35 @@ def main(argv: list[str] | None = None) -> int:
         "eval_size": args.eval_size,
         "eval_every": args.eval_every,
         "num_virtual_tokens": args.virtual_tokens,
-        "lr": {"random": 0.03, "text": 0.03},
+        "lr": args.lr if args.lr is not None else 0.03,
         "target_rule": f"majority + {args.target_fraction} * (1 - majority) on the validation rows",
         "threads": args.threads,
     }
-    if doc.get("settings", settings) != settings:
+    existing = _read(args.out)
+    if existing.get("settings", settings) != settings:
         print("settings differ from the existing results file; use another --out", file=sys.stderr)
         return 2
-    doc["settings"] = settings
-    doc.setdefault(
-        "machine", f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}"
-    )
-    doc.setdefault("model_load_s", round(load_s, 2))
-    tasks: dict[str, Any] = doc.setdefault("tasks", {})
+    header = {
+        "settings": settings,
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}",
+        "model_load_s": round(load_s, 2),
+    }
     for seed in args.seeds:
         for name in args.tasks:
             task = load_task(shared_data() / "tasks" / name)
             for init in args.inits:
                 key = f"{init}-seed{seed}"
-                entry = tasks.setdefault(name, {"runs": {}})
-                if key in entry["runs"]:
-                    continue
+                if key in _read(args.out).get("tasks", {}).get(name, {}).get("runs", {}):
+                    continue  # done (by this or a parallel process)
                 probe = PromptTrainer(loaded, task, config_for(args, init, seed, None))
                 maj = majority_accuracy(probe)
                 target = round(maj + args.target_fraction * (1 - maj), 4)
-                entry.update(
-                    majority_accuracy=round(maj, 4),
-                    target=target,
-                    labels=task.labels,
-                    eval_rows=len(probe.val),
-                )
+                entry = {
+                    "majority_accuracy": round(maj, 4),
+                    "target": target,
+                    "labels": task.labels,
+                    "eval_rows": len(probe.val),
+                }
                 trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
                 step_times: list[float] = []
 
@@ -252,7 +283,6 @@ def main(argv: list[str] | None = None) -> int:
                         for p in res.curve
                     ],
                 }
-                entry["runs"][key] = run
                 out_dir = args.prompts_dir / name / key
                 save_prompt(
                     out_dir,
@@ -265,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         model_source=args.model,
                     ),
                 )
-                _write_json(args.out, doc)
-                write_report(doc, args.out.with_suffix(".md"))
+                _record(args.out, header, name, entry, key, run)
                 verdict = "reached" if res.reached else "not reached"
                 print(
                     f"{name:16s} {key:12s} target {target:.3f} maj {maj:.3f} "
