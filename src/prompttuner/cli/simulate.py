@@ -1,9 +1,208 @@
-"""CLI commands of this part (filled in by the issue that builds it)."""
+"""``prompttuner simulate``: compare scheduling policies on a workload, or replay an ElasticFlow trace."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from prompttuner.cli.common import JSON_OPTION, console, emit_json, fail
+
+COLUMNS = [
+    ("slo_violation_rate", "SLO viol.", "{:.3f}"),
+    ("cost", "cost $", "{:.1f}"),
+    ("cost_gpu_hours", "GPU-h", "{:.1f}"),
+    ("utilisation", "util.", "{:.2f}"),
+    ("queueing_delay_mean_s", "queue s", "{:.1f}"),
+    ("cold_starts", "cold starts", "{:.0f}"),
+    ("declined", "declined", "{:.0f}"),
+]
+
+
+def _floats(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"expected a comma-separated list of numbers, got {text!r}")
+        raise
+
+
+def _capacity(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, count = part.partition(":")
+        if not count.isdigit():
+            fail(f"--gpus expects TYPE:COUNT[,TYPE:COUNT], got {text!r}")
+        out[name.strip()] = int(count)
+    return out
+
+
+def _table(summ: dict[str, Any], policies: list[str]) -> None:
+    from rich.table import Table
+
+    t = Table(title="policies on the same workload")
+    t.add_column("policy")
+    for _, head, _ in COLUMNS:
+        t.add_column(head, justify="right")
+    t.add_column("viol. / PT", justify="right")
+    t.add_column("cost / PT", justify="right")
+    rat = summ.get("_ratios_to_prompttuner", {})
+    for name in policies:
+        m = summ[name]
+        r = rat.get(name)
+        cells = [fmt.format(m[k]) for k, _, fmt in COLUMNS]
+        cells += [f"{r['slo_violation_rate']:.2f}x", f"{r['cost']:.2f}x"] if r else ["", ""]
+        t.add_row(name, *cells)
+    cb = summ.get("_clairvoyant_bound")
+    if cb:
+        t.add_row("clairvoyant bound", "", f"{cb['cost']:.1f}", f"{cb['cost_gpu_hours']:.1f}", *[""] * 6)
+    from rich.console import Console
+
+    Console(stderr=True, width=max(console.width, 150)).print(t)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    @app.command()
+    def simulate(
+        workload: str = typer.Option(
+            "poisson", "--workload", help="poisson | itp | azure (arrival process), or a workload JSON file"
+        ),
+        trace: Path | None = typer.Option(None, "--trace", help="trace file for itp/azure arrivals"),
+        load: float = typer.Option(0.5, "--load", help="offered GPU load as a fraction of the cluster"),
+        slo_tightness: float = typer.Option(
+            2.0, "--slo-tightness", help="deadline = arrival + K x runtime alone at the reference size"
+        ),
+        policies: str = typer.Option("prompttuner,infless,elasticflow,edf,reserved", "--policies"),
+        jobs: int = typer.Option(1000, "--jobs", help="number of jobs to generate"),
+        seed: int = typer.Option(0, "--seed"),
+        gpus: str = typer.Option("a100:128", "--gpus", help="cluster: TYPE:COUNT[,TYPE:COUNT]"),
+        init: str = typer.Option("random", "--init", help="init method of the jobs: random | text | bank"),
+        sweep_load: str | None = typer.Option(
+            None, "--sweep-load", help="also sweep these loads, e.g. 0.3,0.6"
+        ),
+        sweep_slo: str | None = typer.Option(None, "--sweep-slo", help="also sweep these SLO tightnesses"),
+        out: Path | None = typer.Option(None, "--out", help="folder for summary.json, job records, plots"),
+        elasticflow_trace: Path | None = typer.Option(
+            None, "--elasticflow-trace", help="replay an ElasticFlow-format trace (compatibility mode)"
+        ),
+        cluster: str = typer.Option("n8g8", "--cluster", help="compatibility mode: nXgY nodes x GPUs"),
+        slot: int = typer.Option(240, "--slot", help="compatibility mode: scheduling slot in seconds"),
+        policy: str = typer.Option("elasticflow", "--policy", help="compatibility mode: elasticflow | edf"),
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Compare scheduling policies on one workload (SLO violations, cost, utilisation, cold starts)."""
+        if elasticflow_trace is not None:
+            if not elasticflow_trace.is_file():
+                fail(f"trace file not found: {elasticflow_trace}")
+            if policy not in ("elasticflow", "edf"):
+                fail(f"--policy must be elasticflow or edf in compatibility mode, not {policy!r}")
+            from prompttuner.sim.elasticflow_compat import run_trace
+
+            res = run_trace(str(elasticflow_trace), cluster=cluster, slot=slot, policy=policy)
+            if json_out:
+                emit_json(res)
+            else:
+                for k, v in res.items():
+                    console.print(f"{k}: {v}")
+            return
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from prompttuner.scheduler import policy_names
+        from prompttuner.sim.catalog import load_catalog
+        from prompttuner.sim.runner import run_workload, sweep, write_outputs
+        from prompttuner.sim.workload import WorkloadConfig, load_jobs
+
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        known = set(policy_names())
+        for n in names:
+            if n not in known and not n.startswith("prompttuner-no-"):
+                fail(f"unknown policy {n!r}; known: {', '.join(sorted(known))}")
+        if init not in ("random", "text", "bank"):
+            fail(f"--init must be random, text or bank, not {init!r}")
+        if load <= 0 or slo_tightness <= 0 or jobs < 1:
+            fail("--load and --slo-tightness must be positive and --jobs at least 1")
+        cat = load_catalog()
+        cap = _capacity(gpus)
+        for g in cap:
+            if g not in cat.gpu_types:
+                fail(f"unknown GPU type {g!r}; known: {', '.join(sorted(cat.gpu_types))}")
+        fixed_jobs = None
+        kind = workload
+        if workload not in ("poisson", "itp", "azure"):
+            path = Path(workload)
+            if not path.is_file():
+                fail(f"--workload must be poisson, itp, azure or a workload JSON file; {workload!r} is none")
+            fixed_jobs = load_jobs(path)
+            kind = "poisson"
+        if trace is not None and not trace.is_file():
+            fail(f"trace file not found: {trace}")
+        cfg = WorkloadConfig(
+            arrivals=kind,
+            n_jobs=jobs,
+            load=load,
+            slo_tightness=slo_tightness,
+            capacity=cap,
+            init_mix={init: 1.0},
+            ref_gpu=next(iter(cap)),
+            seed=seed,
+            trace=str(trace) if trace else None,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} arrivals"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=jobs < 2000,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(name: str, i: int, n: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=n)
+                bar.update(tasks[name], completed=i)
+
+            try:
+                jl, results = run_workload(cfg, cat, names, jobs=fixed_jobs, progress=progress)
+                sweeps: dict[str, list[dict[str, Any]]] = {}
+                if sweep_load:
+                    sweeps["load"] = sweep(cfg, cat, names, "load", _floats(sweep_load), progress)
+                if sweep_slo:
+                    sweeps["slo_tightness"] = sweep(
+                        cfg, cat, names, "slo_tightness", _floats(sweep_slo), progress
+                    )
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                fail(str(e))
+                return
+        if out is not None:
+            from prompttuner.sim.runner import summary as _s
+
+            summ = write_outputs(out, cfg, cat, jl, results, sweeps)
+        else:
+            from prompttuner.sim.runner import summary as _s
+
+            summ = _s(cfg, cat, jl, results)
+            if sweeps:
+                summ["_sweeps"] = sweeps
+        if json_out:
+            emit_json(_clean(summ))
+        else:
+            _table(summ, names)
+            if out is not None:
+                console.print(f"wrote {out}/summary.json, per-job records and plots")
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x

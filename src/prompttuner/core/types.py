@@ -122,6 +122,10 @@ class JobView:
         return self.spec.job_id
 
     @property
+    def deadline(self) -> float:
+        return self.spec.slo.deadline
+
+    @property
     def steps_left(self) -> float:
         return max(0.0, self.spec.work_steps - self.steps_done)
 
@@ -146,6 +150,10 @@ class ArrivalStats:
     model: str
     recent_arrivals: tuple[float, ...] = ()  # arrival times, oldest first
     idle_gaps: tuple[float, ...] = ()  # observed idle times of this model's workers
+    # aligned with recent_arrivals when known: each job's deadline and estimated work in steps (lets a
+    # policy see how many of this model's jobs could not afford a cold start)
+    recent_deadlines: tuple[float, ...] = ()
+    recent_work: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,9 @@ class Provision:
     model: str
     gpu_type: str
     count: int = 1
+    # when set, the new workers join this job's allocation as soon as they exist (the job uses them once
+    # they are ready), so a policy need not wait a decision round for their ids
+    job_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
-from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec, Quote
+from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec, ModelProfile, Quote
+
+# Moving a job between warm workers moves only its prompt and optimizer state (kilobytes) and waits for
+# a step boundary: about a second plus half a step.
+WARM_MOVE_S = 1.0
 
 
 class Policy(ABC):
@@ -25,6 +29,16 @@ class Policy(ABC):
     def quote(self, snapshot: ClusterSnapshot, job: JobSpec) -> Quote:
         """Predict finish time and cost of ``job`` if it were admitted now (used by the API)."""
         raise NotImplementedError(f"policy {self.name!r} does not quote")
+
+    def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
+        """Seconds a job makes no progress when its set of ready replicas changes from old_n to new_n.
+
+        This is a property of the system a policy stands for (PromptTuner moves kilobytes between warm
+        workers; a serverless baseline checkpoints and restarts), so drivers ask the policy.
+        """
+        if old_n == new_n:
+            return 0.0
+        return WARM_MOVE_S + 0.5 * profile.step_time_s[gpu_type]
 
 
 _REGISTRY: dict[str, Callable[..., Policy]] = {}

@@ -1,0 +1,220 @@
+"""Helpers every policy shares: an index of a snapshot and finish-time arithmetic.
+
+A policy sees a :class:`ClusterSnapshot` of possibly thousands of jobs and workers; :class:`Index` walks it
+once and groups workers the ways policies ask for them (idle by model and GPU type, by job, provisioning),
+so no policy rebuilds O(jobs x workers) structures.  The finish-time functions model a job whose replicas
+become available at different times (own and warm workers now, provisioning ones when they are ready,
+cold starts after the model's cold-start time), which is what admission, quotes and allocation need.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prompttuner.core.types import (
+    ClusterSnapshot,
+    JobPhase,
+    JobView,
+    ModelProfile,
+    WorkerState,
+    WorkerView,
+)
+
+Key = tuple[str, str]  # (model, gpu_type)
+
+
+@dataclass
+class Index:
+    """One pass over a snapshot; mutable lists so a policy can pop workers as it hands them out."""
+
+    snap: ClusterSnapshot
+    active: list[JobView] = field(default_factory=list)  # not terminal
+    new: set[str] = field(default_factory=set)
+    by_job: dict[str, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
+    idle: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
+    prov_free: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
+    free: dict[str, int] = field(default_factory=dict)  # GPUs that may still be requested, per type
+    workers: dict[str, WorkerView] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, snap: ClusterSnapshot) -> Index:
+        ix = cls(snap=snap)
+        ix.new = set(snap.new_job_ids)
+        held: dict[str, int] = defaultdict(int)
+        for w in snap.workers:
+            ix.workers[w.worker_id] = w
+            prof = snap.models.get(w.model) if w.model is not None else None
+            held[w.gpu_type] += prof.gpus_per_replica if prof is not None else 1
+            if w.job_id is not None:
+                ix.by_job[w.job_id].append(w)
+            elif w.model is not None:
+                key = (w.model, w.gpu_type)
+                if w.state == WorkerState.IDLE:
+                    ix.idle[key].append(w)
+                elif w.state == WorkerState.PROVISIONING:
+                    ix.prov_free[key].append(w)
+        # most recently idle last, so pop() reuses the warmest worker and releases take the oldest first
+        for lst in ix.idle.values():
+            lst.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
+        for lst in ix.prov_free.values():
+            lst.sort(key=lambda w: -w.ready_at)  # pop() gives the one ready soonest
+        for gname, cap in snap.capacity.items():
+            ix.free[gname] = cap - held.get(gname, 0)
+        ix.active = [j for j in snap.jobs if not j.phase.terminal]
+        return ix
+
+    def gpus(self, model: str) -> int:
+        return self.snap.models[model].gpus_per_replica
+
+
+_RATES: dict[tuple[str, str, float, float, int], tuple[float, ...]] = {}
+
+
+def rates(prof: ModelProfile, gpu: str) -> tuple[float, ...]:
+    """Steps per second for 0..max_replicas replicas (memoised: policies ask this in inner loops)."""
+    key = (prof.name, gpu, prof.step_time_s[gpu], prof.sync_overhead_s, prof.max_replicas)
+    r = _RATES.get(key)
+    if r is None:
+        r = tuple(prof.throughput(gpu, n) for n in range(prof.max_replicas + 1))
+        _RATES[key] = r
+    return r
+
+
+def finish_time(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float = 0.0,
+) -> float:
+    """When ``steps`` are done if ``groups`` = [(count, ready_time), ...] of replicas join over time.
+
+    Groups must be sorted by ready time.  ``pause`` is charged once, when the job (re)starts at the first
+    group; ``join_pause`` each time a later group joins a running job (the driver pauses it to rescale).
+    """
+    if steps <= 0:
+        return now
+    rt = rates(prof, gpu)
+    n = 0
+    t = now
+    left = steps
+    for count, ready in groups:
+        if count <= 0:
+            continue
+        ready = max(ready, now)
+        if n == 0:
+            t = ready + pause
+            n = min(count, prof.max_replicas)
+            continue
+        if ready > t:
+            rate = rt[n]
+            span = ready - t
+            if rate * span >= left:
+                return t + left / rate
+            left -= rate * span
+            t = ready + join_pause
+        n = min(n + count, prof.max_replicas)
+    if n == 0:
+        return math.inf
+    return t + left / rt[n]
+
+
+def prefix_groups(groups: Sequence[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    """The first ``n`` replicas of sorted ``groups``."""
+    out: list[tuple[int, float]] = []
+    for count, t in groups:
+        if n <= 0:
+            break
+        take = min(count, n)
+        if take > 0:
+            out.append((take, t))
+            n -= take
+    return out
+
+
+def min_replicas(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    deadline: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float = 0.0,
+) -> tuple[int, float] | None:
+    """Fewest replicas (taken in ``groups`` order) that finish by ``deadline``: (n, finish) or None."""
+    total = min(sum(c for c, _ in groups), prof.max_replicas)
+    for n in range(1, total + 1):
+        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
+        if f <= deadline:
+            return n, f
+    return None
+
+
+def fastest(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float = 0.0,
+) -> tuple[int, float]:
+    """The replica count (in ``groups`` order) with the earliest finish: (n, finish); (0, inf) if none."""
+    total = min(sum(c for c, _ in groups), prof.max_replicas)
+    best = (0, math.inf)
+    for n in range(1, total + 1):
+        f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
+        if f < best[1] - 1e-9:
+            best = (n, f)
+    return best
+
+
+def run_alone_s(prof: ModelProfile, gpu: str, steps: float, replicas: int) -> float:
+    """Seconds a job needs on ``replicas`` warm replicas, no queueing or cold start."""
+    rate = prof.throughput(gpu, replicas)
+    return math.inf if rate <= 0 else steps / rate
+
+
+def is_running(j: JobView) -> bool:
+    return j.phase == JobPhase.RUNNING or bool(j.workers)
+
+
+def scan(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    now: float,
+    groups: Sequence[tuple[int, float]],
+    pause: float,
+    join_pause: float,
+    target: float | None,
+) -> tuple[tuple[int, float] | None, tuple[int, float]]:
+    """``min_replicas`` (None when ``target`` is None) and ``fastest`` in one pass over n.
+
+    When some count meets ``target`` the scan stops there, so the second value is then only the fastest
+    among the counts tried.
+
+    Replicas of the first group all start together, so their finish has a closed form; only counts that
+    reach into later groups need the piecewise :func:`finish_time`.
+    """
+    total = min(sum(c for c, _ in groups), prof.max_replicas)
+    rt = rates(prof, gpu)
+    first_n, first_t = (groups[0][0], max(groups[0][1], now)) if groups else (0, now)
+    best_fast = (0, math.inf)
+    for n in range(1, total + 1):
+        if n <= first_n:
+            f = first_t + pause + steps / rt[n] if steps > 0 else now
+        else:
+            f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
+        if f < best_fast[1] - 1e-9:
+            best_fast = (n, f)
+        if target is not None and f <= target:
+            # callers only want the fastest plan when no count meets the target: stop here
+            return (n, f), best_fast
+    return None, best_fast

@@ -1,0 +1,509 @@
+"""Discrete-event simulator that drives a :class:`~prompttuner.scheduler.base.Policy`.
+
+The simulator owns the clock.  At every event (an arrival, a worker becoming ready, a job reaching its
+work, or a time the policy asked to be woken at) it advances job progress, builds a
+:class:`ClusterSnapshot`, asks the policy to decide and applies the decisions:
+
+1. admissions (a declined job is final and counts as an SLO violation),
+2. allocations (workers leave and join jobs; a change of a job's ready replicas costs the pause the
+   policy's :meth:`~prompttuner.scheduler.base.Policy.rescale_overhead_s` names),
+3. releases (cost stops), 4. provisions (cost starts; ready after the model's cold start).
+
+Cost is every GPU-second from a worker's request to its release times its type's price.  Views of jobs
+and workers are cached and rebuilt only when they change, so one event costs O(active jobs + workers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prompttuner.core.types import (
+    ArrivalStats,
+    ClusterSnapshot,
+    Decisions,
+    GPUType,
+    JobPhase,
+    JobSpec,
+    JobView,
+    ModelProfile,
+    Quote,
+    WorkerState,
+    WorkerView,
+)
+from prompttuner.scheduler.base import Policy
+
+EPS = 1e-6
+
+
+class PolicyError(RuntimeError):
+    """A policy asked for something impossible (a bug in the policy, not in the workload)."""
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    work: float  # true work in steps
+    phase: JobPhase = JobPhase.QUEUED
+    admitted: bool = False
+    steps_done: float = 0.0
+    last_t: float = 0.0
+    workers: list[str] = field(default_factory=list)
+    ready_n: int = 0
+    gpu: str | None = None
+    paused_until: float = 0.0
+    first_start: float | None = None
+    finish: float | None = None
+    reason: str = ""
+    quote: Quote | None = None
+    busy_gpu_s: float = 0.0
+    rescales: int = 0
+    view: JobView | None = None
+
+    def rate(self, models: Mapping[str, ModelProfile]) -> float:
+        if self.ready_n <= 0 or self.gpu is None:
+            return 0.0
+        return models[self.spec.model].throughput(self.gpu, self.ready_n)
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    gpu_type: str
+    model: str
+    gpus: int
+    state: WorkerState
+    requested_at: float
+    ready_at: float
+    idle_since: float | None = None
+    job_id: str | None = None
+    view: WorkerView | None = None
+
+
+@dataclass
+class SimResult:
+    policy: str
+    jobs: list[dict[str, Any]]
+    metrics: dict[str, float]
+    timeline: list[tuple[float, int, int]]  # (time, GPUs held, GPUs busy)
+
+
+class Simulator:
+    def __init__(
+        self,
+        policy: Policy,
+        jobs: Sequence[JobSpec],
+        models: Mapping[str, ModelProfile],
+        gpu_types: Mapping[str, GPUType],
+        capacity: Mapping[str, int],
+        true_work: Mapping[str, float] | None = None,
+        history: int = 64,
+        max_time: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        initial_workers: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        self.policy = policy
+        self.specs = sorted(jobs, key=lambda j: (j.arrival, j.job_id))
+        self.models = models
+        self.gpu_types = gpu_types
+        self.capacity = dict(capacity)
+        self.jobs: dict[str, _Job] = {
+            j.job_id: _Job(j, (true_work or {}).get(j.job_id, j.work_steps)) for j in self.specs
+        }
+        self.active: dict[str, _Job] = {}
+        self.workers: dict[str, _Worker] = {}
+        self.now = 0.0
+        self._seq = 0
+        self.history = history
+        self._arrivals: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
+        self._deadlines: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
+        self._work: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
+        self._arrival_stats: dict[str, ArrivalStats] = {}
+        self.cost = 0.0
+        self.held_gpu_s = 0.0
+        self.busy_gpu_s = 0.0
+        self.cold_starts = 0
+        self.decisions = 0
+        self.timeline: list[tuple[float, int, int]] = []
+        self._held = 0
+        self._busy = 0
+        self._wake: float | None = None
+        self._pending: list[str] = []
+        last = self.specs[-1].arrival if self.specs else 0.0
+        span = max((j.deadline - j.arrival for j in self.specs), default=0.0)
+        self.max_time = max_time if max_time is not None else last + 10 * span + 86_400
+        self.progress = progress
+        for model, gpu, count in initial_workers:
+            self._provision(model, gpu, count, None, ready_now=True)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _gpu_count(self) -> int:
+        return sum(w.gpus for w in self.workers.values())
+
+    def _provision(
+        self, model: str, gpu: str, count: int, job_id: str | None, ready_now: bool = False
+    ) -> None:
+        prof = self.models[model]
+        if gpu not in prof.step_time_s:
+            raise PolicyError(f"{model} has no profile on {gpu}")
+        used = sum(w.gpus for w in self.workers.values() if w.gpu_type == gpu)
+        if used + count * prof.gpus_per_replica > self.capacity.get(gpu, 0):
+            raise PolicyError(
+                f"provisioning {count} x {model} on {gpu} exceeds capacity {self.capacity.get(gpu, 0)} "
+                f"({used} held) at t={self.now:.1f}"
+            )
+        for _ in range(count):
+            self._seq += 1
+            wid = f"w{self._seq}"
+            ready = self.now if ready_now else self.now + prof.cold_start_s[gpu]
+            w = _Worker(wid, gpu, model, prof.gpus_per_replica, WorkerState.PROVISIONING, self.now, ready)
+            if ready_now:
+                w.state = WorkerState.IDLE
+                w.idle_since = self.now
+            else:
+                self.cold_starts += 1
+            self.workers[wid] = w
+            self._held += w.gpus
+            if job_id is not None:
+                job = self.active.get(job_id)
+                if job is None:
+                    raise PolicyError(f"provision for unknown or finished job {job_id}")
+                w.job_id = job_id
+                job.workers.append(wid)
+                job.view = None
+
+    def _release(self, wid: str) -> None:
+        w = self.workers.pop(wid)
+        price = self.gpu_types[w.gpu_type].price_per_hour
+        dur = self.now - w.requested_at
+        self.cost += dur * w.gpus * price / 3600.0
+        self.held_gpu_s += dur * w.gpus
+        self._held -= w.gpus
+
+    def _advance(self, t: float) -> None:
+        """Progress every running job to time ``t``."""
+        for job in self.active.values():
+            if job.ready_n > 0:
+                start = max(job.last_t, job.paused_until)
+                if t > start:
+                    job.steps_done += (t - start) * job.rate(self.models)
+                g = self.models[job.spec.model].gpus_per_replica
+                job.busy_gpu_s += (t - job.last_t) * job.ready_n * g
+                job.view = None
+            job.last_t = t
+        self.busy_gpu_s += (t - self.now) * self._busy
+        self.now = t
+
+    def _set_ready(self, job: _Job) -> None:
+        """Recount a job's ready replicas; a change costs the policy's rescale pause."""
+        ready = [self.workers[w] for w in job.workers if self.workers[w].state != WorkerState.PROVISIONING]
+        n = len(ready)
+        if job.workers:
+            gset = {self.workers[w].gpu_type for w in job.workers}
+            if len(gset) > 1:
+                raise PolicyError(f"job {job.spec.job_id} mixes GPU types {sorted(gset)}")
+            job.gpu = next(iter(gset))
+        if n != job.ready_n:
+            prof = self.models[job.spec.model]
+            g = prof.gpus_per_replica
+            self._busy += (n - job.ready_n) * g
+            if n > 0 and job.gpu is not None:
+                pause = self.policy.rescale_overhead_s(prof, job.gpu, job.ready_n, n)
+                job.paused_until = max(job.paused_until, self.now) + pause if pause > 0 else job.paused_until
+                job.rescales += 1
+                if job.first_start is None:
+                    job.first_start = self.now
+            job.ready_n = n
+            job.phase = JobPhase.RUNNING if n > 0 else JobPhase.QUEUED
+            job.view = None
+
+    def _finish(self, job: _Job, phase: JobPhase) -> None:
+        job.phase = phase
+        job.finish = self.now
+        for wid in job.workers:
+            w = self.workers[wid]
+            w.job_id = None
+            w.view = None
+            if w.state == WorkerState.BUSY:
+                w.state = WorkerState.IDLE
+                w.idle_since = self.now
+        self._busy -= job.ready_n * self.models[job.spec.model].gpus_per_replica
+        job.ready_n = 0
+        job.workers = []
+        job.view = None
+        self.active.pop(job.spec.job_id, None)
+
+    # ------------------------------------------------------------------ snapshot and decisions
+    def _job_view(self, job: _Job) -> JobView:
+        if job.view is None:
+            job.view = JobView(
+                spec=job.spec,
+                phase=job.phase,
+                steps_done=job.steps_done,
+                workers=tuple(job.workers),
+                admitted=job.admitted,
+            )
+        return job.view
+
+    def _worker_view(self, w: _Worker) -> WorkerView:
+        if w.view is None:
+            w.view = WorkerView(
+                worker_id=w.worker_id,
+                gpu_type=w.gpu_type,
+                state=w.state,
+                model=w.model,
+                requested_at=w.requested_at,
+                ready_at=w.ready_at,
+                idle_since=w.idle_since,
+                job_id=w.job_id,
+            )
+        return w.view
+
+    def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
+        return ClusterSnapshot(
+            now=self.now,
+            jobs=tuple(self._job_view(j) for j in self.active.values()),
+            workers=tuple(self._worker_view(w) for w in self.workers.values()),
+            models=self.models,
+            gpu_types=self.gpu_types,
+            capacity=self.capacity,
+            arrivals=self._arrival_stats,
+            new_job_ids=tuple(new_ids),
+        )
+
+    def _apply(self, d: Decisions, new_ids: Sequence[str]) -> None:
+        answered = set()
+        for a in d.admissions:
+            job = self.active.get(a.job_id)
+            if job is None:
+                continue
+            answered.add(a.job_id)
+            job.quote = a.quote
+            job.reason = a.reason
+            job.view = None
+            if a.admitted:
+                job.admitted = True
+            else:
+                self._finish(job, JobPhase.DECLINED)
+        # a job the policy has not answered yet stays pending and is offered again (a slotted policy
+        # such as ElasticFlow answers at its next slot boundary)
+        self._pending = [j for j in new_ids if j not in answered and j in self.active]
+        touched: list[_Job] = []
+        claimed: dict[str, str] = {}
+        for jid, wids in d.allocations.items():
+            for wid in wids:
+                if wid in claimed and claimed[wid] != jid:
+                    raise PolicyError(f"worker {wid} allocated to {claimed[wid]} and {jid}")
+                claimed[wid] = jid
+        for jid, wids in d.allocations.items():
+            job = self.active.get(jid)
+            if job is None:
+                if wids:
+                    raise PolicyError(f"allocation for unknown or finished job {jid}")
+                continue
+            new = list(dict.fromkeys(wids))
+            for wid in job.workers:
+                if wid not in claimed or claimed[wid] != jid:
+                    w = self.workers[wid]
+                    if w.job_id == jid:
+                        w.job_id = None
+                        w.view = None
+                        if w.state == WorkerState.BUSY:
+                            w.state = WorkerState.IDLE
+                            w.idle_since = self.now
+            job.workers = new
+            job.view = None
+            touched.append(job)
+        for jid, wids in d.allocations.items():
+            job = self.active.get(jid)
+            if job is None:
+                continue
+            for wid in wids:
+                got = self.workers.get(wid)
+                if got is None:
+                    raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
+                w = got
+                if w is None:
+                    raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
+                if w.model != job.spec.model:
+                    raise PolicyError(f"worker {wid} holds {w.model}, job {jid} needs {job.spec.model}")
+                if w.job_id is not None and w.job_id != jid:
+                    other = self.active.get(w.job_id)
+                    if other is not None and wid in other.workers:
+                        raise PolicyError(f"worker {wid} still belongs to {w.job_id}, not moved by policy")
+                w.job_id = jid
+                w.view = None
+                if w.state == WorkerState.IDLE:
+                    w.state = WorkerState.BUSY
+                    w.idle_since = None
+        for wid in d.release:
+            rw = self.workers.get(wid)
+            if rw is None:
+                raise PolicyError(f"release of unknown worker {wid}")
+            w = rw
+            if w.job_id is not None:
+                job = self.active.get(w.job_id)
+                if job is not None and wid in job.workers:
+                    raise PolicyError(f"release of worker {wid} still allocated to {w.job_id}")
+            self._release(wid)
+        for p in d.provision:
+            if p.count > 0:
+                self._provision(p.model, p.gpu_type, p.count, p.job_id)
+                if p.job_id is not None:
+                    touched.append(self.active[p.job_id])
+        for job in touched:
+            if job.spec.job_id in self.active:
+                self._set_ready(job)
+        self._wake = d.wake_at
+
+    # ------------------------------------------------------------------ main loop
+    def _next_completion(self) -> float:
+        best = math.inf
+        for job in self.active.values():
+            if job.ready_n > 0:
+                r = job.rate(self.models)
+                if r > 0:
+                    t = max(self.now, job.paused_until) + max(0.0, job.work - job.steps_done) / r
+                    if t < best:
+                        best = t
+        return best
+
+    def run(self) -> SimResult:
+        i = 0
+        n = len(self.specs)
+        done = 0
+        next_ready = math.inf
+        while True:
+            t_arr = self.specs[i].arrival if i < n else math.inf
+            t_done = self._next_completion()
+            next_ready = min(
+                (w.ready_at for w in self.workers.values() if w.state == WorkerState.PROVISIONING),
+                default=math.inf,
+            )
+            t_wake = self._wake if self._wake is not None and self._wake > self.now else math.inf
+            t = min(t_arr, t_done, next_ready, t_wake)
+            if math.isinf(t):
+                if i >= n and not self.active:
+                    break
+                if not self.active:
+                    break
+                # nothing will ever happen again but jobs are left: they never finish
+                t = self.max_time
+            if t > self.max_time:
+                t = self.max_time
+            self._advance(t)
+            # workers that became ready
+            for w in self.workers.values():
+                if w.state == WorkerState.PROVISIONING and w.ready_at <= t + EPS:
+                    w.view = None
+                    if w.job_id is not None:
+                        w.state = WorkerState.BUSY
+                    else:
+                        w.state = WorkerState.IDLE
+                        w.idle_since = w.ready_at
+            for job in list(self.active.values()):
+                if job.workers and any(self.workers[x].view is None for x in job.workers):
+                    self._set_ready(job)
+            # completions
+            for job in list(self.active.values()):
+                if job.ready_n > 0 and job.steps_done >= job.work - EPS * max(1.0, job.work):
+                    self._finish(job, JobPhase.SUCCEEDED)
+                    done += 1
+            new_ids: list[str] = [j for j in self._pending if j in self.active]
+            while i < n and self.specs[i].arrival <= t + EPS:
+                spec = self.specs[i]
+                job = self.jobs[spec.job_id]
+                job.last_t = t
+                self.active[spec.job_id] = job
+                self._arrivals[spec.model].append(spec.arrival)
+                self._deadlines[spec.model].append(spec.deadline)
+                self._work[spec.model].append(spec.work_steps)
+                self._arrival_stats[spec.model] = ArrivalStats(
+                    spec.model,
+                    tuple(self._arrivals[spec.model]),
+                    recent_deadlines=tuple(self._deadlines[spec.model]),
+                    recent_work=tuple(self._work[spec.model]),
+                )
+                new_ids.append(spec.job_id)
+                i += 1
+            if t >= self.max_time:
+                for job in list(self.active.values()):
+                    self._finish(job, JobPhase.FAILED)
+                    job.reason = "simulation time limit"
+                self._record()
+                break
+            snap = self.snapshot(new_ids)
+            d = self.policy.decide(snap)
+            self.decisions += 1
+            self._apply(d, new_ids)
+            self._record()
+            if self.progress is not None:
+                self.progress(i, n)
+        end = self.now
+        for wid in list(self.workers):
+            self._release(wid)
+        return self._result(end)
+
+    def _record(self) -> None:
+        if self.timeline and self.timeline[-1][0] == self.now:
+            self.timeline[-1] = (self.now, self._held, self._busy)
+        else:
+            self.timeline.append((self.now, self._held, self._busy))
+
+    def _result(self, end: float) -> SimResult:
+        rows: list[dict[str, Any]] = []
+        miss = declined = unfinished = 0
+        qdelays: list[float] = []
+        for job in self.jobs.values():
+            s = job.spec
+            done = job.phase == JobPhase.SUCCEEDED and job.finish is not None
+            met = done and job.finish is not None and job.finish <= s.deadline + EPS
+            if job.phase == JobPhase.DECLINED:
+                declined += 1
+            elif job.phase != JobPhase.SUCCEEDED:
+                unfinished += 1
+            elif not met:
+                miss += 1
+            if job.first_start is not None:
+                qdelays.append(job.first_start - s.arrival)
+            rows.append(
+                {
+                    "job_id": s.job_id,
+                    "model": s.model,
+                    "init": s.init,
+                    "arrival": s.arrival,
+                    "deadline": s.deadline,
+                    "work_steps": job.work,
+                    "phase": str(job.phase),
+                    "start": job.first_start,
+                    "finish": job.finish,
+                    "met_slo": met,
+                    "busy_gpu_s": round(job.busy_gpu_s, 3),
+                    "rescales": job.rescales,
+                    "reason": job.reason,
+                    "quote_finish": job.quote.finish_time if job.quote else None,
+                    "tightest_deadline": job.quote.tightest_deadline if job.quote else None,
+                }
+            )
+        total = len(self.jobs)
+        qdelays.sort()
+        metrics = {
+            "jobs": float(total),
+            "slo_violation_rate": (miss + declined + unfinished) / total if total else 0.0,
+            "missed": float(miss),
+            "declined": float(declined),
+            "unfinished": float(unfinished),
+            "cost": self.cost,
+            "cost_gpu_hours": self.held_gpu_s / 3600.0,
+            "busy_gpu_hours": self.busy_gpu_s / 3600.0,
+            "utilisation": self.busy_gpu_s / self.held_gpu_s if self.held_gpu_s > 0 else 0.0,
+            "queueing_delay_mean_s": sum(qdelays) / len(qdelays) if qdelays else 0.0,
+            "queueing_delay_p95_s": qdelays[int(0.95 * (len(qdelays) - 1))] if qdelays else 0.0,
+            "cold_starts": float(self.cold_starts),
+            "decisions": float(self.decisions),
+            "makespan_s": end,
+        }
+        return SimResult(self.policy.name, rows, metrics, self.timeline)

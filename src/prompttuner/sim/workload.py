@@ -1,0 +1,259 @@
+"""Workloads for the simulator: arrival processes, model mix, job work and deadlines; seeded.
+
+Arrivals come from a Poisson process or from the timestamps of real traces (Microsoft ITP raw jobs,
+Azure LLM inference requests), rescaled in time to reach a target load.  Load is the offered GPU demand
+divided by the cluster's GPUs: ``rate x E[GPU-seconds of a job at its reference size] / GPUs``.
+
+Each job's work (steps to target) comes from the engine's measured convergence profiles when
+``data/convergence_profiles.json`` exists, else from the documented distribution in
+``data/job_work.json``.  Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
+size (``ref_replicas`` warm replicas of ``ref_gpu``), so tightness 1 leaves no room for queueing or a
+cold start at that size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prompttuner.config import REPO_DATA, shared_data
+from prompttuner.core.types import SLO, JobSpec
+from prompttuner.sim.catalog import Catalog
+
+WORK_FILE = REPO_DATA / "job_work.json"
+PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
+
+DEFAULT_MIX: dict[str, float] = {
+    "qwen2.5-0.5b": 0.15,
+    "llama-3.2-1b": 0.2,
+    "llama-3.2-3b": 0.2,
+    "llama-3.1-8b": 0.25,
+    "llama-2-13b": 0.1,
+    "qwen2.5-32b": 0.05,
+    "llama-3.1-70b": 0.05,
+}
+
+
+@dataclass
+class WorkloadConfig:
+    arrivals: str = "poisson"  # poisson | itp | azure
+    n_jobs: int = 1000
+    load: float = 0.5
+    slo_tightness: float = 2.0
+    capacity: dict[str, int] = field(default_factory=lambda: {"a100": 128})
+    model_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    init_mix: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
+    ref_replicas: int = 1
+    ref_gpu: str = "a100"
+    seed: int = 0
+    trace: str | None = None  # a trace file (itp raw csv or azure csv); default: a shared one
+    trace_offset: int = 0  # skip this many arrivals of the trace
+
+
+@dataclass(frozen=True)
+class WorkModel:
+    """Samples steps-to-target per init method."""
+
+    source: str
+    per_task: Mapping[str, Mapping[str, float]]  # task -> init -> steps (from profiles), may be empty
+    median: float
+    sigma: float
+    lo: float
+    hi: float
+    init_factor: Mapping[str, float]
+    bank_over_text: float
+
+    def sample(self, rng: random.Random, init: str) -> float:
+        if self.per_task:
+            task = rng.choice(sorted(self.per_task))
+            row = self.per_task[task]
+            if init in row:
+                return row[init]
+            if init == "bank" and "text" in row:
+                return row["text"] / self.bank_over_text
+            return row.get("random", next(iter(row.values())))
+        x = rng.lognormvariate(math.log(self.median), self.sigma) * self.init_factor.get(init, 1.0)
+        return float(min(self.hi, max(self.lo, round(x))))
+
+    def mean(self) -> float:
+        if self.per_task:
+            vals = [r.get("random", next(iter(r.values()))) for r in self.per_task.values()]
+            return sum(vals) / len(vals)
+        return self.median * math.exp(self.sigma**2 / 2)
+
+
+def _profile_steps(raw: Any) -> dict[str, dict[str, float]]:
+    """Read steps-to-target per task and init from the engine's profiles, tolerating layouts.
+
+    Accepts ``{"tasks": {task: {init: steps | {"steps_to_target": steps}}}}`` or the same without the
+    ``tasks`` wrapper; entries whose target was never reached (null) are skipped.
+    """
+    tasks = raw.get("tasks", raw) if isinstance(raw, dict) else {}
+    out: dict[str, dict[str, float]] = {}
+    for task, row in tasks.items():
+        if not isinstance(row, dict):
+            continue
+        inits: dict[str, float] = {}
+        for init, v in row.items():
+            if isinstance(v, dict):
+                v = v.get("steps_to_target", v.get("steps"))
+            if isinstance(v, int | float) and v > 0:
+                inits[str(init)] = float(v)
+        if inits:
+            out[str(task)] = inits
+    return out
+
+
+def load_work_model(work_file: Path | None = None, profiles_file: Path | None = None) -> WorkModel:
+    w = json.loads(Path(work_file or WORK_FILE).read_text())
+    d = w["steps_random_init"]
+    per_task: dict[str, dict[str, float]] = {}
+    source = str(work_file or WORK_FILE)
+    pf = Path(profiles_file or PROFILES_FILE)
+    if pf.exists():
+        per_task = _profile_steps(json.loads(pf.read_text()))
+        if per_task:
+            source = str(pf)
+    return WorkModel(
+        source=source,
+        per_task=per_task,
+        median=float(d["median"]),
+        sigma=float(d["sigma"]),
+        lo=float(d["min"]),
+        hi=float(d["max"]),
+        init_factor={k: float(v) for k, v in w["init_factor"].items() if k != "why"},
+        bank_over_text=float(w.get("bank_speedup_over_text", 1.5)),
+    )
+
+
+def _pick(rng: random.Random, mix: Mapping[str, float]) -> str:
+    keys = sorted(mix)
+    return rng.choices(keys, weights=[mix[k] for k in keys])[0]
+
+
+def read_itp_arrivals(path: Path) -> list[float]:
+    with open(path, newline="") as f:
+        return sorted(float(r["submission_time"]) for r in csv.DictReader(f))
+
+
+def read_azure_arrivals(path: Path) -> list[float]:
+    out: list[float] = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            ts = r["TIMESTAMP"]
+            if "." in ts:  # nanoseconds-ish fractions: keep microseconds for datetime
+                head, frac = ts.split(".")
+                ts = f"{head}.{frac[:6]}"
+            out.append(datetime.fromisoformat(ts).timestamp())
+    return sorted(out)
+
+
+def trace_arrivals(kind: str, trace: str | None) -> list[float]:
+    if kind == "itp":
+        path = Path(trace) if trace else shared_data() / "traces/microsoft-itp/raw/cluster04.csv"
+        return read_itp_arrivals(path)
+    if kind == "azure":
+        path = (
+            Path(trace) if trace else shared_data() / "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
+        )
+        return read_azure_arrivals(path)
+    raise ValueError(f"unknown arrival process {kind!r}; use poisson, itp or azure")
+
+
+def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = None) -> list[JobSpec]:
+    """Jobs of one workload, deterministic for a given config."""
+    work = work or load_work_model()
+    rng = random.Random(cfg.seed)
+    for m in cfg.model_mix:
+        catalog.model(m)
+    # mean GPU-seconds per job at its reference size -> arrival rate for the target load
+    mean_steps = (
+        work.mean()
+        * sum(cfg.init_mix[i] * work.init_factor.get(i, 1.0) for i in cfg.init_mix)
+        / sum(cfg.init_mix.values())
+    )
+    tot = sum(cfg.model_mix.values())
+    gpu_s = 0.0
+    for m, wgt in cfg.model_mix.items():
+        prof = catalog.models[m]
+        t = prof.step_time(cfg.ref_gpu, cfg.ref_replicas) * mean_steps
+        gpu_s += wgt / tot * t * cfg.ref_replicas * prof.gpus_per_replica
+    gpus = sum(cfg.capacity.values())
+    rate = cfg.load * gpus / gpu_s  # jobs per second
+    if cfg.arrivals == "poisson":
+        times: list[float] = []
+        t = 0.0
+        for _ in range(cfg.n_jobs):
+            t += rng.expovariate(rate)
+            times.append(t)
+    else:
+        raw = trace_arrivals(cfg.arrivals, cfg.trace)
+        if len(raw) < 2:
+            raise ValueError("trace has fewer than two arrivals")
+        raw = raw[cfg.trace_offset :]
+        # repeat the trace (shifted) if it is shorter than the requested number of jobs
+        period = raw[-1] - raw[0] + (raw[-1] - raw[0]) / max(1, len(raw) - 1)
+        seq: list[float] = []
+        k = 0
+        while len(seq) < cfg.n_jobs:
+            seq.extend(x - raw[0] + k * period for x in raw[: cfg.n_jobs - len(seq)])
+            k += 1
+        span = seq[-1] - seq[0]
+        scale = (len(seq) - 1) / rate / span if span > 0 else 1.0
+        times = [(x - seq[0]) * scale + 1.0 for x in seq]
+    jobs: list[JobSpec] = []
+    for i, t in enumerate(times):
+        model = _pick(rng, cfg.model_mix)
+        init = _pick(rng, cfg.init_mix)
+        steps = work.sample(rng, init)
+        prof = catalog.models[model]
+        alone = steps * prof.step_time(cfg.ref_gpu, cfg.ref_replicas)
+        jobs.append(
+            JobSpec(
+                job_id=f"j{i:06d}",
+                model=model,
+                arrival=round(t, 3),
+                slo=SLO(deadline=round(t + cfg.slo_tightness * alone, 3)),
+                work_steps=steps,
+                init=init,
+            )
+        )
+    return jobs
+
+
+def save_jobs(jobs: list[JobSpec], path: Path) -> None:
+    rows = [
+        {
+            "job_id": j.job_id,
+            "model": j.model,
+            "arrival": j.arrival,
+            "deadline": j.deadline,
+            "work_steps": j.work_steps,
+            "init": j.init,
+        }
+        for j in jobs
+    ]
+    Path(path).write_text(json.dumps({"jobs": rows}, indent=1))
+
+
+def load_jobs(path: Path) -> list[JobSpec]:
+    """A workload file: ``{"jobs": [{job_id, model, arrival, deadline, work_steps, init?}, ...]}``."""
+    raw = json.loads(Path(path).read_text())
+    return [
+        JobSpec(
+            job_id=str(r["job_id"]),
+            model=str(r["model"]),
+            arrival=float(r["arrival"]),
+            slo=SLO(deadline=float(r["deadline"])),
+            work_steps=float(r["work_steps"]),
+            init=str(r.get("init", "random")),
+        )
+        for r in raw["jobs"]
+    ]
