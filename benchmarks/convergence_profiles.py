@@ -92,15 +92,51 @@ def _record(path: Path, header: dict[str, Any], name: str, entry: dict[str, Any]
         for k, v in header.items():
             doc.setdefault(k, v)
         e = doc.setdefault("tasks", {}).setdefault(name, {"runs": {}})
-        e.update(entry)
+        e.setdefault("info", {}).update(entry)
         e["runs"][key] = run
         e["runs"] = dict(sorted(e["runs"].items()))
         doc["tasks"] = {
             t: doc["tasks"][t] for t in TASKS + sorted(set(doc["tasks"]) - set(TASKS)) if t in doc["tasks"]
         }
+        finalize(doc)
         _write_json(path, doc)
         write_report(doc, path.with_suffix(".md"))
         fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+INFO_KEYS = ("majority_accuracy", "target", "labels", "eval_rows")
+
+
+def finalize(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per task: ``info`` (target, majority, ...), ``runs`` (every seed) and one summary per init.
+
+    The summary ``{init: {"steps_to_target": median over seeds or null, ...}}`` is what the simulator
+    reads; a seed that never reached the target counts as infinitely slow, so the median is null when
+    half or more of the seeds missed.  Idempotent; also upgrades files written by older versions.
+    """
+    for row in doc.get("tasks", {}).values():
+        info = row.setdefault("info", {})
+        for k in INFO_KEYS:
+            if k in row:
+                info[k] = row.pop(k)
+        by_init: dict[str, list[dict[str, Any]]] = {}
+        for key, run in row.get("runs", {}).items():
+            by_init.setdefault(key.rsplit("-seed", 1)[0], []).append(run)
+        for init, runs in by_init.items():
+            steps = sorted(r["steps_to_target"] if r["reached"] else float("inf") for r in runs)
+            mid = statistics.median(steps)  # a missed seed (inf) makes the median of two null
+            row[init] = {
+                "steps_to_target": None if mid == float("inf") else mid,
+                "reached_runs": sum(r["reached"] for r in runs),
+                "runs": len(runs),
+                "best_accuracy_mean": round(statistics.mean(r["best_accuracy"] for r in runs), 4),
+                "step0_accuracy_mean": round(statistics.mean(r["step0_accuracy"] for r in runs), 4),
+                "step_s_median": statistics.median(
+                    [r["step_s_median"] for r in runs if r.get("step_s_median")] or [0]
+                ),
+                "budget": doc.get("settings", {}).get("max_steps"),
+            }
+    return doc
 
 
 def config_for(args: argparse.Namespace, init: str, seed: int, target: float | None) -> TuningConfig:
@@ -163,6 +199,8 @@ def write_report(doc: dict[str, Any], path: Path) -> None:
         '("Classify the text as a, b or c.") repeated to length.',
         "`steps_to_target` is the first evaluated step at or above the target (so a multiple of eval_every, "
         "0 when the init already scores it); null = not reached within the budget (then see best_accuracy).",
+        "Per task, `random` and `text` summarise the seeds (median steps to target, null if half or more "
+        "missed); `runs` has every seed with its curve `[step, mean train loss, val accuracy, wall s]`.",
         "Tuned prompts: `/work/artifacts/prompts/<task>/<init>-seed<k>/prompt.safetensors` "
         "(outside the repo).",
         "",
@@ -178,7 +216,8 @@ def write_report(doc: dict[str, Any], path: Path) -> None:
         steps = [r["step_s_median"] for r in runs.values() if r.get("step_s_median")]
         med = f"{statistics.median(steps):.2f}" if steps else "-"
         lines.append(
-            f"| {name} | {e.get('majority_accuracy', 0):.3f} | {e.get('target', 0):.3f} | {cells} | {med} |"
+            f"| {name} | {e['info'].get('majority_accuracy', 0):.3f} | {e['info'].get('target', 0):.3f} | "
+            f"{cells} | {med} |"
         )
     done = sum(len(e.get("runs", {})) for e in doc.get("tasks", {}).values())
     reached = sum(r["reached"] for e in doc.get("tasks", {}).values() for r in e.get("runs", {}).values())
@@ -205,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts-dir", type=Path, default=Path("/work/artifacts/prompts"))
     ap.add_argument("--measure", action="store_true", help="time a few steps and project the full run")
     ap.add_argument("--measure-steps", type=int, default=3)
-    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the JSON and exit")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="finalize the JSON (summaries) and rewrite the .md, then exit",
+    )
     args = ap.parse_args(argv)
     if args.report_only:
-        write_report(json.loads(args.out.read_text()), args.out.with_suffix(".md"))
+        doc = finalize(_read(args.out))
+        _write_json(args.out, doc)
+        write_report(doc, args.out.with_suffix(".md"))
         return 0
     torch.set_num_threads(args.threads)
 
