@@ -43,18 +43,18 @@ from prompttuner.tuning import PromptTrainer, TuningConfig, load_model, load_tas
 
 TASKS = [
     "sst2",
-    "mr",
-    "cr",
-    "subj",
     "agnews",
+    "subj",
     "trec",
+    "cr",
     "sms_spam",
+    "mr",
     "tweet_sentiment",
     "tweet_emotion",
-    "tweet_hate",
     "sst5",
-    "imdb",
     "snli",
+    "tweet_hate",
+    "imdb",
     "rte",
     "cb",
     "mrpc",
@@ -64,8 +64,9 @@ INIT_TEXT = "text"  # the task's description ("Classify the text as a, b or c.")
 
 
 def majority_accuracy(trainer: PromptTrainer) -> float:
-    top = Counter(e.label for e in trainer.train).most_common(1)[0][0]
-    return sum(e.label == top for e in trainer.val) / max(1, len(trainer.val))
+    """Accuracy of the best constant answer on the validation rows (the majority class's share)."""
+    counts = Counter(e.label for e in trainer.val)
+    return max(counts.values()) / max(1, len(trainer.val))
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -194,7 +195,8 @@ def write_report(doc: dict[str, Any], path: Path) -> None:
         f"{st['max_length']} tokens, AdamW lr 0.03, validation = {st['eval_size']} rows held out from train "
         f"(fixed split, the same for every seed), evaluated every {st['eval_every']} steps and at step 0, "
         f"step budget {st['max_steps']}.",
-        f"Target per task: {st['target_rule']} (majority = always answering the most frequent train label).",
+        f"Target per task: {st['target_rule']} (majority = the most frequent label's share of the "
+        "validation rows, which are stratified by label).",
         "Inits: `random` = embeddings of sampled vocabulary tokens; `text` = the task description "
         '("Classify the text as a, b or c.") repeated to length.',
         "`steps_to_target` is the first evaluated step at or above the target (so a multiple of eval_every, "
