@@ -19,11 +19,14 @@ be stopped and restarted.  Runs are ordered seed-major (every task gets seed 0 b
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,18 +43,18 @@ from prompttuner.tuning import PromptTrainer, TuningConfig, load_model, load_tas
 
 TASKS = [
     "sst2",
-    "mr",
-    "cr",
-    "subj",
     "agnews",
+    "subj",
     "trec",
+    "cr",
     "sms_spam",
+    "mr",
     "tweet_sentiment",
     "tweet_emotion",
-    "tweet_hate",
     "sst5",
-    "imdb",
     "snli",
+    "tweet_hate",
+    "imdb",
     "rte",
     "cb",
     "mrpc",
@@ -61,8 +64,9 @@ INIT_TEXT = "text"  # the task's description ("Classify the text as a, b or c.")
 
 
 def majority_accuracy(trainer: PromptTrainer) -> float:
-    top = Counter(e.label for e in trainer.train).most_common(1)[0][0]
-    return sum(e.label == top for e in trainer.val) / max(1, len(trainer.val))
+    """Accuracy of the best constant answer on the validation rows (the majority class's share)."""
+    counts = Counter(e.label for e in trainer.val)
+    return max(counts.values()) / max(1, len(trainer.val))
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -72,6 +76,70 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record(path: Path, header: dict[str, Any], name: str, entry: dict[str, Any], key: str, run: Any) -> None:
+    """Add one run under a file lock (read-modify-write), so several processes can share one output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = (
+        Path(tempfile.gettempdir())
+        / f"convergence-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()}.lock"
+    )
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = _read(path)
+        for k, v in header.items():
+            doc.setdefault(k, v)
+        e = doc.setdefault("tasks", {}).setdefault(name, {"runs": {}})
+        e.setdefault("info", {}).update(entry)
+        e["runs"][key] = run
+        e["runs"] = dict(sorted(e["runs"].items()))
+        doc["tasks"] = {
+            t: doc["tasks"][t] for t in TASKS + sorted(set(doc["tasks"]) - set(TASKS)) if t in doc["tasks"]
+        }
+        finalize(doc)
+        _write_json(path, doc)
+        write_report(doc, path.with_suffix(".md"))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+INFO_KEYS = ("majority_accuracy", "target", "labels", "eval_rows")
+
+
+def finalize(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per task: ``info`` (target, majority, ...), ``runs`` (every seed) and one summary per init.
+
+    The summary ``{init: {"steps_to_target": median over seeds or null, ...}}`` is what the simulator
+    reads; a seed that never reached the target counts as infinitely slow, so the median is null when
+    half or more of the seeds missed.  Idempotent; also upgrades files written by older versions.
+    """
+    for row in doc.get("tasks", {}).values():
+        info = row.setdefault("info", {})
+        for k in INFO_KEYS:
+            if k in row:
+                info[k] = row.pop(k)
+        by_init: dict[str, list[dict[str, Any]]] = {}
+        for key, run in row.get("runs", {}).items():
+            by_init.setdefault(key.rsplit("-seed", 1)[0], []).append(run)
+        for init, runs in by_init.items():
+            steps = sorted(r["steps_to_target"] if r["reached"] else float("inf") for r in runs)
+            mid = statistics.median(steps)  # a missed seed (inf) makes the median of two null
+            row[init] = {
+                "steps_to_target": None if mid == float("inf") else mid,
+                "reached_runs": sum(r["reached"] for r in runs),
+                "runs": len(runs),
+                "best_accuracy_mean": round(statistics.mean(r["best_accuracy"] for r in runs), 4),
+                "step0_accuracy_mean": round(statistics.mean(r["step0_accuracy"] for r in runs), 4),
+                "step_s_median": statistics.median(
+                    [r["step_s_median"] for r in runs if r.get("step_s_median")] or [0]
+                ),
+                "budget": doc.get("settings", {}).get("max_steps"),
+            }
+    return doc
+
+
 def config_for(args: argparse.Namespace, init: str, seed: int, target: float | None) -> TuningConfig:
     return TuningConfig(
         num_virtual_tokens=args.virtual_tokens,
@@ -79,6 +147,7 @@ def config_for(args: argparse.Namespace, init: str, seed: int, target: float | N
         seed=seed,
         max_length=args.max_length,
         eval_every=args.eval_every,
+        lr=args.lr,
         eval_size=args.eval_size,
         target_accuracy=target,
         max_steps=args.max_steps,
@@ -111,25 +180,83 @@ def measure(args: argparse.Namespace, loaded: Any) -> None:
     )
 
 
+def write_report(doc: dict[str, Any], path: Path) -> None:
+    """A readable companion to the JSON: how it was made and one row per task."""
+    st = doc["settings"]
+    lines = [
+        "# Convergence profiles (how `convergence_profiles.json` was made)",
+        "",
+        "Made by `benchmarks/convergence_profiles.py` (engine `PromptTrainer`, model "
+        f"{st['model']}), on {doc.get('machine', '?')}, run with `nice -n 10` while other jobs shared the "
+        "CPU,"
+        " so wall and step seconds are noisy upper bounds; step counts are not affected by load.",
+        "",
+        f"Settings: batch {st['batch_size']}, {st['num_virtual_tokens']} virtual tokens, texts cut to "
+        f"{st['max_length']} tokens, AdamW lr 0.03, validation = {st['eval_size']} rows held out from train "
+        f"(fixed split, the same for every seed), evaluated every {st['eval_every']} steps and at step 0, "
+        f"step budget {st['max_steps']}.",
+        f"Target per task: {st['target_rule']} (majority = the most frequent label's share of the "
+        "validation rows, which are stratified by label).",
+        "Inits: `random` = embeddings of sampled vocabulary tokens; `text` = the task description "
+        '("Classify the text as a, b or c.") repeated to length.',
+        "`steps_to_target` is the first evaluated step at or above the target (so a multiple of eval_every, "
+        "0 when the init already scores it); null = not reached within the budget (then see best_accuracy).",
+        "Per task, `random` and `text` summarise the seeds (median steps to target, null if half or more "
+        "missed); `runs` has every seed with its curve `[step, mean train loss, val accuracy, wall s]`.",
+        "Tuned prompts: `/work/artifacts/prompts/<task>/<init>-seed<k>/prompt.safetensors` "
+        "(outside the repo).",
+        "",
+        "| task | majority | target | run: steps to target (best acc) | median step s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, e in doc.get("tasks", {}).items():
+        runs = e.get("runs", {})
+        cells = ", ".join(
+            f"{k}: {'-' if r['steps_to_target'] is None else r['steps_to_target']} ({r['best_accuracy']:.2f})"
+            for k, r in sorted(runs.items())
+        )
+        steps = [r["step_s_median"] for r in runs.values() if r.get("step_s_median")]
+        med = f"{statistics.median(steps):.2f}" if steps else "-"
+        lines.append(
+            f"| {name} | {e['info'].get('majority_accuracy', 0):.3f} | {e['info'].get('target', 0):.3f} | "
+            f"{cells} | {med} |"
+        )
+    done = sum(len(e.get("runs", {})) for e in doc.get("tasks", {}).values())
+    reached = sum(r["reached"] for e in doc.get("tasks", {}).values() for r in e.get("runs", {}).values())
+    lines += ["", f"{done} runs recorded, {reached} reached their target.", ""]
+    path.write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--tasks", nargs="+", default=TASKS)
     ap.add_argument("--inits", nargs="+", default=["random", INIT_TEXT])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--max-steps", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--eval-size", type=int, default=24)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--virtual-tokens", type=int, default=8)
+    ap.add_argument("--virtual-tokens", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=None, help="default: the engine's (0.03)")
     ap.add_argument("--target-fraction", type=float, default=TARGET_FRACTION)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO_DATA / "convergence_profiles.json")
     ap.add_argument("--prompts-dir", type=Path, default=Path("/work/artifacts/prompts"))
     ap.add_argument("--measure", action="store_true", help="time a few steps and project the full run")
     ap.add_argument("--measure-steps", type=int, default=3)
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="finalize the JSON (summaries) and rewrite the .md, then exit",
+    )
     args = ap.parse_args(argv)
+    if args.report_only:
+        doc = finalize(_read(args.out))
+        _write_json(args.out, doc)
+        write_report(doc, args.out.with_suffix(".md"))
+        return 0
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -139,7 +266,6 @@ def main(argv: list[str] | None = None) -> int:
         measure(args, loaded)
         return 0
 
-    doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     settings = {
         "model": args.model,
         "max_steps": args.max_steps,
@@ -148,36 +274,35 @@ def main(argv: list[str] | None = None) -> int:
         "eval_size": args.eval_size,
         "eval_every": args.eval_every,
         "num_virtual_tokens": args.virtual_tokens,
-        "lr": {"random": 0.03, "text": 0.03},
+        "lr": args.lr if args.lr is not None else 0.03,
         "target_rule": f"majority + {args.target_fraction} * (1 - majority) on the validation rows",
         "threads": args.threads,
     }
-    if doc.get("settings", settings) != settings:
+    existing = _read(args.out)
+    if existing.get("settings", settings) != settings:
         print("settings differ from the existing results file; use another --out", file=sys.stderr)
         return 2
-    doc["settings"] = settings
-    doc.setdefault(
-        "machine", f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}"
-    )
-    doc.setdefault("model_load_s", round(load_s, 2))
-    tasks: dict[str, Any] = doc.setdefault("tasks", {})
+    header = {
+        "settings": settings,
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}",
+        "model_load_s": round(load_s, 2),
+    }
     for seed in args.seeds:
         for name in args.tasks:
             task = load_task(shared_data() / "tasks" / name)
             for init in args.inits:
                 key = f"{init}-seed{seed}"
-                entry = tasks.setdefault(name, {"runs": {}})
-                if key in entry["runs"]:
-                    continue
+                if key in _read(args.out).get("tasks", {}).get(name, {}).get("runs", {}):
+                    continue  # done (by this or a parallel process)
                 probe = PromptTrainer(loaded, task, config_for(args, init, seed, None))
                 maj = majority_accuracy(probe)
                 target = round(maj + args.target_fraction * (1 - maj), 4)
-                entry.update(
-                    majority_accuracy=round(maj, 4),
-                    target=target,
-                    labels=task.labels,
-                    eval_rows=len(probe.val),
-                )
+                entry = {
+                    "majority_accuracy": round(maj, 4),
+                    "target": target,
+                    "labels": task.labels,
+                    "eval_rows": len(probe.val),
+                }
                 trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
                 step_times: list[float] = []
 
@@ -205,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
                         for p in res.curve
                     ],
                 }
-                entry["runs"][key] = run
                 out_dir = args.prompts_dir / name / key
                 save_prompt(
                     out_dir,
@@ -218,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                         model_source=args.model,
                     ),
                 )
-                _write_json(args.out, doc)
+                _record(args.out, header, name, entry, key, run)
                 verdict = "reached" if res.reached else "not reached"
                 print(
                     f"{name:16s} {key:12s} target {target:.3f} maj {maj:.3f} "

@@ -137,3 +137,28 @@ def test_text_init_and_bad_init(loaded: Any, tiny_task_dir: Path) -> None:
     assert tr.prompt().shape == (4, 576) and ids
     with pytest.raises(ValueError, match="unknown init"):
         _trainer(loaded, tiny_task_dir, init="nonsense")
+
+
+def test_bank_init_goes_through_the_bank_hook(
+    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prompttuner.bank as bank
+    from prompttuner.tuning import resolve_init
+
+    task = load_task(tiny_task_dir)
+    if hasattr(bank, "select_init"):
+        monkeypatch.delattr(bank, "select_init")
+    with pytest.raises(ValueError, match="needs the Prompt Bank"):
+        resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4)
+    calls: list[Any] = []
+    chosen = torch.full((4, 576), 0.5)
+
+    def select_init(bank_dir: str | None, model: Any, t: Any) -> Any:
+        calls.append((bank_dir, model, t))
+        return chosen
+
+    monkeypatch.setattr(bank, "select_init", select_init, raising=False)
+    assert torch.equal(resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4), chosen)
+    assert calls == [("/somewhere", loaded, task)]
+    monkeypatch.setattr(bank, "select_init", lambda d, m, t: "text:positive or negative?", raising=False)
+    assert resolve_init("bank", loaded, task, num_virtual_tokens=4).shape == (4, 576)

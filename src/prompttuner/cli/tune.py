@@ -134,10 +134,14 @@ def tune(
     if json_out:
         emit_json({**curve, "prompt": str(prompt_path)})
     else:
-        verdict = "reached" if result.reached else ("did not reach" if target_accuracy is not None else "ran")
+        if target_accuracy is None:
+            head = f"ran {result.steps} steps"
+        else:
+            verdict = "reached" if result.reached else "did not reach"
+            head = f"{verdict} target {target_accuracy:g} after {result.steps} steps"
         console.print(
-            f"{verdict} target after {result.steps} steps in {result.wall_s:.0f} s: validation accuracy "
-            f"{result.accuracy:.3f}" + (f", test accuracy {test_acc:.3f}" if test_acc is not None else "")
+            f"{head} in {result.wall_s:.0f} s: validation accuracy {result.accuracy:.3f}"
+            + (f", test accuracy {test_acc:.3f}" if test_acc is not None else "")
         )
         console.print(f"wrote {prompt_path} and {out / 'curve.json'}")
 

@@ -107,7 +107,8 @@ def resolve_init(
     - ``text:<instruction>`` (``text`` alone uses the task's description): the instruction's token
       embeddings, repeated or cut to length (as PEFT's TEXT init).
     - a path to a ``prompt.safetensors`` (or its folder), or a tensor: a warm start.
-    - ``bank:<dir>``: asks ``prompttuner.bank.select_init`` for the best stored prompt.
+    - ``bank:<dir>`` (or ``bank``): calls ``prompttuner.bank.select_init(dir_or_None, loaded, task)``,
+      which returns a tensor or another init spec (e.g. ``random`` when the bank has nothing close).
     """
     n, d = num_virtual_tokens, loaded.embed_dim
     if isinstance(spec, torch.Tensor):
@@ -172,12 +173,26 @@ def resolve_init(
     return t.to(torch.float32)
 
 
-def _validation_split(n: int, eval_size: int) -> tuple[list[int], list[int]]:
-    """Held-out validation indices, independent of the training seed (so seeds are compared fairly)."""
+def _validation_split(labels: list[str], eval_size: int) -> tuple[list[int], list[int]]:
+    """Held-out validation indices: stratified by label and independent of the training seed.
+
+    Stratified because the validation set is small (tens of rows): an unlucky draw (18 of 24 rows of one
+    class on a balanced task) would move the measured accuracy, and any target set from it, by a lot.
+    """
+    n = len(labels)
     k = min(eval_size, n // 4)
-    order = list(range(n))
-    random.Random(1234).shuffle(order)
-    val = sorted(order[:k])
+    rng = random.Random(1234)
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(lab, []).append(i)
+    for g in groups.values():
+        rng.shuffle(g)
+    # largest-remainder quotas proportional to each label's share
+    exact = {lab: k * len(g) / n for lab, g in groups.items()} if n else {}
+    quota = {lab: int(x) for lab, x in exact.items()}
+    for lab in sorted(exact, key=lambda x: (quota[x] - exact[x], x))[: k - sum(quota.values())]:
+        quota[lab] += 1
+    val = sorted(i for lab, g in groups.items() for i in g[: quota[lab]])
     held = set(val)
     return [i for i in range(n) if i not in held], val
 
@@ -195,7 +210,7 @@ class PromptTrainer:
         if config.batch_size < 1 or config.num_virtual_tokens < 1:
             raise ValueError("batch_size and num_virtual_tokens must be >= 1")
         self.verbalizer = Verbalizer(loaded.tokenizer, task.labels)
-        train_idx, val_idx = _validation_split(len(task.train), config.eval_size)
+        train_idx, val_idx = _validation_split([e.label for e in task.train], config.eval_size)
         if not train_idx:
             raise ValueError(f"task {task.name} has no training examples")
         self.train = [task.train[i] for i in train_idx]
