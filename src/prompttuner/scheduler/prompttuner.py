@@ -376,6 +376,23 @@ class PromptTunerPolicy(Policy):
             lst.sort()
         return short
 
+    def _serve_short(self, ctx: _Ctx, short: list[JobView]) -> None:
+        """Give admitted jobs that are behind (or still queued) what they need, earliest deadline first.
+
+        Resources only shrink during a decision, so once a queued job of a model finds nothing, later
+        queued jobs of that model are skipped without planning (a long backlog stays cheap).
+        """
+        exhausted: set[str] = set()
+        for j in short:
+            queued = not ctx.ix.by_job.get(j.job_id)
+            if queued and j.spec.model in exhausted:
+                continue
+            plan = self._plan(ctx, j, j.spec, with_future=False)
+            if plan is not None:
+                self._take(ctx, j, plan)
+            elif queued:
+                exhausted.add(j.spec.model)
+
     # ------------------------------------------------------------------ decide
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         ix = Index.build(snapshot)
@@ -387,10 +404,7 @@ class PromptTunerPolicy(Policy):
         new = sorted((j for j in ix.active if j.job_id in ix.new), key=lambda j: (j.deadline, j.job_id))
         short = self._survey(ctx, admitted)
         admissions: list[Admission] = []
-        for j in short:
-            plan = self._plan(ctx, j, j.spec, with_future=False)
-            if plan is not None:
-                self._take(ctx, j, plan)
+        self._serve_short(ctx, short)
         at_risk: list[tuple[JobView, _Plan | None]] = []
         for j in new:
             plan = self._plan(ctx, j, j.spec, with_future=False)
@@ -622,10 +636,7 @@ class PromptTunerPolicy(Policy):
             (j for j in ix.active if j.admitted and j.job_id != job.job_id), key=lambda j: j.deadline
         )
         short = self._survey(ctx, admitted)
-        for j in short:
-            plan = self._plan(ctx, j, j.spec, with_future=False)
-            if plan is not None:
-                self._take(ctx, j, plan)
+        self._serve_short(ctx, short)
         view = JobView(spec=job, phase=JobPhase.QUEUED)
         plan = self._plan(ctx, view, job, with_future=False)
         if plan is None or not plan.feasible:
