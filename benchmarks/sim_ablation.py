@@ -1,4 +1,4 @@
-"""Ablation: PromptTuner with one mechanism switched off at a time, on the headline workloads.
+"""Ablation: PromptTuner with one mechanism switched off (or, for boost, on) at a time.
 
 python benchmarks/sim_ablation.py [--jobs 2000]
 """
@@ -20,7 +20,7 @@ VARIANTS = [
     "prompttuner-no-warm-pool",
     "prompttuner-no-min-gpus",
     "prompttuner-no-elastic",
-    "prompttuner-no-boost",
+    "prompttuner-with-boost",
     "prompttuner-no-admission",
 ]
 OUT = Path(__file__).parent / "results"

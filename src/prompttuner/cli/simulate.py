@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         names = [p.strip() for p in policies.split(",") if p.strip()]
         known = set(policy_names())
         for n in names:
-            if n not in known and not n.startswith("prompttuner-no-"):
+            if n not in known and not n.startswith(("prompttuner-no-", "prompttuner-with-")):
                 fail(f"unknown policy {n!r}; known: {', '.join(sorted(known))}")
         if init not in ("random", "text", "bank"):
             fail(f"--init must be random, text or bank, not {init!r}")

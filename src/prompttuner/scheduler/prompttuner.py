@@ -11,8 +11,9 @@ Mechanisms (each can be switched off for the ablation):
   in earliest-deadline-first order.  Off: each job takes the fastest allocation it can get.
 - ``elastic``: at every decision, jobs that fall behind grow, taking warm idle workers or the surplus of
   jobs that are ahead (a move costs a warm move: only prompt and optimizer state travel); idle warm
-  workers are lent to running jobs (``boost``) and taken back when needed.  Off: a job keeps the
-  allocation it started with.
+  workers can be lent to running jobs (``boost``, off by default: the ablation shows the pauses of
+  lending and taking back cost more than the speed-up buys) and taken back when needed.  Off: a job
+  keeps the allocation it started with.
 - ``admission``: a new job whose deadline cannot be met even with every worker it could get (warm now,
   cold starts, and capacity that running jobs free later) is declined with a quote that names the
   tightest deadline that could be met.  A job that misses only by ``admit_tolerance`` of its time left
@@ -160,7 +161,7 @@ class PromptTunerPolicy(Policy):
         min_gpus: bool = True,
         elastic: bool = True,
         admission: bool = True,
-        boost: bool = True,
+        boost: bool = False,
         keep_factor: float = 2.0,
         pool_quantile: float = 0.9,
         arrival_window_s: float = 1800.0,
