@@ -10,6 +10,7 @@ front (not tuned per result): 128 A100, default model mix, random init, load 0.6
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import platform
 import time
@@ -46,7 +47,11 @@ def main() -> None:
             jobs, res = run_workload(cfg, cat, POLICIES)
             name = f"{kind}_seed{seed}"
             if seed == 0:
-                write_outputs(args.out / "sim_headline" / kind, cfg, cat, jobs, res)
+                folder = args.out / "sim_headline" / kind
+                write_outputs(folder, cfg, cat, jobs, res)
+                for f in folder.glob("jobs_*.jsonl"):  # per-job records, compressed for the repository
+                    f.with_suffix(".jsonl.gz").write_bytes(gzip.compress(f.read_bytes(), mtime=0))
+                    f.unlink()
             s = summary(cfg, cat, jobs, res)
             workloads[name] = {
                 "metrics": {p: s[p] for p in POLICIES},

@@ -235,6 +235,8 @@ def plot_all(
     fig.savefig(out_dir / "finish_vs_deadline_cdf.png", dpi=110)
     plt.close(fig)
 
+
+def _plot_sweeps(plt: Any, out_dir: Path, sweeps: Mapping[str, list[dict[str, Any]]]) -> None:
     for field, rows in sweeps.items():
         if not rows:
             continue
