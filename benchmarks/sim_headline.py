@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--tightness", default="0.75,1,1.5,2,3")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds for the three workloads")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--name", default="sim_headline", help="results file stem")
+    ap.add_argument("--no-sweeps", action="store_true")
     args = ap.parse_args()
     cat = load_catalog()
     base = WorkloadConfig(n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness)
@@ -46,7 +48,7 @@ def main() -> None:
             cfg = replace(base, arrivals=kind, seed=seed)
             jobs, res = run_workload(cfg, cat, POLICIES)
             name = f"{kind}_seed{seed}"
-            if seed == 0:
+            if seed == 0 and not args.no_sweeps:
                 folder = args.out / "sim_headline" / kind
                 write_outputs(folder, cfg, cat, jobs, res)
                 for f in folder.glob("jobs_*.jsonl"):  # per-job records, compressed for the repository
@@ -77,10 +79,11 @@ def main() -> None:
     result["elapsed_s"] = time.time() - t0
     result["machine"] = f"{platform.machine()} shared 2-core CPU, Python {platform.python_version()}"
     (args.out).mkdir(parents=True, exist_ok=True)
-    (args.out / "sim_headline.json").write_text(json.dumps(result, indent=2, default=lambda x: None))
-    from prompttuner.sim.runner import plot_all
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=lambda x: None))
+    if sweeps:
+        from prompttuner.sim.runner import plot_all
 
-    plot_all(args.out / "sim_headline", {}, sweeps)
+        plot_all(args.out / "sim_headline", {}, sweeps)
     print(f"done in {time.time() - t0:.0f}s")
 
 
