@@ -69,12 +69,12 @@ def main() -> None:
             )
     result["workloads"] = workloads
     sb = replace(base, n_jobs=args.sweep_jobs)
-    sweeps = {
-        "load": sweep(sb, cat, POLICIES, "load", [float(x) for x in args.loads.split(",")]),
-        "slo_tightness": sweep(
+    sweeps: dict[str, list[dict[str, object]]] = {}
+    if not args.no_sweeps:
+        sweeps["load"] = sweep(sb, cat, POLICIES, "load", [float(x) for x in args.loads.split(",")])
+        sweeps["slo_tightness"] = sweep(
             sb, cat, POLICIES, "slo_tightness", [float(x) for x in args.tightness.split(",")]
-        ),
-    }
+        )
     result["sweeps"] = sweeps
     result["elapsed_s"] = time.time() - t0
     result["machine"] = f"{platform.machine()} shared 2-core CPU, Python {platform.python_version()}"
