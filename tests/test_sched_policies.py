@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from prompttuner.core.types import (
     SLO,
     ArrivalStats,
@@ -142,3 +144,28 @@ def test_edf_gives_earliest_deadline_first_choice() -> None:
     assert len(d.allocations["b"]) == CAT.models[MODEL].max_replicas
     assert len(d.allocations["a"]) == 20 - CAT.models[MODEL].max_replicas
     assert len(d.release) == 0
+
+
+def test_one_pass_scan_agrees_with_the_reference_planners() -> None:
+    import random
+
+    from prompttuner.scheduler.common import fastest, min_replicas, scan
+
+    rng = random.Random(1)
+    for _ in range(500):
+        prof = rng.choice(list(CAT.models.values()))
+        now = 100.0
+        raw = [
+            (rng.randint(0, 4), now + rng.choice([0.0, rng.uniform(0, 80)])) for _ in range(rng.randint(1, 4))
+        ]
+        groups = sorted([g for g in raw if g[0] > 0], key=lambda x: x[1])
+        steps, pause, jp = rng.uniform(10, 2000), rng.uniform(0, 3), rng.uniform(0, 3)
+        target = now + rng.uniform(10, 3000)
+        got_min, got_fast = scan(prof, "a100", steps, now, groups, pause, jp, target)
+        ref_min = min_replicas(prof, "a100", steps, now, target, groups, pause, jp)
+        assert (got_min is None) == (ref_min is None)
+        if got_min is not None and ref_min is not None:
+            assert got_min[0] == ref_min[0] and got_min[1] == pytest.approx(ref_min[1])
+        else:
+            ref_fast = fastest(prof, "a100", steps, now, groups, pause, jp)
+            assert got_fast[0] == ref_fast[0]

@@ -58,7 +58,23 @@ def test_trace_arrivals_keep_their_shape_and_hit_the_rate() -> None:
 
 def test_measured_profiles_are_preferred(tmp_path: Path) -> None:
     prof = tmp_path / "convergence_profiles.json"
-    prof.write_text(json.dumps({"tasks": {"sst2": {"random": {"steps_to_target": 120}, "text": 60}}}))
+    prof.write_text(
+        json.dumps(
+            {
+                "settings": {"model": "smollm2-135m"},
+                "tasks": {
+                    "sst2": {
+                        "random": {"steps_to_target": 120},
+                        "text": 60,
+                        "target": 0.7,
+                        "eval_rows": 24,
+                        "runs": {"random-seed0": {"steps_to_target": 100}},
+                    },
+                    "cb": {"random": None, "text": None, "majority_accuracy": 0.5},
+                },
+            }
+        )
+    )
     wm = load_work_model(profiles_file=prof)
     import random
 

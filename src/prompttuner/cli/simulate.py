@@ -14,6 +14,7 @@ COLUMNS = [
     ("slo_violation_rate", "SLO viol.", "{:.3f}"),
     ("cost", "cost $", "{:.1f}"),
     ("cost_gpu_hours", "GPU-h", "{:.1f}"),
+    ("cost_per_met_job", "$ / met job", "{:.2f}"),
     ("utilisation", "util.", "{:.2f}"),
     ("queueing_delay_mean_s", "queue s", "{:.1f}"),
     ("cold_starts", "cold starts", "{:.0f}"),
@@ -41,6 +42,10 @@ def _capacity(text: str) -> dict[str, int]:
     return out
 
 
+def _ratio(x: float) -> str:
+    return "inf (PT has none)" if math.isinf(x) else f"{x:.2f}x"
+
+
 def _table(summ: dict[str, Any], policies: list[str]) -> None:
     from rich.table import Table
 
@@ -55,11 +60,11 @@ def _table(summ: dict[str, Any], policies: list[str]) -> None:
         m = summ[name]
         r = rat.get(name)
         cells = [fmt.format(m[k]) for k, _, fmt in COLUMNS]
-        cells += [f"{r['slo_violation_rate']:.2f}x", f"{r['cost']:.2f}x"] if r else ["", ""]
+        cells += [_ratio(r["slo_violation_rate"]), _ratio(r["cost"])] if r else ["", ""]
         t.add_row(name, *cells)
     cb = summ.get("_clairvoyant_bound")
     if cb:
-        t.add_row("clairvoyant bound", "", f"{cb['cost']:.1f}", f"{cb['cost_gpu_hours']:.1f}", *[""] * 6)
+        t.add_row("clairvoyant bound", "", f"{cb['cost']:.1f}", f"{cb['cost_gpu_hours']:.1f}", *[""] * 7)
     from rich.console import Console
 
     Console(stderr=True, width=max(console.width, 150)).print(t)
@@ -120,7 +125,7 @@ def register(app: typer.Typer) -> None:
         names = [p.strip() for p in policies.split(",") if p.strip()]
         known = set(policy_names())
         for n in names:
-            if n not in known and not n.startswith("prompttuner-no-"):
+            if n not in known and not n.startswith(("prompttuner-no-", "prompttuner-with-")):
                 fail(f"unknown policy {n!r}; known: {', '.join(sorted(known))}")
         if init not in ("random", "text", "bank"):
             fail(f"--init must be random, text or bank, not {init!r}")

@@ -203,18 +203,37 @@ def scan(
     Replicas of the first group all start together, so their finish has a closed form; only counts that
     reach into later groups need the piecewise :func:`finish_time`.
     """
-    total = min(sum(c for c, _ in groups), prof.max_replicas)
     rt = rates(prof, gpu)
-    first_n, first_t = (groups[0][0], max(groups[0][1], now)) if groups else (0, now)
+    cap = prof.max_replicas
     best_fast = (0, math.inf)
-    for n in range(1, total + 1):
-        if n <= first_n:
-            f = first_t + pause + steps / rt[n] if steps > 0 else now
-        else:
-            f = finish_time(prof, gpu, steps, now, prefix_groups(groups, n), pause, join_pause)
-        if f < best_fast[1] - 1e-9:
-            best_fast = (n, f)
-        if target is not None and f <= target:
-            # callers only want the fastest plan when no count meets the target: stop here
-            return (n, f), best_fast
+    if steps <= 0:
+        return ((1, now) if target is not None else None), (1, now)
+    n_cur = 0
+    t = now
+    left = steps
+    done_at: float | None = None  # the job already finished with the replicas before this group
+    for count, ready in groups:
+        if count <= 0:
+            continue
+        ready = max(ready, now)
+        if n_cur == 0:
+            t = ready + pause
+        elif done_at is None and ready > t:
+            rate = rt[n_cur]
+            if rate * (ready - t) >= left:
+                done_at = t + left / rate
+            else:
+                left -= rate * (ready - t)
+                t = ready + join_pause
+        for c in range(1, count + 1):
+            n = n_cur + c
+            if n > cap:
+                return None, best_fast
+            f = done_at if done_at is not None else t + left / rt[n]
+            if f < best_fast[1] - 1e-9:
+                best_fast = (n, f)
+            if target is not None and f <= target:
+                # callers only want the fastest plan when no count meets the target: stop here
+                return (n, f), best_fast
+        n_cur += count
     return None, best_fast

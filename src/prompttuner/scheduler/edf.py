@@ -34,6 +34,8 @@ class EDFPolicy(Policy):
         room = dict(snapshot.capacity)
         grant: dict[str, tuple[str, int]] = {}
         for j in jobs:
+            if not any(v > 0 for v in room.values()):
+                break  # the cluster is handed out: the rest get nothing (a long queue stays cheap)
             if j.steps_left <= 0:
                 continue
             prof = snapshot.models[j.spec.model]
@@ -52,6 +54,9 @@ class EDFPolicy(Policy):
         # shrink first so the freed workers can go to other jobs of the same model
         for j in jobs:
             own = ix.by_job.get(j.job_id, [])
+            if not own and j.job_id not in grant:
+                keep[j.job_id] = []
+                continue
             n = grant.get(j.job_id, ("", 0))[1]
             ordered = sorted(own, key=lambda w: w.state == WorkerState.PROVISIONING)
             keep[j.job_id] = [w.worker_id for w in ordered[:n]]
@@ -89,8 +94,9 @@ class EDFPolicy(Policy):
                 if cold > 0:
                     provisions.append(Provision(j.spec.model, gpu, cold, job_id=j.job_id))
                     free[gpu] -= cold * prof.gpus_per_replica
+        already = set(release)
         for lst in ix.idle.values():
-            release.extend(w.worker_id for w in lst if w.worker_id not in release)
+            release.extend(w.worker_id for w in lst if w.worker_id not in already)
         return Decisions(
             allocations=alloc, provision=tuple(provisions), release=tuple(release), admissions=admissions
         )

@@ -11,8 +11,9 @@ Mechanisms (each can be switched off for the ablation):
   in earliest-deadline-first order.  Off: each job takes the fastest allocation it can get.
 - ``elastic``: at every decision, jobs that fall behind grow, taking warm idle workers or the surplus of
   jobs that are ahead (a move costs a warm move: only prompt and optimizer state travel); idle warm
-  workers are lent to running jobs (``boost``) and taken back when needed.  Off: a job keeps the
-  allocation it started with.
+  workers can be lent to running jobs (``boost``, off by default: the ablation shows the pauses of
+  lending and taking back cost more than the speed-up buys) and taken back when needed.  Off: a job
+  keeps the allocation it started with.
 - ``admission``: a new job whose deadline cannot be met even with every worker it could get (warm now,
   cold starts, and capacity that running jobs free later) is declined with a quote that names the
   tightest deadline that could be met.  A job that misses only by ``admit_tolerance`` of its time left
@@ -24,6 +25,7 @@ Cold starts happen only for replicas the warm pool, provisioning workers and sur
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -106,6 +108,8 @@ class _Ctx:
     idle_n: dict[Key, int] = field(default_factory=dict)  # untaken idle workers per (model, GPU type)
     idle_gpus: dict[str, int] = field(default_factory=dict)  # untaken idle GPUs per GPU type
     _fut_sorted: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+    claims: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    _claim_prefix: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for (m, t), lst in self.ix.idle.items():
@@ -121,6 +125,23 @@ class _Ctx:
             key = (w.model, w.gpu_type)
             self.idle_n[key] = self.idle_n.get(key, 0) - 1
             self.idle_gpus[w.gpu_type] = self.idle_gpus.get(w.gpu_type, 0) - self.ix.gpus(w.model)
+
+    def claim(self, gpu: str, deadline: float, gpus: int) -> None:
+        """Record that a queued job with ``deadline`` will take ``gpus`` of the capacity freed later."""
+        lst = self.claims.setdefault(gpu, [])
+        bisect.insort(lst, (deadline, gpus))
+        self._claim_prefix.pop(gpu, None)
+
+    def claimed_before(self, gpu: str, deadline: float) -> int:
+        lst = self.claims.get(gpu)
+        if not lst:
+            return 0
+        pre = self._claim_prefix.get(gpu)
+        if pre is None:
+            pre = list(itertools.accumulate(g for _, g in lst))
+            self._claim_prefix[gpu] = pre
+        k = bisect.bisect_right(lst, (deadline, math.inf))
+        return pre[k - 1] if k > 0 else 0
 
     def future_sorted(self, gpu: str) -> list[tuple[float, int, str]]:
         got = self._fut_sorted.get(gpu)
@@ -140,7 +161,7 @@ class PromptTunerPolicy(Policy):
         min_gpus: bool = True,
         elastic: bool = True,
         admission: bool = True,
-        boost: bool = True,
+        boost: bool = False,
         keep_factor: float = 2.0,
         pool_quantile: float = 0.9,
         arrival_window_s: float = 1800.0,
@@ -214,9 +235,17 @@ class PromptTunerPolicy(Policy):
             groups.append((cold_n, now + cs))
             g = prof.gpus_per_replica
             acc = 0
+            # capacity that frees later is first spoken for by queued jobs with earlier deadlines
+            skip = ctx.claimed_before(gpu, spec.deadline) if with_future else 0
             for t, gp, m in ctx.future_sorted(gpu):
                 if not with_future and t >= now + cs:
                     break
+                if skip > 0:
+                    used = min(skip, gp)
+                    skip -= used
+                    gp -= used
+                    if gp <= 0:
+                        continue
                 if m == spec.model and self.warm_pool and t < now + cs:
                     # a worker of this model frees before a cold start would be ready: wait for it
                     groups.append((gp // g, t))
@@ -376,6 +405,45 @@ class PromptTunerPolicy(Policy):
             lst.sort()
         return short
 
+    def _serve_short(self, ctx: _Ctx, short: list[JobView]) -> None:
+        """Give admitted jobs that are behind (or still queued) what they need, earliest deadline first.
+
+        Resources only shrink during a decision, so once a queued job of a model finds nothing, later
+        queued jobs of that model are skipped without planning (a long backlog stays cheap).
+        """
+        exhausted: set[str] = set()
+        late: list[tuple[JobView, _Plan]] = []
+        for j in short:
+            queued = not ctx.ix.by_job.get(j.job_id)
+            if queued and j.spec.model in exhausted:
+                self._claim_estimate(ctx, j)
+                continue
+            plan = self._plan(ctx, j, j.spec, with_future=False)
+            if plan is not None and not plan.feasible:
+                late.append((j, plan))  # cannot make it now: serve the jobs that still can first
+            elif plan is not None:
+                self._take(ctx, j, plan)
+            elif queued:
+                exhausted.add(j.spec.model)
+                self._claim_estimate(ctx, j)
+        for j, _ in late:
+            plan = self._plan(ctx, j, j.spec, with_future=False)
+            if plan is not None:
+                self._take(ctx, j, plan)
+
+    def _claim_estimate(self, ctx: _Ctx, j: JobView) -> None:
+        """A queued job's share of the capacity running jobs free later: the replicas it would need if
+        it started after one cold start (a cheap estimate; the exact plan is made when GPUs free)."""
+        snap = ctx.ix.snap
+        prof = snap.models[j.spec.model]
+        gpu = self._pool_type(ctx, j.spec.model)
+        if gpu is None:
+            return
+        rt = rates(prof, gpu)
+        window = j.deadline - snap.now - prof.cold_start_s[gpu]
+        n = next((k for k in range(1, len(rt)) if window > 0 and j.steps_left / rt[k] <= window), 1)
+        ctx.claim(gpu, j.deadline, n * prof.gpus_per_replica)
+
     # ------------------------------------------------------------------ decide
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         ix = Index.build(snapshot)
@@ -387,10 +455,7 @@ class PromptTunerPolicy(Policy):
         new = sorted((j for j in ix.active if j.job_id in ix.new), key=lambda j: (j.deadline, j.job_id))
         short = self._survey(ctx, admitted)
         admissions: list[Admission] = []
-        for j in short:
-            plan = self._plan(ctx, j, j.spec, with_future=False)
-            if plan is not None:
-                self._take(ctx, j, plan)
+        self._serve_short(ctx, short)
         at_risk: list[tuple[JobView, _Plan | None]] = []
         for j in new:
             plan = self._plan(ctx, j, j.spec, with_future=False)
@@ -398,6 +463,7 @@ class PromptTunerPolicy(Policy):
                 later = self._plan(ctx, j, j.spec, with_future=True)
                 if later is not None and later.feasible:
                     # feasible once running jobs free capacity: admit now, it waits in the queue
+                    ctx.claim(later.gpu, j.deadline, later.n * snapshot.models[j.spec.model].gpus_per_replica)
                     q = self._quote_of(snapshot, j.spec, later)
                     admissions.append(Admission(j.job_id, True, "queued until capacity frees", q))
                     continue
@@ -622,10 +688,7 @@ class PromptTunerPolicy(Policy):
             (j for j in ix.active if j.admitted and j.job_id != job.job_id), key=lambda j: j.deadline
         )
         short = self._survey(ctx, admitted)
-        for j in short:
-            plan = self._plan(ctx, j, j.spec, with_future=False)
-            if plan is not None:
-                self._take(ctx, j, plan)
+        self._serve_short(ctx, short)
         view = JobView(spec=job, phase=JobPhase.QUEUED)
         plan = self._plan(ctx, view, job, with_future=False)
         if plan is None or not plan.feasible:

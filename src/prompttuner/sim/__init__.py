@@ -1,1 +1,9 @@
-"""prompttuner.sim"""
+"""Trace-driven simulation of the scheduling policies.
+
+- ``catalog``: LLM step times, cold starts and memory, derived from the assumptions in
+  ``data/llm_catalog.json``.
+- ``workload``: seeded workloads (Poisson, Microsoft ITP and Azure LLM arrivals rescaled to a load).
+- ``engine``: the discrete-event simulator that drives any ``scheduler.Policy``.
+- ``runner``: run several policies on one workload; summaries, ratios, sweeps and plots.
+- ``elasticflow_compat``: replay of ElasticFlow-format traces (its own module).
+"""

@@ -132,6 +132,7 @@ class Simulator:
         self._busy = 0
         self._wake: float | None = None
         self._pending: list[str] = []
+        self._held_by_type: dict[str, int] = {}
         last = self.specs[-1].arrival if self.specs else 0.0
         span = max((j.deadline - j.arrival for j in self.specs), default=0.0)
         self.max_time = max_time if max_time is not None else last + 10 * span + 86_400
@@ -149,7 +150,7 @@ class Simulator:
         prof = self.models[model]
         if gpu not in prof.step_time_s:
             raise PolicyError(f"{model} has no profile on {gpu}")
-        used = sum(w.gpus for w in self.workers.values() if w.gpu_type == gpu)
+        used = self._held_by_type.get(gpu, 0)
         if used + count * prof.gpus_per_replica > self.capacity.get(gpu, 0):
             raise PolicyError(
                 f"provisioning {count} x {model} on {gpu} exceeds capacity {self.capacity.get(gpu, 0)} "
@@ -167,6 +168,7 @@ class Simulator:
                 self.cold_starts += 1
             self.workers[wid] = w
             self._held += w.gpus
+            self._held_by_type[gpu] = self._held_by_type.get(gpu, 0) + w.gpus
             if job_id is not None:
                 job = self.active.get(job_id)
                 if job is None:
@@ -182,6 +184,7 @@ class Simulator:
         self.cost += dur * w.gpus * price / 3600.0
         self.held_gpu_s += dur * w.gpus
         self._held -= w.gpus
+        self._held_by_type[w.gpu_type] -= w.gpus
 
     def _advance(self, t: float) -> None:
         """Progress every running job to time ``t``."""

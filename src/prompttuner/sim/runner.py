@@ -79,8 +79,10 @@ def build_policy(name: str, cfg: WorkloadConfig, catalog: Catalog, jobs: Sequenc
         return make_policy("reserved", pool=reserved_pool(cfg, catalog, jobs), gpu_type=cfg.ref_gpu)
     if name.startswith("prompttuner-no-"):
         knob = name[len("prompttuner-no-") :].replace("-", "_")
-        p = make_policy("prompttuner", **{knob: False})
-        return p
+        return make_policy("prompttuner", **{knob: False})
+    if name.startswith("prompttuner-with-"):
+        knob = name[len("prompttuner-with-") :].replace("-", "_")
+        return make_policy("prompttuner", **{knob: True})
     return make_policy(name)
 
 
@@ -233,6 +235,8 @@ def plot_all(
     fig.savefig(out_dir / "finish_vs_deadline_cdf.png", dpi=110)
     plt.close(fig)
 
+
+def _plot_sweeps(plt: Any, out_dir: Path, sweeps: Mapping[str, list[dict[str, Any]]]) -> None:
     for field, rows in sweeps.items():
         if not rows:
             continue

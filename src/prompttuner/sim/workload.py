@@ -28,6 +28,7 @@ from prompttuner.core.types import SLO, JobSpec
 from prompttuner.sim.catalog import Catalog
 
 WORK_FILE = REPO_DATA / "job_work.json"
+INITS = ("random", "text", "bank")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
 
 DEFAULT_MIX: dict[str, float] = {
@@ -92,8 +93,9 @@ class WorkModel:
 def _profile_steps(raw: Any) -> dict[str, dict[str, float]]:
     """Read steps-to-target per task and init from the engine's profiles, tolerating layouts.
 
-    Accepts ``{"tasks": {task: {init: steps | {"steps_to_target": steps}}}}`` or the same without the
-    ``tasks`` wrapper; entries whose target was never reached (null) are skipped.
+    Accepts ``{"tasks": {task: {init: steps | {"steps_to_target": steps}, ...}}}`` or the same without
+    the ``tasks`` wrapper, for init in random/text/bank; other per-task fields are ignored and entries
+    whose target was not reached (null) are skipped.
     """
     tasks = raw.get("tasks", raw) if isinstance(raw, dict) else {}
     out: dict[str, dict[str, float]] = {}
@@ -102,10 +104,12 @@ def _profile_steps(raw: Any) -> dict[str, dict[str, float]]:
             continue
         inits: dict[str, float] = {}
         for init, v in row.items():
+            if init not in INITS:  # other per-task fields (runs, target, labels, ...)
+                continue
             if isinstance(v, dict):
                 v = v.get("steps_to_target", v.get("steps"))
-            if isinstance(v, int | float) and v > 0:
-                inits[str(init)] = float(v)
+            if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0:
+                inits[str(init)] = max(1.0, float(v))  # 0: the init already scores; one step to confirm
         if inits:
             out[str(task)] = inits
     return out
