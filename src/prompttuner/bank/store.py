@@ -625,6 +625,12 @@ class PromptBank:
 
         return _select(self, job, probe, **kwargs)
 
+    def search_task(self, loaded: Any, task: Any, **kwargs: Any) -> Any:
+        """Choose for an engine ``Task`` on a loaded model (runs the probes); see ``select_for_task``."""
+        from prompttuner.bank import select_for_task
+
+        return select_for_task(self, loaded, task, **kwargs)
+
 
 def delete_all(bank: PromptBank) -> None:
     """Empty a bank (tests and benchmarks)."""
