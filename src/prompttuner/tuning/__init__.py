@@ -1,7 +1,17 @@
 """The prompt-tuning engine: load a frozen LLM and a task, tune a soft prompt, save and reuse it.
 
 This is the API the Prompt Bank, the scheduler's workers and the service call; see each module for why
-it works the way it does.
+it works the way it does::
+
+    loaded = load_model("smollm2-135m")                       # ~1 s once the safetensors cache exists
+    task = load_task("path/to/task", tokenizer=loaded.tokenizer, max_length=loaded.max_context)
+    trainer = PromptTrainer(loaded, task, TuningConfig(target_accuracy=0.8, max_steps=200))
+    result = trainer.train_to_target()                       # or trainer.step(replicas=n) one at a time
+    save_prompt("out/prompt.safetensors", trainer.prompt(), trainer.metadata(accuracy=result.accuracy))
+
+Elastic data parallelism across processes: each worker runs ``compute_gradient(loaded, labels, prompt,
+shard)`` on its share of ``trainer.shard_examples(n)``; the owner calls ``trainer.apply_gradients(results)``.
+A job moves between workers as ``trainer.state_bytes()`` (kilobytes) and ``PromptTrainer.from_checkpoint``.
 """
 
 from prompttuner.tuning.data import Example, Task, TaskDataError, load_task

@@ -218,8 +218,11 @@ def load_task(
                 raise _err(files["train"].parent / "meta.json", None, "'labels' must be a list of strings")
             labels = list(meta_labels)
         else:
-            seen: dict[str, None] = {}
-            for _, ex in train_rows:
+            seen: dict[str, None] = {}  # order of first appearance in the file(s)
+            ordered = train_rows + test_rows
+            if files["train"] == files["test"]:
+                ordered = sorted(ordered, key=lambda r: r[0])
+            for _, ex in ordered:
                 seen.setdefault(ex.label, None)
             labels = list(seen)
     labels = [str(x) for x in labels]

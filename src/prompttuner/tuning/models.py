@@ -207,8 +207,9 @@ def _load_uncached(name_or_path: str, dev: torch.device, torch_dtype: torch.dtyp
             try:
                 model, tok = _load_hf(str(cached), gguf_file=None, dtype=torch_dtype, local_only=True)
                 return _finish(name, model, tok, dev)
-            except Exception as exc:  # a damaged cache: rebuild it from the GGUF below
+            except Exception as exc:  # a damaged cache: drop it and rebuild it from the GGUF below
                 tried.append(f"cached copy {cached}: {exc}")
+                shutil.rmtree(cached, ignore_errors=True)
         try:
             folder, gguf = BUNDLED[name]()
         except Exception as exc:

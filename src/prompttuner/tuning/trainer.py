@@ -107,7 +107,8 @@ def resolve_init(
     - ``text:<instruction>`` (``text`` alone uses the task's description): the instruction's token
       embeddings, repeated or cut to length (as PEFT's TEXT init).
     - a path to a ``prompt.safetensors`` (or its folder), or a tensor: a warm start.
-    - ``bank:<dir>``: asks ``prompttuner.bank.select_init`` for the best stored prompt.
+    - ``bank:<dir>`` (or ``bank``): calls ``prompttuner.bank.select_init(dir_or_None, loaded, task)``,
+      which returns a tensor or another init spec (e.g. ``random`` when the bank has nothing close).
     """
     n, d = num_virtual_tokens, loaded.embed_dim
     if isinstance(spec, torch.Tensor):
