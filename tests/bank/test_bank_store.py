@@ -100,17 +100,34 @@ def test_failed_insert_leaves_neither_row_nor_file(bank: PromptBank, monkeypatch
     assert bank.count() == before_n and _files(bank) == before_files
 
 
-def test_orphan_tensor_is_swept_but_entries_kept(bank: PromptBank) -> None:
+def test_interrupted_write_is_swept_but_entries_kept(bank: PromptBank) -> None:
+    """A writer that died between rename and commit left a journal naming its file: the sweep removes it."""
     ids = fill(bank, per_family=1)
     orphan = bank.tensor_dir / "zz" / "zz0000.safetensors"
     orphan.parent.mkdir()
     orphan.write_bytes(b"left by a crash")
     tmp = bank.tensor_dir / "zz" / ".tmp-abc-1"
     tmp.write_bytes(b"half written")
-    assert bank.sweep_orphans(min_age_s=3600) == 0  # too young: maybe another process is committing it
+    kept = next(iter(ids))
+    with bank.session() as s:
+        kept_rel = s.get(EntryRow, kept).tensor_file  # type: ignore[union-attr]
+    bank._journal(["zz/zz0000.safetensors", kept_rel])  # the dead writer's journal
+    assert bank.sweep_orphans(min_age_s=3600) == 0  # too young: maybe a live writer is committing it
+    assert orphan.exists()
     assert bank.sweep_orphans(min_age_s=0) == 2
-    assert not orphan.exists() and not tmp.exists()
+    assert not orphan.exists() and not tmp.exists() and not list(bank.tensor_dir.glob(".journal-*"))
     assert bank.verify() == [] and bank.count() == len(ids)
+    # a stray file without any journal is found by a full scan
+    orphan.write_bytes(b"stray")
+    assert bank.sweep_orphans(min_age_s=0) == 0 and orphan.exists()
+    assert bank.sweep_orphans(min_age_s=0, full=True) == 1 and not orphan.exists()
+    assert bank.verify() == []
+
+
+def test_writes_leave_no_journal(bank: PromptBank) -> None:
+    eid = bank.add(make_prompt("topic", 5), model="toy", task_description="d", labels=["a"])
+    bank.remove(eid)
+    assert not list(bank.tensor_dir.glob(".journal-*"))
 
 
 def test_corrupt_and_missing_tensor_files_are_reported(bank: PromptBank) -> None:

@@ -165,7 +165,7 @@ def select(
             rows = s.execute(
                 sql_select(
                     EntryRow.id, EntryRow.cluster_id, EntryRow.owner, EntryRow.task_vec, EntryRow.num_tokens
-                ).where(EntryRow.cluster_id.in_(cluster_ids), EntryRow.model == job.model)
+                ).where(EntryRow.cluster_id.in_(cluster_ids))  # cluster ids are unique across models
             ).all()
         return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _eligible(r[2], r[4], job)]
 

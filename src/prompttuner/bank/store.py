@@ -10,9 +10,10 @@ A SQL URL (``sqlite:///...`` or ``postgresql://...``) also works; the tensors th
 Atomicity, both ways:
 - *no entry without its tensor*: the tensor is written to a temporary file, fsynced and renamed to its
   final name *before* the row's transaction commits; if the commit fails the file is removed again.
-- *no tensor without its entry*: a crash between rename and commit can leave a file with no row; such
-  orphans (and stale temporary files) are swept when a bank is opened, once older than ``ORPHAN_AGE_S`` so
-  that a writer in another process that is between rename and commit is never robbed of its file.
+- *no tensor without its entry*: a crash between rename and commit (or, on delete, between commit and
+  unlink) can leave a file with no row.  Each write names its files in a small journal first and removes
+  the journal when done; a bank that is opened sweeps the files of journals older than ``ORPHAN_AGE_S``
+  (old enough that no live writer in another process is between rename and commit) that have no row.
 Every tensor's SHA-256 is kept with its row, so a corrupt or swapped file is detected on load.
 
 Concurrency: SQLite runs in WAL mode with a busy timeout, every write is one short transaction, and the
@@ -285,23 +286,57 @@ class PromptBank:
     def _rel_for(entry_id: str) -> str:
         return f"{entry_id[:2]}/{entry_id}.safetensors"
 
-    def sweep_orphans(self, min_age_s: float = ORPHAN_AGE_S) -> int:
-        """Delete tensor files that no entry refers to (left by a crash between rename and commit)."""
+    def _journal(self, rels: Sequence[str]) -> Path:
+        """Name the files a write is about to create or delete, before touching them (see sweep_orphans)."""
+        j = self.tensor_dir / f".journal-{uuid.uuid4().hex}.json"
+        j.write_text(json.dumps(list(rels)))
+        return j
+
+    def sweep_orphans(self, min_age_s: float = ORPHAN_AGE_S, full: bool = False) -> int:
+        """Delete tensor files that no entry refers to; returns how many.
+
+        Every write first lists its files in a journal and removes the journal when it is done, so a
+        journal that outlived ``min_age_s`` marks an interrupted write: only its files are checked (cost
+        O(files of interrupted writes), not O(bank)).  ``full=True`` checks every file in the bank.
+        """
         now = time.time()
-        candidates = []
-        for p in self.tensor_dir.glob("*/*"):
-            if p.is_file() and now - p.stat().st_mtime >= min_age_s:
-                candidates.append(p)
-        if not candidates:
-            return 0
-        with self._sessions() as s:
-            known = set(s.scalars(select(EntryRow.tensor_file)).all())
+        rels: set[str] = set()
+        journals = [
+            j for j in self.tensor_dir.glob(".journal-*.json") if now - j.stat().st_mtime >= min_age_s
+        ]
+        for j in journals:
+            try:
+                rels.update(json.loads(j.read_text()))
+            except (OSError, ValueError):
+                pass
+        if full:
+            rels.update(
+                f"{p.parent.name}/{p.name}"
+                for p in self.tensor_dir.glob("*/*")
+                if p.is_file() and now - p.stat().st_mtime >= min_age_s
+            )
         removed = 0
-        for p in candidates:
-            rel = f"{p.parent.name}/{p.name}"
-            if p.name.startswith(".tmp-") or rel not in known:
-                p.unlink(missing_ok=True)
-                removed += 1
+        if rels:
+            known: set[str] = set()
+            todo = sorted(rels)
+            with self._sessions() as s:
+                for k in range(0, len(todo), 900):  # stay under SQLite's bound-parameter limit
+                    q = select(EntryRow.tensor_file).where(EntryRow.tensor_file.in_(todo[k : k + 900]))
+                    known.update(s.scalars(q))
+            for rel in rels:
+                p = self._tensor_path(rel)
+                if rel not in known and p.exists():
+                    p.unlink()
+                    removed += 1
+        for folder in {self._tensor_path(r).parent for r in rels} | (
+            set(self.tensor_dir.glob("*/")) if full else set()
+        ):
+            for tmp in folder.glob(".tmp-*"):
+                if now - tmp.stat().st_mtime >= min_age_s:
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+        for j in journals:
+            j.unlink(missing_ok=True)
         return removed
 
     # ------------------------------------------------------------------ writes
@@ -382,6 +417,8 @@ class PromptBank:
         with self._lock:
             written: list[Path] = []
             ids: list[str] = []
+            new_ids = [uuid.uuid4().hex for _ in prepared]
+            journal = self._journal([self._rel_for(e) for e in new_ids])
             try:
                 with self.session(write=True) as s:
                     widths: dict[str, int] = {}
@@ -393,8 +430,7 @@ class PromptBank:
                             )
                     for model, width in widths.items():
                         self._check_model_width(s, model, width)
-                    for ne, t, tv, pv in prepared:
-                        eid = uuid.uuid4().hex
+                    for eid, (ne, t, tv, pv) in zip(new_ids, prepared, strict=True):
                         rel = self._rel_for(eid)
                         final = self._tensor_path(rel)
                         final.parent.mkdir(parents=True, exist_ok=True)
@@ -446,6 +482,8 @@ class PromptBank:
                     if str(os.getpid()) in p.name:
                         p.unlink(missing_ok=True)
                 raise
+            finally:
+                journal.unlink(missing_ok=True)
         return ids
 
     @staticmethod
@@ -470,10 +508,12 @@ class PromptBank:
                     raise EntryNotFoundError(f"no bank entry with id {entry_id!r}")
                 entry = Entry.from_row(row)
                 rel = row.tensor_file
+                journal = self._journal([rel])
                 s.delete(row)
                 s.flush()
                 idx.on_remove(s, entry)
             self._tensor_path(rel).unlink(missing_ok=True)
+            journal.unlink(missing_ok=True)
         return entry
 
     def reindex(self, model: str | None = None) -> dict[str, int]:
@@ -584,6 +624,12 @@ class PromptBank:
         from prompttuner.bank.select import select as _select
 
         return _select(self, job, probe, **kwargs)
+
+    def search_task(self, loaded: Any, task: Any, **kwargs: Any) -> Any:
+        """Choose for an engine ``Task`` on a loaded model (runs the probes); see ``select_for_task``."""
+        from prompttuner.bank import select_for_task
+
+        return select_for_task(self, loaded, task, **kwargs)
 
 
 def delete_all(bank: PromptBank) -> None:
