@@ -249,3 +249,11 @@ def test_tenant_command_creates_a_working_key(svc: tuple[TestClient, Service]) -
     assert r.status_code == 200 and r.json()["data"] == []
     again = CliRunner().invoke(app, ["tenant", name, "--home", str(service.store.home)])
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_one_service_per_home(svc: tuple[TestClient, Service]) -> None:
+    _, service = svc
+    second = make_service(service.store.home)
+    with pytest.raises(RuntimeError, match="another PromptTuner service .* is running"):
+        second.start()
+    second.stop()

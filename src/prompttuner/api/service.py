@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from prompttuner import config
 from prompttuner.api.store import Store
@@ -76,6 +76,7 @@ class Service:
         names = list(cfg.models) + (list(bundled_models()) if cfg.engine == REAL_ENGINE else [])
         self.models: tuple[str, ...] = tuple(dict.fromkeys(names))
         self._started = False
+        self._lock_file: IO[str] | None = None
         self._bank_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompttuner-bank")
 
     def _ensure_default_tenant(self) -> str | None:
@@ -120,12 +121,37 @@ class Service:
 
     def start(self) -> None:
         if not self._started:
+            self._lock_home()
             self.controller.start()
             self._started = True
+
+    def _lock_home(self) -> None:
+        """One service per home folder: two controllers would run the same jobs twice."""
+        import fcntl
+
+        f = open(self.cfg.home / "service.lock", "a+")  # noqa: SIM115 - held for the service's life
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise RuntimeError(
+                f"another PromptTuner service (pid {holder}) is running on {self.cfg.home}; "
+                "stop it or use another --home"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
 
     def stop(self) -> None:
         if self._started:
             self.controller.stop()
             self._started = False
         self._bank_pool.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
         self.store.engine.dispose()
