@@ -185,6 +185,8 @@ def test_service_killed_and_restarted_loses_nothing(tmp_path: Path) -> None:
         assert new_id in [j["id"] for j in json.loads(st.stdout)["jobs"]]
         bad = subprocess.run(cli + ["status", "job-nope", "--home", str(home)], **run)  # type: ignore[call-overload]
         assert bad.returncode != 0 and "no job 'job-nope'" in bad.stderr
+        watched = subprocess.run(cli + ["status", new_id, "--home", str(home), "--watch"], **run)  # type: ignore[call-overload]
+        assert watched.returncode == 0 and "succeeded" in watched.stderr
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -217,10 +217,14 @@ def status_cmd(
     key: str = typer.Option(None, "--key"),
     home: Path = typer.Option(None, "--home"),
     events: bool = typer.Option(False, "--events", help="also print the job's events"),
+    watch: bool = typer.Option(False, "--watch", help="refresh until every shown job has ended"),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Show jobs (progress, deadline met or missed, GPU-seconds) and the worker pool."""
     u, k = _client_target(url, key, home)
+    if watch and not json_out:
+        _watch(u, k, job)
+        return
     if job:
         j = _request("GET", u, k, f"/v1/jobs/{job}")
         ev = _request("GET", u, k, f"/v1/jobs/{job}/events")["data"] if events else None
@@ -239,6 +243,25 @@ def status_cmd(
         return
     console.print(jobs_table(jobs))
     console.print(cluster_line(cluster))
+
+
+def _watch(url: str, key: str, job: str | None) -> None:
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    ended = ("succeeded", "failed", "cancelled", "declined")
+    with Live(console=console, refresh_per_second=2) as live:
+        while True:
+            jobs = (
+                [_request("GET", url, key, f"/v1/jobs/{job}")]
+                if job
+                else _request("GET", url, key, "/v1/jobs")["data"]
+            )
+            live.update(Group(jobs_table(jobs), Text(cluster_line(_request("GET", url, key, "/v1/cluster")))))
+            if all(j["status"] in ended for j in jobs):
+                return
+            time.sleep(1.0)
 
 
 def jobs_table(
