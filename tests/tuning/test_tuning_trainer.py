@@ -71,7 +71,9 @@ def test_elastic_replicas_follow_the_same_trajectory(loaded: Any, tiny_task_dir:
     base_prompt, base_batches = runs[0]
     for prompt, batches in runs[1:]:
         assert batches == base_batches
-        assert torch.allclose(prompt, base_prompt, atol=1e-5, rtol=1e-4)
+        # shards pad to different lengths, so float32 sums differ in the last bits (~1e-5 here); a wrong
+        # weighting or a skipped example would show up at the scale of one Adam step (lr = 0.03)
+        assert (prompt - base_prompt).abs().max() < 3e-4
     assert not torch.allclose(base_prompt, _trainer(loaded, tiny_task_dir).prompt())  # it did train
 
 
