@@ -26,13 +26,22 @@ TOLERANCE = 0.03
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def replay(run: dict[str, Any], deadline_check: str, profiles: Any, refresh: bool = True,
-           variant: str = "default") -> dict[str, Any]:
+def replay(
+    run: dict[str, Any], deadline_check: str, profiles: Any, refresh: bool = True, variant: str = "default"
+) -> dict[str, Any]:
     path, max_jobs = resolve_trace(run["trace"])
     policy = "edf" if run["schedule"] == "edf" else "elasticflow"
     t0 = time.perf_counter()
-    out = run_trace(path, cluster=run["cluster_spec"], slot=240, policy=policy, max_jobs=max_jobs,
-                    profiles=profiles, deadline_check=deadline_check, refresh_real_end=refresh)
+    out = run_trace(
+        path,
+        cluster=run["cluster_spec"],
+        slot=240,
+        policy=policy,
+        max_jobs=max_jobs,
+        profiles=profiles,
+        deadline_check=deadline_check,
+        refresh_real_end=refresh,
+    )
     wall = time.perf_counter() - t0
     ours = out["ddl_satis_ratio"]
     return {
@@ -82,7 +91,7 @@ def write_md(rows: list[dict[str, Any]], extra: list[dict[str, Any]], command: s
             "Other readings of the released code (ElasticFlow runs only): `0d29ad9` = pkusys commit 0d29ad9,",
             "where a leftover-GPU bump leaves the plan's `real_end` stale (`refresh_real_end=False`);",
             "`completion` = deadline checked on the completion time instead of `real_end`",
-            "(`deadline_check=\"end\"`, bump refreshes `real_end`).",
+            '(`deadline_check="end"`, bump refreshes `real_end`).',
             "",
             "| variant | trace | cluster | reference | ours | delta |",
             "|---|---|---|---|---|---|",
@@ -170,9 +179,11 @@ def main() -> None:
                 if run["schedule"] != "edf":
                     extra.append(replay(run, check, profiles, refresh=refresh, variant=variant))
                     print(json.dumps(extra[-1]), flush=True)
-    command = "PYTHONPATH=src nice -n 10 python benchmarks/elasticflow_compat.py" + (
-        " --variants" if args.variants else ""
-    ) + (f" --only {args.only}" if args.only else "")
+    command = (
+        "PYTHONPATH=src nice -n 10 python benchmarks/elasticflow_compat.py"
+        + (" --variants" if args.variants else "")
+        + (f" --only {args.only}" if args.only else "")
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": command,

@@ -117,3 +117,30 @@ def test_elasticflow_reference_runs_within_tolerance(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         got = json.loads(res.stdout)["ddl_satis_ratio"]
         assert abs(got - run["ddl_satis_ratio"]) <= 0.03, (run, got)
+
+
+def test_simulate_model_mix_and_mixed_gpu_types(tmp_path: Path) -> None:
+    out = tmp_path / "mix"
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--jobs",
+            "40",
+            "--models",
+            "qwen2.5-0.5b:2,llama-3.1-8b:1",
+            "--gpus",
+            "a100:16,h100:16",
+            "--policies",
+            "prompttuner,infless",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (out / "jobs_prompttuner.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in rows} <= {"qwen2.5-0.5b", "llama-3.1-8b"}
+    assert json.loads(res.stdout)["prompttuner"]["unfinished"] == 0
+    bad = runner.invoke(app, ["simulate", "--models", "gpt-9:1"])
+    assert bad.exit_code == 2 and "unknown base LLM" in bad.output

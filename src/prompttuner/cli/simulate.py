@@ -86,6 +86,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         gpus: str = typer.Option("a100:128", "--gpus", help="cluster: TYPE:COUNT[,TYPE:COUNT]"),
         init: str = typer.Option("random", "--init", help="init method of the jobs: random | text | bank"),
+        models: str | None = typer.Option(
+            None, "--models", help="model mix MODEL:WEIGHT[,MODEL:WEIGHT] (default: the 0.5B-70B mix)"
+        ),
         sweep_load: str | None = typer.Option(
             None, "--sweep-load", help="also sweep these loads, e.g. 0.3,0.6"
         ),
@@ -136,6 +139,17 @@ def register(app: typer.Typer) -> None:
         for g in cap:
             if g not in cat.gpu_types:
                 fail(f"unknown GPU type {g!r}; known: {', '.join(sorted(cat.gpu_types))}")
+        mix = None
+        if models:
+            mix = {}
+            for part in models.split(","):
+                name, _, w = part.partition(":")
+                try:
+                    mix[name.strip()] = float(w) if w else 1.0
+                except ValueError:
+                    fail(f"--models expects MODEL:WEIGHT[,MODEL:WEIGHT], got {models!r}")
+                if name.strip() not in cat.models:
+                    fail(f"unknown base LLM {name.strip()!r}; known: {', '.join(sorted(cat.models))}")
         fixed_jobs = None
         kind = workload
         if workload not in ("poisson", "itp", "azure"):
@@ -157,6 +171,8 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             trace=str(trace) if trace else None,
         )
+        if mix:
+            cfg.model_mix = mix
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -205,6 +205,12 @@ def plot_all(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if results:
+        _plot_runs(plt, out_dir, results)
+    _plot_sweeps(plt, out_dir, sweeps)
+
+
+def _plot_runs(plt: Any, out_dir: Path, results: Mapping[str, SimResult]) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, r in results.items():
         tl = r.timeline
