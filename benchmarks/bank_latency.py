@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--probe-repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the bank folders")
+    ap.add_argument("--merge", action="store_true", help="keep other sizes already in the results file")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,6 +174,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(str(out) + ".json").is_file():  # sizes measured by an earlier invocation
+        result["sizes"] = json.loads(Path(str(out) + ".json").read_text()).get("sizes", {})
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for n in [int(s) for s in args.sizes.split(",")]:
         folder = Path(args.work) / f"bank-{n}"
         build = build_bank(args, loaded, bases, n, folder)
@@ -203,6 +207,7 @@ def main() -> None:
             "tensor_bytes": sum(p.stat().st_size for p in (folder / "tensors").rglob("*.safetensors")),
         }
         bank.close()
+        row["run_started"] = started
         result["sizes"][str(n)] = row
         print(f"n={n}: {json.dumps(row)}", flush=True)
         Path(str(out) + ".json").write_text(json.dumps(result, indent=2) + "\n")  # incremental
