@@ -276,7 +276,20 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     runs = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
     ok = [r for r in runs if "error" not in r]
     profiles = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
-    base_runs = {t: e.get("runs", {}) for t, e in profiles.get("tasks", {}).items()}
+    st = profiles.get("settings", {})
+    same = all(
+        st.get(k) == v
+        for k, v in {
+            "num_virtual_tokens": args.tokens,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "eval_size": args.eval_size,
+            "eval_every": args.eval_every,
+            "max_steps": args.max_steps,
+        }.items()
+    )
+    # the engine's runs count as baselines only when they used this exact config
+    base_runs = {t: e.get("runs", {}) for t, e in profiles.get("tasks", {}).items()} if same else {}
     cap = args.max_steps
     rows = []
     hind = {r["task"]: r for r in ok if r["init"] == "hindsight"}
@@ -340,11 +353,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         "machine": profiles.get("machine"),
     }
     pts = [
-        (r["selection"]["loss"], max(1.0, float(r["steps_to_target"] if r["reached"] else cap)))
+        (r["selection"]["loss"], max(1.0, float(r["steps_to_target"])))
         for r in ok
-        if r["init"] == "bank"
+        if r["init"] == "bank" and r["reached"]
     ]
-    if len(pts) >= 3 and len({p[0] for p in pts}) > 1:
+    summary["baselines_used"] = "engine file (same config)" if same and base_runs else "this benchmark's runs"
+    if len(pts) >= 3 and len({p[0] for p in pts}) > 1:  # fitted on warm starts that reached the target
         xs, ys = [p[0] for p in pts], [math.log(p[1]) for p in pts]
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
