@@ -332,6 +332,10 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         v = [x[key] for x in rows if x.get(key) is not None]
         return round(statistics.median(v), 3) if v else None
 
+    def gmean(key: str) -> float | None:
+        v = [x[key] for x in rows if x.get(key)]
+        return round(math.exp(statistics.fmean(math.log(x) for x in v)), 3) if v else None
+
     def span(key: str) -> list[float] | None:
         v = sorted(x[key] for x in rows if x.get(key) is not None)
         return [round(v[0], 3), round(v[-1], 3)] if v else None
@@ -341,6 +345,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         "median_speedup_vs_text": med("speedup_vs_text"),
         "range_speedup_vs_random": span("speedup_vs_random"),
         "range_speedup_vs_text": span("speedup_vs_text"),
+        "geomean_speedup_vs_random": gmean("speedup_vs_random"),
+        "geomean_speedup_vs_text": gmean("speedup_vs_text"),
         "pairs_vs_random": sum(1 for x in rows if x.get("speedup_vs_random") is not None),
         "pairs_vs_text": sum(1 for x in rows if x.get("speedup_vs_text") is not None),
         "bank_reached": sum(1 for x in rows if x["bank_steps"] is not None),
@@ -411,6 +417,12 @@ def main() -> None:
                 "median_speedup_vs_text": s["median_speedup_vs_text"],
                 "pairs_vs_random": s["pairs_vs_random"],
                 "pairs_vs_text": s["pairs_vs_text"],
+                "geomean_speedup_vs_random": s["geomean_speedup_vs_random"],
+                "geomean_speedup_vs_text": s["geomean_speedup_vs_text"],
+                "tasks": sorted({r["task"] for r in s["rows"]}),
+                "censored_note": "a run that missed its target within the step budget counts the whole "
+                "budget; "
+                "most pairs where both sides missed give 1.0",
                 "source": "benchmarks/results/bank_speedup.json (leave-one-task-out, smollm2-135m, CPU)",
             }
             # the simulator's workload loader reads this name (bank steps = text-init steps / factor)
