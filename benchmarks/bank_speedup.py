@@ -377,6 +377,32 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def write_table(s: dict[str, Any], path: Path) -> None:
+    """The per-pair table of ``<out>.json`` as markdown (included by hand in ``<out>.md``)."""
+
+    def f(v: Any) -> str:
+        if v is None:
+            return "miss"
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    cols = [
+        ("task", "task"), ("seed", "seed"), ("target", "target"), ("bank choice", "bank_choice"),
+        ("features-only choice", "features_only_choice"), ("bank steps", "bank_steps"),
+        ("bank acc@0", "bank_step0_acc"), ("random steps", "random_steps"), ("text steps", "text_steps"),
+        ("x vs random", "speedup_vs_random"), ("x vs text", "speedup_vs_text"),
+        ("bank wall s", "bank_wall_s"), ("random wall s", "random_wall_s"), ("text wall s", "text_wall_s"),
+        ("selection s", "selection_s"), ("hindsight best (steps)", "hindsight"),
+        ("choice rank", "bank_choice_rank"),
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in s["rows"]:
+        r = dict(r)
+        if "hindsight_best" in r:
+            r["hindsight"] = f"{r['hindsight_best']} ({f(r['hindsight_best_steps'])})"
+        lines.append("| " + " | ".join(f(r.get(k)) if k in r else "-" for _, k in cols) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="sst2,mr,cr,subj,agnews")
@@ -410,6 +436,7 @@ def main() -> None:
     if args.summarize:
         s = summarize(args)
         Path(str(args.out) + ".json").write_text(json.dumps(s, indent=2) + "\n")
+        write_table(s, Path(str(args.out) + ".table.md"))
         print(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=2))
         if args.write_data:
             data = {
