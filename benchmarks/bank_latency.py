@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--probe-repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the bank folders")
+    ap.add_argument("--merge", action="store_true", help="keep other sizes already in the results file")
+    ap.add_argument("--small-budget", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,6 +161,10 @@ def main() -> None:
     feat.task_vector("warm up", ["a"])  # load MiniLM outside the timings (a warm worker has it loaded)
     bases = base_prompts(args, loaded, args.task)
     probe = CPUTimed(make_probe(loaded, task, budget, max_length=args.max_length))
+    small_budget = Budget(rep_probes=2, member_probes=1, sample_rows=4)
+    small_probe = (
+        CPUTimed(make_probe(loaded, task, small_budget, max_length=32)) if args.small_budget else None
+    )
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()}-core CPU (shared with other jobs), torch {torch.__version__}, "
         f"{args.threads} torch threads",
@@ -168,23 +174,29 @@ def main() -> None:
         "base_prompts": len(bases),
         "base_tuned_prompts": sum(1 for b in bases if b["run"] != "text-init"),
         "budget": budget.__dict__,
+        "small_budget": dict(small_budget.__dict__, max_length=32),
         "args": vars(args),
         "sizes": {},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(str(out) + ".json").is_file():  # sizes measured by an earlier invocation
+        result["sizes"] = json.loads(Path(str(out) + ".json").read_text()).get("sizes", {})
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for n in [int(s) for s in args.sizes.split(",")]:
         folder = Path(args.work) / f"bank-{n}"
         build = build_bank(args, loaded, bases, n, folder)
         print(f"n={n}: built {build}", flush=True)
         bank = PromptBank(folder, create=False)
-        feats, feats_cpu, index = [], [], []
+        feats, feats_cpu, index, index_cpu = [], [], [], []
         for _ in range(args.repeats):
             tf, cf = time.perf_counter(), time.process_time()
             jv = feat.task_vector(job.description, job.labels, job.sample_texts)
             feats.append(time.perf_counter() - tf)
             feats_cpu.append(time.process_time() - cf)
+            ci = time.process_time()
             sel = select(bank, job, None, budget=budget, job_vec=jv)
+            index_cpu.append(time.process_time() - ci)
             index.append(sel.timings["index_s"])
         full = []
         for _ in range(args.probe_repeats):
@@ -192,17 +204,28 @@ def main() -> None:
             c0 = time.process_time()
             sel = select(bank, job, probe, budget=budget)
             full.append(dict(sel.timings, probes_cpu_s=probe.cpu_s, total_cpu_s=time.process_time() - c0))
+        small = []
+        if small_probe is not None:
+            small_probe.cpu_s = 0.0
+            c0 = time.process_time()
+            ssel = select(bank, job, small_probe, budget=small_budget)
+            small.append(
+                dict(ssel.timings, probes_cpu_s=small_probe.cpu_s, total_cpu_s=time.process_time() - c0)
+            )
         row = {
             "build": build,
             "features_s": {"median": statistics.median(feats), "min": min(feats), "max": max(feats)},
             "features_cpu_s": {"median": statistics.median(feats_cpu)},
+            "index_cpu_s": {"median": statistics.median(index_cpu), "max": max(index_cpu)},
             "index_s": {"median": statistics.median(index), "min": min(index), "max": max(index)},
             "with_probes": full,
+            "with_small_budget": small,
             "probe_evaluations": sel.info["probe_evaluations"],
             "chosen": {"task": sel.entry.task_name, "base": sel.entry.extra.get("base"), "loss": sel.loss},
             "tensor_bytes": sum(p.stat().st_size for p in (folder / "tensors").rglob("*.safetensors")),
         }
         bank.close()
+        row["run_started"] = started
         result["sizes"][str(n)] = row
         print(f"n={n}: {json.dumps(row)}", flush=True)
         Path(str(out) + ".json").write_text(json.dumps(result, indent=2) + "\n")  # incremental

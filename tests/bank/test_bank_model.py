@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prompttuner.bank import Budget, PromptBank, select_for_task, select_init
+from prompttuner.bank import Budget, PromptBank, select_init
 from prompttuner.bank.probe import LLMProbe, probe_sample
 from prompttuner.config import shared_data
 
@@ -57,12 +57,11 @@ def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:
     ]
     with pytest.raises(Exception, match="embed_dim"):
         bank.add(torch.zeros(4, 7), model=loaded.name, task_description="x", labels=["a"])
-    sel = select_for_task(bank, loaded, task, budget=Budget(sample_rows=4, max_words=12), max_length=24)
-    assert sel.entry.id in ids and sel.info["probe_evaluations"] == 2
-    assert sel.loss == min(p.loss for p in sel.probes if p.loss is not None)
     bank.close()
     # the engine's resolve_init asks the bank (select_init returns (tensor, info))
     tensor, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
     assert tensor.shape == (4, loaded.embed_dim) and info["entry"]["id"] in ids
+    assert info["probe_evaluations"] == 2  # a bank of two: both probed, the lower loss chosen
+    assert info["loss"] == min(p["loss"] for p in info["probes"])
     via_engine = resolve_init(f"bank:{tmp_path / 'bank'}", loaded, task, num_virtual_tokens=4)
     assert torch.equal(via_engine, tensor)

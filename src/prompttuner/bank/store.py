@@ -51,6 +51,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -430,10 +431,14 @@ class PromptBank:
                             )
                     for model, width in widths.items():
                         self._check_model_width(s, model, width)
+                    rows: list[dict[str, Any]] = []
+                    made: set[Path] = set()
                     for eid, (ne, t, tv, pv) in zip(new_ids, prepared, strict=True):
                         rel = self._rel_for(eid)
                         final = self._tensor_path(rel)
-                        final.parent.mkdir(parents=True, exist_ok=True)
+                        if final.parent not in made:
+                            final.parent.mkdir(parents=True, exist_ok=True)
+                            made.add(final.parent)
                         tmp = final.parent / f".tmp-{eid}-{os.getpid()}"
                         blob = save_bytes({TENSOR_KEY: t}, metadata={"model": ne.model, "entry_id": eid})
                         sha = hashlib.sha256(blob).hexdigest()
@@ -444,29 +449,32 @@ class PromptBank:
                                 os.fsync(fh.fileno())
                         os.replace(tmp, final)
                         written.append(final)
-                        row = EntryRow(
-                            id=eid,
-                            model=ne.model,
-                            embed_dim=int(t.shape[1]),
-                            num_tokens=int(t.shape[0]),
-                            task_name=ne.task_name,
-                            task_description=ne.task_description,
-                            labels_json=json.dumps(list(ne.labels)),
-                            accuracy=ne.accuracy,
-                            steps=ne.steps,
-                            created_at=ne.created_at if ne.created_at is not None else time.time(),
-                            owner=ne.owner,
-                            source_job=ne.source_job,
-                            tensor_file=rel,
-                            tensor_sha256=sha,
-                            task_vec=vec_to_blob(tv),
-                            prompt_vec=vec_to_blob(pv),
-                            extra_json=json.dumps(dict(ne.extra), default=str),
+                        rows.append(
+                            dict(
+                                id=eid,
+                                model=ne.model,
+                                embed_dim=int(t.shape[1]),
+                                num_tokens=int(t.shape[0]),
+                                task_name=ne.task_name,
+                                task_description=ne.task_description,
+                                labels_json=json.dumps(list(ne.labels)),
+                                accuracy=ne.accuracy,
+                                steps=ne.steps,
+                                created_at=ne.created_at if ne.created_at is not None else time.time(),
+                                owner=ne.owner,
+                                source_job=ne.source_job,
+                                tensor_file=rel,
+                                tensor_sha256=sha,
+                                task_vec=vec_to_blob(tv),
+                                prompt_vec=vec_to_blob(pv),
+                                extra_json=json.dumps(dict(ne.extra), default=str),
+                            )
                         )
-                        s.add(row)
                         ids.append(eid)
                     if len(prepared) > BULK:
                         os.sync()  # one flush of all files of a bulk insert, still before the commit
+                    if rows:  # one executemany (Core insert): ORM objects cost more than the files here
+                        s.execute(insert(EntryRow), rows)
                     s.flush()
                     if reindex:
                         for model in sorted({ne.model for ne, *_ in prepared}):

@@ -96,8 +96,9 @@ def _entry_row(e: Any) -> dict[str, Any]:
     }
 
 
-@bank_app.command("build")
+@bank_app.command("build", context_settings={"allow_extra_args": True})
 def build(
+    ctx: typer.Context,
     model: str = MODEL_OPTION,
     tasks: list[Path] = typer.Option(..., "--tasks", help="Task folders (or folders of task folders)."),
     bank: Path | None = BANK_OPTION,
@@ -121,7 +122,11 @@ def build(
     """Fill a bank from task folders: tune each task (or import its tuned prompts) and add the results."""
     from prompttuner.bank import BankError, NewEntry
 
-    folders = _expand_tasks(tasks)
+    # `--tasks A B C` as in the issue: typer takes one value per flag, the rest arrive as extra arguments
+    extra = [Path(a) for a in ctx.args]
+    if any(str(a).startswith("-") for a in extra):
+        fail(f"unknown option(s): {' '.join(map(str, extra))}")
+    folders = _expand_tasks(list(tasks) + extra)
     loaded = _load_model(model)
     b = _open(bank, create=True)
     added: list[dict[str, Any]] = []
