@@ -90,7 +90,7 @@ class WorkModel:
         return self.median * math.exp(self.sigma**2 / 2)
 
 
-def _profile_steps(raw: Any) -> dict[str, dict[str, float]]:
+def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, float]]:
     """Read steps-to-target per task and init from the engine's profiles, tolerating layouts.
 
     Accepts ``{"tasks": {task: {init: steps | {"steps_to_target": steps}, ...}}}`` or the same without
@@ -107,6 +107,11 @@ def _profile_steps(raw: Any) -> dict[str, dict[str, float]]:
             if init not in INITS:  # other per-task fields (runs, target, labels, ...)
                 continue
             if isinstance(v, dict):
+                # a profile cut off by a small CPU step budget measures the budget, not the job: its
+                # steps are not job sizes (the documented distribution is used instead)
+                budget = v.get("budget")
+                if isinstance(budget, int | float) and budget < min_budget:
+                    continue
                 v = v.get("steps_to_target", v.get("steps"))
             if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0:
                 inits[str(init)] = max(1.0, float(v))  # 0: the init already scores; one step to confirm
@@ -122,7 +127,7 @@ def load_work_model(work_file: Path | None = None, profiles_file: Path | None = 
     source = str(work_file or WORK_FILE)
     pf = Path(profiles_file or PROFILES_FILE)
     if pf.exists():
-        per_task = _profile_steps(json.loads(pf.read_text()))
+        per_task = _profile_steps(json.loads(pf.read_text()), min_budget=float(d["min"]))
         if per_task:
             source = str(pf)
     return WorkModel(
