@@ -155,12 +155,14 @@ def test_bank_init_goes_through_the_bank_hook(
     calls: list[Any] = []
     chosen = torch.full((4, 576), 0.5)
 
-    def select_init(bank_dir: str | None, model: Any, t: Any) -> Any:
-        calls.append((bank_dir, model, t))
-        return chosen
+    def select_init(bank_dir: str | None, model: Any, t: Any, num_tokens: int) -> Any:
+        calls.append((bank_dir, model, t, num_tokens))
+        return chosen, {"entry": "e1"}  # the real hook returns (tensor, info)
 
     monkeypatch.setattr(bank, "select_init", select_init, raising=False)
     assert torch.equal(resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4), chosen)
-    assert calls == [("/somewhere", loaded, task)]
-    monkeypatch.setattr(bank, "select_init", lambda d, m, t: "text:positive or negative?", raising=False)
+    assert calls == [("/somewhere", loaded, task, 4)]
+    monkeypatch.setattr(
+        bank, "select_init", lambda d, m, t, num_tokens: "text:positive or negative?", raising=False
+    )
     assert resolve_init("bank", loaded, task, num_virtual_tokens=4).shape == (4, 576)
