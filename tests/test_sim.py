@@ -156,3 +156,18 @@ def test_ablation_switches_change_behaviour(small_results) -> None:
         abl["prompttuner-no-warm-pool"].metrics["cold_starts"] > results["prompttuner"].metrics["cold_starts"]
     )
     assert not math.isnan(abl["prompttuner-no-warm-pool"].metrics["cost"])
+
+
+def test_budget_truncated_profiles_are_not_job_sizes(tmp_path: Path) -> None:
+    # a profile whose step budget is below the distribution's minimum measured the budget, not the job
+    prof = {
+        "tasks": {
+            "short": {"random": {"steps_to_target": 20, "budget": 20}},
+            "real": {"random": {"steps_to_target": 300, "budget": 2000}, "text": 120},
+        }
+    }
+    pf = tmp_path / "profiles.json"
+    pf.write_text(json.dumps(prof))
+    wm = load_work_model(profiles_file=pf)
+    assert wm.per_task == {"real": {"random": 300.0, "text": 120.0}}
+    assert wm.source == str(pf)
