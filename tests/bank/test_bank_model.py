@@ -53,15 +53,19 @@ def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:
     rand = resolve_init("random", loaded, task, num_virtual_tokens=4, seed=3)
     ids = [
         bank.add(t, model=loaded.name, task_description=d, labels=["negative", "positive"], task_name=d)
-        for t, d in ((text, "sentiment text"), (rand, "random words"))
+        for t, d in ((text + 0.05 * torch.randn_like(text), "sentiment text"), (rand, "random words"))
     ]
     with pytest.raises(Exception, match="embed_dim"):
         bank.add(torch.zeros(4, 7), model=loaded.name, task_description="x", labels=["a"])
     bank.close()
-    # the engine's resolve_init asks the bank (select_init returns (tensor, info))
-    tensor, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
-    assert tensor.shape == (4, loaded.embed_dim) and info["entry"]["id"] in ids
-    assert info["probe_evaluations"] == 2  # a bank of two: both probed, the lower loss chosen
+    # the engine's resolve_init asks the bank (select_init returns (tensor or cold init spec, info))
+    chosen, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
+    assert info["entry"]["id"] in ids
+    assert info["probe_evaluations"] == 3  # a bank of two: both probed, and the job's own text init
     assert info["loss"] == min(p["loss"] for p in info["probes"])
+    text_loss = info["baseline_losses"]["text"]
     via_engine = resolve_init(f"bank:{tmp_path / 'bank'}", loaded, task, num_virtual_tokens=4)
-    assert torch.equal(via_engine, tensor)
+    if text_loss <= info["loss"]:  # no entry beats the job's own instruction: a cold start from it
+        assert chosen == "text" and info["fallback"] == "text" and torch.equal(via_engine, text)
+    else:
+        assert chosen.shape == (4, loaded.embed_dim) and torch.equal(via_engine, chosen)

@@ -172,3 +172,46 @@ def test_steps_predictor() -> None:
     q = StepsPredictor({"median_speedup_vs_random": 4.0})
     assert q.predict(float("nan"), [100, 300, 200]) == pytest.approx(50.0)
     assert StepsPredictor({}).predict(float("nan"), []) == pytest.approx(50.0)  # 100 / default 2.0
+
+
+def test_baselines_are_probed_beside_the_representatives(bank: PromptBank) -> None:
+    fill(bank, per_family=3)
+    probe = CountingProbe("topic")
+    budget = Budget(rep_probes=2, member_probes=2, expand_clusters=1)
+    near, far = make_prompt("topic", 4242, noise=0.0), make_prompt("sentiment", 4243)
+    sel = bank.search(query("topic"), probe, budget=budget, baselines={"near": near, "far": far})
+    # one batch holds the representatives and both baselines; the members come in a second batch
+    assert probe.calls[0] == budget.rep_probes + 2
+    assert sum(probe.calls) <= budget.rep_probes + budget.member_probes + 2
+    losses = sel.info["baseline_losses"]
+    assert losses == pytest.approx({"near": probe.inner([near])[0], "far": probe.inner([far])[0]})
+    assert losses["near"] < losses["far"]
+    assert all(p.entry_id for p in sel.probes)  # baselines are not bank entries
+    assert sel.info["probe_evaluations"] == sum(probe.calls)
+    # features-only selection runs no probe, so no baseline either
+    assert "baseline_losses" not in bank.search(query("topic"), None, baselines={"near": near}).info
+
+
+@pytest.mark.parametrize(("text_loss", "fallback"), [(0.5, True), (2.0, False)])
+def test_select_init_keeps_the_jobs_text_init_unless_an_entry_beats_it(
+    bank: PromptBank, monkeypatch: pytest.MonkeyPatch, text_loss: float, fallback: bool
+) -> None:
+    import prompttuner.bank as pb
+
+    fill(bank, per_family=2)
+    real = bank.search(query("topic"), family_probe("topic"))
+    real.loss = 1.0
+    seen: dict[str, object] = {}
+
+    def fake_select_for_task(b: PromptBank, loaded: object, task: object, **kw: object) -> object:
+        seen.update(kw)
+        real.info["baseline_losses"] = {"text": text_loss}
+        return real
+
+    monkeypatch.setattr(pb, "select_for_task", fake_select_for_task)
+    chosen, info = pb.select_init(bank.root, object(), object(), num_tokens=4)
+    assert seen["cold_init"] == "text" and seen["num_tokens"] == 4
+    if fallback:  # the job's own instruction probes lower than any entry: cold start from it
+        assert chosen == "text" and info["fallback"] == "text"
+    else:
+        assert torch.equal(chosen, real.tensor.float()) and "fallback" not in info

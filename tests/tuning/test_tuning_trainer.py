@@ -166,3 +166,28 @@ def test_bank_init_goes_through_the_bank_hook(
         bank, "select_init", lambda d, m, t, num_tokens: "text:positive or negative?", raising=False
     )
     assert resolve_init("bank", loaded, task, num_virtual_tokens=4).shape == (4, 576)
+
+
+def test_bank_init_learning_rate_follows_what_the_bank_answered(
+    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bank entry is a warm start (10x lower lr); the fallback to the job's text init is a cold start."""
+    import prompttuner.bank as bank
+    from prompttuner.tuning import resolve_init
+
+    n = CFG.get("num_virtual_tokens", 16)
+    entry = torch.full((n, loaded.embed_dim), 0.25)
+    answers: list[Any] = [
+        (entry, {"entry": {"id": "e7", "task_name": "other"}}),
+        ("text", {"entry": {"id": "e7", "task_name": "other"}, "fallback": "text"}),
+    ]
+    monkeypatch.setattr(bank, "select_init", lambda d, m, t, num_tokens: answers.pop(0), raising=False)
+    warm = _trainer(loaded, tiny_task_dir, init="bank:/x")
+    cold = _trainer(loaded, tiny_task_dir, init="bank:/x")
+    assert warm.kind == "warm" and torch.equal(warm.prompt(), entry)
+    assert cold.kind == "text" and torch.equal(
+        cold.prompt(), resolve_init("text", loaded, cold.task, num_virtual_tokens=n)
+    )
+    assert warm.lr == pytest.approx(cold.lr * 0.1)
+    assert warm.metadata()["bank_entry"] == "e7" and warm.metadata()["bank_fallback"] is None
+    assert cold.metadata()["bank_fallback"] == "text"

@@ -90,8 +90,13 @@ def select_for_task(
     probes: bool = True,
     max_length: int = 64,
     max_steps: int | None = None,
+    cold_init: str | None = None,
 ) -> Selection:
-    """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only)."""
+    """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only).
+
+    ``cold_init`` (e.g. ``"text"``): also probe the job's own cold init of ``num_tokens`` tokens; its loss
+    is in ``info["baseline_losses"][cold_init]``.
+    """
     from prompttuner.bank.probe import make_probe
 
     b = budget or Budget()
@@ -105,20 +110,59 @@ def select_for_task(
         max_steps=max_steps,
     )
     probe = make_probe(loaded, task, b, max_length=max_length) if probes else None
-    return bank.search(q, probe, budget=b)
+    baselines = None
+    if cold_init is not None and probes:
+        from prompttuner.tuning import resolve_init
+
+        baselines = {cold_init: resolve_init(cold_init, loaded, task, num_virtual_tokens=num_tokens or 16)}
+    return bank.search(q, probe, budget=b, baselines=baselines)
+
+
+COLD_INIT = "text"  # what a bank warm start must beat: the job's own instruction (text init)
 
 
 def select_init(
-    bank_dir: str | Path | None, loaded: Any, task: Any, *, tenant: str = PUBLIC, num_tokens: int = 16
+    bank_dir: str | Path | None,
+    loaded: Any,
+    task: Any,
+    *,
+    tenant: str = PUBLIC,
+    num_tokens: int = 16,
+    budget: Budget | None = None,
+    max_length: int = 64,
 ) -> tuple[Any, dict[str, Any]]:
     """``--init bank:DIR``: the bank's choice for this job as ``(tensor, info)``.
 
-    ``info`` holds the chosen entry, the probes, timings and the predicted steps (logged at INFO).
+    The job's own text init is probed beside the bank's candidates; when it scores a lower loss than the
+    best entry, nothing in the bank is closer to the job than its own instruction, and the result is
+    ``("text", info)`` (``info["fallback"] == "text"``): a cold start with the cold learning rate, rather
+    than a warm start's low learning rate on a prompt that does not fit.  ``info`` holds the chosen entry,
+    the probes, timings and the predicted steps (logged at INFO).
     """
     folder = Path(bank_dir) if bank_dir else default_bank_dir()
     with PromptBank(folder, create=False) as bank:
-        sel = select_for_task(bank, loaded, task, tenant=tenant, num_tokens=num_tokens)
+        sel = select_for_task(
+            bank,
+            loaded,
+            task,
+            tenant=tenant,
+            num_tokens=num_tokens,
+            budget=budget,
+            max_length=max_length,
+            cold_init=COLD_INIT,
+        )
     info = sel.to_dict()
+    cold = sel.info.get("baseline_losses", {}).get(COLD_INIT)
+    if cold is not None and cold <= sel.loss:
+        info["fallback"] = COLD_INIT
+        log.info(
+            "bank %s: best entry %s (loss %.3f) does not beat the job's text init (loss %.3f); cold start",
+            folder,
+            sel.entry.task_name,
+            sel.loss,
+            cold,
+        )
+        return COLD_INIT, info
     log.info(
         "bank %s chose entry %s (task %s, probe loss %.3f) in %.2fs; predicted %.0f steps",
         folder,

@@ -39,13 +39,19 @@ ProbeFn = Callable[[Sequence[torch.Tensor]], Sequence[float]]
 
 @dataclass(frozen=True)
 class Budget:
-    """The fixed probe budget of one selection: at most ``rep_probes + member_probes`` forward passes."""
+    """The fixed probe budget of one selection: at most ``rep_probes + member_probes`` prompts probed.
 
-    rep_probes: int = 4
-    member_probes: int = 4
-    expand_clusters: int = 2
-    sample_rows: int = 16  # rows of the job's training data in the probe sample
-    max_words: int = 48  # probe texts are cut to this many words (the start says what a text is)
+    The defaults are sized for a CPU: a probe is one forward pass per (prompt, row) pair, about 100 ms
+    each for smollm2-135m on this project's 2-core CPU machine (``benchmarks/bank_latency.py``), so the
+    default 5 prompts (+ the job's text init) x 4 rows cut to 16 words is ~24 sequences. On a GPU, raise
+    ``sample_rows`` for a steadier signal: the probes then cost milliseconds.
+    """
+
+    rep_probes: int = 3
+    member_probes: int = 2
+    expand_clusters: int = 1
+    sample_rows: int = 4  # rows of the job's training data in the probe sample (round-robin over labels)
+    max_words: int = 16  # probe texts are cut to this many words (the start says what a text is)
     seed: int = 0
 
 
@@ -118,8 +124,14 @@ def select(
     budget: Budget | None = None,
     predictor: StepsPredictor | None = None,
     job_vec: np.ndarray | None = None,
+    baselines: dict[str, torch.Tensor] | None = None,
 ) -> Selection:
-    """Choose the start prompt for ``job``.  With ``probe=None`` the choice uses features only (no LLM)."""
+    """Choose the start prompt for ``job``.  With ``probe=None`` the choice uses features only (no LLM).
+
+    ``baselines`` (e.g. the job's own text init) are probed in the same batch as the representatives;
+    their losses come back in ``info["baseline_losses"]``, so a caller can keep its cold init when no
+    entry of the bank beats it.
+    """
     b = budget or Budget()
     timings: dict[str, float] = {}
     warm = getattr(bank.embedder, "warm", None)
@@ -172,7 +184,10 @@ def select(
             ).all()
         return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _eligible(r[2], r[4], job)]
 
-    def run(batch: list[ProbeRecord]) -> None:
+    base_names = list(baselines or {}) if probe is not None else []
+    base_losses: dict[str, float] = {}
+
+    def run(batch: list[ProbeRecord], extra: Sequence[str] = ()) -> None:
         nonlocal probe_s
         ok: list[ProbeRecord] = []
         for rec in batch:
@@ -182,12 +197,13 @@ def select(
                 ok.append(rec)
             except CorruptEntryError as e:  # one broken entry must not fail the job: skip and report it
                 rec.error = str(e)
-        if probe is not None and ok:
+        if probe is not None and (ok or extra):
             tp = time.perf_counter()
-            losses = probe([tensors[r.entry_id] for r in ok])
+            losses = list(probe([tensors[r.entry_id] for r in ok] + [baselines[n] for n in extra]))  # type: ignore[index]
             probe_s += time.perf_counter() - tp
-            for r, loss in zip(ok, losses, strict=True):
+            for r, loss in zip(ok, losses[: len(ok)], strict=True):
                 r.loss = float(loss)
+            base_losses.update(zip(extra, (float(x) for x in losses[len(ok) :]), strict=True))
         elif ok:  # features only: the similarity stands in for the loss
             for r in ok:
                 r.loss = -r.similarity
@@ -220,7 +236,7 @@ def select(
             top = max(ms, key=lambda m: float(m[3] @ job_vec))
             layer1.append(ProbeRecord(top[0], 1, c.id, float(csim[j]), None, ""))
     timings["index_s"] = time.perf_counter() - ti
-    run(layer1)
+    run(layer1, base_names)
 
     # layer 2: members of the best clusters
     ti = time.perf_counter()
@@ -271,5 +287,8 @@ def select(
         timings=timings,
         clusters=len(clusters),
         candidates=sum(c.size for c in clusters),
-        info={"probe_evaluations": sum(1 for r in done) if probe is not None else 0},
+        info={
+            "probe_evaluations": (len(done) + len(base_losses)) if probe is not None else 0,
+            **({"baseline_losses": base_losses} if base_losses else {}),
+        },
     )

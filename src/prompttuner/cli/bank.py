@@ -335,9 +335,11 @@ def search(
     labels: str | None = typer.Option(None, "--labels", help="The job's label words (default: the task's)."),
     tenant: str = typer.Option("public", "--tenant"),
     tokens: int | None = typer.Option(None, "--tokens", help="Only prompts with this many virtual tokens."),
-    rows: int = typer.Option(16, "--rows", help="Probe sample size (rows of the job's training data)."),
-    reps: int = typer.Option(4, "--reps", help="Cluster representatives probed (layer 1)."),
-    members: int = typer.Option(4, "--members", help="Cluster members probed (layer 2)."),
+    rows: int | None = typer.Option(
+        None, "--rows", help="Probe sample size, rows of the job's training data (default: Budget's, 4)."
+    ),
+    reps: int | None = typer.Option(None, "--reps", help="Cluster representatives probed (default 3)."),
+    members: int | None = typer.Option(None, "--members", help="Cluster members probed (default 2)."),
     no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
     max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
     json_out: bool = JSON_OPTION,
@@ -348,7 +350,8 @@ def search(
     b = _open(bank)
     tk = _load_task(task, labels)
     loaded = _load_model(model)
-    budget = Budget(rep_probes=reps, member_probes=members, sample_rows=rows)
+    given = {"rep_probes": reps, "member_probes": members, "sample_rows": rows}
+    budget = Budget(**{k: v for k, v in given.items() if v is not None})
     try:
         sel = select_for_task(
             b,
@@ -359,9 +362,14 @@ def search(
             num_tokens=tokens,
             probes=not no_probes,
             max_length=max_length,
+            cold_init=None if no_probes else "text",
         )
     except BankError as e:
         fail(str(e))
+    text_loss = sel.info.get("baseline_losses", {}).get("text")
+    if text_loss is not None and text_loss <= sel.loss:
+        # what `tune --init bank:DIR` does then: start from the job's own instruction (cold lr)
+        sel.info["fallback"] = "text"
     if json_out:
         emit_json(sel.to_dict())
         return
@@ -383,6 +391,13 @@ def search(
         f"probes {t['probes_s']:.3f}s); {sel.candidates} candidates in {sel.clusters} clusters"
     )
     console.print(f"predicted steps to target: {sel.predicted_steps:.0f}")
+    if text_loss is not None:
+        verdict = (
+            "the job's text init probes lower: `tune --init bank:DIR` starts from it (cold lr)"
+            if sel.info.get("fallback")
+            else "the chosen entry beats it: `tune --init bank:DIR` warm-starts from the entry"
+        )
+        console.print(f"job's own text init: probe loss {text_loss:.4f}; {verdict}")
 
 
 @bank_app.command("reindex")

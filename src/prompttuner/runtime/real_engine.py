@@ -152,11 +152,13 @@ class RealEngine:
         except Exception as e:  # noqa: BLE001 - no candidates, model mismatch...: go on from the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
+        # ``tensor`` is the chosen prompt, or the job's cold init spec when no entry beat it
         trainer = PromptTrainer(loaded, task, self._config(job, init=tensor))
         entry = info.get("entry", {}) if isinstance(info, dict) else {}
+        fallback = info.get("fallback") if isinstance(info, dict) else None
         return {
             "state": trainer.state_bytes(),
-            "init": f"bank:{entry.get('id', '?')}",
+            "init": f"{fallback} (bank fallback)" if fallback else f"bank:{entry.get('id', '?')}",
             "entry_task": entry.get("task_name"),
             "probe_loss": info.get("loss") if isinstance(info, dict) else None,
             "predicted_steps": info.get("predicted_steps") if isinstance(info, dict) else None,

@@ -97,6 +97,30 @@ def init_kind(spec: Any) -> str:
     return "warm"
 
 
+def bank_choice(
+    spec: str, loaded: LoadedModel, task: Task, *, num_virtual_tokens: int = 16
+) -> tuple[Any, dict[str, Any]]:
+    """``bank:<dir>`` (or ``bank``) -> ``(tensor or another init spec, info)`` from the Prompt Bank's hook
+    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=...)``."""
+    try:
+        from prompttuner import bank
+    except ImportError:  # pragma: no cover - the package always exists in this project
+        bank = None  # type: ignore[assignment]
+    select = getattr(bank, "select_init", None)
+    if select is None:
+        raise ValueError(
+            "init 'bank:...' needs the Prompt Bank (prompttuner.bank.select_init), not available"
+        )
+    bank_dir = spec[5:] if spec.startswith("bank:") else None
+    chosen = select(bank_dir, loaded, task, num_tokens=num_virtual_tokens)
+    info: dict[str, Any] = {}
+    if isinstance(chosen, tuple):  # select_init returns (tensor or spec, info)
+        chosen, info = chosen
+    if isinstance(chosen, str) and init_kind(chosen) == "bank":
+        raise ValueError("the Prompt Bank returned another bank spec")
+    return chosen, dict(info or {})
+
+
 def resolve_init(
     spec: Any, loaded: LoadedModel, task: Task, *, num_virtual_tokens: int = 16, seed: int = 0
 ) -> torch.Tensor:
@@ -139,21 +163,7 @@ def resolve_init(
         tok_ids = (tok_ids * math.ceil(n / len(tok_ids)))[:n]
         return word_embeddings(loaded, tok_ids)
     if kind == "bank":
-        try:
-            from prompttuner import bank
-        except ImportError:  # pragma: no cover - the package always exists in this project
-            bank = None  # type: ignore[assignment]
-        select = getattr(bank, "select_init", None)
-        if select is None:
-            raise ValueError(
-                "init 'bank:...' needs the Prompt Bank (prompttuner.bank.select_init), not available"
-            )
-        bank_dir = s[5:] if s.startswith("bank:") else None
-        chosen = select(bank_dir, loaded, task, num_tokens=n)
-        if isinstance(chosen, tuple):  # select_init returns (tensor, info)
-            chosen = chosen[0]
-        if isinstance(chosen, str) and init_kind(chosen) == "bank":
-            raise ValueError("the Prompt Bank returned another bank spec")
+        chosen, _ = bank_choice(s, loaded, task, num_virtual_tokens=n)
         return resolve_init(chosen, loaded, task, num_virtual_tokens=n, seed=seed)
     path = Path(s).expanduser()
     if not path.exists():
@@ -215,12 +225,17 @@ class PromptTrainer:
             raise ValueError(f"task {task.name} has no training examples")
         self.train = [task.train[i] for i in train_idx]
         self.val = [task.train[i] for i in val_idx]
-        self.kind = init_kind(config.init)
+        spec: Any = config.init
+        self.init_info: dict[str, Any] = {}  # the bank's choice (entry, probes, fallback), for bank inits
+        if init_kind(spec) == "bank":
+            # resolve first: the bank may answer with a cold init (its fallback), which keeps the cold lr
+            spec, self.init_info = bank_choice(
+                spec, loaded, task, num_virtual_tokens=config.num_virtual_tokens
+            )
+        self.kind = init_kind(spec)
         init = resolve_init(
-            config.init, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
+            spec, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
         )
-        if self.kind == "bank":
-            self.kind = "warm"
         self.lr = (
             config.lr
             if config.lr is not None
@@ -422,6 +437,11 @@ class PromptTrainer:
             "max_length": self.config.max_length,
             "description": self.task.description,
         }
+        if self.init_info:  # a bank init: which entry it started from, or that it fell back to a cold init
+            entry = self.init_info.get("entry") or {}
+            meta["bank_entry"] = entry.get("id") if isinstance(entry, dict) else str(entry)
+            meta["bank_entry_task"] = entry.get("task_name") if isinstance(entry, dict) else None
+            meta["bank_fallback"] = self.init_info.get("fallback")
         meta.update(extra)
         return meta
 
