@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from prompttuner.config import REPO_DATA
 from prompttuner.core.types import SLO, JobSpec
 from prompttuner.scheduler import make_policy
 from prompttuner.sim.catalog import load_catalog
@@ -79,8 +80,12 @@ def test_measured_profiles_are_preferred(tmp_path: Path) -> None:
     import random
 
     rng = random.Random(0)
-    assert wm.sample(rng, "random") == 120 and wm.sample(rng, "text") == 60
-    assert wm.sample(rng, "bank") == pytest.approx(60 / wm.bank_over_text)
+    # relative sizes from the profiles, scaled so the median random-init task has the documented median
+    median = json.loads((REPO_DATA / "job_work.json").read_text())["steps_random_init"]["median"]
+    assert wm.profile_scale == pytest.approx(median / 120)
+    assert wm.sample(rng, "random") == pytest.approx(median)
+    assert wm.sample(rng, "text") == pytest.approx(median / 2)
+    assert wm.sample(rng, "bank") == pytest.approx(median / 2 / wm.bank_over_text)
     fallback = load_work_model(profiles_file=tmp_path / "missing.json")
     assert not fallback.per_task and fallback.sample(rng, "random") >= fallback.lo
 
@@ -171,3 +176,21 @@ def test_budget_truncated_profiles_are_not_job_sizes(tmp_path: Path) -> None:
     wm = load_work_model(profiles_file=pf)
     assert wm.per_task == {"real": {"random": 300.0, "text": 120.0}}
     assert wm.source == str(pf)
+
+
+def test_missed_targets_count_as_their_budget_and_the_bank_factor_is_measured(tmp_path: Path) -> None:
+    prof = {
+        "tasks": {
+            "easy": {"random": {"steps_to_target": 20, "budget": 60}, "text": {"steps_to_target": 10}},
+            "hard": {"random": {"steps_to_target": None, "budget": 60}, "text": 40},
+        }
+    }
+    pf, bf = tmp_path / "profiles.json", tmp_path / "bank.json"
+    pf.write_text(json.dumps(prof))
+    bf.write_text(json.dumps({"bank_speedup_over_text": 2.5}))
+    wm = load_work_model(profiles_file=pf, bank_file=bf)
+    assert wm.per_task["hard"]["random"] == 60.0  # a lower bound: at least the whole budget
+    assert wm.bank_over_text == 2.5
+    assert wm.profile_scale == pytest.approx(wm.median / 40)  # median of the random-init steps (20, 60)
+    # without a measured factor the documented placeholder stands
+    assert load_work_model(profiles_file=pf, bank_file=tmp_path / "none.json").bank_over_text == 1.5

@@ -6,7 +6,11 @@ divided by the cluster's GPUs: ``rate x E[GPU-seconds of a job at its reference 
 
 Each job's work (steps to target) comes from the engine's measured convergence profiles when
 ``data/convergence_profiles.json`` exists, else from the documented distribution in
-``data/job_work.json``.  Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
+``data/job_work.json``.  The profiles were measured on a 135M model on a CPU, to a modest target: they give
+the *relative* sizes (task to task, init to init), scaled so that the median random-init job has the
+documented median size (``job_work.json``: ``steps_random_init.median``).  Bank init is text init divided
+by the Prompt Bank's measured speed-up (``data/bank_speedup.json``, ``bank_speedup_over_text``).
+Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
 size (``ref_replicas`` warm replicas of ``ref_gpu``), so tightness 1 leaves no room for queueing or a
 cold start at that size.
 """
@@ -17,6 +21,7 @@ import csv
 import json
 import math
 import random
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +35,7 @@ from prompttuner.sim.catalog import Catalog
 WORK_FILE = REPO_DATA / "job_work.json"
 INITS = ("random", "text", "bank")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
+BANK_FILE = REPO_DATA / "bank_speedup.json"
 
 DEFAULT_MIX: dict[str, float] = {
     "qwen2.5-0.5b": 0.15,
@@ -70,23 +76,26 @@ class WorkModel:
     hi: float
     init_factor: Mapping[str, float]
     bank_over_text: float
+    profile_scale: float = 1.0  # per-task profile steps x this = simulated steps
 
     def sample(self, rng: random.Random, init: str) -> float:
         if self.per_task:
             task = rng.choice(sorted(self.per_task))
             row = self.per_task[task]
             if init in row:
-                return row[init]
-            if init == "bank" and "text" in row:
-                return row["text"] / self.bank_over_text
-            return row.get("random", next(iter(row.values())))
+                steps = row[init]
+            elif init == "bank" and "text" in row:
+                steps = row["text"] / self.bank_over_text
+            else:
+                steps = row.get("random", next(iter(row.values())))
+            return steps * self.profile_scale
         x = rng.lognormvariate(math.log(self.median), self.sigma) * self.init_factor.get(init, 1.0)
         return float(min(self.hi, max(self.lo, round(x))))
 
     def mean(self) -> float:
         if self.per_task:
             vals = [r.get("random", next(iter(r.values()))) for r in self.per_task.values()]
-            return sum(vals) / len(vals)
+            return sum(vals) / len(vals) * self.profile_scale
         return self.median * math.exp(self.sigma**2 / 2)
 
 
@@ -94,8 +103,9 @@ def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, flo
     """Read steps-to-target per task and init from the engine's profiles, tolerating layouts.
 
     Accepts ``{"tasks": {task: {init: steps | {"steps_to_target": steps}, ...}}}`` or the same without
-    the ``tasks`` wrapper, for init in random/text/bank; other per-task fields are ignored and entries
-    whose target was not reached (null) are skipped.
+    the ``tasks`` wrapper, for init in random/text/bank; other per-task fields are ignored.  An init whose
+    target was not reached (null) counts as its step ``budget`` when the profile states one (a lower
+    bound: the task is at least that hard), else it is skipped.
     """
     tasks = raw.get("tasks", raw) if isinstance(raw, dict) else {}
     out: dict[str, dict[str, float]] = {}
@@ -113,6 +123,8 @@ def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, flo
                 if isinstance(budget, int | float) and budget < min_budget:
                     continue
                 v = v.get("steps_to_target", v.get("steps"))
+                if v is None and isinstance(budget, int | float):
+                    v = budget
             if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0:
                 inits[str(init)] = max(1.0, float(v))  # 0: the init already scores; one step to confirm
         if inits:
@@ -120,16 +132,29 @@ def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, flo
     return out
 
 
-def load_work_model(work_file: Path | None = None, profiles_file: Path | None = None) -> WorkModel:
+def load_work_model(
+    work_file: Path | None = None, profiles_file: Path | None = None, bank_file: Path | None = None
+) -> WorkModel:
     w = json.loads(Path(work_file or WORK_FILE).read_text())
     d = w["steps_random_init"]
     per_task: dict[str, dict[str, float]] = {}
     source = str(work_file or WORK_FILE)
     pf = Path(profiles_file or PROFILES_FILE)
+    scale = 1.0
     if pf.exists():
-        per_task = _profile_steps(json.loads(pf.read_text()), min_budget=float(d["min"]))
+        min_budget = float(w.get("profiles_min_budget", d["min"]))
+        per_task = _profile_steps(json.loads(pf.read_text()), min_budget=min_budget)
         if per_task:
             source = str(pf)
+            rand = sorted(r["random"] for r in per_task.values() if "random" in r)
+            if rand and w.get("profiles_scale_to_median", True):
+                scale = float(d["median"]) / statistics.median(rand)
+    bank_over_text = float(w.get("bank_speedup_over_text", 1.5))
+    bf = Path(bank_file or BANK_FILE)
+    if bf.exists():  # the Prompt Bank benchmark's measured median speed-up over text init
+        measured = json.loads(bf.read_text()).get("bank_speedup_over_text")
+        if isinstance(measured, int | float) and measured > 0:
+            bank_over_text = float(measured)
     return WorkModel(
         source=source,
         per_task=per_task,
@@ -138,7 +163,8 @@ def load_work_model(work_file: Path | None = None, profiles_file: Path | None = 
         lo=float(d["min"]),
         hi=float(d["max"]),
         init_factor={k: float(v) for k, v in w["init_factor"].items() if k != "why"},
-        bank_over_text=float(w.get("bank_speedup_over_text", 1.5)),
+        bank_over_text=bank_over_text,
+        profile_scale=scale,
     )
 
 
