@@ -10,7 +10,8 @@ clusters).  The query task (``--task``) is held out of the base set.
 Measured per bank size, on the job's model (``smollm2-135m``) on this CPU:
 - ``features_s``: MiniLM embedding of the job (description, labels, 16 sample rows);
 - ``index_s``: reading centroids, ranking clusters, reading the members of the expanded clusters;
-- ``probes_s``: the LLM forward passes of the fixed probe budget (reps + members, ``--rows`` rows each);
+- ``probes_s``: the LLM forward passes of the default probe budget (``bank.Budget()``, what
+  ``tune --init bank:DIR`` uses: 3 representatives + 2 members and the job's own text init, 4 rows each);
 - ``total_s``; and the build cost (insert + k-means) for the record.
 Index-only timings are repeated ``--repeats`` times (median and range); probes ``--probe-repeats`` times.
 
@@ -129,18 +130,17 @@ def main() -> None:
     ap.add_argument("--task", default="sst2", help="the job (held out of the bank)")
     ap.add_argument("--prompts-dir", default="/work/artifacts/prompts")
     ap.add_argument("--work", default="/tmp/prompttuner-bank-latency")
-    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--noise", type=float, default=0.1)
-    ap.add_argument("--rows", type=int, default=16)
-    ap.add_argument("--reps", type=int, default=4)
-    ap.add_argument("--members", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=None, help="probe rows (default: Budget's)")
+    ap.add_argument("--reps", type=int, default=None, help="representatives probed (default: Budget's)")
+    ap.add_argument("--members", type=int, default=None, help="members probed (default: Budget's)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--probe-repeats", type=int, default=1)
+    ap.add_argument("--probe-repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the bank folders")
     ap.add_argument("--merge", action="store_true", help="keep other sizes already in the results file")
-    ap.add_argument("--small-budget", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,21 +150,20 @@ def main() -> None:
     from prompttuner.bank.probe import make_probe
     from prompttuner.bank.select import select
     from prompttuner.config import shared_data
-    from prompttuner.tuning import load_model, load_task
+    from prompttuner.tuning import load_model, load_task, resolve_init
 
     t0 = time.perf_counter()
     loaded = load_model(args.model)
     load_s = time.perf_counter() - t0
     task = load_task(shared_data() / "tasks" / args.task)
-    budget = Budget(rep_probes=args.reps, member_probes=args.members, sample_rows=args.rows)
+    given = {"rep_probes": args.reps, "member_probes": args.members, "sample_rows": args.rows}
+    budget = Budget(**{k: v for k, v in given.items() if v is not None})
     job = job_query(task, loaded.name, embed_dim=loaded.embed_dim, budget=budget, num_tokens=args.tokens)
     feat.task_vector("warm up", ["a"])  # load MiniLM outside the timings (a warm worker has it loaded)
     bases = base_prompts(args, loaded, args.task)
     probe = CPUTimed(make_probe(loaded, task, budget, max_length=args.max_length))
-    small_budget = Budget(rep_probes=2, member_probes=1, sample_rows=4)
-    small_probe = (
-        CPUTimed(make_probe(loaded, task, small_budget, max_length=32)) if args.small_budget else None
-    )
+    # as select_init: the job's own text init is probed beside the candidates (its fallback)
+    baselines = {"text": resolve_init("text", loaded, task, num_virtual_tokens=args.tokens)}
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()}-core CPU (shared with other jobs), torch {torch.__version__}, "
         f"{args.threads} torch threads",
@@ -174,7 +173,6 @@ def main() -> None:
         "base_prompts": len(bases),
         "base_tuned_prompts": sum(1 for b in bases if b["run"] != "text-init"),
         "budget": budget.__dict__,
-        "small_budget": dict(small_budget.__dict__, max_length=32),
         "args": vars(args),
         "sizes": {},
     }
@@ -202,16 +200,8 @@ def main() -> None:
         for _ in range(args.probe_repeats):
             probe.cpu_s = 0.0
             c0 = time.process_time()
-            sel = select(bank, job, probe, budget=budget)
+            sel = select(bank, job, probe, budget=budget, baselines=baselines)
             full.append(dict(sel.timings, probes_cpu_s=probe.cpu_s, total_cpu_s=time.process_time() - c0))
-        small = []
-        if small_probe is not None:
-            small_probe.cpu_s = 0.0
-            c0 = time.process_time()
-            ssel = select(bank, job, small_probe, budget=small_budget)
-            small.append(
-                dict(ssel.timings, probes_cpu_s=small_probe.cpu_s, total_cpu_s=time.process_time() - c0)
-            )
         row = {
             "build": build,
             "features_s": {"median": statistics.median(feats), "min": min(feats), "max": max(feats)},
@@ -219,7 +209,6 @@ def main() -> None:
             "index_cpu_s": {"median": statistics.median(index_cpu), "max": max(index_cpu)},
             "index_s": {"median": statistics.median(index), "min": min(index), "max": max(index)},
             "with_probes": full,
-            "with_small_budget": small,
             "probe_evaluations": sel.info["probe_evaluations"],
             "chosen": {"task": sel.entry.task_name, "base": sel.entry.extra.get("base"), "loss": sel.loss},
             "tensor_bytes": sum(p.stat().st_size for p in (folder / "tensors").rglob("*.safetensors")),

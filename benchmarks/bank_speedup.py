@@ -1,28 +1,27 @@
-"""Speed-up of bank init on unseen tasks (leave one task out), at a scale this machine can afford.
+"""Speed-up of bank init on unseen tasks: leave one of the 16 shared tasks out, bank the other 15.
 
-Config: the engine's convergence-profile settings (``benchmarks/convergence_profiles.py`` on branch
-``engine``: smollm2-135m, 8 virtual tokens, batch 4, max length 48, 24 validation rows, evaluation every
-10 steps, at most 30 steps, per-task target = majority + 0.25 x (1 - majority) on the validation rows,
-engine default learning rates: 0.03 cold, 0.003 warm).  The engine's own profile runs were not ready in
-time, so this script runs its baselines itself, with the same code and config:
+Everything uses the engine settings and per-task targets of the convergence profiles
+(``src/prompttuner/data/convergence_profiles.json``, made by ``benchmarks/convergence_profiles.py``), whose
+random-init and text-init runs (two seeds each) are the baselines, and whose tuned prompts are the bank's
+raw material:
 
-1. *source runs*: every task of ``--tasks`` and ``--source-tasks`` is tuned from text init (first seed);
-   its prompt goes to ``--prompts-dir`` and the run is also that task's text-init baseline;
-2. for each task T of ``--tasks`` and each seed: a bank is built from the source prompts of every *other*
-   task (T never sees its own), the bank chooses with probes on a sample of T's own training rows and T's
-   own label words, and T is tuned from the choice; T is also tuned from random init (and from text
-   init for the other seeds);
-3. *hindsight* (``--hindsight`` tasks, first seed): T is tuned from every entry of its bank; the best is
-   the upper bound of any selection from that bank.
+1. *Sources*: per task, the better (final validation accuracy) of its two seed-0 profile prompts
+   (random and text init): one bank entry per task, 16 in all.
+2. *Bank runs*: for each task T and seed s, a fresh bank of the 15 other tasks' entries (T never sees its
+   own); T's job asks it exactly as ``prompttuner tune --init bank:DIR`` does (``bank.select_init``:
+   default probe budget on T's own training rows and label words, T's text init probed beside the
+   candidates as the fallback) and is tuned from the answer to T's target.
+3. *Hindsight* (first seed): every entry of T's bank scored at step 0 on T's validation rows; then T is
+   tuned from the ``--hindsight-top`` entries with the best step-0 accuracy (the bank's own choice is
+   already tuned), each run capped at the fewest steps seen so far (it could not be the best beyond them).
+   The best of these is the upper bound of selection from that bank (exact when an entry scores the
+   target at step 0; otherwise over the top entries by step-0 accuracy).
 
-Runs append one JSON line each to ``<out>.runs.jsonl`` (``--workers`` processes, 1 torch thread each),
-so an interrupted benchmark keeps what it finished.  ``--summarize`` turns them into ``<out>.json``
-(falling back to the engine's ``--baselines`` file for a missing baseline); ``--write-data`` writes the
-speed-up factors to ``src/prompttuner/data/bank_speedup.json``.
+Runs append one JSON line each to ``<out>.runs.jsonl``; ``--workers`` processes (1 torch thread each)
+take the tasks round-robin; finished runs are skipped, so the benchmark resumes after an interruption.
 
-    nice -n 10 python benchmarks/bank_speedup.py --tasks sst2,mr,cr --source-tasks subj --seeds 0,1 \
-        --hindsight mr,cr,sst2 --workers 2
-    python benchmarks/bank_speedup.py --summarize --write-data
+    nice -n 10 python benchmarks/bank_speedup.py --workers 2            # runs (resumable)
+    python benchmarks/bank_speedup.py --summarize --write-data          # tables + data/bank_speedup.json
 """
 
 from __future__ import annotations
@@ -33,93 +32,80 @@ import json
 import math
 import multiprocessing as mp
 import os
+import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_OUT = RESULTS / "bank_speedup"
+PROFILES = ROOT / "src" / "prompttuner" / "data" / "convergence_profiles.json"
 
 
-def target_for(trainer: Any, fraction: float) -> float:
-    """The engine's rule: majority-class accuracy on the validation rows + ``fraction`` of the rest."""
-    from collections import Counter
-
-    top = Counter(e.label for e in trainer.train).most_common(1)[0][0]
-    maj = sum(e.label == top for e in trainer.val) / max(1, len(trainer.val))
-    return round(maj + fraction * (1 - maj), 4)
+def profiles(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(Path(args.profiles).read_text())
 
 
-def config_for(args: argparse.Namespace, init: Any, seed: int, target: float | None) -> Any:
+def config_for(
+    st: dict[str, Any], init: Any, seed: int, target: float | None, max_steps: int | None = None
+) -> Any:
+    """The profiles' engine settings; ``lr`` stays the engine's default (cold 0.03, warm 0.003)."""
     from prompttuner.tuning import TuningConfig
 
     return TuningConfig(
-        num_virtual_tokens=args.tokens,
-        batch_size=args.batch_size,
+        num_virtual_tokens=st["num_virtual_tokens"],
+        batch_size=st["batch_size"],
         seed=seed,
-        max_length=args.max_length,
-        eval_every=args.eval_every,
-        eval_size=args.eval_size,
+        max_length=st["max_length"],
+        eval_every=st["eval_every"],
+        eval_size=st["eval_size"],
         target_accuracy=target,
-        max_steps=args.max_steps,
+        max_steps=st["max_steps"] if max_steps is None else max_steps,
         init=init,
     )
 
 
-def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """All runs, in the order they should be done: sources first, then seed-major."""
-    tasks = args.tasks.split(",")
-    sources = tasks + [t for t in args.source_tasks.split(",") if t and t not in tasks]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    jobs: list[dict[str, Any]] = [{"task": t, "init": "text", "seed": seeds[0]} for t in sources]
-    for s in seeds:
-        for t in tasks:
-            jobs.append({"task": t, "init": "bank", "seed": s})
-            jobs.append({"task": t, "init": "random", "seed": s})
-            if s != seeds[0]:
-                jobs.append({"task": t, "init": "text", "seed": s})
-    for t in [x for x in args.hindsight.split(",") if x]:
-        jobs.append({"task": t, "init": "hindsight", "seed": seeds[0]})
-    return jobs
+def source_of(args: argparse.Namespace, task: str) -> tuple[str, Path, dict[str, Any]]:
+    """The better seed-0 profile prompt of ``task``: ``(run key, file, metadata)``."""
+    from prompttuner.tuning import load_prompt
+
+    best: tuple[float, str, Path, dict[str, Any]] | None = None
+    for init in ("random", "text"):
+        f = Path(args.prompts_dir) / task / f"{init}-seed0" / "prompt.safetensors"
+        if not f.exists():
+            continue
+        meta = load_prompt(f)[1]
+        score = float(meta.get("accuracy") or 0.0)
+        if best is None or score > best[0]:
+            best = (score, f"{init}-seed0", f, meta)
+    if best is None:
+        raise FileNotFoundError(f"no seed-0 profile prompt of {task} under {args.prompts_dir}")
+    return best[1], best[2], best[3]
 
 
-def source_tasks(args: argparse.Namespace) -> list[str]:
-    tasks = args.tasks.split(",")
-    return tasks + [t for t in args.source_tasks.split(",") if t and t not in tasks]
-
-
-def prompt_path(args: argparse.Namespace, task: str) -> Path:
-    return Path(args.prompts_dir) / task / "text-seed0" / "prompt.safetensors"
-
-
-def done_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    out = set()
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if "error" not in r:
-                out.add(f"{r['task']}|{r['init']}|{r['seed']}")
-    return out
-
-
-def wait_for_sources(args: argparse.Namespace, held_out: str) -> list[tuple[str, str, Path]]:
-    """The source prompts of every task but ``held_out``; waits (polling, bounded) for the other workers."""
-    want = [(t, "text-seed0", prompt_path(args, t)) for t in source_tasks(args) if t != held_out]
+def wait_for_sources(args: argparse.Namespace, tasks: list[str]) -> None:
+    """Both seed-0 profile prompts of every task (the profiles script may still be writing them)."""
+    want = [
+        Path(args.prompts_dir) / t / f"{i}-seed0" / "prompt.safetensors"
+        for t in tasks
+        for i in ("random", "text")
+    ]
     end = time.time() + args.wait_s
-    while not all(f.exists() for _, _, f in want):
+    while not all(f.exists() for f in want):
         if time.time() > end:
-            raise TimeoutError(f"source prompts missing for {held_out}: {[str(f) for *_, f in want]}")
-        time.sleep(10)  # written by another worker process of this benchmark
-    return want
+            raise TimeoutError(f"profile prompts missing: {[str(f) for f in want if not f.exists()]}")
+        time.sleep(15)  # written by benchmarks/convergence_profiles.py, running beside this
 
 
-def build_loo_bank(args: argparse.Namespace, loaded: Any, held_out: str, src: list[Any]) -> Path:
-    """A bank of the given source prompts (none of ``held_out``), in a fresh folder."""
+def build_loo_bank(
+    args: argparse.Namespace, loaded: Any, held_out: str, tasks: list[str]
+) -> tuple[Path, list[str]]:
+    """A fresh bank of the other tasks' source prompts; returns its folder and entry names."""
     import shutil
 
     from prompttuner.bank import NewEntry, PromptBank
@@ -128,39 +114,45 @@ def build_loo_bank(args: argparse.Namespace, loaded: Any, held_out: str, src: li
     folder = Path(args.work) / "banks" / f"loo-{held_out}-{os.getpid()}"
     if folder.exists():
         shutil.rmtree(folder)
-    items = []
-    for task_name, run, f in src:
-        t, meta = load_prompt(f)
-        task = load_task(Path(args.data) / task_name)
+    items, names = [], []
+    for name in tasks:
+        if name == held_out:
+            continue
+        key, f, meta = source_of(args, name)
+        task = load_task(Path(args.data) / name)
         items.append(
             NewEntry(
-                tensor=t,
+                tensor=load_prompt(f)[0],
                 model=loaded.name,
                 task_description=task.description,
                 labels=task.labels,
                 accuracy=meta.get("accuracy"),
                 steps=meta.get("steps"),
-                task_name=task_name,
+                task_name=name,
                 sample_texts=[e.text for e in task.train[:8]],
-                extra={"run": run},
+                extra={"run": key},
             )
         )
+        names.append(f"{name}/{key}")
     with PromptBank(folder) as bank:
         bank.add_many(items)
-    return folder
+    return folder, names
 
 
 def tune(
-    args: argparse.Namespace, loaded: Any, task: Any, init: Any, seed: int, keep: bool = False
+    loaded: Any,
+    task: Any,
+    st: dict[str, Any],
+    init: Any,
+    seed: int,
+    target: float,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     from prompttuner.tuning import PromptTrainer
 
-    probe = PromptTrainer(loaded, task, config_for(args, "random", seed, None))
-    target = target_for(probe, args.target_fraction)
-    trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
+    trainer = PromptTrainer(loaded, task, config_for(st, init, seed, target, max_steps))
     res = trainer.train_to_target()
     return {
-        "target": target,
         "reached": res.reached,
         "steps": res.steps,
         "steps_to_target": res.steps if res.reached else None,
@@ -170,204 +162,248 @@ def tune(
         "wall_s": round(res.wall_s, 2),
         "curve": [[p.step, round(p.val_accuracy, 4), round(p.wall_s, 2)] for p in res.curve],
         "lr": trainer.lr,
-        **({"prompt": trainer.prompt()} if keep else {}),
     }
 
 
-def run_one(args: argparse.Namespace, job: dict[str, Any], lines: Path) -> dict[str, Any]:
-    import torch
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
-    from prompttuner.bank import PromptBank, select_for_task
-    from prompttuner.tuning import load_model, load_prompt, load_task, save_prompt
 
-    loaded = load_model(args.model)
-    task = load_task(Path(args.data) / job["task"])
-    rec: dict[str, Any] = dict(job, model=loaded.name, torch_threads=torch.get_num_threads())
-    if job["init"] in ("random", "text"):
-        init = "text" if job["init"] == "text" else "random"
-        out = tune(args, loaded, task, init, job["seed"], keep=True)
-        prompt = out.pop("prompt")
-        rec.update(out)
-        if job["init"] == "text" and job["seed"] == int(args.seeds.split(",")[0]):
-            meta = {k: rec[k] for k in ("target", "reached", "steps", "accuracy")}
-            save_prompt(prompt_path(args, job["task"]), prompt, dict(meta, model=loaded.name, task=task.name))
-        return rec
-    src = wait_for_sources(args, job["task"])
-    rec["bank_sources"] = [f"{t}/{r}" for t, r, _ in src]
-    if job["init"] == "bank":
-        folder = build_loo_bank(args, loaded, job["task"], src)
-        with PromptBank(folder, create=False) as bank:
-            sel = select_for_task(bank, loaded, task, num_tokens=args.tokens, max_length=args.max_length)
-            fsel = select_for_task(bank, loaded, task, num_tokens=args.tokens, probes=False)
-        rec["selection"] = {
-            "entry": f"{sel.entry.task_name}/{sel.entry.extra.get('run')}",
-            "loss": sel.loss,
-            "predicted_steps": sel.predicted_steps,
-            "timings_s": sel.timings,
+def bank_run(args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks: list[str]) -> dict[str, Any]:
+    from prompttuner.bank import select_init
+    from prompttuner.tuning import load_task
+
+    prof = profiles(args)
+    st, info = prof["settings"], prof["tasks"][name]["info"]
+    task = load_task(Path(args.data) / name)
+    folder, names = build_loo_bank(args, loaded, name, tasks)
+    t0 = time.perf_counter()
+    chosen, sel = select_init(
+        folder, loaded, task, num_tokens=st["num_virtual_tokens"], max_length=st["max_length"]
+    )
+    select_s = time.perf_counter() - t0
+    entry = sel["entry"]
+    rec: dict[str, Any] = {
+        "bank_entries": names,
+        "selection": {
+            "entry": f"{entry['task_name']}/{entry['extra'].get('run')}",
+            "fallback": sel.get("fallback"),
+            "loss": sel["loss"],
+            "text_init_loss": sel.get("baseline_losses", {}).get("text"),
+            "predicted_steps": sel["predicted_steps"],
+            "timings_s": sel["timings_s"],
+            "wall_s": round(select_s, 3),
             "probes": [
-                {"entry": f"{p.task_name}", "loss": p.loss, "layer": p.layer, "error": p.error}
-                for p in sel.probes
+                {"task": p["task_name"], "layer": p["layer"], "loss": p["loss"]} for p in sel["probes"]
             ],
-            "features_only_choice": f"{fsel.entry.task_name}/{fsel.entry.extra.get('run')}",
-        }
-        rec.update(tune(args, loaded, task, sel.tensor, job["seed"]))
-    elif job["init"] == "hindsight":
-        # tune from every entry; the bank's own choice was already tuned by its bank run (same seed)
-        chosen = None
-        for line in lines.read_text().splitlines() if lines.exists() else []:
-            r = json.loads(line)
-            if (r["task"], r["init"], r["seed"]) == (job["task"], "bank", job["seed"]) and "error" not in r:
-                chosen = r
-        rec["entries"] = {}
-        for t, r, f in src:
-            key = f"{t}/{r}"
-            if chosen is not None and chosen["selection"]["entry"] == key:
-                rec["entries"][key] = {
-                    k: chosen[k] for k in ("steps_to_target", "reached", "steps", "wall_s")
-                }
-                rec["entries"][key]["from_bank_run"] = True
-            else:
-                rec["entries"][key] = tune(args, loaded, task, load_prompt(f)[0], job["seed"])
+        },
+        "target": info["target"],
+    }
+    if isinstance(chosen, str):
+        # the fallback is the job's text init at the cold lr: exactly the profile's text-init run of this
+        # seed (same code, settings and seed), so that run is reused instead of tuned again
+        base = prof["tasks"][name]["runs"][f"{chosen}-seed{seed}"]
+        keys = ("reached", "steps", "steps_to_target", "best_accuracy", "step0_accuracy", "wall_s")
+        rec.update({k: base[k] for k in keys}, accuracy=base["final_accuracy"], reused_profile_run=True)
+        return rec
+    rec.update(tune(loaded, task, st, chosen, seed, info["target"]))
     return rec
+
+
+def hindsight_run(
+    args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks: list[str], lines: Path
+) -> dict[str, Any]:
+    from prompttuner.tuning import PromptTrainer, load_prompt, load_task
+
+    prof = profiles(args)
+    st, info = prof["settings"], prof["tasks"][name]["info"]
+    task = load_task(Path(args.data) / name)
+    bank = [
+        r
+        for r in read_runs(lines)
+        if (r["task"], r["init"], r["seed"]) == (name, "bank", seed) and "error" not in r
+    ]
+    chosen = bank[-1] if bank else None
+    entries: dict[str, Any] = {}
+    for other in tasks:
+        if other == name:
+            continue
+        key, f, _ = source_of(args, other)
+        tensor = load_prompt(f)[0]
+        tr = PromptTrainer(loaded, task, config_for(st, tensor, seed, info["target"]))
+        acc = tr.evaluate()
+        entries[f"{other}/{key}"] = {"step0_accuracy": acc, "file": str(f)}
+    best = None  # fewest steps to target seen so far
+    if chosen is not None and chosen["selection"]["fallback"] is None:
+        ch = entries.get(chosen["selection"]["entry"])
+        if ch is not None:
+            ch.update(
+                {k: chosen[k] for k in ("steps_to_target", "reached", "steps", "wall_s")}, from_bank_run=True
+            )
+            best = chosen["steps_to_target"]
+    for e in entries.values():
+        if e["step0_accuracy"] >= info["target"]:
+            e.update(steps_to_target=0, reached=True, steps=0)
+            best = 0
+    ranked = sorted(
+        (k for k, e in entries.items() if "steps_to_target" not in e),
+        key=lambda k: -entries[k]["step0_accuracy"],
+    )
+    for k in ranked[: args.hindsight_top]:
+        cap = st["max_steps"] if best is None else best
+        if cap <= 0:
+            break
+        out = tune(loaded, task, st, load_prompt(entries[k]["file"])[0], seed, info["target"], max_steps=cap)
+        entries[k].update(out, cap=cap)
+        if out["reached"] and (best is None or out["steps"] < best):
+            best = out["steps"]
+    return {"entries": entries, "best_steps": best, "target": info["target"], "top": args.hindsight_top}
 
 
 def worker(args: argparse.Namespace, shard: int, lines: Path) -> None:
     import torch
 
+    from prompttuner.tuning import load_model
+
     torch.set_num_threads(args.threads)
-    jobs = plan(args)
-    for i, job in enumerate(jobs):
-        if i % args.workers != shard:
-            continue
-        key = f"{job['task']}|{job['init']}|{job['seed']}"
-        if key in done_keys(lines):
+    tasks = args.tasks.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wait_for_sources(args, tasks)
+    loaded = load_model(args.model)
+    jobs = []
+    for i, name in enumerate(tasks):
+        if i % args.workers == shard:
+            jobs += [(name, "bank", seeds[0]), (name, "hindsight", seeds[0])]
+            jobs += [(name, "bank", s) for s in seeds[1:]]
+    for name, kind, seed in jobs:
+        done = {(r["task"], r["init"], r["seed"]) for r in read_runs(lines) if "error" not in r}
+        if (name, kind, seed) in done:
             continue
         t0 = time.time()
         try:
-            rec = run_one(args, job, lines)
+            if kind == "bank":
+                rec = bank_run(args, loaded, name, seed, tasks)
+            else:
+                rec = hindsight_run(args, loaded, name, seed, tasks, lines)
         except Exception as e:  # keep going: one failed run must not lose the others
-            rec = dict(job, error=f"{type(e).__name__}: {e}")
-        rec["worker"] = shard
+            rec = {"error": f"{type(e).__name__}: {e}"}
+        rec = {"task": name, "init": kind, "seed": seed, **rec}
+        rec["job_wall_s"] = round(time.time() - t0, 1)
         rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        rec["job_wall_s"] = time.time() - t0
         with open(lines, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # workers share the file: one whole line at a time
             f.write(json.dumps(rec) + "\n")
+        sel = rec.get("selection", {})
         print(
-            f"[worker {shard}] {key}: steps={rec.get('steps')} reached={rec.get('reached')} "
-            f"{rec['job_wall_s']:.0f}s",
+            f"[{shard}] {name} {kind} seed {seed}: steps={rec.get('steps', rec.get('best_steps'))} "
+            f"reached={rec.get('reached')} choice={sel.get('entry')} fallback={sel.get('fallback')} "
+            f"{rec['job_wall_s']:.0f}s {rec.get('error', '')}",
             flush=True,
         )
 
 
-def ratio(base: dict[str, Any] | None, bank: dict[str, Any], cap: int) -> float | None:
-    """Steps of a baseline over steps of bank init; a missed target counts as the whole budget (``cap``,
-    so the baseline's true cost is underestimated and the ratio is a lower bound), and 0 steps (the warm
-    start already met the target) counts as 1 step."""
-    if base is None:
+def cost(run: dict[str, Any] | None, cap: int) -> float | None:
+    """Steps to target; a miss counts as the whole budget (so ratios against it are lower bounds) and a
+    start that already scores the target (0 steps) as 1 step."""
+    if run is None:
         return None
-    b = base["steps_to_target"] if base.get("steps_to_target") is not None else cap
-    w = bank["steps_to_target"] if bank.get("steps_to_target") is not None else cap
-    return max(b, 1) / max(w, 1)
+    s = run.get("steps_to_target")
+    return float(max(1, cap if s is None else s))
 
 
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
-    lines = Path(str(args.out) + ".runs.jsonl")
-    runs = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
+    prof = profiles(args)
+    st = prof["settings"]
+    cap = int(st["max_steps"])
+    runs = read_runs(Path(str(args.out) + ".runs.jsonl"))
     ok = [r for r in runs if "error" not in r]
-    profiles = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
-    st = profiles.get("settings", {})
-    same = all(
-        st.get(k) == v
-        for k, v in {
-            "num_virtual_tokens": args.tokens,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "eval_size": args.eval_size,
-            "eval_every": args.eval_every,
-            "max_steps": args.max_steps,
-        }.items()
-    )
-    # the engine's runs count as baselines only when they used this exact config
-    base_runs = {t: e.get("runs", {}) for t, e in profiles.get("tasks", {}).items()} if same else {}
-    cap = args.max_steps
+    hind = {(r["task"], r["seed"]): r for r in ok if r["init"] == "hindsight"}
     rows = []
-    hind = {r["task"]: r for r in ok if r["init"] == "hindsight"}
-    own = {(r["task"], r["init"], r["seed"]): r for r in ok if r["init"] in ("random", "text")}
     for r in sorted((r for r in ok if r["init"] == "bank"), key=lambda r: (r["task"], r["seed"])):
         t, s = r["task"], r["seed"]
+        base = prof["tasks"][t]["runs"]
+        sel = r["selection"]
         row: dict[str, Any] = {
             "task": t,
             "seed": s,
             "target": r["target"],
-            "bank_entries": len(r["bank_sources"]),
-            "bank_choice": r["selection"]["entry"],
-            "features_only_choice": r["selection"]["features_only_choice"],
-            "selection_s": round(r["selection"]["timings_s"]["total_s"], 2),
-            "probe_evaluations": len([p for p in r["selection"]["probes"] if p["loss"] is not None]),
-            "predicted_steps": round(r["selection"]["predicted_steps"], 1),
+            "bank_choice": "text init (fallback)" if sel["fallback"] else sel["entry"],
+            "best_entry_probed": sel["entry"],
+            "selection_s": sel["wall_s"],
             "bank_steps": r["steps_to_target"],
             "bank_step0_acc": r["step0_accuracy"],
-            "bank_wall_s": r["wall_s"],
+            "bank_wall_s": round(r["wall_s"] + sel["wall_s"], 2),
+            "predicted_steps": round(sel["predicted_steps"], 1),
         }
         for init in ("random", "text"):
-            b = own.get((t, init, s)) or base_runs.get(t, {}).get(f"{init}-seed{s}")
+            b = base.get(f"{init}-seed{s}")
             if b is not None:
-                row[f"{init}_steps"] = b.get("steps_to_target")
-                row[f"{init}_wall_s"] = b.get("wall_s")
-                row[f"speedup_vs_{init}"] = ratio(b, r, cap)
-        h = hind.get(t)
-        if h is not None and s == h["seed"]:
-            per = {k: v["steps_to_target"] for k, v in h["entries"].items()}
-            best_k = min(per, key=lambda k: cap + 1 if per[k] is None else per[k])
-            row["hindsight_steps"] = per
-            row["hindsight_best"] = best_k
-            row["hindsight_best_steps"] = per[best_k]
-            row["bank_choice_rank"] = 1 + sorted(cap + 1 if v is None else v for v in per.values()).index(
-                cap + 1 if r["steps_to_target"] is None else r["steps_to_target"]
-            )
+                row[f"{init}_steps"] = b["steps_to_target"]
+                row[f"{init}_wall_s"] = b["wall_s"]
+                row[f"speedup_vs_{init}"] = round(cost(b, cap) / cost(r, cap), 3)  # type: ignore[operator]
+                row[f"wall_speedup_vs_{init}"] = round(b["wall_s"] / max(row["bank_wall_s"], 1e-6), 3)
+        h = hind.get((t, s))
+        if h is not None:
+            row["hindsight_best_steps"] = h["best_steps"]
+            done = {k: e["steps_to_target"] for k, e in h["entries"].items() if "steps" in e}
+            if done:
+                row["hindsight_best"] = min(done, key=lambda k: cap + 1 if done[k] is None else done[k])
+            row["bank_over_hindsight"] = round(
+                cost(r, cap) / max(1.0, cap if h["best_steps"] is None else h["best_steps"]), 3
+            )  # type: ignore[operator]
         rows.append(row)
 
+    def vals(key: str) -> list[float]:
+        return [x[key] for x in rows if x.get(key) is not None]
+
     def med(key: str) -> float | None:
-        v = [x[key] for x in rows if x.get(key) is not None]
+        v = vals(key)
         return round(statistics.median(v), 3) if v else None
 
     def gmean(key: str) -> float | None:
-        v = [x[key] for x in rows if x.get(key)]
+        v = [x for x in vals(key) if x > 0]
         return round(math.exp(statistics.fmean(math.log(x) for x in v)), 3) if v else None
 
     def span(key: str) -> list[float] | None:
-        v = sorted(x[key] for x in rows if x.get(key) is not None)
-        return [round(v[0], 3), round(v[-1], 3)] if v else None
+        v = sorted(vals(key))
+        return [v[0], v[-1]] if v else None
 
     summary: dict[str, Any] = {
+        "pairs": len(rows),
+        "tasks": len({x["task"] for x in rows}),
         "median_speedup_vs_random": med("speedup_vs_random"),
         "median_speedup_vs_text": med("speedup_vs_text"),
-        "range_speedup_vs_random": span("speedup_vs_random"),
-        "range_speedup_vs_text": span("speedup_vs_text"),
         "geomean_speedup_vs_random": gmean("speedup_vs_random"),
         "geomean_speedup_vs_text": gmean("speedup_vs_text"),
-        "pairs_vs_random": sum(1 for x in rows if x.get("speedup_vs_random") is not None),
-        "pairs_vs_text": sum(1 for x in rows if x.get("speedup_vs_text") is not None),
+        "range_speedup_vs_random": span("speedup_vs_random"),
+        "range_speedup_vs_text": span("speedup_vs_text"),
+        "median_wall_speedup_vs_random": med("wall_speedup_vs_random"),
+        "median_wall_speedup_vs_text": med("wall_speedup_vs_text"),
         "bank_reached": sum(1 for x in rows if x["bank_steps"] is not None),
         "bank_at_step0": sum(1 for x in rows if x["bank_steps"] == 0),
+        "random_reached": sum(1 for x in rows if x.get("random_steps") is not None),
+        "text_reached": sum(1 for x in rows if x.get("text_steps") is not None),
+        "fallbacks": sum(1 for x in rows if x["bank_choice"].startswith("text init")),
+        "median_bank_over_hindsight": med("bank_over_hindsight"),
+        "bank_equals_hindsight": sum(1 for x in rows if x.get("bank_over_hindsight") == 1.0),
+        "hindsight_pairs": len(vals("bank_over_hindsight")),
         "median_selection_s": med("selection_s"),
+        "budget_steps": cap,
+        "settings": st,
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), 1 torch thread per worker",
+        "failed_runs": [r for r in runs if "error" in r],
         "rows": rows,
-        "failed_runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs if "error" in r],
-        "baselines": str(args.baselines),
-        "baseline_settings": profiles.get("settings"),
-        "machine": profiles.get("machine"),
     }
     pts = [
-        (r["selection"]["loss"], max(1.0, float(r["steps_to_target"])))
+        (r["selection"]["loss"], math.log(max(1.0, float(r["steps_to_target"]))))
         for r in ok
-        if r["init"] == "bank" and r["reached"]
+        if r["init"] == "bank" and r["reached"] and not r["selection"]["fallback"]
     ]
-    summary["baselines_used"] = "engine file (same config)" if same and base_runs else "this benchmark's runs"
-    if len(pts) >= 3 and len({p[0] for p in pts}) > 1:  # fitted on warm starts that reached the target
-        xs, ys = [p[0] for p in pts], [math.log(p[1]) for p in pts]
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    if len(pts) >= 3 and len({p[0] for p in pts}) > 1:  # steps ~ exp(a + b * probe loss) on warm starts
+        mx, my = statistics.fmean(p[0] for p in pts), statistics.fmean(p[1] for p in pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
         summary["steps_model"] = {
             "kind": "loglinear",
             "a": round(my - b * mx, 4),
@@ -378,8 +414,6 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_table(s: dict[str, Any], path: Path) -> None:
-    """The per-pair table of ``<out>.json`` as markdown (included by hand in ``<out>.md``)."""
-
     def f(v: Any) -> str:
         if v is None:
             return "miss"
@@ -387,44 +421,55 @@ def write_table(s: dict[str, Any], path: Path) -> None:
 
     cols = [
         ("task", "task"), ("seed", "seed"), ("target", "target"), ("bank choice", "bank_choice"),
-        ("features-only choice", "features_only_choice"), ("bank steps", "bank_steps"),
-        ("bank acc@0", "bank_step0_acc"), ("random steps", "random_steps"), ("text steps", "text_steps"),
-        ("x vs random", "speedup_vs_random"), ("x vs text", "speedup_vs_text"),
-        ("bank wall s", "bank_wall_s"), ("random wall s", "random_wall_s"), ("text wall s", "text_wall_s"),
-        ("selection s", "selection_s"), ("hindsight best (steps)", "hindsight"),
-        ("choice rank", "bank_choice_rank"),
+        ("bank steps", "bank_steps"), ("bank acc@0", "bank_step0_acc"), ("random steps", "random_steps"),
+        ("text steps", "text_steps"), ("x vs random", "speedup_vs_random"), ("x vs text", "speedup_vs_text"),
+        ("bank wall s (incl. selection)", "bank_wall_s"), ("random wall s", "random_wall_s"),
+        ("text wall s", "text_wall_s"), ("selection s", "selection_s"),
+        ("hindsight best", "hindsight_best"), ("hindsight steps", "hindsight_best_steps"),
     ]  # fmt: skip
-    lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
+    out = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in s["rows"]:
-        r = dict(r)
-        if "hindsight_best" in r:
-            r["hindsight"] = f"{r['hindsight_best']} ({f(r['hindsight_best_steps'])})"
-        lines.append("| " + " | ".join(f(r.get(k)) if k in r else "-" for _, k in cols) + " |")
-    path.write_text("\n".join(lines) + "\n")
+        out.append("| " + " | ".join(f(r.get(k)) if k in r else "-" for _, k in cols) + " |")
+    path.write_text("\n".join(out) + "\n")
+
+
+def write_data(s: dict[str, Any]) -> Path:
+    """The factors the simulator's workload reads (bank steps = text-init steps / bank_speedup_over_text)."""
+    data = {
+        "bank_speedup_over_text": s["median_speedup_vs_text"],
+        "bank_speedup_over_random": s["median_speedup_vs_random"],
+        "geomean_speedup_vs_text": s["geomean_speedup_vs_text"],
+        "geomean_speedup_vs_random": s["geomean_speedup_vs_random"],
+        "pairs": s["pairs"],
+        "tasks": s["tasks"],
+        "per_task_bank_steps": {
+            r["task"]: [x["bank_steps"] for x in s["rows"] if x["task"] == r["task"]] for r in s["rows"]
+        },
+        "censored_note": f"a run that missed its target within {s['budget_steps']} steps counts the "
+        "whole budget",
+        "source": "benchmarks/results/bank_speedup.json (leave-one-task-out over the 16 shared tasks, "
+        "smollm2-135m, CPU)",
+    }
+    if "steps_model" in s:
+        data["steps_model"] = s["steps_model"]
+    out = ROOT / "src" / "prompttuner" / "data" / "bank_speedup.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default="sst2,mr,cr,subj,agnews")
+    ap.add_argument("--tasks", default=None, help="comma list (default: every task of the profiles)")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--hindsight", default="", help="tasks to tune from every bank entry (comma list)")
+    ap.add_argument("--hindsight-top", type=int, default=2)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--data", default=None, help="tasks folder (default: the shared data's tasks/)")
+    ap.add_argument("--profiles", default=str(PROFILES))
+    ap.add_argument("--prompts-dir", default="/work/artifacts/prompts")
     ap.add_argument("--work", default="/tmp/prompttuner-bank-bench")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    # the engine's convergence-profile config (benchmarks/convergence_profiles.py defaults)
-    ap.add_argument("--tokens", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--max-length", type=int, default=48)
-    ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--eval-size", type=int, default=24)
-    ap.add_argument("--max-steps", type=int, default=30)
-    ap.add_argument("--target-fraction", type=float, default=0.25)
-    ap.add_argument("--source-tasks", default="subj", help="tasks that only contribute bank entries")
-    ap.add_argument("--prompts-dir", default="/tmp/prompttuner-bank-bench/prompts")
-    ap.add_argument("--baselines", default="/work/wt/engine/src/prompttuner/data/convergence_profiles.json")
     ap.add_argument("--wait-s", type=float, default=3 * 3600)
     ap.add_argument("--summarize", action="store_true")
     ap.add_argument("--write-data", action="store_true", help="write src/prompttuner/data/bank_speedup.json")
@@ -433,38 +478,20 @@ def main() -> None:
         from prompttuner.config import shared_data
 
         args.data = str(shared_data() / "tasks")
+    if args.tasks is None:
+        from convergence_profiles import TASKS  # type: ignore[import-not-found]
+
+        args.tasks = ",".join(TASKS)
     if args.summarize:
         s = summarize(args)
-        Path(str(args.out) + ".json").write_text(json.dumps(s, indent=2) + "\n")
+        Path(str(args.out) + ".json").write_text(json.dumps(s, indent=1) + "\n")
         write_table(s, Path(str(args.out) + ".table.md"))
-        print(json.dumps({k: v for k, v in s.items() if k != "rows"}, indent=2))
+        print(json.dumps({k: v for k, v in s.items() if k not in ("rows", "settings")}, indent=1))
         if args.write_data:
-            data = {
-                "median_speedup_vs_random": s["median_speedup_vs_random"],
-                "median_speedup_vs_text": s["median_speedup_vs_text"],
-                "pairs_vs_random": s["pairs_vs_random"],
-                "pairs_vs_text": s["pairs_vs_text"],
-                "geomean_speedup_vs_random": s["geomean_speedup_vs_random"],
-                "geomean_speedup_vs_text": s["geomean_speedup_vs_text"],
-                "tasks": sorted({r["task"] for r in s["rows"]}),
-                "censored_note": "a run that missed its target within the step budget counts the whole "
-                "budget; "
-                "most pairs where both sides missed give 1.0",
-                "source": "benchmarks/results/bank_speedup.json (leave-one-task-out, smollm2-135m, CPU)",
-            }
-            # the simulator's workload loader reads this name (bank steps = text-init steps / factor)
-            data["bank_speedup_over_text"] = s["median_speedup_vs_text"]
-            data["bank_speedup_over_random"] = s["median_speedup_vs_random"]
-            if "steps_model" in s:
-                data["steps_model"] = s["steps_model"]
-            out = ROOT / "src" / "prompttuner" / "data" / "bank_speedup.json"
-            out.write_text(json.dumps(data, indent=2) + "\n")
-            print(f"wrote {out}")
+            print(f"wrote {write_data(s)}")
         return
     lines = Path(str(args.out) + ".runs.jsonl")
     lines.parent.mkdir(parents=True, exist_ok=True)
-    meta = Path(str(args.out) + ".config.json")
-    meta.write_text(json.dumps({"argv": sys.argv, **{k: v for k, v in vars(args).items()}}, indent=2) + "\n")
     procs = [
         mp.get_context("spawn").Process(target=worker, args=(args, i, lines)) for i in range(args.workers)
     ]

@@ -242,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="default: the engine's (0.03)")
     ap.add_argument("--target-fraction", type=float, default=TARGET_FRACTION)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: run only every N-th run starting at I, so N processes (1 thread each) share the work",
+    )
     ap.add_argument("--out", type=Path, default=REPO_DATA / "convergence_profiles.json")
     ap.add_argument("--prompts-dir", type=Path, default=Path("/work/artifacts/prompts"))
     ap.add_argument("--measure", action="store_true", help="time a few steps and project the full run")
@@ -287,10 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}",
         "model_load_s": round(load_s, 2),
     }
-    for seed in args.seeds:
-        for name in args.tasks:
+    shard, nshards = (int(x) for x in args.shard.split("/"))
+    order = [(seed, name, init) for seed in args.seeds for name in args.tasks for init in args.inits]
+    for i, (seed, name, init) in enumerate(order):
+        if i % nshards != shard:
+            continue
+        if True:  # one run
             task = load_task(shared_data() / "tasks" / name)
-            for init in args.inits:
+            if True:
                 key = f"{init}-seed{seed}"
                 if key in _read(args.out).get("tasks", {}).get(name, {}).get("runs", {}):
                     continue  # done (by this or a parallel process)

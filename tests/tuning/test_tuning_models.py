@@ -61,3 +61,24 @@ def test_losing_the_race_keeps_the_winners_copy(tmp_path: Path, monkeypatch: pyt
     models._write_cache("m", FakeModel(), FakeTokenizer())  # a second process finishing later
     assert (final / "winner").read_text() == "first" and models._cache_complete(final)
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]
+
+
+@pytest.mark.slow
+def test_gemma3_270m_loads_offline_and_tunes(tiny_task_dir: Path) -> None:
+    """The second bundled model: assembled from its part packages, de-quantised, cached, and trainable.
+
+    Slow (the first load converts the GGUF, ~2 min on 2 cores): ``pytest -m slow -k gemma3``.
+    """
+    import torch
+
+    from prompttuner.tuning import PromptTrainer, TuningConfig, load_model, load_task
+
+    loaded = load_model("gemma3-270m")
+    assert loaded.name == "gemma3-270m" and loaded.embed_dim == 640
+    task = load_task(tiny_task_dir, tokenizer=loaded.tokenizer, max_length=loaded.max_context)
+    cfg = TuningConfig(num_virtual_tokens=4, batch_size=4, max_length=32, eval_size=4, seed=0)
+    trainer = PromptTrainer(loaded, task, cfg)
+    before = trainer.prompt().clone()
+    res = trainer.step()
+    assert res.loss > 0 and not torch.equal(trainer.prompt(), before)  # real gradients reach the prompt
+    assert 0.0 <= trainer.evaluate() <= 1.0
