@@ -297,68 +297,66 @@ def main(argv: list[str] | None = None) -> int:
     for i, (seed, name, init) in enumerate(order):
         if i % nshards != shard:
             continue
-        if True:  # one run
-            task = load_task(shared_data() / "tasks" / name)
-            if True:
-                key = f"{init}-seed{seed}"
-                if key in _read(args.out).get("tasks", {}).get(name, {}).get("runs", {}):
-                    continue  # done (by this or a parallel process)
-                probe = PromptTrainer(loaded, task, config_for(args, init, seed, None))
-                maj = majority_accuracy(probe)
-                target = round(maj + args.target_fraction * (1 - maj), 4)
-                entry = {
-                    "majority_accuracy": round(maj, 4),
-                    "target": target,
-                    "labels": task.labels,
-                    "eval_rows": len(probe.val),
-                }
-                trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
-                step_times: list[float] = []
+        task = load_task(shared_data() / "tasks" / name)
+        key = f"{init}-seed{seed}"
+        if key in _read(args.out).get("tasks", {}).get(name, {}).get("runs", {}):
+            continue  # done (by this or a parallel process)
+        probe = PromptTrainer(loaded, task, config_for(args, init, seed, None))
+        maj = majority_accuracy(probe)
+        target = round(maj + args.target_fraction * (1 - maj), 4)
+        entry = {
+            "majority_accuracy": round(maj, 4),
+            "target": target,
+            "labels": task.labels,
+            "eval_rows": len(probe.val),
+        }
+        trainer = PromptTrainer(loaded, task, config_for(args, init, seed, target))
+        step_times: list[float] = []
 
-                def progress(step: Any, point: Any, _times: list[float] = step_times) -> None:
-                    if step is not None:
-                        _times.append(step.seconds)
+        def progress(step: Any, point: Any, _times: list[float] = step_times) -> None:
+            if step is not None:
+                _times.append(step.seconds)
 
-                res = trainer.train_to_target(progress)
-                run = {
-                    "steps_to_target": res.steps if res.reached else None,
-                    "reached": res.reached,
-                    "steps": res.steps,
-                    "final_accuracy": res.accuracy,
-                    "best_accuracy": res.best_accuracy,
-                    "step0_accuracy": res.curve[0].val_accuracy,
-                    "wall_s": round(res.wall_s, 2),
-                    "step_s_median": round(statistics.median(step_times), 3) if step_times else None,
-                    "curve": [
-                        [
-                            p.step,
-                            None if p.train_loss is None else round(p.train_loss, 4),
-                            round(p.val_accuracy, 4),
-                            round(p.wall_s, 2),
-                        ]
-                        for p in res.curve
-                    ],
-                }
-                out_dir = args.prompts_dir / name / key
-                save_prompt(
-                    out_dir,
-                    trainer.prompt(),
-                    trainer.metadata(
-                        accuracy=res.accuracy,
-                        reached=res.reached,
-                        target_accuracy=target,
-                        seed=seed,
-                        model_source=args.model,
-                    ),
-                )
-                _record(args.out, header, name, entry, key, run)
-                verdict = "reached" if res.reached else "not reached"
-                print(
-                    f"{name:16s} {key:12s} target {target:.3f} maj {maj:.3f} "
-                    f"step0 {run['step0_accuracy']:.3f} -> {res.accuracy:.3f} "
-                    f"in {res.steps} steps ({verdict}) {res.wall_s:.0f} s",
-                    flush=True,
-                )
+        res = trainer.train_to_target(progress)
+        run = {
+            "steps_to_target": res.steps if res.reached else None,
+            "reached": res.reached,
+            "steps": res.steps,
+            "final_accuracy": res.accuracy,
+            "best_accuracy": res.best_accuracy,
+            "step0_accuracy": res.curve[0].val_accuracy,
+            "wall_s": round(res.wall_s, 2),
+            "step_s_median": round(statistics.median(step_times), 3) if step_times else None,
+            "curve": [
+                [
+                    p.step,
+                    None if p.train_loss is None else round(p.train_loss, 4),
+                    round(p.val_accuracy, 4),
+                    round(p.wall_s, 2),
+                ]
+                for p in res.curve
+            ],
+        }
+        out_dir = args.prompts_dir / name / key
+        save_prompt(
+            out_dir,
+            trainer.prompt(),
+            trainer.metadata(
+                accuracy=res.accuracy,
+                reached=res.reached,
+                target_accuracy=target,
+                seed=seed,
+                model_source=args.model,
+            ),
+        )
+        _record(args.out, header, name, entry, key, run)
+        verdict = "reached" if res.reached else "not reached"
+        print(
+            f"{name:16s} {key:12s} target {target:.3f} maj {maj:.3f} "
+            f"step0 {run['step0_accuracy']:.3f} -> {res.accuracy:.3f} "
+            f"in {res.steps} steps ({verdict}) {res.wall_s:.0f} s",
+            flush=True,
+        )
     return 0
 
 
