@@ -261,3 +261,30 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     assert any("refused" in n for n in result["notes"])  # the too-tight deadline got a 422 first
     assert 0 < result["gpu_seconds_jobs"] <= result["gpu_seconds_held"]
     assert "deadlines met:" in out.stderr and "GPU-seconds" in out.stderr
+
+
+def test_policy_sees_recent_arrivals_with_their_deadlines_and_work(tmp_path: Path) -> None:
+    """Pool sizing needs each recent job's deadline and work, aligned with its arrival (as in the sim)."""
+
+    class Recording(GreedyPolicy):
+        def __init__(self) -> None:
+            super().__init__(per_job=1)
+            self.seen: list[Any] = []
+
+        def decide(self, snap: Any) -> Any:
+            self.seen.append(snap.arrivals.get("tiny"))
+            return super().decide(snap)
+
+    service = make_service(tmp_path / "home")
+    policy = Recording()
+    service.policy = service.controller.policy = policy
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        jobs = [client.post("/v1/jobs", json=job_body(duration_s=d)).json() for d in (600, 900)]
+        for j in jobs:
+            wait_done(client, j["id"])
+    stats = next(s for s in reversed(policy.seen) if s is not None and len(s.recent_arrivals) == 2)
+    assert len(stats.recent_deadlines) == len(stats.recent_work) == 2
+    gaps = [d - a for a, d in zip(stats.recent_arrivals, stats.recent_deadlines, strict=True)]
+    assert gaps == pytest.approx([600, 900], abs=1.0)
+    assert all(w > 0 for w in stats.recent_work)

@@ -156,7 +156,8 @@ class Controller:
         self.workers: dict[str, WorkerRec] = {}
         self.new_ids: list[str] = []
         self.requests: deque[tuple[str, dict[str, Any], Future[Any]]] = deque()
-        self.arrivals: dict[str, deque[float]] = {}
+        # per model: (arrival, deadline, estimated work in steps) of recent jobs, for pool sizing
+        self.arrivals: dict[str, deque[tuple[float, float, float]]] = {}
         self.idle_gaps: dict[str, deque[float]] = {}
         self.released_gpu_s = 0.0
         self.load_failures: dict[str, int] = {}
@@ -234,10 +235,27 @@ class Controller:
         with self.lock:
             self.jobs[job_id] = rt
             self.new_ids.append(job_id)
-            self.arrivals.setdefault(rt.payload.model, deque(maxlen=200)).append(rt.arrival)
+            self._note_arrival(rt)
             self._emit(Event(rt.arrival, "arrive", job_id, data={"model": rt.payload.model}))
             self._need_decide = True
         self._wake.set()
+
+    def _note_arrival(self, rt: Any) -> None:
+        self.arrivals.setdefault(rt.payload.model, deque(maxlen=200)).append(
+            (rt.arrival, rt.deadline, rt.work_steps)
+        )
+
+    def _arrival_stats(self, model: str) -> ArrivalStats:
+        """Recent arrivals of ``model`` with their deadlines and work: the policy sizes warm pools by how
+        many of them could not afford a cold start (as the simulator gives it)."""
+        recent = list(self.arrivals.get(model, ()))
+        return ArrivalStats(
+            model,
+            tuple(a for a, _, _ in recent),
+            tuple(self.idle_gaps.get(model, ())),
+            recent_deadlines=tuple(d for _, d, _ in recent),
+            recent_work=tuple(w for _, _, w in recent),
+        )
 
     def quote(self, spec: JobSpec) -> Quote:
         with self.lock:
@@ -381,7 +399,7 @@ class Controller:
                 self.jobs[rt.job_id] = rt
                 if not rt.admitted:
                     self.new_ids.append(rt.job_id)
-                self.arrivals.setdefault(rt.payload.model, deque(maxlen=200)).append(rt.arrival)
+                self._note_arrival(rt)
                 self.store.add_events(
                     [Event(now, "recover", rt.job_id, data={"from_step": from_step, "was": was.value})], s
                 )
@@ -449,10 +467,7 @@ class Controller:
             models={m: self.profiles.profile(m) for m in models},
             gpu_types={self.cfg.gpu_type: GPUType(self.cfg.gpu_type, self.cfg.price_per_hour)},
             capacity={self.cfg.gpu_type: self.cfg.max_workers},
-            arrivals={
-                m: ArrivalStats(m, tuple(self.arrivals.get(m, ())), tuple(self.idle_gaps.get(m, ())))
-                for m in models
-            },
+            arrivals={m: self._arrival_stats(m) for m in models},
             new_job_ids=tuple(j for j in self.new_ids if j in self.jobs)
             + ((extra.job_id,) if extra is not None else ()),
         )
