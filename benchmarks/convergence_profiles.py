@@ -187,12 +187,16 @@ def write_report(doc: dict[str, Any], path: Path) -> None:
         "# Convergence profiles (how `convergence_profiles.json` was made)",
         "",
         "Made by `benchmarks/convergence_profiles.py` (engine `PromptTrainer`, model "
-        f"{st['model']}), on {doc.get('machine', '?')}, run with `nice -n 10` while other jobs shared the "
-        "CPU,"
-        " so wall and step seconds are noisy upper bounds; step counts are not affected by load.",
+        f"{st['model']}), on {doc.get('machine', '?')}: two processes of one torch thread each "
+        "(`--shard 0/2` and `--shard 1/2`), beside the Prompt Bank benchmark's processes for the second "
+        "half, so wall and step seconds are noisy upper bounds; step counts are not affected by load.",
+        "",
+        "    python benchmarks/convergence_profiles.py --max-steps 50 --eval-every 10 --shard 0/2 &",
+        "    python benchmarks/convergence_profiles.py --max-steps 50 --eval-every 10 --shard 1/2",
         "",
         f"Settings: batch {st['batch_size']}, {st['num_virtual_tokens']} virtual tokens, texts cut to "
-        f"{st['max_length']} tokens, AdamW lr 0.03, validation = {st['eval_size']} rows held out from train "
+        f"{st['max_length']} tokens, AdamW lr {st['lr']}, validation = {st['eval_size']} rows held out "
+        "from train "
         f"(fixed split, the same for every seed), evaluated every {st['eval_every']} steps and at step 0, "
         f"step budget {st['max_steps']}.",
         f"Target per task: {st['target_rule']} (majority = the most frequent label's share of the "
