@@ -272,11 +272,10 @@ def worker(args: argparse.Namespace, shard: int, lines: Path) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     wait_for_sources(args, tasks)
     loaded = load_model(args.model)
-    jobs = []
-    for i, name in enumerate(tasks):
-        if i % args.workers == shard:
-            jobs += [(name, "bank", seeds[0]), (name, "hindsight", seeds[0])]
-            jobs += [(name, "bank", s) for s in seeds[1:]]
+    mine = [name for i, name in enumerate(tasks) if i % args.workers == shard]
+    # every bank run first (seed-major), the hindsight runs (the costliest, an upper bound) last
+    jobs = [(name, "bank", s) for s in seeds for name in mine]
+    jobs += [(name, "hindsight", seeds[0]) for name in mine]
     for name, kind, seed in jobs:
         done = {(r["task"], r["init"], r["seed"]) for r in read_runs(lines) if "error" not in r}
         if (name, kind, seed) in done:
