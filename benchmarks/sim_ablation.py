@@ -32,9 +32,12 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=0.6)
     ap.add_argument("--slo-tightness", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=OUT / "sim_ablation.json")
+    ap.add_argument("--work", default="profiles", choices=["profiles", "distribution"], help="job sizes")
     args = ap.parse_args()
     cat = load_catalog()
-    base = WorkloadConfig(n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness)
+    base = WorkloadConfig(
+        n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work
+    )
     out: dict[str, object] = {"config": asdict(base), "variants": VARIANTS, "workloads": {}}
     t0 = time.time()
     for kind in ("poisson", "itp", "azure"):

@@ -37,9 +37,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--name", default="sim_headline", help="results file stem")
     ap.add_argument("--no-sweeps", action="store_true")
+    ap.add_argument(
+        "--work",
+        default="profiles",
+        choices=["profiles", "distribution"],
+        help="job sizes: measured convergence profiles (scaled) or the documented distribution",
+    )
     args = ap.parse_args()
     cat = load_catalog()
-    base = WorkloadConfig(n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness)
+    base = WorkloadConfig(
+        n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work
+    )
     result: dict[str, object] = {"config": asdict(base), "policies": POLICIES}
     workloads: dict[str, object] = {}
     t0 = time.time()

@@ -194,3 +194,12 @@ def test_missed_targets_count_as_their_budget_and_the_bank_factor_is_measured(tm
     assert wm.profile_scale == pytest.approx(wm.median / 40)  # median of the random-init steps (20, 60)
     # without a measured factor the documented placeholder stands
     assert load_work_model(profiles_file=pf, bank_file=tmp_path / "none.json").bank_over_text == 1.5
+
+
+def test_workload_can_ignore_the_profiles(tmp_path: Path) -> None:
+    cfg = WorkloadConfig(n_jobs=50, work="distribution", seed=3)
+    jobs = generate(cfg, CAT)
+    wm = load_work_model(profiles_file=tmp_path / "none.json")
+    assert [j.work_steps for j in jobs] == [j.work_steps for j in generate(cfg, CAT, wm)]
+    with pytest.raises(ValueError, match="work model"):
+        generate(WorkloadConfig(n_jobs=5, work="guess"), CAT)

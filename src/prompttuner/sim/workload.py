@@ -36,6 +36,7 @@ WORK_FILE = REPO_DATA / "job_work.json"
 INITS = ("random", "text", "bank")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
 BANK_FILE = REPO_DATA / "bank_speedup.json"
+_NO_FILE = Path("/nonexistent/prompttuner/no-profiles.json")  # forces the documented distribution
 
 DEFAULT_MIX: dict[str, float] = {
     "qwen2.5-0.5b": 0.15,
@@ -62,6 +63,9 @@ class WorkloadConfig:
     seed: int = 0
     trace: str | None = None  # a trace file (itp raw csv or azure csv); default: a shared one
     trace_offset: int = 0  # skip this many arrivals of the trace
+    # job sizes: "profiles" (the measured convergence profiles when present, else the distribution) or
+    # "distribution" (always the documented distribution of job_work.json)
+    work: str = "profiles"
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,10 @@ def trace_arrivals(kind: str, trace: str | None) -> list[float]:
 
 def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = None) -> list[JobSpec]:
     """Jobs of one workload, deterministic for a given config."""
-    work = work or load_work_model()
+    if cfg.work not in ("profiles", "distribution"):
+        raise ValueError(f"unknown work model {cfg.work!r}; use profiles or distribution")
+    if work is None:
+        work = load_work_model(profiles_file=None if cfg.work == "profiles" else _NO_FILE)
     rng = random.Random(cfg.seed)
     for m in cfg.model_mix:
         catalog.model(m)
