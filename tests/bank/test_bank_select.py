@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from bank_helpers import FAMILIES, family_probe, fill, make_prompt
+from sqlalchemy import select as sql_select
 
 from prompttuner.bank import index as idx
 from prompttuner.bank.errors import ModelMismatchError, NoCandidatesError
@@ -215,3 +216,24 @@ def test_select_init_keeps_the_jobs_text_init_unless_an_entry_beats_it(
         assert chosen == "text" and info["fallback"] == "text"
     else:
         assert torch.equal(chosen, real.tensor.float()) and "fallback" not in info
+
+
+def test_banks_with_the_same_prompts_cluster_and_select_alike(tmp_path: object) -> None:
+    """Entry ids are random; the index must not depend on them (k-means depends on its input order)."""
+    outcomes = []
+    for k in range(3):
+        b = PromptBank(f"{tmp_path}/bank{k}")
+        fill(b, per_family=7)
+        with b.session() as s:
+            clusters = idx.clusters_of(s, "toy")
+            members = sorted(
+                sorted(b.get(r[0]).task_name + str(b.load_tensor(r[0])[0, 0].item()) for r in rows)
+                for rows in (
+                    s.execute(sql_select(EntryRow.id).where(EntryRow.cluster_id == c.id)).all()
+                    for c in clusters
+                )
+            )
+        sel = b.search(query("topic"), family_probe("topic"), budget=Budget(rep_probes=2, member_probes=2))
+        outcomes.append((members, float(sel.tensor.sum())))
+        b.close()
+    assert outcomes[0] == outcomes[1] == outcomes[2]

@@ -17,6 +17,7 @@ O(sqrt(n)) rows for k ~ sqrt(n), never a scan of the whole bank.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -87,7 +88,9 @@ def _model_vectors(s: Session, model: str, ids: list[str] | None = None) -> tupl
     q = select(EntryRow.id, EntryRow.task_vec, EntryRow.prompt_vec).where(EntryRow.model == model)
     if ids is not None:
         q = q.where(EntryRow.id.in_(ids))
-    rows = s.execute(q.order_by(EntryRow.id)).all()
+    # in content order, not id order: ids are random, and k-means (seeded) depends on the order of its
+    # points, so two banks with the same prompts must cluster (and so select) the same way
+    rows = sorted(s.execute(q).all(), key=lambda r: (hashlib.sha1(r[1] + r[2]).digest(), r[0]))
     if not rows:
         return [], np.zeros((0, 0), dtype=np.float32)
     x = np.stack([feat.index_vector(blob_to_vec(r[1]), blob_to_vec(r[2])) for r in rows])
