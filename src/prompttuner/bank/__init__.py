@@ -25,9 +25,11 @@ from prompttuner.bank.store import PUBLIC, Entry, NewEntry, PromptBank
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "COLD_INIT",
     "PUBLIC",
     "BankError",
     "Budget",
+    "cold_init_wins",
     "CorruptEntryError",
     "Entry",
     "EntryNotFoundError",
@@ -121,6 +123,13 @@ def select_for_task(
 COLD_INIT = "text"  # what a bank warm start must beat: the job's own instruction (text init)
 
 
+def cold_init_wins(sel: Selection) -> float | None:
+    """The cold init's probe loss when it is at least as low as the best entry's (then the job should
+    start cold), else None."""
+    cold = sel.info.get("baseline_losses", {}).get(COLD_INIT)
+    return cold if cold is not None and cold <= sel.loss else None
+
+
 def select_init(
     bank_dir: str | Path | None,
     loaded: Any,
@@ -152,8 +161,8 @@ def select_init(
             cold_init=COLD_INIT,
         )
     info = sel.to_dict()
-    cold = sel.info.get("baseline_losses", {}).get(COLD_INIT)
-    if cold is not None and cold <= sel.loss:
+    cold = cold_init_wins(sel)
+    if cold is not None:
         info["fallback"] = COLD_INIT
         log.info(
             "bank %s: best entry %s (loss %.3f) does not beat the job's text init (loss %.3f); cold start",

@@ -41,10 +41,10 @@ ProbeFn = Callable[[Sequence[torch.Tensor]], Sequence[float]]
 class Budget:
     """The fixed probe budget of one selection: at most ``rep_probes + member_probes`` prompts probed.
 
-    The defaults are sized for a CPU: a probe is one forward pass per (prompt, row) pair, about 100 ms
-    each for smollm2-135m on this project's 2-core CPU machine (``benchmarks/bank_latency.py``), so the
-    default 5 prompts (+ the job's text init) x 4 rows cut to 16 words is ~24 sequences. On a GPU, raise
-    ``sample_rows`` for a steadier signal: the probes then cost milliseconds.
+    The defaults are sized for a CPU: a probe is one forward pass per (prompt, row) pair, about 0.15
+    CPU-s each for smollm2-135m on this project's 2-core CPU machine (``benchmarks/bank_latency.py``), so
+    the default 5 prompts (+ the job's text init) x 4 rows cut to 16 words is 24 sequences, ~3.6 CPU-s.
+    On a GPU, raise ``sample_rows`` for a steadier signal: the probes then cost milliseconds.
     """
 
     rep_probes: int = 3

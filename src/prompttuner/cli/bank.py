@@ -345,7 +345,7 @@ def search(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
-    from prompttuner.bank import BankError, Budget, select_for_task
+    from prompttuner.bank import COLD_INIT, BankError, Budget, cold_init_wins, select_for_task
 
     b = _open(bank)
     tk = _load_task(task, labels)
@@ -362,14 +362,14 @@ def search(
             num_tokens=tokens,
             probes=not no_probes,
             max_length=max_length,
-            cold_init=None if no_probes else "text",
+            cold_init=None if no_probes else COLD_INIT,
         )
     except BankError as e:
         fail(str(e))
-    text_loss = sel.info.get("baseline_losses", {}).get("text")
-    if text_loss is not None and text_loss <= sel.loss:
+    text_loss = sel.info.get("baseline_losses", {}).get(COLD_INIT)
+    if cold_init_wins(sel) is not None:
         # what `tune --init bank:DIR` does then: start from the job's own instruction (cold lr)
-        sel.info["fallback"] = "text"
+        sel.info["fallback"] = COLD_INIT
     if json_out:
         emit_json(sel.to_dict())
         return
