@@ -43,6 +43,12 @@ def test_batched_probe_matches_engine_loss(loaded, task) -> None:  # type: ignor
     got = probe(prompts)
     want = [prompt_loss(loaded, p, rows, task.labels, max_length=24) for p in prompts]
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+    # one forward pass gives the accuracy too: the engine's accuracy on the same rows
+    from prompttuner.tuning import evaluate_accuracy
+
+    accs = [sc.accuracy for sc in probe.scores(prompts)]
+    want_acc = [evaluate_accuracy(loaded, p, rows, probe.verbalizer, max_length=24) for p in prompts]
+    assert accs == pytest.approx(want_acc)
 
 
 def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -193,26 +193,36 @@ def test_baselines_are_probed_beside_the_representatives(bank: PromptBank) -> No
     assert "baseline_losses" not in bank.search(query("topic"), None, baselines={"near": near}).info
 
 
-@pytest.mark.parametrize(("text_loss", "fallback"), [(0.5, True), (2.0, False)])
+@pytest.mark.parametrize(
+    ("text_accuracy", "text_loss", "fallback"),
+    [
+        (0.75, 2.0, True),  # a higher probe accuracy wins whatever the loss
+        (0.5, 0.5, True),  # same accuracy: the lower loss breaks the tie
+        (0.5, 2.0, False),
+        (0.25, 0.1, False),  # a lower loss does not beat a higher accuracy
+    ],
+)
 def test_select_init_keeps_the_jobs_text_init_unless_an_entry_beats_it(
-    bank: PromptBank, monkeypatch: pytest.MonkeyPatch, text_loss: float, fallback: bool
+    bank: PromptBank, monkeypatch: pytest.MonkeyPatch, text_accuracy: float, text_loss: float, fallback: bool
 ) -> None:
     import prompttuner.bank as pb
 
     fill(bank, per_family=2)
     real = bank.search(query("topic"), family_probe("topic"))
     real.loss = 1.0
+    real.info["accuracy"] = 0.5
     seen: dict[str, object] = {}
 
     def fake_select_for_task(b: PromptBank, loaded: object, task: object, **kw: object) -> object:
         seen.update(kw)
-        real.info["baseline_losses"] = {"text": text_loss}
+        real.info["baseline_scores"] = {"text": {"loss": text_loss, "accuracy": text_accuracy}}
         return real
 
     monkeypatch.setattr(pb, "select_for_task", fake_select_for_task)
-    chosen, info = pb.select_init(bank.root, object(), object(), num_tokens=4)
-    assert seen["cold_init"] == "text" and seen["num_tokens"] == 4
-    if fallback:  # the job's own instruction probes lower than any entry: cold start from it
+    rows = ["a", "b"]
+    chosen, info = pb.select_init(bank.root, object(), object(), num_tokens=4, examples=rows)
+    assert seen["cold_init"] == "text" and seen["num_tokens"] == 4 and seen["examples"] is rows
+    if fallback:  # the job's own instruction probes at least as well as any entry: cold start from it
         assert chosen == "text" and info["fallback"] == "text"
     else:
         assert torch.equal(chosen, real.tensor.float()) and "fallback" not in info
@@ -237,3 +247,29 @@ def test_banks_with_the_same_prompts_cluster_and_select_alike(tmp_path: object) 
         outcomes.append((members, float(sel.tensor.sum())))
         b.close()
     assert outcomes[0] == outcomes[1] == outcomes[2]
+
+
+@pytest.mark.parametrize(("rank_by", "winner"), [("accuracy", "entailment"), ("loss", "topic")])
+def test_probe_accuracy_ranks_before_loss(bank: PromptBank, rank_by: str, winner: str) -> None:
+    """A probe that scores both: the accuracy on the job's rows decides, the loss only breaks ties (or
+    decides alone with ``rank_by="loss"``); the layer-2 expansion follows the same ranking."""
+    from bank_helpers import family_base
+
+    from prompttuner.bank import ProbeScore
+
+    ids = fill(bank, per_family=4)
+    loss_of = family_probe("topic")
+    near = family_base("entailment")
+
+    def probe(prompts: Sequence[torch.Tensor]) -> list[ProbeScore]:
+        # accuracy falls with the distance to the entailment family: 4 rows, so it moves in steps of 1/4
+        accs = [round(4 / (1 + float(((p.float().mean(0) - near) ** 2).sum()))) / 4 for p in prompts]
+        return [ProbeScore(loss=x, accuracy=min(1.0, a)) for x, a in zip(loss_of(prompts), accs, strict=True)]
+
+    sel = bank.search(query("topic"), probe, budget=Budget(rank_by=rank_by))
+    assert ids[sel.entry.id] == winner
+    probed = [p for p in sel.probes if p.accuracy is not None]
+    assert sel.info["rank_by"] == rank_by
+    if rank_by == "accuracy":  # the members probed in layer 2 are of the cluster whose rep scored best
+        assert sel.info["accuracy"] == max(p.accuracy for p in probed)  # type: ignore[type-var]
+        assert {ids[p.entry_id] for p in sel.probes if p.layer == 2} == {"entailment"}

@@ -155,7 +155,7 @@ def test_bank_init_goes_through_the_bank_hook(
     calls: list[Any] = []
     chosen = torch.full((4, 576), 0.5)
 
-    def select_init(bank_dir: str | None, model: Any, t: Any, num_tokens: int) -> Any:
+    def select_init(bank_dir: str | None, model: Any, t: Any, num_tokens: int, **kw: Any) -> Any:
         calls.append((bank_dir, model, t, num_tokens))
         return chosen, {"entry": "e1"}  # the real hook returns (tensor, info)
 
@@ -163,7 +163,7 @@ def test_bank_init_goes_through_the_bank_hook(
     assert torch.equal(resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4), chosen)
     assert calls == [("/somewhere", loaded, task, 4)]
     monkeypatch.setattr(
-        bank, "select_init", lambda d, m, t, num_tokens: "text:positive or negative?", raising=False
+        bank, "select_init", lambda d, m, t, num_tokens, **kw: "text:positive or negative?", raising=False
     )
     assert resolve_init("bank", loaded, task, num_virtual_tokens=4).shape == (4, 576)
 
@@ -181,7 +181,7 @@ def test_bank_init_learning_rate_follows_what_the_bank_answered(
         (entry, {"entry": {"id": "e7", "task_name": "other"}}),
         ("text", {"entry": {"id": "e7", "task_name": "other"}, "fallback": "text"}),
     ]
-    monkeypatch.setattr(bank, "select_init", lambda d, m, t, num_tokens: answers.pop(0), raising=False)
+    monkeypatch.setattr(bank, "select_init", lambda d, m, t, num_tokens, **kw: answers.pop(0), raising=False)
     warm = _trainer(loaded, tiny_task_dir, init="bank:/x")
     cold = _trainer(loaded, tiny_task_dir, init="bank:/x")
     assert warm.kind == "warm" and torch.equal(warm.prompt(), entry)
@@ -191,3 +191,30 @@ def test_bank_init_learning_rate_follows_what_the_bank_answered(
     assert warm.lr == pytest.approx(cold.lr * 0.1)
     assert warm.metadata()["bank_entry"] == "e7" and warm.metadata()["bank_fallback"] is None
     assert cold.metadata()["bank_fallback"] == "text"
+
+
+def test_bank_start_below_its_target_on_the_probe_takes_the_cold_lr(
+    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank's entry keeps the warm lr only when its probe accuracy already meets the job's target; and
+    the bank's probes read the trainer's training split, never its validation rows."""
+    import prompttuner.bank as bank
+
+    n = CFG.get("num_virtual_tokens", 16)
+    entry = torch.full((n, loaded.embed_dim), 0.25)
+    seen: list[Any] = []
+    accuracies = [0.4, 0.9, 0.4]
+
+    def select_init(d: Any, m: Any, t: Any, num_tokens: int, **kw: Any) -> Any:
+        seen.append(kw)
+        return entry, {"entry": {"id": "e1", "task_name": "other"}, "accuracy": accuracies.pop(0)}
+
+    monkeypatch.setattr(bank, "select_init", select_init, raising=False)
+    below = _trainer(loaded, tiny_task_dir, init="bank:/x", target_accuracy=0.8)
+    above = _trainer(loaded, tiny_task_dir, init="bank:/x", target_accuracy=0.8)
+    no_target = _trainer(loaded, tiny_task_dir, init="bank:/x")
+    assert below.lr == pytest.approx(0.03) and below.metadata()["bank_probe_accuracy"] == 0.4
+    assert above.lr == pytest.approx(0.003) and no_target.lr == pytest.approx(0.003)
+    rows = seen[0]["examples"]
+    assert rows == below.train and not any(v in rows for v in below.val)
+    assert seen[0]["max_length"] == CFG["max_length"]

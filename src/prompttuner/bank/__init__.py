@@ -19,7 +19,7 @@ from prompttuner.bank.errors import (
     ModelMismatchError,
     NoCandidatesError,
 )
-from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, Selection
+from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, ProbeScore, Selection, rank_key
 from prompttuner.bank.store import PUBLIC, Entry, NewEntry, PromptBank
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ __all__ = [
     "NewEntry",
     "NoCandidatesError",
     "ProbeRecord",
+    "ProbeScore",
     "PromptBank",
     "Selection",
     "default_bank_dir",
@@ -93,11 +94,13 @@ def select_for_task(
     max_length: int = 64,
     max_steps: int | None = None,
     cold_init: str | None = None,
+    examples: Any = None,
 ) -> Selection:
     """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only).
 
     ``cold_init`` (e.g. ``"text"``): also probe the job's own cold init of ``num_tokens`` tokens; its loss
-    is in ``info["baseline_losses"][cold_init]``.
+    is in ``info["baseline_scores"][cold_init]``.  ``examples``: the rows the probes may sample (default:
+    the task's training data; a trainer passes its training split, so its validation rows stay unseen).
     """
     from prompttuner.bank.probe import make_probe
 
@@ -111,7 +114,7 @@ def select_for_task(
         num_tokens=num_tokens,
         max_steps=max_steps,
     )
-    probe = make_probe(loaded, task, b, max_length=max_length) if probes else None
+    probe = make_probe(loaded, task, b, max_length=max_length, examples=examples) if probes else None
     baselines = None
     if cold_init is not None and probes:
         from prompttuner.tuning import resolve_init
@@ -120,14 +123,25 @@ def select_for_task(
     return bank.search(q, probe, budget=b, baselines=baselines)
 
 
+def describe(score: ProbeScore) -> str:
+    """``accuracy 0.750, loss 0.612`` (the accuracy only when the probe measured one)."""
+    acc = "" if score.accuracy != score.accuracy else f"accuracy {score.accuracy:.3f}, "
+    return f"{acc}loss {score.loss:.3f}"
+
+
 COLD_INIT = "text"  # what a bank warm start must beat: the job's own instruction (text init)
 
 
-def cold_init_wins(sel: Selection) -> float | None:
-    """The cold init's probe loss when it is at least as low as the best entry's (then the job should
+def cold_init_wins(sel: Selection) -> ProbeScore | None:
+    """The cold init's probe score when it ranks at least as high as the best entry's (then the job should
     start cold), else None."""
-    cold = sel.info.get("baseline_losses", {}).get(COLD_INIT)
-    return cold if cold is not None and cold <= sel.loss else None
+    cold = sel.info.get("baseline_scores", {}).get(COLD_INIT)
+    if cold is None:
+        return None
+    cs = ProbeScore(**cold)
+    best = ProbeScore(loss=sel.loss, accuracy=sel.info.get("accuracy", float("nan")))
+    by = sel.info.get("rank_by", "accuracy")
+    return cs if rank_key(cs, by) <= rank_key(best, by) else None
 
 
 def select_init(
@@ -139,6 +153,7 @@ def select_init(
     num_tokens: int = 16,
     budget: Budget | None = None,
     max_length: int = 64,
+    examples: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """``--init bank:DIR``: the bank's choice for this job as ``(tensor, info)``.
 
@@ -159,17 +174,18 @@ def select_init(
             budget=budget,
             max_length=max_length,
             cold_init=COLD_INIT,
+            examples=examples,
         )
     info = sel.to_dict()
     cold = cold_init_wins(sel)
     if cold is not None:
         info["fallback"] = COLD_INIT
         log.info(
-            "bank %s: best entry %s (loss %.3f) does not beat the job's text init (loss %.3f); cold start",
+            "bank %s: best entry %s (%s) does not beat the job's text init (%s); cold start",
             folder,
             sel.entry.task_name,
-            sel.loss,
-            cold,
+            describe(ProbeScore(sel.loss, info.get("accuracy", float("nan")))),
+            describe(cold),
         )
         return COLD_INIT, info
     log.info(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from prompttuner.bank.select import Budget, ProbeFn
+from prompttuner.bank.select import Budget, ProbeScore
 
 
 def probe_sample(examples: Sequence[Any], budget: Budget) -> list[Any]:
@@ -73,10 +73,12 @@ class LLMProbe:
         self.evaluations = 0
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[torch.Tensor]) -> list[float]:
-        if not prompts:
-            return []
+    def logits(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Label-word logits ``[len(prompts), rows, labels]`` of the sample under each prompt (CPU)."""
         loaded = self.loaded
+        rows = len(self.ids)
+        if not prompts:
+            return torch.zeros((0, rows, len(self.verbalizer.first_ids)))
         dev = loaded.device
         for p in prompts:
             if p.ndim != 2 or p.shape[1] != loaded.embed_dim:
@@ -84,9 +86,7 @@ class LLMProbe:
                     f"prompt of shape {tuple(p.shape)} does not fit {loaded.name} "
                     f"(embed_dim {loaded.embed_dim})"
                 )
-        rows = len(self.ids)
         per_batch = max(1, self.max_batch_rows // rows)
-        losses: list[float] = []
         emb = loaded.model.get_input_embeddings()
         pad = int(loaded.tokenizer.pad_token_id)
         longest = max(len(r) for r in self.ids)
@@ -98,13 +98,13 @@ class LLMProbe:
         lengths = mask.sum(1)
         words = emb(input_ids.to(dev))
         first = self.verbalizer.first_ids.to(dev)
+        out_all: list[torch.Tensor] = []
         for s in range(0, len(prompts), per_batch):
             group = prompts[s : s + per_batch]
             g = len(group)
             n_virtual = group[0].shape[0]
             if any(p.shape[0] != n_virtual for p in group):  # mixed lengths: one at a time
-                for p in group:
-                    losses.extend(self([p]))
+                out_all.extend(self.logits([p]) for p in group)
                 continue
             soft = torch.stack([p.to(dev, words.dtype) for p in group])  # [g, n, d]
             soft = soft[:, None].expand(g, rows, n_virtual, soft.shape[-1]).reshape(g * rows, n_virtual, -1)
@@ -114,14 +114,34 @@ class LLMProbe:
             out = loaded.model(
                 inputs_embeds=inputs, attention_mask=full_mask.to(dev), logits_to_keep=pos, use_cache=False
             )
-            logits = out.logits.reshape(g * rows, -1)[:, first].float().cpu().reshape(g, rows, -1)
-            for k in range(g):
-                losses.append(float(F.cross_entropy(logits[k], self.targets)))
+            out_all.append(out.logits.reshape(g * rows, -1)[:, first].float().cpu().reshape(g, rows, -1))
             self.evaluations += g
-        return losses
+        return torch.cat(out_all)
+
+    def scores(self, prompts: Sequence[torch.Tensor]) -> list[ProbeScore]:
+        """Loss and accuracy of the sample under each prompt (one forward pass gives both)."""
+        lg = self.logits(prompts)
+        return [
+            ProbeScore(
+                loss=float(F.cross_entropy(x, self.targets)),
+                accuracy=float((x.argmax(-1) == self.targets).float().mean()),
+            )
+            for x in lg
+        ]
+
+    def __call__(self, prompts: Sequence[torch.Tensor]) -> list[float]:
+        return [s.loss for s in self.scores(prompts)]
 
 
-def make_probe(loaded: Any, task: Any, budget: Budget | None = None, max_length: int = 64) -> ProbeFn:
-    """The probe for ``task`` (its own training sample and its own label words) on ``loaded``."""
+def make_probe(
+    loaded: Any,
+    task: Any,
+    budget: Budget | None = None,
+    max_length: int = 64,
+    examples: Sequence[Any] | None = None,
+) -> LLMProbe:
+    """The probe for ``task`` (a sample of its own rows, ``examples`` or its training data, with its own
+    label words) on ``loaded``."""
     b = budget or Budget()
-    return LLMProbe(loaded, probe_sample(task.train, b), task.labels, max_length=max_length)
+    rows = task.train if examples is None else examples
+    return LLMProbe(loaded, probe_sample(rows, b), task.labels, max_length=max_length)

@@ -33,8 +33,31 @@ from prompttuner.bank.errors import CorruptEntryError, ModelMismatchError, NoCan
 from prompttuner.bank.predict import StepsPredictor
 from prompttuner.bank.store import PUBLIC, Entry, EntryRow, PromptBank, blob_to_vec
 
-ProbeFn = Callable[[Sequence[torch.Tensor]], Sequence[float]]
-"""Losses of the job's probe sample under each prompt (lower is better)."""
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """How one prompt does on the job's probe sample: label-word cross-entropy and accuracy."""
+
+    loss: float
+    accuracy: float
+
+
+ProbeFn = Callable[[Sequence[torch.Tensor]], Sequence["ProbeScore | float"]]
+"""The job's probe sample under each prompt: a :class:`ProbeScore`, or a bare loss (lower is better)."""
+
+
+def _score(x: ProbeScore | float) -> ProbeScore:
+    return x if isinstance(x, ProbeScore) else ProbeScore(loss=float(x), accuracy=float("nan"))
+
+
+def rank_key(score: ProbeScore, by: str = "accuracy") -> tuple[float, ...]:
+    """Sort key of a probe score, best first: ``accuracy`` (then loss to break ties, which are common on a
+    few rows) or ``loss`` alone.  A score without an accuracy ranks by its loss."""
+    if by == "loss" or score.accuracy != score.accuracy:  # NaN: the probe gave a loss only
+        return (score.loss,)
+    if by != "accuracy":
+        raise ValueError(f"unknown rank {by!r}: use 'accuracy' or 'loss'")
+    return (-score.accuracy, score.loss)
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,7 @@ class Budget:
     sample_rows: int = 4  # rows of the job's training data in the probe sample (round-robin over labels)
     max_words: int = 16  # probe texts are cut to this many words (the start says what a text is)
     seed: int = 0
+    rank_by: str = "accuracy"  # "accuracy" (then loss) or "loss": how probed prompts are ranked
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,11 @@ class ProbeRecord:
     loss: float | None
     task_name: str
     error: str | None = None
+    accuracy: float | None = None  # on the probe sample (None: the probe gave a loss only)
+
+    def score(self) -> ProbeScore:
+        acc = float("nan") if self.accuracy is None else self.accuracy
+        return ProbeScore(loss=float("inf") if self.loss is None else self.loss, accuracy=acc)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -185,7 +214,7 @@ def select(
         return [(r[0], r[1], r[2], blob_to_vec(r[3])) for r in rows if _eligible(r[2], r[4], job)]
 
     base_names = list(baselines or {}) if probe is not None else []
-    base_losses: dict[str, float] = {}
+    base_scores: dict[str, ProbeScore] = {}
 
     def run(batch: list[ProbeRecord], extra: Sequence[str] = ()) -> None:
         nonlocal probe_s
@@ -199,11 +228,13 @@ def select(
                 rec.error = str(e)
         if probe is not None and (ok or extra):
             tp = time.perf_counter()
-            losses = list(probe([tensors[r.entry_id] for r in ok] + [baselines[n] for n in extra]))  # type: ignore[index]
+            batch_tensors = [tensors[r.entry_id] for r in ok] + [(baselines or {})[n] for n in extra]
+            got = [_score(x) for x in probe(batch_tensors)]
             probe_s += time.perf_counter() - tp
-            for r, loss in zip(ok, losses[: len(ok)], strict=True):
-                r.loss = float(loss)
-            base_losses.update(zip(extra, (float(x) for x in losses[len(ok) :]), strict=True))
+            for r, sc in zip(ok, got[: len(ok)], strict=True):
+                r.loss = sc.loss
+                r.accuracy = None if sc.accuracy != sc.accuracy else sc.accuracy
+            base_scores.update(zip(extra, got[len(ok) :], strict=True))
         elif ok:  # features only: the similarity stands in for the loss
             for r in ok:
                 r.loss = -r.similarity
@@ -240,7 +271,11 @@ def select(
 
     # layer 2: members of the best clusters
     ti = time.perf_counter()
-    scored = sorted((r for r in layer1 if r.loss is not None), key=lambda r: r.loss)  # type: ignore[arg-type,return-value]
+
+    def key(r: ProbeRecord) -> tuple[float, ...]:
+        return rank_key(r.score(), b.rank_by)
+
+    scored = sorted((r for r in layer1 if r.loss is not None), key=key)
     expand = [r.cluster_id for r in scored[: b.expand_clusters] if r.cluster_id is not None]
     layer2: list[ProbeRecord] = []
     if expand and b.member_probes > 0:
@@ -269,7 +304,7 @@ def select(
     for r in probes:
         if r.entry_id in entries:
             r.task_name = entries[r.entry_id].task_name
-    best = min(done, key=lambda r: r.loss)  # type: ignore[arg-type,return-value]
+    best = min(done, key=key)
     pred = predictor or StepsPredictor()
     steps = pred.predict(
         best.loss if probe is not None else float("nan"),  # type: ignore[arg-type]
@@ -288,7 +323,16 @@ def select(
         clusters=len(clusters),
         candidates=sum(c.size for c in clusters),
         info={
-            "probe_evaluations": (len(done) + len(base_losses)) if probe is not None else 0,
-            **({"baseline_losses": base_losses} if base_losses else {}),
+            "probe_evaluations": (len(done) + len(base_scores)) if probe is not None else 0,
+            "rank_by": b.rank_by,
+            **({"accuracy": best.accuracy} if best.accuracy is not None else {}),
+            **(
+                {
+                    "baseline_losses": {k: v.loss for k, v in base_scores.items()},
+                    "baseline_scores": {k: dict(v.__dict__) for k, v in base_scores.items()},
+                }
+                if base_scores
+                else {}
+            ),
         },
     )

@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -345,13 +346,21 @@ def search(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
-    from prompttuner.bank import COLD_INIT, BankError, Budget, cold_init_wins, select_for_task
+    from prompttuner.bank import (
+        COLD_INIT,
+        BankError,
+        Budget,
+        ProbeScore,
+        cold_init_wins,
+        describe,
+        select_for_task,
+    )
 
     b = _open(bank)
     tk = _load_task(task, labels)
     loaded = _load_model(model)
-    given = {"rep_probes": reps, "member_probes": members, "sample_rows": rows}
-    budget = Budget(**{k: v for k, v in given.items() if v is not None})
+    given: dict[str, Any] = {"rep_probes": reps, "member_probes": members, "sample_rows": rows}
+    budget = dataclasses.replace(Budget(), **{k: v for k, v in given.items() if v is not None})
     try:
         sel = select_for_task(
             b,
@@ -366,7 +375,7 @@ def search(
         )
     except BankError as e:
         fail(str(e))
-    text_loss = sel.info.get("baseline_losses", {}).get(COLD_INIT)
+    text_score = sel.info.get("baseline_scores", {}).get(COLD_INIT)
     if cold_init_wins(sel) is not None:
         # what `tune --init bank:DIR` does then: start from the job's own instruction (cold lr)
         sel.info["fallback"] = COLD_INIT
@@ -374,16 +383,20 @@ def search(
         emit_json(sel.to_dict())
         return
     ent = sel.entry
+    chosen = describe(ProbeScore(sel.loss, sel.info.get("accuracy", float("nan"))))
     console.print(
         f"chosen: [bold]{ent.id}[/] (task {ent.task_name or '?'}, labels {','.join(ent.labels)}, "
-        f"cluster {ent.cluster_id}) probe loss {sel.loss:.4f}"
+        f"cluster {ent.cluster_id}) probe {chosen}"
     )
     table = Table(title=f"probes ({sel.info.get('probe_evaluations', 0)} LLM evaluations)")
-    for col in ("layer", "entry", "task", "cluster", "similarity", "loss"):
+    for col in ("layer", "entry", "task", "cluster", "similarity", "accuracy", "loss"):
         table.add_column(col)
     for p in sel.probes:
         loss = p.error or ("-" if p.loss is None else f"{p.loss:.4f}")
-        table.add_row(str(p.layer), p.entry_id, p.task_name, str(p.cluster_id), f"{p.similarity:.3f}", loss)
+        acc = "-" if p.accuracy is None else f"{p.accuracy:.3f}"
+        table.add_row(
+            str(p.layer), p.entry_id, p.task_name, str(p.cluster_id), f"{p.similarity:.3f}", acc, loss
+        )
     console.print(table)
     t = sel.timings
     console.print(
@@ -391,13 +404,13 @@ def search(
         f"probes {t['probes_s']:.3f}s); {sel.candidates} candidates in {sel.clusters} clusters"
     )
     console.print(f"predicted steps to target: {sel.predicted_steps:.0f}")
-    if text_loss is not None:
+    if text_score is not None:
         verdict = (
-            "the job's text init probes lower: `tune --init bank:DIR` starts from it (cold lr)"
+            "it ranks at least as high: `tune --init bank:DIR` starts from it (cold lr)"
             if sel.info.get("fallback")
-            else "the chosen entry beats it: `tune --init bank:DIR` warm-starts from the entry"
+            else "the chosen entry beats it: `tune --init bank:DIR` starts from the entry"
         )
-        console.print(f"job's own text init: probe loss {text_loss:.4f}; {verdict}")
+        console.print(f"job's own text init: probe {describe(ProbeScore(**text_score))}; {verdict}")
 
 
 @bank_app.command("reindex")

@@ -149,6 +149,7 @@ class _Ctx:
             got = sorted(self.future.get(gpu, []))
             self._fut_sorted[gpu] = got
         return got
+
     need: dict[str, int] = field(default_factory=dict)
     keep_s: dict[str, float] = field(default_factory=dict)
 

@@ -234,8 +234,9 @@ class Planner:
                 got += dur * self.tp(job, a)
                 if got >= iter_left:
                     point = ps
-                    return self._commit_forward(job, start, ffg, nf, alloc, t_ev, aligned, iter_left,
-                                                quota, last_q, point)
+                    return self._commit_forward(
+                        job, start, ffg, nf, alloc, t_ev, aligned, iter_left, quota, last_q, point
+                    )
                 period_end = ps
             last_last_q, last_q = last_q, quota
             quota = next_level(job, quota)
@@ -316,8 +317,18 @@ class Planner:
         return Plan(nf, dict(sorted(alloc.items())), end, real_end, real_end <= ddl)
 
     def _commit_forward(
-        self, job: Job, start: float, ffg: Timeline, nf: Timeline, alloc: dict[float, int], t_ev: float,
-        aligned: float, iter_left: float, quota: int, last_q: int, point: float,
+        self,
+        job: Job,
+        start: float,
+        ffg: Timeline,
+        nf: Timeline,
+        alloc: dict[float, int],
+        t_ev: float,
+        aligned: float,
+        iter_left: float,
+        quota: int,
+        last_q: int,
+        point: float,
     ) -> Plan:
         """Run the found plan forward from now: ``last_q`` before ``point``, ``quota`` from it on."""
         slot, ddl = self.slot, job.ddl

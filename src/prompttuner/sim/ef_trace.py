@@ -143,9 +143,7 @@ def elasticflow_max_gpu(model: str, batch: int) -> int:
     return min(batch, 64)
 
 
-def load_jobs(
-    path: Path, profiles: Profiles, policy: str, max_jobs: int | None = None
-) -> list[Job]:
+def load_jobs(path: Path, profiles: Profiles, policy: str, max_jobs: int | None = None) -> list[Job]:
     """Read an ElasticFlow-format trace (``job_id,submission_time,num_iteration,model_name,deadline,...``)."""
     jobs: list[Job] = []
     with path.open(newline="") as fh:

@@ -40,6 +40,23 @@ DEFAULT_LR = 0.03
 WARM_LR_FACTOR = 0.1  # a reused prompt already scores well at step 0; the random-init lr knocks it off
 
 
+def start_lr(kind: str, bank_info: dict[str, Any] | None = None, target: float | None = None) -> float:
+    """The default learning rate for a start of ``kind`` (``init_kind``).
+
+    Cold starts (random, text) take ``DEFAULT_LR``.  A warm start (a reused prompt) takes
+    ``WARM_LR_FACTOR`` times less, so that a prompt that already scores well is not knocked off, *unless*
+    it is the Prompt Bank's choice and its probe accuracy on the job's own rows is below the job's
+    target: that prompt must move anyway, and at the warm rate it moves too slowly
+    (``benchmarks/results/bank_speedup.md``: such starts took 2-5x the steps of a random init).
+    """
+    if kind != "warm":
+        return DEFAULT_LR
+    acc = (bank_info or {}).get("accuracy")
+    if acc is not None and target is not None and acc < target:
+        return DEFAULT_LR
+    return DEFAULT_LR * WARM_LR_FACTOR
+
+
 @dataclass
 class TuningConfig:
     num_virtual_tokens: int = 16
@@ -98,10 +115,17 @@ def init_kind(spec: Any) -> str:
 
 
 def bank_choice(
-    spec: str, loaded: LoadedModel, task: Task, *, num_virtual_tokens: int = 16
+    spec: str,
+    loaded: LoadedModel,
+    task: Task,
+    *,
+    num_virtual_tokens: int = 16,
+    examples: list[Any] | None = None,
+    max_length: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """``bank:<dir>`` (or ``bank``) -> ``(tensor or another init spec, info)`` from the Prompt Bank's hook
-    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=...)``."""
+    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=..., examples=..., max_length=...)``;
+    ``examples``: the rows its probes may read (the trainer's training split: never its validation rows)."""
     try:
         from prompttuner import bank
     except ImportError:  # pragma: no cover - the package always exists in this project
@@ -112,7 +136,10 @@ def bank_choice(
             "init 'bank:...' needs the Prompt Bank (prompttuner.bank.select_init), not available"
         )
     bank_dir = spec[5:] if spec.startswith("bank:") else None
-    chosen = select(bank_dir, loaded, task, num_tokens=num_virtual_tokens)
+    kw: dict[str, Any] = {"examples": examples} if examples is not None else {}
+    if max_length is not None:
+        kw["max_length"] = max_length
+    chosen = select(bank_dir, loaded, task, num_tokens=num_virtual_tokens, **kw)
     info: dict[str, Any] = {}
     if isinstance(chosen, tuple):  # select_init returns (tensor or spec, info)
         chosen, info = chosen
@@ -230,16 +257,21 @@ class PromptTrainer:
         if init_kind(spec) == "bank":
             # resolve first: the bank may answer with a cold init (its fallback), which keeps the cold lr
             spec, self.init_info = bank_choice(
-                spec, loaded, task, num_virtual_tokens=config.num_virtual_tokens
+                spec,
+                loaded,
+                task,
+                num_virtual_tokens=config.num_virtual_tokens,
+                examples=self.train,
+                max_length=config.max_length,
             )
         self.kind = init_kind(spec)
         init = resolve_init(
             spec, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
         )
-        self.lr = (
+        self.lr: float = (
             config.lr
             if config.lr is not None
-            else DEFAULT_LR * (WARM_LR_FACTOR if self.kind == "warm" else 1)
+            else start_lr(self.kind, self.init_info, config.target_accuracy)
         )
         peft_cfg = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
@@ -442,6 +474,8 @@ class PromptTrainer:
             meta["bank_entry"] = entry.get("id") if isinstance(entry, dict) else str(entry)
             meta["bank_entry_task"] = entry.get("task_name") if isinstance(entry, dict) else None
             meta["bank_fallback"] = self.init_info.get("fallback")
+            meta["bank_probe_accuracy"] = self.init_info.get("accuracy")
+            meta["lr"] = self.lr
         meta.update(extra)
         return meta
 
