@@ -150,7 +150,10 @@ def tune(
 ) -> dict[str, Any]:
     from prompttuner.tuning import PromptTrainer
 
-    trainer = PromptTrainer(loaded, task, config_for(st, init, seed, target, max_steps))
+    return train(PromptTrainer(loaded, task, config_for(st, init, seed, target, max_steps)))
+
+
+def train(trainer: Any) -> dict[str, Any]:
     res = trainer.train_to_target()
     return {
         "reached": res.reached,
@@ -172,18 +175,18 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def bank_run(args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks: list[str]) -> dict[str, Any]:
-    from prompttuner.bank import select_init
-    from prompttuner.tuning import load_task
+    """T's job with ``init="bank:DIR"``, exactly as ``prompttuner tune --init bank:DIR`` runs it: the trainer
+    asks the bank (probes on its own training split), then picks its lr from the answer."""
+    from prompttuner.tuning import PromptTrainer, load_task
 
     prof = profiles(args)
     st, info = prof["settings"], prof["tasks"][name]["info"]
     task = load_task(Path(args.data) / name)
     folder, names = build_loo_bank(args, loaded, name, tasks)
     t0 = time.perf_counter()
-    chosen, sel = select_init(
-        folder, loaded, task, num_tokens=st["num_virtual_tokens"], max_length=st["max_length"]
-    )
+    trainer = PromptTrainer(loaded, task, config_for(st, f"bank:{folder}", seed, info["target"]))
     select_s = time.perf_counter() - t0
+    sel = trainer.init_info
     entry = sel["entry"]
     rec: dict[str, Any] = {
         "bank_entries": names,
@@ -191,24 +194,33 @@ def bank_run(args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks:
             "entry": f"{entry['task_name']}/{entry['extra'].get('run')}",
             "fallback": sel.get("fallback"),
             "loss": sel["loss"],
-            "text_init_loss": sel.get("baseline_losses", {}).get("text"),
+            "accuracy": sel.get("accuracy"),
+            "rank_by": sel.get("rank_by"),
+            "text_init": sel.get("baseline_scores", {}).get("text"),
             "predicted_steps": sel["predicted_steps"],
             "timings_s": sel["timings_s"],
             "wall_s": round(select_s, 3),
             "probes": [
-                {"task": p["task_name"], "layer": p["layer"], "loss": p["loss"]} for p in sel["probes"]
+                {
+                    "task": p["task_name"],
+                    "layer": p["layer"],
+                    "loss": p["loss"],
+                    "accuracy": p.get("accuracy"),
+                }
+                for p in sel["probes"]
             ],
         },
         "target": info["target"],
     }
-    if isinstance(chosen, str):
+    if sel.get("fallback"):
         # the fallback is the job's text init at the cold lr: exactly the profile's text-init run of this
         # seed (same code, settings and seed), so that run is reused instead of tuned again
-        base = prof["tasks"][name]["runs"][f"{chosen}-seed{seed}"]
+        base = prof["tasks"][name]["runs"][f"{sel['fallback']}-seed{seed}"]
         keys = ("reached", "steps", "steps_to_target", "best_accuracy", "step0_accuracy", "wall_s")
         rec.update({k: base[k] for k in keys}, accuracy=base["final_accuracy"], reused_profile_run=True)
+        rec["lr"] = trainer.lr
         return rec
-    rec.update(tune(loaded, task, st, chosen, seed, info["target"]))
+    rec.update(train(trainer))
     return rec
 
 
@@ -312,6 +324,24 @@ def cost(run: dict[str, Any] | None, cap: int) -> float | None:
     return float(max(1, cap if s is None else s))
 
 
+def step0_scan(path: Path) -> dict[str, tuple[str, float]]:
+    """Per task, the entry with the best step-0 validation accuracy and that accuracy (no tuning), from the
+    logits ``benchmarks/bank_signals.py`` recorded (the exact hindsight answer when it meets the target)."""
+    out = {}
+    for r in read_runs(path):
+        val = r["samples"]["val"]
+        accs = [
+            statistics.fmean(
+                float(max(range(len(x)), key=x.__getitem__) == t)
+                for x, t in zip(p, val["targets"], strict=True)
+            )
+            for p in val["logits"][:-1]  # the last prompt is the job's own text init
+        ]
+        i = max(range(len(accs)), key=accs.__getitem__)
+        out[r["task"]] = (r["prompts"][i], round(accs[i], 4))
+    return out
+
+
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
     prof = profiles(args)
     st = prof["settings"]
@@ -319,6 +349,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     runs = read_runs(Path(str(args.out) + ".runs.jsonl"))
     ok = [r for r in runs if "error" not in r]
     hind = {(r["task"], r["seed"]): r for r in ok if r["init"] == "hindsight"}
+    step0 = step0_scan(Path(str(RESULTS / "bank_signals") + ".jsonl"))
     rows = []
     for r in sorted((r for r in ok if r["init"] == "bank"), key=lambda r: (r["task"], r["seed"])):
         t, s = r["task"], r["seed"]
@@ -343,6 +374,10 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{init}_wall_s"] = b["wall_s"]
                 row[f"speedup_vs_{init}"] = round(cost(b, cap) / cost(r, cap), 3)  # type: ignore[operator]
                 row[f"wall_speedup_vs_{init}"] = round(b["wall_s"] / max(row["bank_wall_s"], 1e-6), 3)
+        z = step0.get(t)
+        if z is not None:  # every entry at step 0 on T's validation rows (benchmarks/bank_signals.py)
+            row["step0_best_entry"], row["step0_best_acc"] = z
+            row["step0_entry_meets_target"] = z[1] >= r["target"]
         h = hind.get((t, s))
         if h is not None:
             row["hindsight_best_steps"] = h["best_steps"]
@@ -386,6 +421,14 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         "text_reached": sum(1 for x in rows if x.get("text_steps") is not None),
         "fallbacks": sum(1 for x in rows if x["bank_choice"].startswith("text init")),
         "median_bank_over_hindsight": med("bank_over_hindsight"),
+        "step0_scan_tasks": len(step0),
+        "tasks_with_entry_at_target_step0": sorted(
+            t for t, z in step0.items() if z[1] >= prof["tasks"][t]["info"]["target"]
+        ),
+        "bank_pairs_at_target_step0_where_possible": sum(
+            1 for x in rows if x.get("step0_entry_meets_target") and x["bank_steps"] == 0
+        ),
+        "pairs_where_possible": sum(1 for x in rows if x.get("step0_entry_meets_target")),
         "bank_equals_hindsight": sum(1 for x in rows if x.get("bank_over_hindsight") == 1.0),
         "hindsight_pairs": len(vals("bank_over_hindsight")),
         "median_selection_s": med("selection_s"),

@@ -35,9 +35,7 @@ def main() -> None:
     ap.add_argument("--work", default="profiles", choices=["profiles", "distribution"], help="job sizes")
     args = ap.parse_args()
     cat = load_catalog()
-    base = WorkloadConfig(
-        n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work
-    )
+    base = WorkloadConfig(n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work)
     out: dict[str, object] = {"config": asdict(base), "variants": VARIANTS, "workloads": {}}
     t0 = time.time()
     for kind in ("poisson", "itp", "azure"):

@@ -45,9 +45,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     cat = load_catalog()
-    base = WorkloadConfig(
-        n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work
-    )
+    base = WorkloadConfig(n_jobs=args.jobs, load=args.load, slo_tightness=args.slo_tightness, work=args.work)
     result: dict[str, object] = {"config": asdict(base), "policies": POLICIES}
     workloads: dict[str, object] = {}
     t0 = time.time()

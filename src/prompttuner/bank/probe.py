@@ -1,7 +1,8 @@
-"""Probes: the loss of a job's own sample under candidate prompts, on the job's model (no gradient).
+"""Probes: the accuracy and loss of a job's own sample under candidate prompts, on the job's model (no
+gradient).
 
-The sample is small and fixed per job (``Budget.sample_rows`` rows, stratified by label, texts cut to
-``Budget.max_words`` words, which keeps their start, the part that says what a text is).  Candidates are
+The sample is small and fixed per job (``Budget.sample_rows`` rows, stratified by label; texts may be cut
+to ``Budget.max_words`` words, which keeps their start, the part that says what a text is).  Candidates are
 evaluated *together*: one forward pass holds every (prompt, row) pair, because on a CPU a batch of
 ``prompts x rows`` sequences runs at several times the throughput of ``prompts`` separate small batches.
 The layout and loss are the engine's (:func:`prompttuner.tuning.prompt_loss`): ``[prompt][text\\nAnswer:]``,
@@ -32,7 +33,7 @@ def probe_sample(examples: Sequence[Any], budget: Budget) -> list[Any]:
         for pool in pools:
             if pool and len(out) < budget.sample_rows:
                 out.append(pool.pop())
-    return [_cut(ex, budget.max_words) for ex in out]
+    return out if budget.max_words is None else [_cut(ex, budget.max_words) for ex in out]
 
 
 def _cut(ex: Any, max_words: int) -> Any:

@@ -337,10 +337,10 @@ def search(
     tenant: str = typer.Option("public", "--tenant"),
     tokens: int | None = typer.Option(None, "--tokens", help="Only prompts with this many virtual tokens."),
     rows: int | None = typer.Option(
-        None, "--rows", help="Probe sample size, rows of the job's training data (default: Budget's, 4)."
+        None, "--rows", help="Probe sample size, rows of the job's training data (default: Budget's, 16)."
     ),
-    reps: int | None = typer.Option(None, "--reps", help="Cluster representatives probed (default 3)."),
-    members: int | None = typer.Option(None, "--members", help="Cluster members probed (default 2)."),
+    reps: int | None = typer.Option(None, "--reps", help="Cluster representatives probed (default 4)."),
+    members: int | None = typer.Option(None, "--members", help="Cluster members probed (default 4)."),
     no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
     max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
     json_out: bool = JSON_OPTION,

@@ -47,7 +47,7 @@ def start_lr(kind: str, bank_info: dict[str, Any] | None = None, target: float |
     ``WARM_LR_FACTOR`` times less, so that a prompt that already scores well is not knocked off, *unless*
     it is the Prompt Bank's choice and its probe accuracy on the job's own rows is below the job's
     target: that prompt must move anyway, and at the warm rate it moves too slowly
-    (``benchmarks/results/bank_speedup.md``: such starts took 2-5x the steps of a random init).
+    (``benchmarks/results/bank_speedup_lossprobe.md``: such starts took 2-5x the steps of random init).
     """
     if kind != "warm":
         return DEFAULT_LR
