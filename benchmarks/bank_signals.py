@@ -35,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import bank_speedup as bs  # type: ignore[import-not-found]  # noqa: E402
 
 OUT = bs.RESULTS / "bank_signals"
+MARK = "<!-- table written by --summarize -->"
 TRAIN_ROWS = 32
 
 
@@ -165,7 +166,8 @@ def summarize(args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     plans = [("all 15 entries", None)] + [
-        (f"index: {r} reps + {m} members", (r, m)) for r, m in ((3, 2), (4, 4))
+        (f"index: {r} reps + {m} members of {e} cluster{'s' * (e > 1)}", (r, m, e))
+        for r, m, e in ((3, 2, 1), (4, 4, 1), (4, 4, 2))
     ]
     for plan, shape in plans:
         for by in ("loss", "accuracy"):
@@ -182,7 +184,13 @@ def summarize(args: argparse.Namespace) -> str:
 
                         pick = min(range(len(sc)), key=lambda i: rank_key(ProbeScore(*sc[i]), by))
                     else:
-                        b = Budget(rep_probes=shape[0], member_probes=shape[1], sample_rows=rows, rank_by=by)
+                        b = Budget(
+                            rep_probes=shape[0],
+                            member_probes=shape[1],
+                            expand_clusters=shape[2],
+                            sample_rows=rows,
+                            rank_by=by,
+                        )
                         pick = choose(args, r, b, sample, rows)
                     top = max(val[:-1])
                     hit += val[pick] >= r["target"]
@@ -220,6 +228,9 @@ def main() -> None:
         args.tasks = ",".join(TASKS)
     if args.summarize:
         text = summarize(args)
+        md = Path(str(args.out) + ".md")
+        head = md.read_text().split(MARK)[0] if md.exists() else "# bank_signals\n\n"
+        md.write_text(head + MARK + "\n\n" + text + "\n")
         print(text)
         return
     lines = Path(str(args.out) + ".jsonl")

@@ -40,7 +40,7 @@ def test_batched_probe_matches_engine_loss(loaded, task) -> None:  # type: ignor
     assert sorted({r.label for r in rows}) == ["negative", "positive"]  # stratified
     prompts = [resolve_init("random", loaded, task, num_virtual_tokens=4, seed=s) for s in (0, 1)]
     probe = LLMProbe(loaded, rows, task.labels, max_length=24)
-    got = probe(prompts)
+    got = [sc.loss for sc in probe(prompts)]
     want = [prompt_loss(loaded, p, rows, task.labels, max_length=24) for p in prompts]
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     # one forward pass gives the accuracy too: the engine's accuracy on the same rows
@@ -68,10 +68,18 @@ def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:
     chosen, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
     assert info["entry"]["id"] in ids
     assert info["probe_evaluations"] == 3  # a bank of two: both probed, and the job's own text init
-    assert info["loss"] == min(p["loss"] for p in info["probes"])
-    text_loss = info["baseline_losses"]["text"]
+    # the real probe measures accuracy and loss; the choice ranks by accuracy, then loss
+    assert all(p["accuracy"] is not None for p in info["probes"])
+    best = min(info["probes"], key=lambda p: (-p["accuracy"], p["loss"]))
+    assert (info["entry"]["id"], info["accuracy"], info["loss"]) == (
+        best["entry_id"],
+        best["accuracy"],
+        best["loss"],
+    )
+    text_score = info["baseline_scores"]["text"]
     via_engine = resolve_init(f"bank:{tmp_path / 'bank'}", loaded, task, num_virtual_tokens=4)
-    if text_loss <= info["loss"]:  # no entry beats the job's own instruction: a cold start from it
+    if (-text_score["accuracy"], text_score["loss"]) <= (-best["accuracy"], best["loss"]):
+        # no entry beats the job's own instruction: a cold start from it
         assert chosen == "text" and info["fallback"] == "text" and torch.equal(via_engine, text)
     else:
         assert chosen.shape == (4, loaded.embed_dim) and torch.equal(via_engine, chosen)

@@ -51,7 +51,7 @@ def cut_to(s: str, n: int) -> str:
 
 
 class LLMProbe:
-    """Batched ``prompt_loss`` over many prompts for one job sample (callable as a :data:`ProbeFn`)."""
+    """Batched ``prompt_loss`` and accuracy over many prompts for one job sample (a :data:`ProbeFn`)."""
 
     def __init__(
         self,
@@ -130,8 +130,8 @@ class LLMProbe:
             for x in lg
         ]
 
-    def __call__(self, prompts: Sequence[torch.Tensor]) -> list[float]:
-        return [s.loss for s in self.scores(prompts)]
+    def __call__(self, prompts: Sequence[torch.Tensor]) -> list[ProbeScore]:
+        return self.scores(prompts)
 
 
 def make_probe(
