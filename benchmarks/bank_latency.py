@@ -11,7 +11,7 @@ Measured per bank size, on the job's model (``smollm2-135m``) on this CPU:
 - ``features_s``: MiniLM embedding of the job (description, labels, 16 sample rows);
 - ``index_s``: reading centroids, ranking clusters, reading the members of the expanded clusters;
 - ``probes_s``: the LLM forward passes of the default probe budget (``bank.Budget()``, what
-  ``tune --init bank:DIR`` uses: 3 representatives + 2 members and the job's own text init, 4 rows each);
+  ``tune --init bank:DIR`` uses; ``--rows/--reps/--members`` change it);
 - ``total_s``; and the build cost (insert + k-means) for the record.
 Index-only timings are repeated ``--repeats`` times (median and range); probes ``--probe-repeats`` times.
 

@@ -69,9 +69,9 @@ class Budget:
     entry that meets the job's target with no tuning on 4 of the 5 tasks where one exists (the former
     default, the loss of 4 rows, on 1), and 4 representatives + 4 members of the 2 best clusters keep 4 of
     them (3 + 2 members of 1 cluster: 3).  The price on a CPU: a probe is one forward pass per
-    (prompt, row) pair, ~0.24 CPU-s at 48 tokens for smollm2-135m on this project's 2-core machine, so 9
-    prompts + the job's text init x 16 rows is 160 sequences, ~40 CPU-s (about 15 tuning steps); on a
-    GPU they cost well under a second.  Lower ``sample_rows`` or cut texts (``max_words``) to trade
+    (prompt, row) pair, ~0.2 CPU-s at 48 tokens for smollm2-135m on this project's 2-core machine, so 8
+    entries + the job's text init x 16 rows is 144 sequences, ~31 CPU-s (``bank_latency_default_budget
+    .json``; about 12 tuning steps); on a GPU they cost well under a second.  Lower ``sample_rows`` or cut texts (``max_words``) to trade
     selection quality for time.
     """
 
