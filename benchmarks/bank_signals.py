@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import multiprocessing as mp
 import os
 import statistics
 import time
@@ -217,15 +216,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="/tmp/prompttuner-bank-signals")
     ap.add_argument("--summarize", action="store_true")
-    args = ap.parse_args()
-    if args.data is None:
-        from prompttuner.config import shared_data
-
-        args.data = str(shared_data() / "tasks")
-    if args.tasks is None:
-        from convergence_profiles import TASKS  # type: ignore[import-not-found]
-
-        args.tasks = ",".join(TASKS)
+    args = bs.with_defaults(ap.parse_args())
     if args.summarize:
         text = summarize(args)
         md = Path(str(args.out) + ".md")
@@ -233,14 +224,7 @@ def main() -> None:
         md.write_text(head + MARK + "\n\n" + text + "\n")
         print(text)
         return
-    lines = Path(str(args.out) + ".jsonl")
-    procs = [
-        mp.get_context("spawn").Process(target=worker, args=(args, i, lines)) for i in range(args.workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    bs.run_workers(worker, args, Path(str(args.out) + ".jsonl"))
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ def worker(args: argparse.Namespace, shard: int, lines: Path) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     wait_for_sources(args, tasks)
     loaded = load_model(args.model)
-    mine = [name for i, name in enumerate(tasks) if i % args.workers == shard]
+    run = args.only.split(",") if args.only else tasks  # the bank always holds every other task
+    mine = [name for i, name in enumerate(run) if i % args.workers == shard]
     # every bank run first (seed-major), the hindsight runs (the costliest, an upper bound) last
     jobs = [(name, "bank", s) for s in seeds for name in mine]
     jobs += [(name, "hindsight", seeds[0]) for name in mine]
@@ -349,6 +350,11 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     runs = read_runs(Path(str(args.out) + ".runs.jsonl"))
     ok = [r for r in runs if "error" not in r]
     hind = {(r["task"], r["seed"]): r for r in ok if r["init"] == "hindsight"}
+    for extra in args.hindsight_from or []:  # an earlier run's tuned hindsight, for tasks this run lacks
+        for r in read_runs(Path(extra)):
+            key = (r.get("task"), r.get("seed"))
+            if r.get("init") == "hindsight" and "error" not in r and key not in hind:
+                hind[key] = {**r, "source": Path(extra).name}
     step0 = step0_scan(Path(str(RESULTS / "bank_signals") + ".jsonl"))
     rows = []
     for r in sorted((r for r in ok if r["init"] == "bank"), key=lambda r: (r["task"], r["seed"])):
@@ -381,6 +387,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         h = hind.get((t, s))
         if h is not None:
             row["hindsight_best_steps"] = h["best_steps"]
+            row["hindsight_source"] = h.get("source", "this run")
             done = {k: e["steps_to_target"] for k, e in h["entries"].items() if "steps" in e}
             if done:
                 row["hindsight_best"] = min(done, key=lambda k: cap + 1 if done[k] is None else done[k])
@@ -501,9 +508,36 @@ def write_data(s: dict[str, Any]) -> Path:
     return out
 
 
+def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``--data``: the shared data's tasks/; ``--tasks``: every task of the convergence profiles."""
+    if args.data is None:
+        from prompttuner.config import shared_data
+
+        args.data = str(shared_data() / "tasks")
+    if args.tasks is None:
+        from convergence_profiles import TASKS  # type: ignore[import-not-found]
+
+        args.tasks = ",".join(TASKS)
+    return args
+
+
+def run_workers(target: Any, args: argparse.Namespace, lines: Path) -> None:
+    """``args.workers`` spawned processes ``target(args, shard, lines)``; returns when all have ended."""
+    procs = [
+        mp.get_context("spawn").Process(target=target, args=(args, i, lines)) for i in range(args.workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=None, help="comma list (default: every task of the profiles)")
+    ap.add_argument(
+        "--only", default=None, help="comma list: run only these tasks (banks still hold the others)"
+    )
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--hindsight-top", type=int, default=2)
     ap.add_argument("--model", default="smollm2-135m")
@@ -516,16 +550,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--wait-s", type=float, default=3 * 3600)
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument(
+        "--hindsight-from",
+        action="append",
+        default=None,
+        help="runs file of an earlier run whose hindsight runs fill tasks this run lacks (repeatable)",
+    )
     ap.add_argument("--write-data", action="store_true", help="write src/prompttuner/data/bank_speedup.json")
-    args = ap.parse_args()
-    if args.data is None:
-        from prompttuner.config import shared_data
-
-        args.data = str(shared_data() / "tasks")
-    if args.tasks is None:
-        from convergence_profiles import TASKS  # type: ignore[import-not-found]
-
-        args.tasks = ",".join(TASKS)
+    args = with_defaults(ap.parse_args())
     if args.summarize:
         s = summarize(args)
         Path(str(args.out) + ".json").write_text(json.dumps(s, indent=1) + "\n")
@@ -536,13 +568,7 @@ def main() -> None:
         return
     lines = Path(str(args.out) + ".runs.jsonl")
     lines.parent.mkdir(parents=True, exist_ok=True)
-    procs = [
-        mp.get_context("spawn").Process(target=worker, args=(args, i, lines)) for i in range(args.workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    run_workers(worker, args, lines)
 
 
 if __name__ == "__main__":
