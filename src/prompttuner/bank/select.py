@@ -65,14 +65,14 @@ class Budget:
     """The fixed probe budget of one selection: at most ``rep_probes + member_probes`` prompts probed.
 
     The defaults come from ``benchmarks/bank_signals.py`` (leave one task out of the 16 shared tasks,
-    ``benchmarks/results/bank_signals.md``): ranking by probe *accuracy* on 16 of the job's rows finds an
-    entry that meets the job's target with no tuning on 4 of the 5 tasks where one exists (the former
-    default, the loss of 4 rows, on 1), and 4 representatives + 4 members of the 2 best clusters keep 4 of
-    them (3 + 2 members of 1 cluster: 3).  The price on a CPU: a probe is one forward pass per
-    (prompt, row) pair, ~0.2 CPU-s at 48 tokens for smollm2-135m on this project's 2-core machine, so 8
-    entries + the job's text init x 16 rows is 144 sequences, ~31 CPU-s (``bank_latency_default_budget
-    .json``; about 12 tuning steps); on a GPU they cost well under a second.  Lower ``sample_rows`` or cut texts (``max_words``) to trade
-    selection quality for time.
+    ``benchmarks/results/bank_signals.md``): 5 of the 16 tasks have an entry that meets their target with
+    no tuning; ranking every entry by probe *accuracy* on 16 of the job's rows finds it on all 5 (by the
+    loss of 4 rows, the former signal: 2); through the index, 4 representatives + 4 members of the 2 best
+    clusters keep 4 of them (3 + 2 members of 1 cluster: 3; the former budget and signal: 1).  The price on
+    a CPU: a probe is one forward pass per (prompt, row) pair, ~0.2 CPU-s at 48 tokens for smollm2-135m on
+    this project's 2-core machine, so 8 entries + the job's text init x 16 rows is 144 sequences, ~31 CPU-s
+    (``bank_latency_default_budget.json``; about 12 tuning steps); on a GPU they cost well under a second.
+    Lower ``sample_rows`` or cut texts (``max_words``) to trade selection quality for time.
     """
 
     rep_probes: int = 4
