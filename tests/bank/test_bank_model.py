@@ -83,3 +83,51 @@ def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:
         assert chosen == "text" and info["fallback"] == "text" and torch.equal(via_engine, text)
     else:
         assert chosen.shape == (4, loaded.embed_dim) and torch.equal(via_engine, chosen)
+
+
+def test_service_warm_start_follows_the_bank_and_the_lr_rule(
+    loaded, task, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The service's warm start (RealEngine.warm_start) asks the bank as `tune --init bank:DIR` does: on
+    the job's training split only, at the job's max_length; the entry keeps the warm lr only when its probe
+    accuracy meets the job's target."""
+    import prompttuner.bank as pb
+    from prompttuner.runtime.engine import JobPayload
+    from prompttuner.runtime.real_engine import RealEngine
+    from prompttuner.tuning import resolve_init
+    from prompttuner.tuning.trainer import training_split
+
+    (tmp_path / "bank").mkdir()
+    (tmp_path / "bank" / "bank.sqlite").touch()  # the engine checks that a bank exists; the choice is faked
+    entry = resolve_init("random", loaded, task, num_virtual_tokens=4, seed=5)
+    seen: list[dict] = []
+
+    def fake_select_init(bank_dir, model, t, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw)
+        return entry, {"entry": {"id": "e1", "task_name": "mr"}, "accuracy": 0.75, "predicted_steps": 3.0}
+
+    monkeypatch.setattr(pb, "select_init", fake_select_init)
+    engine = RealEngine()
+    out = {}
+    for target in (0.7, 0.8):
+        job = JobPayload(
+            job_id=f"j{target}",
+            model=loaded.name,
+            train_path=str(shared_data() / "tasks" / "sst2" / "train.jsonl"),
+            test_path=None,
+            labels=tuple(task.labels),
+            max_steps=5,
+            target_accuracy=target,
+            num_virtual_tokens=4,
+            max_length=32,
+            max_eval=16,
+            bank_dir=str(tmp_path / "bank"),
+            tenant="acme",
+        )
+        out[target] = engine.warm_start(loaded, job)
+    assert out[0.7]["lr"] == pytest.approx(0.003)  # the start already meets its target: keep it
+    assert out[0.8]["lr"] == pytest.approx(0.03)  # below its target: it must move
+    assert out[0.8]["init"] == "bank:e1" and out[0.8]["probe_accuracy"] == 0.75
+    train, val = training_split(engine._task(job), 16)
+    assert seen[0]["examples"] == train and not any(v in seen[0]["examples"] for v in val)
+    assert seen[0]["max_length"] == 32 and seen[0]["tenant"] == "acme"

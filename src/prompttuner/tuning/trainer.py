@@ -234,6 +234,12 @@ def _validation_split(labels: list[str], eval_size: int) -> tuple[list[int], lis
     return [i for i in range(n) if i not in held], val
 
 
+def training_split(task: Task, eval_size: int) -> tuple[list[Any], list[Any]]:
+    """``(train, validation)`` rows of ``task`` as a trainer with ``eval_size`` splits them."""
+    train_idx, val_idx = _validation_split([e.label for e in task.train], eval_size)
+    return [task.train[i] for i in train_idx], [task.train[i] for i in val_idx]
+
+
 class PromptTrainer:
     def __init__(self, loaded: LoadedModel, task: Task, config: TuningConfig | None = None) -> None:
         self.loaded = loaded
@@ -247,11 +253,9 @@ class PromptTrainer:
         if config.batch_size < 1 or config.num_virtual_tokens < 1:
             raise ValueError("batch_size and num_virtual_tokens must be >= 1")
         self.verbalizer = Verbalizer(loaded.tokenizer, task.labels)
-        train_idx, val_idx = _validation_split([e.label for e in task.train], config.eval_size)
-        if not train_idx:
+        self.train, self.val = training_split(task, config.eval_size)
+        if not self.train:
             raise ValueError(f"task {task.name} has no training examples")
-        self.train = [task.train[i] for i in train_idx]
-        self.val = [task.train[i] for i in val_idx]
         spec: Any = config.init
         self.init_info: dict[str, Any] = {}  # the bank's choice (entry, probes, fallback), for bank inits
         if init_kind(spec) == "bank":
