@@ -5,13 +5,14 @@ Under a fixed probe budget (so the cost does not grow with the bank):
 1. *Features*: embed the job (description, label words, a sample of its training texts).
 2. *Layer 1*: rank the model's clusters by the similarity of their centroid's task part to the job (a
    cheap prior, no LLM); take the representatives of the top ``rep_probes`` clusters.
-3. *Probe*: the loss of a small sample of the job's own training rows, with the job's own label words,
-   under each representative (one forward pass each, no gradient).  This is the signal that predicts
-   transfer; a prompt tuned for other label words is still a candidate because it carries an instruction,
-   while the job keeps its labels.
+3. *Probe*: the job's own sample of training rows, with the job's own label words, under each
+   representative (one forward pass each, no gradient), scored by accuracy and loss.  This is the signal
+   that predicts transfer; a prompt tuned for other label words is still a candidate because it carries an
+   instruction, while the job keeps its labels.
 4. *Layer 2*: within the ``expand_clusters`` clusters whose representatives did best, probe the
    ``member_probes`` members most similar to the job.
-5. Choose the lowest loss; predict the steps to target (``predict.py``).
+5. Choose the best by probe accuracy, loss breaking ties (``Budget.rank_by``;
+   ``benchmarks/results/bank_signals.md`` shows why accuracy); predict the steps to target (``predict.py``).
 
 The index part reads k centroids and the members of the expanded clusters only: O(sqrt(n)) rows.
 """
