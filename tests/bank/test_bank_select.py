@@ -184,13 +184,13 @@ def test_baselines_are_probed_beside_the_representatives(bank: PromptBank) -> No
     # one batch holds the representatives and both baselines; the members come in a second batch
     assert probe.calls[0] == budget.rep_probes + 2
     assert sum(probe.calls) <= budget.rep_probes + budget.member_probes + 2
-    losses = sel.info["baseline_losses"]
+    losses = {k: v["loss"] for k, v in sel.info["baseline_scores"].items()}
     assert losses == pytest.approx({"near": probe.inner([near])[0], "far": probe.inner([far])[0]})
     assert losses["near"] < losses["far"]
     assert all(p.entry_id for p in sel.probes)  # baselines are not bank entries
     assert sel.info["probe_evaluations"] == sum(probe.calls)
     # features-only selection runs no probe, so no baseline either
-    assert "baseline_losses" not in bank.search(query("topic"), None, baselines={"near": near}).info
+    assert "baseline_scores" not in bank.search(query("topic"), None, baselines={"near": near}).info
 
 
 @pytest.mark.parametrize(

@@ -164,8 +164,8 @@ def select(
     """Choose the start prompt for ``job``.  With ``probe=None`` the choice uses features only (no LLM).
 
     ``baselines`` (e.g. the job's own text init) are probed in the same batch as the representatives;
-    their losses come back in ``info["baseline_losses"]``, so a caller can keep its cold init when no
-    entry of the bank beats it.
+    their scores come back in ``info["baseline_scores"]`` (``{"loss": .., "accuracy": ..}``), so a caller
+    can keep its cold init when no entry of the bank beats it.
     """
     b = budget or Budget()
     timings: dict[str, float] = {}
@@ -333,10 +333,7 @@ def select(
             "rank_by": b.rank_by,
             **({"accuracy": best.accuracy} if best.accuracy is not None else {}),
             **(
-                {
-                    "baseline_losses": {k: v.loss for k, v in base_scores.items()},
-                    "baseline_scores": {k: dict(v.__dict__) for k, v in base_scores.items()},
-                }
+                {"baseline_scores": {k: dict(v.__dict__) for k, v in base_scores.items()}}
                 if base_scores
                 else {}
             ),
