@@ -135,48 +135,33 @@ class RealEngine:
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         """The Prompt Bank's choice for this job (public entries and the tenant's own), as a fresh state.
 
-        As ``tune --init bank:DIR``: the probes read the job's training split only, and the learning rate
-        follows the answer (``tuning.trainer.start_lr``)."""
+        The trainer's own bank init, as ``tune --init bank:DIR``: the probes read the job's training split
+        only, and the learning rate follows the answer (``tuning.trainer.start_lr``)."""
         import dataclasses
 
         from prompttuner.tuning import PromptTrainer
-        from prompttuner.tuning.trainer import init_kind, start_lr, training_split
 
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank is configured for this service")
         if not (Path(job.bank_dir) / "bank.sqlite").exists():
             raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
         task = self._task(job)
+        cfg = dataclasses.replace(self._config(job), init=f"bank:{job.bank_dir}", bank_tenant=job.tenant)
         try:
-            from prompttuner.bank import select_init
-
-            cfg = self._config(job)
-            tensor, info = select_init(
-                job.bank_dir,
-                loaded,
-                task,
-                tenant=job.tenant,
-                num_tokens=job.num_virtual_tokens,
-                examples=training_split(task, cfg.eval_size)[0],
-                max_length=cfg.max_length,
-            )
-        except ImportError as e:
-            raise WarmStartUnavailable(f"the Prompt Bank is not available in this build ({e})") from None
-        except Exception as e:  # noqa: BLE001 - no candidates, model mismatch...: go on from the default init
+            trainer = PromptTrainer(loaded, task, cfg)
+        except Exception as e:  # noqa: BLE001 - no bank, no candidates, model mismatch...: the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
-        # ``tensor`` is the chosen prompt, or the job's cold init spec when no entry beat it
-        lr = cfg.lr if cfg.lr is not None else start_lr(init_kind(tensor), info, cfg.target_accuracy)
-        trainer = PromptTrainer(loaded, task, dataclasses.replace(cfg, init=tensor, lr=lr))
-        entry = info.get("entry", {}) if isinstance(info, dict) else {}
-        fallback = info.get("fallback") if isinstance(info, dict) else None
+        info = trainer.init_info  # the chosen entry, or the job's cold init when no entry beat it
+        entry = info.get("entry") or {}
+        fallback = info.get("fallback")
         return {
             "state": trainer.state_bytes(),
             "init": f"{fallback} (bank fallback)" if fallback else f"bank:{entry.get('id', '?')}",
             "entry_task": entry.get("task_name"),
-            "probe_loss": info.get("loss") if isinstance(info, dict) else None,
-            "probe_accuracy": info.get("accuracy") if isinstance(info, dict) else None,
-            "predicted_steps": info.get("predicted_steps") if isinstance(info, dict) else None,
+            "probe_loss": info.get("loss"),
+            "probe_accuracy": info.get("accuracy"),
+            "predicted_steps": info.get("predicted_steps"),
             "lr": trainer.lr,
         }
 

@@ -72,6 +72,7 @@ class TuningConfig:
     device: str | None = None  # None: the model's device
     dtype: str | None = None  # None: the model's dtype; "bf16" runs the forward in bfloat16 (CUDA)
     eval_batch_size: int = 32
+    bank_tenant: str | None = None  # a bank init may also use this tenant's private entries (None: public)
 
 
 @dataclass
@@ -122,10 +123,12 @@ def bank_choice(
     num_virtual_tokens: int = 16,
     examples: list[Any] | None = None,
     max_length: int | None = None,
+    tenant: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """``bank:<dir>`` (or ``bank``) -> ``(tensor or another init spec, info)`` from the Prompt Bank's hook
-    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=..., examples=..., max_length=...)``;
-    ``examples``: the rows its probes may read (the trainer's training split: never its validation rows)."""
+    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=..., examples=..., max_length=...,
+    tenant=...)``; ``examples``: the rows its probes may read (the trainer's training split: never its
+    validation rows); ``tenant``: whose private entries are candidates too."""
     try:
         from prompttuner import bank
     except ImportError:  # pragma: no cover - the package always exists in this project
@@ -139,6 +142,8 @@ def bank_choice(
     kw: dict[str, Any] = {"examples": examples} if examples is not None else {}
     if max_length is not None:
         kw["max_length"] = max_length
+    if tenant is not None:
+        kw["tenant"] = tenant
     chosen = select(bank_dir, loaded, task, num_tokens=num_virtual_tokens, **kw)
     info: dict[str, Any] = {}
     if isinstance(chosen, tuple):  # select_init returns (tensor or spec, info)
@@ -267,6 +272,7 @@ class PromptTrainer:
                 num_virtual_tokens=config.num_virtual_tokens,
                 examples=self.train,
                 max_length=config.max_length,
+                tenant=config.bank_tenant,
             )
         self.kind = init_kind(spec)
         init = resolve_init(
