@@ -380,6 +380,15 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{init}_wall_s"] = b["wall_s"]
                 row[f"speedup_vs_{init}"] = round(cost(b, cap) / cost(r, cap), 3)  # type: ignore[operator]
                 row[f"wall_speedup_vs_{init}"] = round(b["wall_s"] / max(row["bank_wall_s"], 1e-6), 3)
+        # what-if: random init (exactly the profile's random run of this seed) whenever the chosen entry's
+        # probe accuracy is below the target, instead of tuning from the entry at the cold lr
+        below = sel.get("accuracy") is not None and sel["accuracy"] < r["target"] and not sel["fallback"]
+        alt = base.get(f"random-seed{s}") if below else r
+        if alt is not None:
+            for init in ("random", "text"):
+                b = base.get(f"{init}-seed{s}")
+                if b is not None:
+                    row[f"whatif_vs_{init}"] = round(cost(b, cap) / cost(alt, cap), 3)  # type: ignore[operator]
         z = step0.get(t)
         if z is not None:  # every entry at step 0 on T's validation rows (benchmarks/bank_signals.py)
             row["step0_best_entry"], row["step0_best_acc"] = z
@@ -420,6 +429,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         "geomean_speedup_vs_text": gmean("speedup_vs_text"),
         "range_speedup_vs_random": span("speedup_vs_random"),
         "range_speedup_vs_text": span("speedup_vs_text"),
+        "whatif_random_when_probe_below_target": {
+            "median_vs_random": med("whatif_vs_random"),
+            "median_vs_text": med("whatif_vs_text"),
+            "geomean_vs_random": gmean("whatif_vs_random"),
+            "geomean_vs_text": gmean("whatif_vs_text"),
+        },
         "median_wall_speedup_vs_random": med("wall_speedup_vs_random"),
         "median_wall_speedup_vs_text": med("wall_speedup_vs_text"),
         "bank_reached": sum(1 for x in rows if x["bank_steps"] is not None),
