@@ -152,7 +152,7 @@ def choose(args: argparse.Namespace, rec: dict[str, Any], budget: Any, sample: s
 
 
 def summarize(args: argparse.Namespace) -> str:
-    from prompttuner.bank import Budget
+    from prompttuner.bank import Budget, ProbeScore, rank_key
 
     recs = bs.read_runs(Path(str(args.out) + ".jsonl"))
     n = len(recs)
@@ -179,8 +179,6 @@ def summarize(args: argparse.Namespace) -> str:
                     val = [v[1] for v in scores(r["samples"]["val"])]
                     if shape is None:
                         sc = scores(r["samples"][sample], rows)
-                        from prompttuner.bank import ProbeScore, rank_key
-
                         pick = min(range(len(sc)), key=lambda i: rank_key(ProbeScore(*sc[i]), by))
                     else:
                         b = Budget(
