@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
-from prompttuner.api.service import Service, ServiceConfig
+from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.scheduler import make_policy
 from service_fakes import FAKE_ENGINE, GreedyPolicy

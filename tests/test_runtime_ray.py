@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
-from prompttuner.api.service import Service, ServiceConfig
+from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
 from service_fakes import FAKE_ENGINE, GreedyPolicy, expected_w
 from test_api_service import job_body, wait_done, wait_for

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from safetensors.numpy import load
 
 from prompttuner.api.app import create_app
-from prompttuner.api.models import Base
-from prompttuner.api.store import Store
+from prompttuner.state.models import Base
+from prompttuner.state.store import Store
 from prompttuner.runtime.engine import JobPayload
 from service_fakes import FAKE_ENGINE, GreedyPolicy, expected_w
 from test_api_service import ROWS, job_body, make_service, wait_done, wait_for
@@ -33,7 +33,7 @@ SRC = TESTS.parent / "src"
 
 def _payload(client: TestClient, job: dict[str, Any], service: Any) -> JobPayload:
     with service.store.session() as s:
-        from prompttuner.api.models import Job
+        from prompttuner.state.models import Job
         from prompttuner.runtime.controller import default_payload
 
         return default_payload(s.get(Job, job["id"]), s)

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from prompttuner import config
 from prompttuner.api.app import create_app
-from prompttuner.api.service import Service, ServiceConfig
+from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
 from test_api_service import wait_done
 

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 
 from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_jsonl
 from prompttuner.api.metrics import render_metrics
-from prompttuner.api.models import DataFile, EventRow, Job, Tenant
-from prompttuner.api.service import Service
+from prompttuner.state.models import DataFile, EventRow, Job, Tenant
+from prompttuner.service import Service
 from prompttuner.core.types import SLO, Event, JobPhase, JobSpec
 
 # ---------------------------------------------------------------------------------------------- schemas

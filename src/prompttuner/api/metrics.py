@@ -13,10 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from prompttuner.api.models import EventRow, Job
+from prompttuner.state.models import EventRow, Job
 
 if TYPE_CHECKING:
-    from prompttuner.api.service import Service
+    from prompttuner.service import Service
 
 
 class _ServiceCollector:

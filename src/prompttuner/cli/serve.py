@@ -86,7 +86,7 @@ def build_service(
 ) -> Any:
     for mod in plugins:
         importlib.import_module(mod)
-    from prompttuner.api.service import ServiceConfig
+    from prompttuner.service import ServiceConfig
     from prompttuner.runtime.engine import REAL_ENGINE
 
     cfg = ServiceConfig(
@@ -101,7 +101,7 @@ def build_service(
         backend_options=dict(backend_options or {}),
     )
     cfg.controller.chunk_s = chunk_s
-    from prompttuner.api.service import Service
+    from prompttuner.service import Service
 
     return Service(cfg)
 
@@ -354,7 +354,7 @@ def tenant_cmd(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Create a tenant and print its API key (shown once; only its hash is stored)."""
-    from prompttuner.api.store import Store
+    from prompttuner.state.store import Store
 
     store = Store(_home(home), db)
     try:

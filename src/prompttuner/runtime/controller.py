@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from prompttuner.api.models import DataFile, Job
-from prompttuner.api.store import Store
+from prompttuner.state.models import DataFile, Job
+from prompttuner.state.store import Store
 from prompttuner.core.types import (
     SLO,
     ArrivalStats,

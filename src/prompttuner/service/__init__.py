@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from prompttuner import config
-from prompttuner.api.store import Store
+from prompttuner.state.store import Store
 from prompttuner.core.types import Event
 from prompttuner.runtime.backend import Backend, make_backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT

@@ -2,7 +2,7 @@
 
 The database is a SQLite file under ``$PROMPTTUNER_HOME`` by default (WAL mode, so the API threads and the
 controller thread can read while one writes) or any SQLAlchemy URL (PostgreSQL in production).  The
-schema is created and upgraded by the Alembic migrations in ``api/migrations`` on every start, so an old
+schema is created and upgraded by the Alembic migrations in ``state/migrations`` on every start, so an old
 home folder is upgraded in place and a fresh one gets the full schema.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from prompttuner.api.models import EventRow, Tenant
+from prompttuner.state.models import EventRow, Tenant
 from prompttuner.core.types import Event
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
