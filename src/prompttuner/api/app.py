@@ -10,7 +10,6 @@ Tenants authenticate with ``Authorization: Bearer <key>`` and only ever see thei
 from __future__ import annotations
 
 import datetime as dt
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -26,9 +25,10 @@ from sqlalchemy import func, select
 
 from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_jsonl
 from prompttuner.api.metrics import render_metrics
-from prompttuner.state.models import DataFile, EventRow, Job, Tenant
-from prompttuner.service import Service
 from prompttuner.core.types import SLO, Event, JobPhase, JobSpec
+from prompttuner.service import Service
+from prompttuner.state.models import DataFile, EventRow, Job, Tenant
+from prompttuner.state.serial import finite, iso_time, quote_json
 
 # ---------------------------------------------------------------------------------------------- schemas
 
@@ -157,15 +157,6 @@ class _TooLarge(Exception):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _finite(x: float | None) -> float | None:
-    """JSON has no infinity: an unbounded finish or cost is reported as null."""
-    return x if x is not None and math.isfinite(x) else None
-
-
-def _iso(t: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat() if t is not None else None
-
-
 def _parse_deadline(body: JobCreate, now: float) -> float:
     if body.deadline is not None and body.duration_s is not None:
         raise ApiError(422, "give either deadline or duration_s, not both", param="deadline")
@@ -188,7 +179,9 @@ def _parse_deadline(body: JobCreate, now: float) -> float:
             raise ApiError(422, "deadline needs a time zone (e.g. 2026-01-01T12:00:00Z)", param="deadline")
         t = d.timestamp()
     if t <= now:
-        raise ApiError(422, f"deadline {_iso(t)} is in the past (now is {_iso(now)})", param="deadline")
+        raise ApiError(
+            422, f"deadline {iso_time(t)} is in the past (now is {iso_time(now)})", param="deadline"
+        )
     return t
 
 
@@ -201,7 +194,7 @@ def job_json(row: Job) -> dict[str, Any]:
         "status": row.phase,
         "created_at": row.created_at,
         "deadline": row.deadline,
-        "deadline_iso": _iso(row.deadline),
+        "deadline_iso": iso_time(row.deadline),
         "training_file": row.training_file,
         "validation_file": row.validation_file,
         "labels": row.labels,
@@ -460,19 +453,12 @@ def create_app(service: Service, manage: bool = True) -> FastAPI:
             init="bank" if body.bank_warm_start else "random",
         )
         quote = ctl.quote(spec)
-        qj = {
-            "finish_time": _finite(quote.finish_time),
-            "finish_iso": _iso(_finite(quote.finish_time)),
-            "cost": _finite(quote.cost),
-            "gpus": quote.gpus,
-            "feasible": quote.feasible,
-            "tightest_deadline": _finite(quote.tightest_deadline),
-        }
+        qj = quote_json(quote, with_iso=True)
         if not quote.feasible and not body.best_effort:
-            tight = _finite(quote.tightest_deadline)
+            tight = finite(quote.tightest_deadline)
             msg = "the deadline cannot be met"
             if tight is not None:
-                msg += f"; the tightest feasible deadline is {_iso(tight)} ({tight:.0f})"
+                msg += f"; the tightest feasible deadline is {iso_time(tight)} ({tight:.0f})"
             raise ApiError(
                 422,
                 msg + "; set best_effort to run anyway",

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from prompttuner import config
-from prompttuner.state.store import Store
 from prompttuner.core.types import Event
 from prompttuner.runtime.backend import Backend, make_backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
 from prompttuner.runtime.engine import REAL_ENGINE
 from prompttuner.scheduler.base import Policy, make_policy
+from prompttuner.state.store import Store
 
 log = logging.getLogger("prompttuner.service")
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from prompttuner.state.models import EventRow, Tenant
 from prompttuner.core.types import Event
+from prompttuner.state.models import EventRow, Tenant
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
