@@ -8,7 +8,6 @@ with the reason and jobs go on from their default init.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -50,43 +49,9 @@ def list_entries(bank_dir: str, tenant: str) -> list[dict[str, Any]]:
     ]
 
 
-def add_prompt(
-    bank_dir: str,
-    *,
-    job_id: str,
-    tenant: str,
-    model: str,
-    prompt_path: str,
-    labels: list[str],
-    accuracy: float | None,
-    steps: int | None,
-    train_path: str | None,
-    public: bool = False,
-) -> str:
-    """Add a finished job's prompt; returns the entry id."""
-    bank = _bank_module()
-    from prompttuner.tuning import load_prompt
+def add_prompt(bank_dir: str, **job: Any) -> str:
+    """Add a finished job's prompt (:func:`prompttuner.service.bank.add_prompt`); returns the entry id."""
+    _bank_module()
+    from prompttuner.service.bank import add_prompt as add
 
-    tensor, meta = load_prompt(prompt_path)
-    texts: list[str] = []
-    if train_path and Path(train_path).exists():
-        with open(train_path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    texts.append(str(json.loads(line)["text"]))
-                if len(texts) >= 16:
-                    break
-    with bank.PromptBank(bank_dir) as b:
-        entry_id: str = b.add(
-            tensor,
-            model=model,
-            task_description=str(meta.get("description") or f"classify as {', '.join(labels)}"),
-            labels=labels,
-            accuracy=accuracy,
-            steps=steps,
-            owner=bank.PUBLIC if public else tenant,
-            source_job=job_id,
-            task_name=str(meta.get("task") or job_id),
-            sample_texts=texts,
-        )
-    return entry_id
+    return add(bank_dir, **job)

@@ -21,6 +21,7 @@ from prompttuner.runtime.backend import Backend, make_backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
 from prompttuner.runtime.engine import REAL_ENGINE
 from prompttuner.scheduler.base import Policy, make_policy
+from prompttuner.service.bank import add_prompt
 from prompttuner.state.store import Store
 
 log = logging.getLogger("prompttuner.service")
@@ -109,8 +110,6 @@ class Service:
         self._bank_pool.submit(self._bank_add_job, args)
 
     def _bank_add_job(self, args: dict[str, Any]) -> None:
-        from prompttuner.api.bankview import add_prompt
-
         bank_dir = str(self.controller.cfg.bank_dir)
         try:
             entry = add_prompt(bank_dir, **args)
