@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from prompttuner import config
-from prompttuner.sim.ef_trace import load_profiles, resolve_trace
-from prompttuner.sim.elasticflow_compat import run_trace
+from prompttuner.efsim import run_trace
+from prompttuner.efsim.inputs import load_profiles, resolve_trace
 
 TOLERANCE = 0.03
 RESULTS = Path(__file__).resolve().parent / "results"

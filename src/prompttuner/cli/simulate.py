@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"trace file not found: {elasticflow_trace}")
             if policy not in ("elasticflow", "edf"):
                 fail(f"--policy must be elasticflow or edf in compatibility mode, not {policy!r}")
-            from prompttuner.sim.elasticflow_compat import run_trace
+            from prompttuner.efsim import run_trace
 
             res = run_trace(str(elasticflow_trace), cluster=cluster, slot=slot, policy=policy)
             if json_out:

@@ -1,15 +1,6 @@
-"""ElasticFlow compatibility mode: replay an ElasticFlow-format trace the way the authors' simulator does.
+"""The ElasticFlow policy (``ef-accessctrl``) of the replay, ``policy="elasticflow"``.
 
-PromptTuner's evaluation is stated as ratios to ElasticFlow (ASPLOS'23), so our model of that baseline must
-reproduce the deadline satisfactory ratios that the authors' released simulator (pkusys/ElasticFlow,
-``ElasticFlow/scheduler/``, schedules ``ef-accessctrl`` and ``edf``) reports on the same traces
-(``elasticflow-reference.json``).  This is a clean-room implementation written from reading that code:
-same mechanisms and arithmetic, our own structure.  Entry point::
-
-    from prompttuner.sim.elasticflow_compat import run_trace
-    result = run_trace(path, cluster="n8g8", slot=240, policy="elasticflow")   # or policy="edf"
-
-How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
+How it works:
 
 1. **Events** are arrivals, (planned) completions and planned allocation changes.  After each handled
    event, if the next event is within one scheduling slot (``int(next - now) <= slot``) and more than one
@@ -26,7 +17,7 @@ How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
    reading we used before the mechanism of step 6 was found, kept for comparison.
 4. **Admission control**: all admitted jobs plus the event's arrivals are planned from scratch, in
    deadline order (stable), each with *minimum satisfactory share* against the free-GPU timeline left
-   by the jobs before it (:mod:`prompttuner.sim.ef_plan`).  If ANY planned job (an already admitted one
+   by the jobs before it (:mod:`prompttuner.efsim.plan`).  If ANY planned job (an already admitted one
    included, as in the released code, not only an arrival) cannot meet its deadline, every arrival of
    the (merged) event is declined; otherwise all are admitted.  A declined job counts as a miss.
 5. **Start**: a pending job starts when its plan gives it GPUs now.
@@ -48,7 +39,7 @@ How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
    ends late (which also makes admission decline the arrivals of that event); with the stale (later) value
    bumped jobs are over-credited.  This one line moves cluster10 n16g8/n8g8 from 0.9923/0.9885 (0d29ad9
    as written) to the reference's 0.8577/0.8231 exactly.
-7. **Placement** on nodes, largest job first (:mod:`prompttuner.sim.ef_place`).
+7. **Placement** on nodes, largest job first (:mod:`prompttuner.efsim.place`).
 8. **Overhead** for the next interval, per job holding GPUs: 2 s (7 s at 256+ GPUs); if its exact GPU set
    was not used by any job since the last restart, plus 27 s (+20 s at 256+ GPUs) when this handled event
    is a restart (every ``slot``-th handled event: the released simulator reuses the slot length as the
@@ -57,190 +48,28 @@ How the replay works (ElasticFlow policy, ``policy="elasticflow"``):
 Rounding: plans run on a grid of ``now + k * slot``; a plan's end is rounded up to that grid; the exact end
 is ``ceil`` of seconds.  Plans that cannot meet the deadline are still made (run at the largest tried
 size until the deadline, then on what is free, then on the job's cap) and marked late.
-
-EDF (``policy="edf"``): the simulator's EDF baseline: zero overhead, no admission control, at every event
-every job is re-planned in deadline order taking ``min(cap, free)`` (a legal size) per period; a job's end
-is ``ceil`` seconds (not rounded to a slot) and it met its deadline iff that end is ``<= deadline``.  The
-cap is ``min(64, batch, largest measured size)`` (no per-model ElasticFlow caps).
-
-Metric: ``ddl_satis_ratio = met / (met + missed + declined)``, i.e. over all jobs of the trace (the
-released ``accepted / (accepted + declined)``, where late completions move from accepted to declined).
-
-Fidelity: the planner and the leftover handout were cross-checked against a literal scratch port of the
-released ``ef_sim_allocation`` / ``get_marginal`` / ``allocate_free_gpus`` (not part of the project) on
-random cases.  With the defaults, all eight reference runs (EDF and ElasticFlow, cluster01_head500 and
-cluster10, n16g8 and n8g8) are reproduced exactly (to the reported digits); see
-``benchmarks/results/elasticflow_compat.md``.
-
-Interpretations where the released code would crash or is undefined (never reached on the reference
-runs, as far as we can tell): an event with no jobs while nothing is runnable is skipped; a job listed in
-an end event twice is ended once; a job in an end event that holds no GPUs is not ended (ElasticFlow)
-and is ended anyway (EDF, where the released code would fail to release it).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from prompttuner import config
-from prompttuner.sim.ef_place import place
-from prompttuner.sim.ef_plan import (
+from prompttuner.efsim.events import Event, Replay
+from prompttuner.efsim.inputs import ClusterSpec, Job, Profiles
+from prompttuner.efsim.place import place
+from prompttuner.efsim.plan import (
     MAXSIZE,
     Plan,
     PlanError,
-    Planner,
     Timeline,
     available_at,
     gpu_seconds,
     merge,
     next_level,
 )
-from prompttuner.sim.ef_trace import ClusterSpec, Job, Profiles, load_jobs, load_profiles, parse_cluster
-
-POLICIES = {"elasticflow": "elasticflow", "ef-accessctrl": "elasticflow", "ef": "elasticflow", "edf": "edf"}
-
-__all__ = ["run_trace", "POLICIES", "PlanError"]
 
 
-@dataclass(eq=False)
-class _Event:
-    time: float
-    start: list[Job] = field(default_factory=list)
-    end: list[Job] = field(default_factory=list)
-
-
-class _Sim:
-    """State shared by both policies: job lists, the event list and the counters."""
-
-    def __init__(self, jobs: list[Job], spec: ClusterSpec, profiles: Profiles, slot: int) -> None:
-        self.spec = spec
-        self.total = spec.gpus
-        self.slot = slot
-        self.planner = Planner(profiles, self.total, slot)
-        self.jobs = jobs
-        self.events: list[_Event] = []
-        for job in jobs:
-            ev = self._find(job.submit)
-            if ev is None:
-                ev = _Event(job.submit)
-                self.events.append(ev)
-            ev.start.append(job)
-        self.events.sort(key=lambda e: e.time)
-        self.pending: list[Job] = []
-        self.running: list[Job] = []
-        self.runnable: list[Job] = []
-        self.met = 0  # released "accepted": started, minus the ones that finished late
-        self.late = 0
-        self.declined = 0
-        self.handled = 0
-
-    def run(self) -> None:
-        raise NotImplementedError
-
-    # -------------------------------------------------------------- event list (released semantics)
-    def _find(self, t: float) -> _Event | None:
-        for ev in self.events:
-            if ev.time == t:
-                return ev
-        return None
-
-    def add_end_event(self, job: Job) -> None:
-        ev = self._find(job.end_time)
-        if ev is None:
-            self.events.append(_Event(job.end_time, end=[job]))
-        elif job not in ev.end:
-            ev.end.append(job)
-
-    def change_end_event(self, job: Job) -> None:
-        if job.old_end_time == job.end_time:
-            return
-        ev = self._find(job.old_end_time)
-        if ev is not None:
-            if job in ev.end:
-                ev.end.remove(job)
-            if not ev.end and not ev.start:
-                self.events.remove(ev)
-        self.add_end_event(job)
-
-    def move_to_pending(self, job: Job) -> None:
-        self.pending.append(job)
-        if job not in self.runnable:
-            self.runnable.append(job)
-
-    def start_job(self, job: Job) -> None:
-        self.pending.remove(job)
-        self.running.append(job)
-        if job not in self.runnable:
-            self.runnable.append(job)
-        self.met += 1
-
-    def finish(self, job: Job, late: bool) -> None:
-        job.done = True
-        job.placed = False
-        if job in self.running:
-            self.running.remove(job)
-        if job in self.runnable:
-            self.runnable.remove(job)
-        if late:
-            self.late += 1
-            self.met -= 1
-
-    def run_all(self, dt: int, now: float, use_real_end: bool) -> None:
-        """Advance every job holding GPUs by ``dt`` seconds minus its overhead."""
-        for job in self.runnable:
-            if job.num_gpu == 0:
-                continue
-            run = float(dt)
-            ref = job.real_end_time if (use_real_end and job.real_end_time is not None) else job.end_time
-            if now > ref:
-                run -= now - ref
-            run = 0.0 if run < job.overhead else run - job.overhead
-            tput = self.planner.tp(job, job.num_gpu)
-            its = run * tput
-            if job.iter_left <= its and job.end_time > now:
-                actual = now - dt + math.ceil(job.iter_left / tput)
-                its = (job.end_time - now + dt) * tput
-                job.old_end_time = job.end_time
-                job.end_time = now
-                self.change_end_event(job)
-                job.end_time = actual
-            job.iter_left -= its
-            job.overhead = 0.0
-
-    def merge_events(self, now: float) -> float:
-        """Merge every event within one slot of ``now`` into one at ``now + slot``; return the next time."""
-        self.events.sort(key=lambda e: e.time)
-        nxt = self.events[0].time
-        while int(nxt - now) <= self.slot and len(self.events) > 1:
-            head = self.events[0]
-            head.time = now + self.slot
-            if self.events[1].time - now > self.slot:
-                break
-            nxt = self.events[1].time
-            head.start.extend(self.events[1].start)
-            head.end.extend(self.events[1].end)
-            del self.events[1]
-        return self.events[0].time
-
-    def result(self) -> dict[str, Any]:
-        n = len(self.jobs)
-        decided = self.met + self.late + self.declined
-        return {
-            "ddl_satis_ratio": self.met / decided if decided else 0.0,
-            "jobs": n,
-            "met": self.met,
-            "missed": self.late,
-            "declined": self.declined,
-            "unfinished": n - decided,
-            "events_handled": self.handled,
-        }
-
-
-class _ElasticFlow(_Sim):
+class ElasticFlowReplay(Replay):
     def __init__(
         self,
         jobs: list[Job],
@@ -447,7 +276,7 @@ class _ElasticFlow(_Sim):
             self.events.sort(key=lambda e: e.time)
             if not self.events or first_change < self.events[0].time:
                 if self._find(first_change) is None:
-                    self.events.append(_Event(first_change))
+                    self.events.append(Event(first_change))
                 self.events.sort(key=lambda e: e.time)
             restart = self.schedule_count > 0 and self.schedule_count % self.slot == 0
             self.schedule_count += 1
@@ -464,129 +293,3 @@ class _ElasticFlow(_Sim):
             nxt = self.merge_events(now)
             dt = int(nxt - event.time)
             now = nxt
-
-
-class _EDF(_Sim):
-    def __init__(self, jobs: list[Job], spec: ClusterSpec, profiles: Profiles, slot: int) -> None:
-        super().__init__(jobs, spec, profiles, slot)
-        self.ffg: Timeline = {}
-
-    def estimate_all(self, jobs: list[Job], now: float) -> None:
-        self.ffg = {now: self.total}
-        jobs.sort(key=lambda j: j.ddl)
-        for job in jobs:
-            plan = self.planner.plan_edf(job, now, self.ffg)
-            self.ffg = plan.timeline
-            job.new_alloc = plan.alloc
-            job.new_end = plan.end
-
-    def run(self) -> None:
-        now = self.events[0].time
-        dt = 0
-        idle = 0
-        event_time = now
-        while self.events or self.pending:
-            if not self.events:
-                if idle > 1:
-                    break
-                idle += 1
-            self.run_all(dt, now, use_real_end=False)
-            for job in self.runnable:
-                job.overhead = 0.0
-            new_jobs = False
-            if self.events:
-                event = self.events[0]
-                event_time = event.time
-                self.handled += 1
-                for job in event.end:
-                    if not job.done:
-                        self.finish(job, late=job.end_time > job.ddl)
-                if event.start:
-                    new_jobs = True
-                    self.estimate_all(self.runnable + event.start, event_time)
-                    for job in event.start:
-                        self.move_to_pending(job)
-            if not new_jobs:
-                self.estimate_all(self.runnable, event_time)
-            for job in self.runnable:
-                job.allocations = job.new_alloc
-                job.num_gpu = job.allocations[event_time]
-                job.old_end_time = job.end_time
-                job.end_time = job.new_end
-                if job in self.running:
-                    self.change_end_event(job)
-                elif job.num_gpu > 0:
-                    self.start_job(job)
-                    self.add_end_event(job)
-            if not self.events:
-                dt = self.slot
-                continue
-            self.events.pop(0)
-            if not self.events:
-                dt = self.slot
-                continue
-            nxt = self.merge_events(now)
-            dt = int(nxt - now)
-            now = nxt
-
-
-def _resolve(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return config.shared_data() / p
-
-
-def run_trace(
-    path: str | Path,
-    cluster: str = "n8g8",
-    slot: int = 240,
-    policy: str = "elasticflow",
-    max_jobs: int | None = None,
-    profiles: Profiles | None = None,
-    deadline_check: str = "real_end",
-    refresh_real_end: bool = True,
-) -> dict[str, Any]:
-    """Replay an ElasticFlow-format trace CSV and return the deadline satisfactory ratio and counts.
-
-    ``policy``: ``"elasticflow"`` (alias ``"ef-accessctrl"``) or ``"edf"``.  ``max_jobs`` keeps only the
-    first jobs of the file (``cluster01_head500`` of the reference is ``max_jobs=500``).  A relative
-    ``path`` that does not exist is looked up in the shared data folder.  ``deadline_check`` and
-    ``refresh_real_end`` (ElasticFlow only) select readings of the released code (module docstring, steps
-    3 and 6); the defaults reproduce the authors' reference numbers.
-    """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
-    if slot <= 0:
-        raise ValueError("slot must be a positive number of seconds")
-    if deadline_check not in ("end", "real_end"):
-        raise ValueError("deadline_check must be 'end' or 'real_end'")
-    kind = POLICIES[policy]
-    spec = parse_cluster(cluster)
-    profiles = profiles if profiles is not None else load_profiles()
-    trace = _resolve(path)
-    jobs = load_jobs(trace, profiles, kind, max_jobs=max_jobs)
-    t0 = time.perf_counter()
-    sim: _Sim
-    if kind == "elasticflow":
-        sim = _ElasticFlow(jobs, spec, profiles, slot, deadline_check, refresh_real_end)
-    else:
-        sim = _EDF(jobs, spec, profiles, slot)
-    if jobs:
-        sim.run()
-    out = sim.result()
-    out.update(
-        {
-            "policy": kind,
-            "cluster": spec.name,
-            "gpus": spec.gpus,
-            "slot": slot,
-            "trace": str(trace),
-            "max_jobs": max_jobs,
-            "deadline_check": deadline_check if kind == "elasticflow" else "end",
-            "refresh_real_end": refresh_real_end if kind == "elasticflow" else None,
-            "sim_time_s": (max((j.end_time for j in jobs), default=0) - jobs[0].submit) if jobs else 0,
-            "wall_s": time.perf_counter() - t0,
-        }
-    )
-    return out

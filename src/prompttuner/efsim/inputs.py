@@ -3,9 +3,10 @@
 ElasticFlow's simulator (pkusys/ElasticFlow, ``ElasticFlow/scheduler/``) reads a job trace in its own CSV
 format, one throughput table per model and a cluster spec.  This module reads the same inputs from the
 project's shared data (``traces/microsoft-itp/elasticflow/`` and ``profiles/elasticflow-a100/``) into plain
-typed objects, so the event loop in :mod:`prompttuner.sim.elasticflow_compat` never touches files.
+typed objects, so the event loops (:mod:`prompttuner.efsim.elasticflow`, :mod:`prompttuner.efsim.edf`)
+never touch files.
 
-Interpretations (see the module docstring of ``elasticflow_compat`` for the full list):
+Interpretations (see the docstring of :mod:`prompttuner.efsim` for the full list):
 
 - Jobs keep the file order as their index and are then stably sorted by submission time.
 - A throughput cell that is empty or zero means "cannot run at that size"; asking for it is an error.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from prompttuner.sim.ef_trace import Job
+from prompttuner.efsim.inputs import Job
 
 CLASSES: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 88, 128, 256)
 _DESC = tuple(sorted(CLASSES, reverse=True))

@@ -18,7 +18,7 @@ with the job's GPUs taken out, plus the job's allocation plan ``time -> GPUs`` a
   every period until done.
 
 Both reproduce the released code's arithmetic on purpose, including details that look accidental
-(documented in ``elasticflow_compat``'s docstring), because the compatibility check compares ratios with
+(documented in :mod:`prompttuner.efsim.elasticflow`), because the compatibility check compares ratios with
 the authors' numbers.
 """
 
@@ -28,7 +28,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from prompttuner.sim.ef_trace import SIZES, Job, Profiles
+from prompttuner.efsim.inputs import SIZES, Job, Profiles
 
 Timeline = dict[float, int]
 MAXSIZE = sys.maxsize
