@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from prompttuner.cli import app
-from prompttuner.config import shared_data
 
 runner = CliRunner()
 
@@ -63,9 +62,9 @@ def test_elasticflow_trace_mode_calls_the_replay(tmp_path: Path, monkeypatch: py
         calls.append((path, cluster, slot, policy))
         return {"ddl_satis_ratio": 0.5, "jobs": 3}
 
-    fake = types.ModuleType("prompttuner.sim.elasticflow_compat")
+    fake = types.ModuleType("prompttuner.efsim")
     fake.run_trace = fake_run_trace  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "prompttuner.sim.elasticflow_compat", fake)
+    monkeypatch.setitem(sys.modules, "prompttuner.efsim", fake)
     trace = tmp_path / "t.csv"
     trace.write_text("job_id,submission_time\n")
     res = runner.invoke(
@@ -75,48 +74,6 @@ def test_elasticflow_trace_mode_calls_the_replay(tmp_path: Path, monkeypatch: py
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["ddl_satis_ratio"] == 0.5
     assert calls == [(str(trace), "n16g8", 240, "edf")]
-
-
-def _compat_available() -> bool:
-    try:
-        import prompttuner.sim.elasticflow_compat  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _compat_available(), reason="ElasticFlow compatibility mode not merged yet")
-def test_elasticflow_reference_runs_within_tolerance(tmp_path: Path) -> None:
-    data = shared_data()
-    ref = json.loads((data / "elasticflow-reference.json").read_text())
-    for run in ref["runs"]:
-        name = run["trace"]
-        src = data / "traces/microsoft-itp/elasticflow" / f"{name.split('_head')[0]}.csv"
-        if "_head" in name:
-            n = int(name.split("_head")[1])
-            trace = tmp_path / f"{name}.csv"
-            trace.write_text("".join(src.read_text().splitlines(keepends=True)[: n + 1]))
-        else:
-            trace = src
-        policy = "elasticflow" if run["schedule"] == "ef-accessctrl" else "edf"
-        res = runner.invoke(
-            app,
-            [
-                "simulate",
-                "--elasticflow-trace",
-                str(trace),
-                "--cluster",
-                run["cluster_spec"],
-                "--slot",
-                "240",
-                "--policy",
-                policy,
-                "--json",
-            ],
-        )
-        assert res.exit_code == 0, res.output
-        got = json.loads(res.stdout)["ddl_satis_ratio"]
-        assert abs(got - run["ddl_satis_ratio"]) <= 0.03, (run, got)
 
 
 def test_simulate_model_mix_and_mixed_gpu_types(tmp_path: Path) -> None:
