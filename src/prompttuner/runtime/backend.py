@@ -63,9 +63,6 @@ class Backend(ABC):
     def shutdown(self) -> None:
         """Stop every worker."""
 
-    def worker_pid(self, worker_id: str) -> int | None:
-        return None
-
 
 @dataclass
 class _Proc:
@@ -193,10 +190,6 @@ class LocalBackend(Backend):
         if p is not None and p.proc.pid is not None:
             os.kill(p.proc.pid, 9)
 
-    def worker_pid(self, worker_id: str) -> int | None:
-        p = self._procs.get(worker_id)
-        return p.proc.pid if p is not None else None
-
     def shutdown(self) -> None:
         for wid in list(self._procs):
             self.stop_worker(wid)
@@ -207,12 +200,3 @@ def _process_entry(conn: Connection, worker_id: str, model: str, engine_spec: st
 
     process_main(conn, worker_id, model, engine_spec, threads)
 
-
-def make_backend(name: str, **kwargs: Any) -> Backend:
-    if name == "local":
-        return LocalBackend(**kwargs)
-    if name == "ray":
-        from prompttuner.runtime.ray_backend import RayBackend
-
-        return RayBackend(**kwargs)
-    raise ValueError(f"unknown backend {name!r}; known: local, ray")

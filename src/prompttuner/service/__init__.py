@@ -17,10 +17,11 @@ from typing import IO, Any
 
 from prompttuner import config
 from prompttuner.core.types import Event
-from prompttuner.runtime.backend import Backend, make_backend
+from prompttuner.runtime.backend import Backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
 from prompttuner.runtime.engine import REAL_ENGINE
 from prompttuner.scheduler.base import Policy, make_policy
+from prompttuner.service.backends import make_backend
 from prompttuner.service.bank import add_prompt
 from prompttuner.state.store import Store
 
