@@ -13,7 +13,7 @@ checkpoint, a move between workers and recovery after a worker failure all rely 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 REAL_ENGINE = "prompttuner.runtime.real_engine:RealEngine"
@@ -40,7 +40,6 @@ class JobPayload:
     warm_start: bool = False
     bank_dir: str | None = None
     tenant: str = "public"  # whose private Prompt Bank entries the warm start may use
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Session(Protocol):

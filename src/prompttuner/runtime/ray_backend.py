@@ -38,11 +38,6 @@ class _ActorBody:
         result: dict[str, Any] = self.core.handle(op, args)
         return result
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
 
 @dataclass
 class _Actor:

@@ -59,9 +59,6 @@ class WorkerCore:
         result["elapsed"] = time.monotonic() - t0
         return result
 
-    def _op_ping(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "model": self.model}
-
     def _op_train(
         self, job: JobPayload, state: bytes | None, version: int, steps: int, budget_s: float
     ) -> dict[str, Any]:
@@ -109,9 +106,6 @@ class WorkerCore:
             "loss": loss,
             "accuracy": accuracy,
         }
-
-    def _op_evaluate(self, job: JobPayload, state: bytes | None, version: int) -> dict[str, Any]:
-        return {"accuracy": self._session(job, state, version).evaluate()}
 
     def _op_export(self, job: JobPayload, state: bytes | None, version: int, path: str) -> dict[str, Any]:
         sess = self._session(job, state, version)
