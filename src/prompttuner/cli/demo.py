@@ -20,6 +20,7 @@ from typing import Any
 
 from prompttuner import config
 from prompttuner.cli.common import console
+from prompttuner.cli.service_common import build_service, cluster_line, jobs_table
 
 DEMO_TASKS = config.REPO_DATA / "demo_tasks"
 TASKS = ("sst2", "sms_spam", "subj", "cr")
@@ -69,7 +70,6 @@ def run_demo(
     from rich.live import Live
 
     from prompttuner.api.app import create_app
-    from prompttuner.cli.serve import build_service, cluster_line, jobs_table
 
     home = home or config.home() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     home.mkdir(parents=True, exist_ok=True)

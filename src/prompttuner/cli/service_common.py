@@ -1,0 +1,95 @@
+"""What ``serve`` and ``demo`` share: the service built from command-line options, and the table and line
+that show its jobs and its worker pool.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+
+def build_service(
+    home: Path,
+    workers: int,
+    warm: int | None,
+    model: str,
+    backend: str,
+    policy: str,
+    db: str | None,
+    engine: str | None,
+    plugins: list[str],
+    chunk_s: float = 4.0,
+    backend_options: dict[str, Any] | None = None,
+) -> Any:
+    """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines)."""
+    for mod in plugins:
+        importlib.import_module(mod)
+    from prompttuner.runtime.engine import REAL_ENGINE
+    from prompttuner.service import Service, ServiceConfig
+
+    cfg = ServiceConfig(
+        home=home,
+        db_url=db,
+        backend=backend,
+        engine=engine or REAL_ENGINE,
+        policy=policy,
+        models=(model,),
+        workers=workers,
+        warm=warm,
+        backend_options=dict(backend_options or {}),
+    )
+    cfg.controller.chunk_s = chunk_s
+    return Service(cfg)
+
+
+def jobs_table(
+    jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None, short: bool = False
+) -> Any:
+    """Jobs at a glance; the deadline column says met/missed (with the margin) or the time left."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("job", no_wrap=True)
+    t.add_column("task", no_wrap=True, max_width=8)
+    t.add_column("status", no_wrap=True)
+    t.add_column("steps", justify="right", no_wrap=True)
+    t.add_column("acc", justify="right", no_wrap=True)
+    t.add_column("deadline", no_wrap=True)
+    t.add_column("GPU-s", justify="right", no_wrap=True)
+    now = time.time()
+    for j in jobs:
+        p = j["progress"]
+        acc = f"{p['accuracy']:.2f}" if p["accuracy"] is not None else "-"
+        margin = j["deadline"] - (j["finished_at"] or now)
+        if j["deadline_met"] is True:
+            dl = f"[green]met[/] {margin:+.0f}s"
+        elif j["deadline_met"] is False:
+            dl = f"[red]missed[/] {margin:+.0f}s"
+        else:
+            dl = f"{margin:.0f}s left" if margin >= 0 else f"[red]late[/] {-margin:.0f}s"
+        t.add_row(
+            j["id"][4:12] if short else j["id"],
+            (names or {}).get(j["id"], j["training_file"]),
+            j["status"],
+            f"{p['steps_done']}/{j['max_steps']}",
+            acc,
+            dl,
+            f"{j['gpu_seconds']:.1f}",
+        )
+    return t
+
+
+def cluster_line(c: dict[str, Any]) -> str:
+    """The worker pool in one line: workers by state, capacity, backend, policy, GPU-seconds."""
+    states: dict[str, int] = {}
+    for w in c["workers"]:
+        states[w["state"]] = states.get(w["state"], 0) + 1
+    ws = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    return (
+        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}); "
+        f"GPU-seconds held {c['gpu_seconds_held']:.1f}, busy {c['gpu_seconds_busy']:.1f}, "
+        f"utilisation {c['utilisation']:.0%}"
+    )
