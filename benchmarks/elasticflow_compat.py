@@ -7,6 +7,9 @@ the older pkusys commit 0d29ad9 (a leftover-GPU bump leaves the plan's ``real_en
 ``refresh_real_end=False``) and a deadline check on the completion time (``deadline_check="end"``).
 
     PYTHONPATH=src nice -n 10 python benchmarks/elasticflow_compat.py --variants
+
+``--out DIR`` writes the two files into ``DIR`` instead (the recorded command does not name it), e.g. to
+check a rerun against the committed results with ``benchmarks/check_reproduction.py``.
 """
 
 from __future__ import annotations
