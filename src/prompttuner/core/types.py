@@ -12,6 +12,7 @@ times the GPU type's hourly price.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,12 +167,22 @@ class ClusterSnapshot:
     capacity: Mapping[str, int]  # most GPUs of each type that may be held at once
     arrivals: Mapping[str, ArrivalStats] = field(default_factory=dict)
     new_job_ids: tuple[str, ...] = ()  # jobs that arrived since the last decision (need admission)
+    # warm workers the operator wants kept per base LLM (pre-warmed, never released below); an input
+    # every policy honours, not a veto of the drivers
+    min_warm: Mapping[str, int] = field(default_factory=dict)
+
+    @functools.cached_property
+    def job_index(self) -> dict[str, JobView]:
+        """Jobs by id (built once per snapshot, on first use)."""
+        return {j.job_id: j for j in self.jobs}
+
+    @functools.cached_property
+    def worker_index(self) -> dict[str, WorkerView]:
+        """Workers by id (built once per snapshot, on first use)."""
+        return {w.worker_id: w for w in self.workers}
 
     def job(self, job_id: str) -> JobView:
-        for j in self.jobs:
-            if j.job_id == job_id:
-                return j
-        raise KeyError(job_id)
+        return self.job_index[job_id]
 
     def workers_of(self, model: str | None = None, state: WorkerState | None = None) -> list[WorkerView]:
         return [

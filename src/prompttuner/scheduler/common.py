@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prompttuner.core.types import (
     ClusterSnapshot,
-    JobPhase,
+    Decisions,
     JobView,
     ModelProfile,
+    Provision,
     WorkerState,
     WorkerView,
 )
@@ -175,16 +176,6 @@ def fastest(
     return best
 
 
-def run_alone_s(prof: ModelProfile, gpu: str, steps: float, replicas: int) -> float:
-    """Seconds a job needs on ``replicas`` warm replicas, no queueing or cold start."""
-    rate = prof.throughput(gpu, replicas)
-    return math.inf if rate <= 0 else steps / rate
-
-
-def is_running(j: JobView) -> bool:
-    return j.phase == JobPhase.RUNNING or bool(j.workers)
-
-
 def scan(
     prof: ModelProfile,
     gpu: str,
@@ -237,3 +228,48 @@ def scan(
                 return (n, f), best_fast
         n_cur += count
     return None, best_fast
+
+
+def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
+    """Honour the operator's warm minimum (``snap.min_warm``): drop the releases that would leave a base
+    LLM with fewer workers than its minimum, and provision (on the cheapest GPU type per step with room)
+    the workers it still lacks.  Every policy passes its decisions through this.
+    """
+    if not snap.min_warm:
+        return d
+    count: dict[str, int] = defaultdict(int)
+    for w in snap.workers:
+        if w.model is not None:
+            count[w.model] += 1
+    for p in d.provision:
+        count[p.model] += p.count
+    release: list[str] = []
+    freed: dict[str, int] = defaultdict(int)
+    for wid in d.release:
+        rw = snap.worker_index.get(wid)
+        if rw is not None and rw.model is not None:
+            if count[rw.model] <= snap.min_warm.get(rw.model, 0):
+                continue  # the floor keeps it
+            count[rw.model] -= 1
+            freed[rw.gpu_type] += snap.models[rw.model].gpus_per_replica if rw.model in snap.models else 1
+        release.append(wid)
+    room = {t: cap - snap.gpus_held(t) + freed[t] for t, cap in snap.capacity.items()}
+    for p in d.provision:
+        room[p.gpu_type] = room.get(p.gpu_type, 0) - p.count * snap.models[p.model].gpus_per_replica
+    extra: list[Provision] = []
+    for model in sorted(snap.min_warm):
+        prof = snap.models.get(model)
+        lack = snap.min_warm[model] - count[model]
+        if prof is None or lack <= 0:
+            continue
+        types = [t for t in snap.capacity if t in prof.step_time_s]
+        types.sort(key=lambda t: prof.step_time_s[t] * snap.gpu_types[t].price_per_hour)
+        for t in types:
+            n = min(lack, max(0, room.get(t, 0)) // prof.gpus_per_replica)
+            if n > 0:
+                extra.append(Provision(model, t, n))
+                room[t] -= n * prof.gpus_per_replica
+                lack -= n
+    if not extra and len(release) == len(d.release):
+        return d
+    return replace(d, release=tuple(release), provision=tuple(d.provision) + tuple(extra))

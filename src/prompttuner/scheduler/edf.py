@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prompttuner.core.types import Admission, ClusterSnapshot, Decisions, Provision, WorkerState
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index
+from prompttuner.scheduler.common import Index, keep_warm_floor
 
 
 def cheapest_type(snap: ClusterSnapshot, model: str, room: dict[str, int]) -> str | None:
@@ -97,6 +97,9 @@ class EDFPolicy(Policy):
         already = set(release)
         for lst in ix.idle.values():
             release.extend(w.worker_id for w in lst if w.worker_id not in already)
-        return Decisions(
-            allocations=alloc, provision=tuple(provisions), release=tuple(release), admissions=admissions
+        return keep_warm_floor(
+            snapshot,
+            Decisions(
+                allocations=alloc, provision=tuple(provisions), release=tuple(release), admissions=admissions
+            ),
         )

@@ -34,7 +34,7 @@ from prompttuner.core.types import (
     WorkerState,
 )
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index
+from prompttuner.scheduler.common import Index, keep_warm_floor
 
 
 def legal_sizes(prof: ModelProfile) -> list[int]:
@@ -137,7 +137,9 @@ class ElasticFlowPolicy(Policy):
         boundary = math.ceil(now / self.slot - 1e-9) * self.slot
         if now < boundary - 1e-6:  # inside a slot: events wait for the boundary
             has_work = bool(ix.active)
-            return Decisions(release=tuple(release), wake_at=boundary if has_work else None)
+            return keep_warm_floor(
+                snapshot, Decisions(release=tuple(release), wake_at=boundary if has_work else None)
+            )
         gpu = max(snapshot.capacity, key=lambda t: snapshot.capacity[t])
         total = snapshot.capacity[gpu]
         admitted = [j for j in ix.active if j.admitted and j.job_id not in ix.new and j.steps_left > 0]
@@ -240,10 +242,13 @@ class ElasticFlowPolicy(Policy):
             if add > 0:
                 provisions.append(Provision(j.spec.model, gpu, add, job_id=j.job_id))
                 free_now -= add * g
-        return Decisions(
-            allocations=alloc,
-            provision=tuple(provisions),
-            release=tuple(dict.fromkeys(release)),
-            admissions=tuple(admissions),
-            wake_at=boundary + self.slot if (running or ix.active) else None,
+        return keep_warm_floor(
+            snapshot,
+            Decisions(
+                allocations=alloc,
+                provision=tuple(provisions),
+                release=tuple(dict.fromkeys(release)),
+                admissions=tuple(admissions),
+                wake_at=boundary + self.slot if (running or ix.active) else None,
+            ),
         )

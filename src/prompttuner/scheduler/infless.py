@@ -22,7 +22,7 @@ from collections import defaultdict
 
 from prompttuner.core.types import Admission, ClusterSnapshot, Decisions, JobView, Provision, WorkerView
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index, finish_time
+from prompttuner.scheduler.common import Index, finish_time, keep_warm_floor
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -159,7 +159,7 @@ class INFlessPolicy(Policy):
         for (m, _t), lst in ix.idle.items():
             per_model_idle[m].extend(w for w in lst if w.worker_id not in released)
         busy_models = {w.model for w in snapshot.workers if w.job_id is not None}
-        for model in set(per_model_idle) | set(snapshot.arrivals):
+        for model in sorted(set(per_model_idle) | set(snapshot.arrivals)):
             pre, keep, last = self._windows(snapshot, model)
             idle = sorted(per_model_idle.get(model, []), key=lambda w: w.idle_since or 0.0)
             keep_min = 0 if model in busy_models else 1  # one warm instance per function always
@@ -189,10 +189,13 @@ class INFlessPolicy(Policy):
                     free[gpu] -= prof.gpus_per_replica
                 elif now < prewarm_at:
                     wake = prewarm_at if wake is None else min(wake, prewarm_at)
-        return Decisions(
-            allocations=alloc,
-            provision=tuple(provisions),
-            release=tuple(release),
-            admissions=admissions,
-            wake_at=wake,
+        return keep_warm_floor(
+            snapshot,
+            Decisions(
+                allocations=alloc,
+                provision=tuple(provisions),
+                release=tuple(release),
+                admissions=admissions,
+                wake_at=wake,
+            ),
         )

@@ -49,6 +49,7 @@ from prompttuner.scheduler.common import (
     Index,
     Key,
     finish_time,
+    keep_warm_floor,
     min_replicas,
     prefix_groups,
     rates,
@@ -499,12 +500,15 @@ class PromptTunerPolicy(Policy):
         accepted = {a.job_id for a in admissions if a.admitted}
         self._manage_pools(ctx, admitted + [j for j in new if j.job_id in accepted])
         wake = self._next_release(ctx)
-        return Decisions(
-            allocations={k: tuple(v) for k, v in ctx.alloc.items()},
-            provision=tuple(ctx.provisions),
-            release=tuple(ctx.release),
-            admissions=tuple(admissions),
-            wake_at=wake,
+        return keep_warm_floor(
+            snapshot,
+            Decisions(
+                allocations={k: tuple(v) for k, v in ctx.alloc.items()},
+                provision=tuple(ctx.provisions),
+                release=tuple(ctx.release),
+                admissions=tuple(admissions),
+                wake_at=wake,
+            ),
         )
 
     # ------------------------------------------------------------------ pools

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from prompttuner.core.types import Admission, ClusterSnapshot, Decisions, Provision
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index
+from prompttuner.scheduler.common import Index, keep_warm_floor
 
 
 @register("reserved")
@@ -56,4 +56,6 @@ class ReservedPolicy(Policy):
                 continue
             take = min(self.job_replicas, len(idle), snapshot.models[model].max_replicas)
             alloc[j.job_id] = tuple(idle.pop().worker_id for _ in range(take))
-        return Decisions(allocations=alloc, provision=tuple(provisions), admissions=admissions)
+        return keep_warm_floor(
+            snapshot, Decisions(allocations=alloc, provision=tuple(provisions), admissions=admissions)
+        )

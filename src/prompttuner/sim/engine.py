@@ -2,12 +2,11 @@
 
 The simulator owns the clock.  At every event (an arrival, a worker becoming ready, a job reaching its
 work, or a time the policy asked to be woken at) it advances job progress, builds a
-:class:`ClusterSnapshot`, asks the policy to decide and applies the decisions:
-
-1. admissions (a declined job is final and counts as an SLO violation),
-2. allocations (workers leave and join jobs; a change of a job's ready replicas costs the pause the
-   policy's :meth:`~prompttuner.scheduler.base.Policy.rescale_overhead_s` names),
-3. releases (cost stops), 4. provisions (cost starts; ready after the model's cold start).
+:class:`ClusterSnapshot`, asks the policy to decide and applies the decisions through the one applier
+(:mod:`prompttuner.scheduler.applier`, shared with the live controller).  What is the simulator's own is
+the clock and how a change reaches the workers: a change of a job's ready replicas costs the pause the
+policy's :meth:`~prompttuner.scheduler.base.Policy.rescale_overhead_s` names, progress is the model
+profile's throughput, and a job stops at its true work (or the user's ``max_steps``, below its target).
 
 Cost is every GPU-second from a worker's request to its release times its type's price.  Views of jobs
 and workers are cached and rebuilt only when they change, so one event costs O(active jobs + workers).
@@ -16,37 +15,38 @@ and workers are cached and rebuilt only when they change, so one event costs O(a
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prompttuner.core.slo import slo_outcome
 from prompttuner.core.types import (
-    ArrivalStats,
+    Admission,
     ClusterSnapshot,
-    Decisions,
     GPUType,
     JobPhase,
     JobSpec,
     JobView,
     ModelProfile,
+    Provision,
     Quote,
     WorkerState,
     WorkerView,
 )
+from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
+from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
+
+__all__ = ["PolicyError", "SimResult", "Simulator"]
 
 EPS = 1e-6
-
-
-class PolicyError(RuntimeError):
-    """A policy asked for something impossible (a bug in the policy, not in the workload)."""
 
 
 @dataclass
 class _Job:
     spec: JobSpec
-    work: float  # true work in steps
+    work: float  # true work in steps (to the target)
+    stop: float = math.inf  # steps after which it stops: its work, or the user's max_steps if fewer
     phase: JobPhase = JobPhase.QUEUED
     admitted: bool = False
     steps_done: float = 0.0
@@ -104,24 +104,25 @@ class Simulator:
         max_time: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         initial_workers: Sequence[tuple[str, str, int]] = (),
+        min_warm: Mapping[str, int] | None = None,
     ) -> None:
         self.policy = policy
         self.specs = sorted(jobs, key=lambda j: (j.arrival, j.job_id))
         self.models = models
         self.gpu_types = gpu_types
         self.capacity = dict(capacity)
-        self.jobs: dict[str, _Job] = {
-            j.job_id: _Job(j, (true_work or {}).get(j.job_id, j.work_steps)) for j in self.specs
-        }
+        self.jobs: dict[str, _Job] = {}
+        for j in self.specs:
+            work = (true_work or {}).get(j.job_id, j.work_steps)
+            stop = work if j.max_steps is None else min(work, float(j.max_steps))
+            self.jobs[j.job_id] = _Job(j, work, stop)
         self.active: dict[str, _Job] = {}
         self.workers: dict[str, _Worker] = {}
         self.now = 0.0
         self._seq = 0
         self.history = history
-        self._arrivals: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
-        self._deadlines: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
-        self._work: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=history))
-        self._arrival_stats: dict[str, ArrivalStats] = {}
+        self.book = ArrivalBook(history)
+        self.min_warm = dict(min_warm or {})
         self.cost = 0.0
         self.held_gpu_s = 0.0
         self.busy_gpu_s = 0.0
@@ -138,24 +139,18 @@ class Simulator:
         self.max_time = max_time if max_time is not None else last + 10 * span + 86_400
         self.progress = progress
         for model, gpu, count in initial_workers:
+            prof = self.models[model]
+            if self._held_by_type.get(gpu, 0) + count * prof.gpus_per_replica > self.capacity.get(gpu, 0):
+                raise ValueError(f"initial workers {count} x {model} exceed the capacity of {gpu}")
             self._provision(model, gpu, count, None, ready_now=True)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _gpu_count(self) -> int:
-        return sum(w.gpus for w in self.workers.values())
-
     def _provision(
         self, model: str, gpu: str, count: int, job_id: str | None, ready_now: bool = False
-    ) -> None:
+    ) -> tuple[str, ...]:
+        """Start ``count`` workers (the applier checked the profile and the capacity)."""
         prof = self.models[model]
-        if gpu not in prof.step_time_s:
-            raise PolicyError(f"{model} has no profile on {gpu}")
-        used = self._held_by_type.get(gpu, 0)
-        if used + count * prof.gpus_per_replica > self.capacity.get(gpu, 0):
-            raise PolicyError(
-                f"provisioning {count} x {model} on {gpu} exceeds capacity {self.capacity.get(gpu, 0)} "
-                f"({used} held) at t={self.now:.1f}"
-            )
+        made: list[str] = []
         for _ in range(count):
             self._seq += 1
             wid = f"w{self._seq}"
@@ -169,13 +164,13 @@ class Simulator:
             self.workers[wid] = w
             self._held += w.gpus
             self._held_by_type[gpu] = self._held_by_type.get(gpu, 0) + w.gpus
+            made.append(wid)
             if job_id is not None:
-                job = self.active.get(job_id)
-                if job is None:
-                    raise PolicyError(f"provision for unknown or finished job {job_id}")
+                job = self.active[job_id]
                 w.job_id = job_id
                 job.workers.append(wid)
                 job.view = None
+        return tuple(made)
 
     def _release(self, wid: str) -> None:
         w = self.workers.pop(wid)
@@ -205,10 +200,7 @@ class Simulator:
         ready = [self.workers[w] for w in job.workers if self.workers[w].state != WorkerState.PROVISIONING]
         n = len(ready)
         if job.workers:
-            gset = {self.workers[w].gpu_type for w in job.workers}
-            if len(gset) > 1:
-                raise PolicyError(f"job {job.spec.job_id} mixes GPU types {sorted(gset)}")
-            job.gpu = next(iter(gset))
+            job.gpu = self.workers[job.workers[0]].gpu_type  # one GPU type per job (the applier checks)
         if n != job.ready_n:
             prof = self.models[job.spec.model]
             g = prof.gpus_per_replica
@@ -266,101 +258,60 @@ class Simulator:
         return w.view
 
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
-        return ClusterSnapshot(
-            now=self.now,
-            jobs=tuple(self._job_view(j) for j in self.active.values()),
-            workers=tuple(self._worker_view(w) for w in self.workers.values()),
-            models=self.models,
-            gpu_types=self.gpu_types,
-            capacity=self.capacity,
-            arrivals=self._arrival_stats,
-            new_job_ids=tuple(new_ids),
+        return build_snapshot(
+            self.now,
+            (self._job_view(j) for j in self.active.values()),
+            (self._worker_view(w) for w in self.workers.values()),
+            self.models,
+            self.gpu_types,
+            self.capacity,
+            self.book,
+            new_ids,
+            self.min_warm,
         )
 
-    def _apply(self, d: Decisions, new_ids: Sequence[str]) -> None:
-        answered = set()
-        for a in d.admissions:
-            job = self.active.get(a.job_id)
-            if job is None:
-                continue
-            answered.add(a.job_id)
-            job.quote = a.quote
-            job.reason = a.reason
-            job.view = None
-            if a.admitted:
-                job.admitted = True
-            else:
-                self._finish(job, JobPhase.DECLINED)
-        # a job the policy has not answered yet stays pending and is offered again (a slotted policy
-        # such as ElasticFlow answers at its next slot boundary)
-        self._pending = [j for j in new_ids if j not in answered and j in self.active]
-        touched: list[_Job] = []
-        claimed: dict[str, str] = {}
-        for jid, wids in d.allocations.items():
-            for wid in wids:
-                if wid in claimed and claimed[wid] != jid:
-                    raise PolicyError(f"worker {wid} allocated to {claimed[wid]} and {jid}")
-                claimed[wid] = jid
-        for jid, wids in d.allocations.items():
+    # ------------------------------------------------------------------ the applier's driver interface
+    def admit(self, a: Admission) -> None:
+        job = self.active[a.job_id]
+        job.quote, job.reason, job.admitted, job.view = a.quote, a.reason, True, None
+
+    def decline(self, a: Admission) -> None:
+        job = self.active[a.job_id]
+        job.quote, job.reason, job.view = a.quote, a.reason, None
+        self._finish(job, JobPhase.DECLINED)
+
+    def detach(self, job_id: str, worker_id: str) -> None:
+        w = self.workers[worker_id]
+        if w.job_id == job_id:
+            w.job_id = None
+            w.view = None
+            if w.state == WorkerState.BUSY:
+                w.state = WorkerState.IDLE
+                w.idle_since = self.now
+
+    def allocate(self, job_id: str, worker_ids: tuple[str, ...]) -> None:
+        job = self.active[job_id]
+        job.workers = list(worker_ids)
+        job.view = None
+        for wid in worker_ids:
+            w = self.workers[wid]
+            w.job_id = job_id
+            w.view = None
+            if w.state == WorkerState.IDLE:
+                w.state = WorkerState.BUSY
+                w.idle_since = None
+
+    def release(self, worker_id: str) -> None:
+        self._release(worker_id)
+
+    def provision(self, p: Provision) -> tuple[str, ...]:
+        return self._provision(p.model, p.gpu_type, p.count, p.job_id)
+
+    def touched(self, job_ids: tuple[str, ...]) -> None:
+        for jid in job_ids:
             job = self.active.get(jid)
-            if job is None:
-                if wids:
-                    raise PolicyError(f"allocation for unknown or finished job {jid}")
-                continue
-            new = list(dict.fromkeys(wids))
-            for wid in job.workers:
-                if wid not in claimed or claimed[wid] != jid:
-                    w = self.workers[wid]
-                    if w.job_id == jid:
-                        w.job_id = None
-                        w.view = None
-                        if w.state == WorkerState.BUSY:
-                            w.state = WorkerState.IDLE
-                            w.idle_since = self.now
-            job.workers = new
-            job.view = None
-            touched.append(job)
-        for jid, wids in d.allocations.items():
-            job = self.active.get(jid)
-            if job is None:
-                continue
-            for wid in wids:
-                got = self.workers.get(wid)
-                if got is None:
-                    raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
-                w = got
-                if w is None:
-                    raise PolicyError(f"allocation of unknown worker {wid} to {jid}")
-                if w.model != job.spec.model:
-                    raise PolicyError(f"worker {wid} holds {w.model}, job {jid} needs {job.spec.model}")
-                if w.job_id is not None and w.job_id != jid:
-                    other = self.active.get(w.job_id)
-                    if other is not None and wid in other.workers:
-                        raise PolicyError(f"worker {wid} still belongs to {w.job_id}, not moved by policy")
-                w.job_id = jid
-                w.view = None
-                if w.state == WorkerState.IDLE:
-                    w.state = WorkerState.BUSY
-                    w.idle_since = None
-        for wid in d.release:
-            rw = self.workers.get(wid)
-            if rw is None:
-                raise PolicyError(f"release of unknown worker {wid}")
-            w = rw
-            if w.job_id is not None:
-                job = self.active.get(w.job_id)
-                if job is not None and wid in job.workers:
-                    raise PolicyError(f"release of worker {wid} still allocated to {w.job_id}")
-            self._release(wid)
-        for p in d.provision:
-            if p.count > 0:
-                self._provision(p.model, p.gpu_type, p.count, p.job_id)
-                if p.job_id is not None:
-                    touched.append(self.active[p.job_id])
-        for job in touched:
-            if job.spec.job_id in self.active:
+            if job is not None:
                 self._set_ready(job)
-        self._wake = d.wake_at
 
     # ------------------------------------------------------------------ main loop
     def _next_completion(self) -> float:
@@ -369,7 +320,7 @@ class Simulator:
             if job.ready_n > 0:
                 r = job.rate(self.models)
                 if r > 0:
-                    t = max(self.now, job.paused_until) + max(0.0, job.work - job.steps_done) / r
+                    t = max(self.now, job.paused_until) + max(0.0, job.stop - job.steps_done) / r
                     if t < best:
                         best = t
         return best
@@ -412,7 +363,7 @@ class Simulator:
                     self._set_ready(job)
             # completions
             for job in list(self.active.values()):
-                if job.ready_n > 0 and job.steps_done >= job.work - EPS * max(1.0, job.work):
+                if job.ready_n > 0 and job.steps_done >= job.stop - EPS * max(1.0, job.stop):
                     self._finish(job, JobPhase.SUCCEEDED)
                     done += 1
             new_ids: list[str] = [j for j in self._pending if j in self.active]
@@ -421,15 +372,7 @@ class Simulator:
                 job = self.jobs[spec.job_id]
                 job.last_t = t
                 self.active[spec.job_id] = job
-                self._arrivals[spec.model].append(spec.arrival)
-                self._deadlines[spec.model].append(spec.deadline)
-                self._work[spec.model].append(spec.work_steps)
-                self._arrival_stats[spec.model] = ArrivalStats(
-                    spec.model,
-                    tuple(self._arrivals[spec.model]),
-                    recent_deadlines=tuple(self._deadlines[spec.model]),
-                    recent_work=tuple(self._work[spec.model]),
-                )
+                self.book.note_arrival(spec)
                 new_ids.append(spec.job_id)
                 i += 1
             if t >= self.max_time:
@@ -441,7 +384,9 @@ class Simulator:
             snap = self.snapshot(new_ids)
             d = self.policy.decide(snap)
             self.decisions += 1
-            self._apply(d, new_ids)
+            changes = apply(snap, d, self, self.book)
+            self._pending = list(changes.pending)
+            self._wake = d.wake_at
             self._record()
             if self.progress is not None:
                 self.progress(i, n)
@@ -463,7 +408,7 @@ class Simulator:
         for job in self.jobs.values():
             s = job.spec
             done = job.phase == JobPhase.SUCCEEDED and job.finish is not None
-            met = done and job.finish is not None and job.finish <= s.deadline + EPS
+            met = slo_outcome(s.deadline, job.finish if done else None, job.stop >= job.work).slo_met
             if job.phase == JobPhase.DECLINED:
                 declined += 1
             elif job.phase != JobPhase.SUCCEEDED:

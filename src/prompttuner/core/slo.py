@@ -1,0 +1,45 @@
+"""The one definition of a job's SLO outcome, used by the simulator, the controller, the API, the metrics
+and the CLI alike.
+
+A job with a quality target meets its SLO when it *reaches the target by its deadline*.  Stopping at the
+user's step budget (``max_steps``) below the target misses it, and so does finishing late.  A job without
+a target (``target_reached is None``) meets its SLO when it finishes by its deadline.  A job that never
+finished (declined, failed, cancelled, cut off) misses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# finish times within this of the deadline count as on time (the drivers' clocks are floats)
+DEADLINE_TOLERANCE_S = 1e-6
+
+
+@dataclass(frozen=True)
+class SLOOutcome:
+    target_reached: bool | None  # None: the job has no quality target
+    deadline_met: bool  # it finished (reached its target or stopped) by the deadline
+    slo_met: bool  # reached the target (or, without one, finished) by the deadline
+
+    def as_dict(self) -> dict[str, bool | None]:
+        return {
+            "target_reached": self.target_reached,
+            "deadline_met": self.deadline_met,
+            "slo_met": self.slo_met,
+        }
+
+
+def slo_outcome(deadline: float, finished_at: float | None, target_reached: bool | None) -> SLOOutcome:
+    """Judge a job: ``finished_at`` is when it stopped training (None: it never finished);
+    ``target_reached`` whether it reached its quality target (None: it has none)."""
+    on_time = finished_at is not None and finished_at <= deadline + DEADLINE_TOLERANCE_S
+    met = on_time and target_reached is not False
+    return SLOOutcome(target_reached=target_reached, deadline_met=on_time, slo_met=met)
+
+
+def target_reached(target: float | None, accuracy: float | None) -> bool | None:
+    """Whether ``accuracy`` reaches ``target`` (None when the job has no target; False when it was never
+    evaluated)."""
+    if target is None:
+        return None
+    return accuracy is not None and accuracy >= target
