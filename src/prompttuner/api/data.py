@@ -1,4 +1,4 @@
-"""Checking uploaded task data before anything is stored.
+"""Checking uploaded task data before anything is stored, then storing it.
 
 A data file is JSON Lines, one ``{"text": str, "label": str}`` object a line (the format of the shared
 tasks; pair tasks put both sentences in ``text``).  Every problem is reported with its line number, and a
@@ -8,7 +8,13 @@ file is only written to disk after it passed, so a bad upload leaves nothing beh
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prompttuner.state.models import DataFile
 
 
 class DataError(ValueError):
@@ -63,3 +69,27 @@ def check_labels(raw: bytes, labels: list[str], name: str) -> None:
 
 def rows_to_jsonl(rows: list[dict[str, object]]) -> bytes:
     return ("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n").encode()
+
+
+def store_file(s: Any, home: Path, tenant_id: str, filename: str, raw: bytes, max_rows: int) -> DataFile:
+    """Check ``raw``, write it under ``home/files`` and add its row to session ``s``."""
+    checked = check_jsonl(raw, filename)
+    if checked.rows > max_rows:
+        raise DataError(f"{filename}: {checked.rows} rows is more than the limit of {max_rows}")
+    fid = "file-" + secrets.token_hex(8)
+    path = home / "files" / f"{fid}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(raw)
+    tmp.replace(path)
+    row = DataFile(
+        id=fid,
+        tenant_id=tenant_id,
+        filename=filename[:255],
+        path=str(path),
+        bytes=len(raw),
+        rows=checked.rows,
+        labels=list(checked.labels),
+        created_at=time.time(),
+    )
+    s.add(row)
+    return row

@@ -1,0 +1,202 @@
+"""Creating a job: validate the request, quote it, write its rows in one transaction, hand it over.
+
+Validation reads only; the quote is computed with no transaction open (the controller writes to the same
+database, and SQLite has a single writer); then the inline training file (if any) and the job row are
+written together, so a rejected request leaves nothing behind, and the job goes to the controller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_jsonl, store_file
+from prompttuner.api.deps import own_file
+from prompttuner.api.errors import ApiError
+from prompttuner.api.schemas import JobCreate
+from prompttuner.core.types import SLO, JobPhase, JobSpec
+from prompttuner.service import Service
+from prompttuner.state.models import Job, Tenant
+from prompttuner.state.serial import finite, iso_time, quote_json
+
+
+def parse_deadline(body: JobCreate, now: float) -> float:
+    """The job's deadline in epoch seconds, from ``deadline`` or ``duration_s`` (exactly one)."""
+    if body.deadline is not None and body.duration_s is not None:
+        raise ApiError(422, "give either deadline or duration_s, not both", param="deadline")
+    if body.duration_s is not None:
+        return now + body.duration_s
+    if body.deadline is None:
+        raise ApiError(
+            422, "an SLO is required: give deadline (time) or duration_s (seconds)", param="deadline"
+        )
+    if isinstance(body.deadline, int | float):
+        t = float(body.deadline)
+    else:
+        try:
+            d = dt.datetime.fromisoformat(body.deadline)
+        except ValueError:
+            raise ApiError(
+                422, f"deadline {body.deadline!r} is not ISO 8601 or epoch seconds", param="deadline"
+            ) from None
+        if d.tzinfo is None:
+            raise ApiError(422, "deadline needs a time zone (e.g. 2026-01-01T12:00:00Z)", param="deadline")
+        t = d.timestamp()
+    if t <= now:
+        raise ApiError(
+            422, f"deadline {iso_time(t)} is in the past (now is {iso_time(now)})", param="deadline"
+        )
+    return t
+
+
+def submit_job(service: Service, t: Tenant, body: JobCreate) -> str:
+    """Create and submit the job ``body`` for tenant ``t``; returns its id (``ApiError`` if refused)."""
+    cfg, ctl = service.cfg, service.controller
+    now = time.time()
+    known = set(service.models)
+    if body.model not in known:
+        raise ApiError(422, f"unknown model {body.model!r}; available: {sorted(known)}", param="model")
+    if body.max_steps > cfg.max_steps_limit:
+        raise ApiError(
+            422,
+            f"max_steps {body.max_steps} is over the limit of {cfg.max_steps_limit}",
+            param="max_steps",
+        )
+    broken = ctl.broken_model(body.model)
+    if broken is not None:
+        raise ApiError(
+            503,
+            f"model {body.model!r} cannot be loaded on this service: {broken}",
+            "unavailable",
+            "model",
+        )
+    deadline = parse_deadline(body, now)
+    if (body.training_file is None) == (body.training_data is None):
+        raise ApiError(422, "give exactly one of training_file and training_data", param="training_file")
+    job_id = "job-" + secrets.token_hex(8)
+    written: list[Path] = []
+    try:
+        _create_job_rows(service, t, body, job_id, deadline, now, written)
+    except BaseException:
+        for p in written:  # nothing half-written: a rejected job leaves no file behind
+            p.unlink(missing_ok=True)
+        raise
+    ctl.submit(job_id)
+    return job_id
+
+
+def _create_job_rows(
+    service: Service,
+    t: Tenant,
+    body: JobCreate,
+    job_id: str,
+    deadline: float,
+    now: float,
+    written: list[Path],
+) -> None:
+    """Validate (reads only), quote (no transaction open), then write file and job in one transaction."""
+    cfg, ctl, store = service.cfg, service.controller, service.store
+    raw: bytes | None = None
+    train_id: str | None = None
+    train_rows = 0
+    val_id: str | None = None
+    try:
+        if body.training_data is not None:
+            raw = rows_to_jsonl([r.model_dump() for r in body.training_data])
+            checked = check_jsonl(raw, "training_data")
+            if checked.rows > cfg.max_rows:
+                raise DataError(f"training_data: {checked.rows} rows is over the limit of {cfg.max_rows}")
+            seen, train_raw, train_rows = list(checked.labels), raw, checked.rows
+        with store.session() as s:
+            if body.training_file is not None:
+                train = own_file(s, t, body.training_file, "training_file")
+                seen, train_raw, train_rows, train_id = (
+                    list(train.labels),
+                    Path(train.path).read_bytes(),
+                    train.rows,
+                    train.id,
+                )
+            val = own_file(s, t, body.validation_file, "validation_file") if body.validation_file else None
+            val_raw = Path(val.path).read_bytes() if val is not None else None
+            val_id = val.id if val is not None else None
+        labels = body.labels or seen
+        if len(labels) < 2:
+            raise DataError(f"training data has only the label(s) {labels}; a task needs two or more")
+        check_labels(train_raw, labels, "training_file" if raw is None else "training_data")
+        if val_raw is not None:
+            check_labels(val_raw, labels, "validation_file")
+        if train_rows < 2:
+            raise DataError("training data needs at least 2 rows")
+    except DataError as e:
+        raise ApiError(422, str(e), param="training_data") from None
+    spec = JobSpec(
+        job_id=job_id,
+        model=body.model,
+        arrival=now,
+        slo=SLO(deadline, body.target_accuracy, body.best_effort),
+        work_steps=float(body.max_steps),
+        max_steps=body.max_steps,
+        tenant=t.id,
+        init="bank" if body.bank_warm_start else "random",
+    )
+    quote = ctl.quote(spec)
+    qj = quote_json(quote, with_iso=True)
+    if not quote.feasible and not body.best_effort:
+        tight = finite(quote.tightest_deadline)
+        msg = "the deadline cannot be met"
+        if tight is not None:
+            msg += f"; the tightest feasible deadline is {iso_time(tight)} ({tight:.0f})"
+        raise ApiError(
+            422,
+            msg + "; set best_effort to run anyway",
+            "infeasible_slo",
+            "deadline",
+            {"tightest_deadline": tight, "quote": qj},
+        )
+    with store.session() as s:
+        if raw is not None:
+            f = store_file(s, store.home, t.id, f"{job_id}-train.jsonl", raw, cfg.max_rows)
+            written.append(Path(f.path))
+            train_id = f.id
+        assert train_id is not None
+        s.add(_job_row(t, body, job_id, train_id, val_id, labels, deadline, qj, now))
+
+
+def _job_row(
+    t: Tenant,
+    body: JobCreate,
+    job_id: str,
+    train_id: str,
+    val_id: str | None,
+    labels: list[str],
+    deadline: float,
+    quote: dict[str, Any],
+    now: float,
+) -> Job:
+    return Job(
+        id=job_id,
+        tenant_id=t.id,
+        model=body.model,
+        training_file=train_id,
+        validation_file=val_id,
+        labels=labels,
+        target_accuracy=body.target_accuracy,
+        max_steps=body.max_steps,
+        hyperparameters=body.hyperparameters.model_dump(),
+        bank_warm_start=body.bank_warm_start,
+        best_effort=body.best_effort,
+        deadline=deadline,
+        work_steps=float(body.max_steps),
+        quote=quote,
+        phase=JobPhase.QUEUED.value,
+        admitted=False,
+        steps_done=0,
+        gpu_seconds=0.0,
+        checkpoint_step=0,
+        init="random",
+        created_at=now,
+        updated_at=now,
+    )

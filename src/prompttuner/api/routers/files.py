@@ -1,0 +1,48 @@
+"""``/v1/files``: upload task data, list the tenant's files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from sqlalchemy import select
+
+from prompttuner.api.data import DataError, store_file
+from prompttuner.api.deps import Auth, ServiceDep
+from prompttuner.api.errors import ApiError
+from prompttuner.api.serializers import file_json
+from prompttuner.state.models import DataFile
+
+router = APIRouter(tags=["files"])
+
+
+@router.post("/v1/files", status_code=201)
+def upload_file(
+    service: ServiceDep,
+    t: Auth,
+    file: Annotated[UploadFile, File()],
+    purpose: Annotated[str, Form()] = "prompt-tune",
+) -> dict[str, Any]:
+    """Upload task data: JSON Lines of {"text", "label"}."""
+    cfg, store = service.cfg, service.store
+    raw = file.file.read(cfg.max_upload_bytes + 1)
+    if len(raw) > cfg.max_upload_bytes:
+        raise ApiError(
+            413,
+            f"file is larger than the limit of {cfg.max_upload_bytes} bytes",
+            "request_too_large",
+            "file",
+        )
+    try:
+        with store.session() as s:
+            row = store_file(s, store.home, t.id, file.filename or "upload.jsonl", raw, cfg.max_rows)
+    except DataError as e:
+        raise ApiError(422, str(e), param="file") from None
+    return file_json(row)
+
+
+@router.get("/v1/files")
+def list_files(service: ServiceDep, t: Auth) -> dict[str, Any]:
+    with service.store.session() as s:
+        rows = s.scalars(select(DataFile).where(DataFile.tenant_id == t.id).order_by(DataFile.created_at))
+        return {"object": "list", "data": [file_json(f) for f in rows]}
