@@ -26,6 +26,7 @@ from prompttuner.core.types import (
 )
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
 from prompttuner.scheduler.base import Policy, register
+from prompttuner.scheduler.common import keep_warm_floor
 
 FAKE_ENGINE = "service_fakes:FakeEngine"
 
@@ -146,7 +147,7 @@ class GreedyPolicy(Policy):
         for m in models:
             if not snap.workers_of(m) and snap.gpus_held() < sum(snap.capacity.values()):
                 prov.append(Provision(m, next(iter(snap.gpu_types)), 1))
-        return Decisions(allocations=allocs, provision=tuple(prov), admissions=adm)
+        return keep_warm_floor(snap, Decisions(allocations=allocs, provision=tuple(prov), admissions=adm))
 
     def quote(self, snap: ClusterSnapshot, job: JobSpec) -> Quote:
         gpu = next(iter(snap.gpu_types))

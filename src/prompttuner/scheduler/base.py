@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
-from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec, ModelProfile, Quote
+from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec, ModelProfile, Quote, WorkerState
 
 # Moving a job between warm workers moves only its prompt and optimizer state (kilobytes) and waits for
 # a step boundary: about a second plus half a step.
@@ -27,8 +27,20 @@ class Policy(ABC):
         """Return what should change at ``snapshot.now``."""
 
     def quote(self, snapshot: ClusterSnapshot, job: JobSpec) -> Quote:
-        """Predict finish time and cost of ``job`` if it were admitted now (used by the API)."""
-        raise NotImplementedError(f"policy {self.name!r} does not quote")
+        """Predict finish time and cost of ``job`` if it were admitted now (used by the API).
+
+        This default, for policies without a planner of their own, assumes one replica on the first GPU
+        type, starting now on an idle worker of the model or else after a cold start.
+        """
+        prof = snapshot.models[job.model]
+        gpu = next(iter(snapshot.gpu_types))
+        idle = snapshot.workers_of(job.model, WorkerState.IDLE)
+        start = snapshot.now if idle else snapshot.now + prof.cold_start_s[gpu]
+        run_s = job.work_steps * prof.step_time(gpu, 1)
+        finish = start + run_s
+        cost = run_s / 3600.0 * snapshot.gpu_types[gpu].price_per_hour
+        feasible = finish <= job.deadline
+        return Quote(finish, cost, 1, feasible, None if feasible else finish)
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
         """Seconds a job makes no progress when its set of ready replicas changes from old_n to new_n.

@@ -1,0 +1,271 @@
+"""Work going out to workers and replies coming back.
+
+Work goes out in units that end at a step boundary, so that is where jobs move:
+
+- a job on one worker gets a *chunk*: steps until ``chunk_s`` seconds pass or the target is reached;
+- a job on ``n > 1`` workers runs data-parallel *rounds*: each worker computes the gradient of its shard
+  of the same batch from the same state, then the lead applies them all (one optimiser step);
+- a job not yet warm-started gets a ``select`` (the Prompt Bank's choice of its initial prompt), and a
+  finished one an ``export`` of its prompt.
+
+Every unit returns the job's whole trainable state (kilobytes), which is checkpointed at once; a worker
+that dies loses at most the unit in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from prompttuner.core.types import Event, JobPhase
+from prompttuner.runtime.backend import Reply
+from prompttuner.runtime.jobstate import ControllerBase
+from prompttuner.runtime.records import JobRT, Round, WorkerRec
+
+
+class Dispatch(ControllerBase):
+    _next_round: Any  # an itertools.count of round ids
+
+    def _on_reply(self, r: Reply, now: float) -> None:
+        w = self.workers.get(r.worker_id)
+        if w is None:
+            return
+        if r.failed:
+            self._on_worker_failed(w, r, now)
+            return
+        if r.op == "load":
+            self.load_failures.pop(w.model, None)
+            w.ready_at, w.idle_since = now, now
+            w.pid = r.result.get("pid")
+            self.profiles.observe_load(w.model, float(r.result.get("load_s", now - w.requested_at)))
+            self._emit(
+                Event(
+                    now,
+                    "worker_ready",
+                    worker_id=w.worker_id,
+                    data={"model": w.model, "load_s": r.result.get("load_s")},
+                )
+            )
+            self._need_decide = True
+            return
+        elapsed = float(r.result.get("elapsed", now - w.op_started)) if r.ok else now - w.op_started
+        w.busy_s += elapsed
+        job_id, fut = w.op_job, w.op_future
+        w.op, w.op_job, w.op_future = None, None, None
+        if w.releasing and w.job_id is None:
+            self._release_worker(w, now)
+        if fut is not None:
+            if r.ok:
+                fut.set_result(r.result)
+            else:
+                fut.set_exception(RuntimeError(r.error))
+            return
+        rt = self.jobs.get(job_id) if job_id else None
+        if rt is None:
+            return  # the job ended (cancelled) while this request ran
+        rt.inflight.discard(w.worker_id)
+        rt.gpu_seconds += elapsed
+        if not r.ok:
+            self._detach_all(rt, now)
+            self._close(
+                rt,
+                JobPhase.FAILED,
+                now,
+                kind="fail",
+                data={"error": r.error, "op": r.op},
+                error=f"{r.op} failed on {w.worker_id}: {r.error}",
+            )
+            self._need_decide = True
+            return
+        res = r.result
+        if r.op in ("train", "apply"):
+            if r.op == "train" and res["steps_run"]:
+                self.profiles.observe_step(rt.payload.model, elapsed / res["steps_run"])
+            if r.op == "apply" and rt.round is not None:
+                # a data-parallel round of n replicas: the single-replica step time it implies (n shards of
+                # the slowest shard's time, plus applying); an estimate, used until chunks measure directly
+                n = len(rt.round.workers)
+                self.profiles.observe_step(rt.payload.model, rt.round.grad_s * n + elapsed, weak=True)
+                rt.round = None
+            self._accept(rt, res, now, worker=w.worker_id)
+        elif r.op == "grad":
+            rnd = rt.round
+            if rnd is None or res.get("version") != rnd.version or w.worker_id not in rnd.workers:
+                return  # a round abandoned after a failure: its shards are useless
+            rnd.grads[rnd.workers.index(w.worker_id)] = res["grad"]
+            rnd.grad_s = max(rnd.grad_s, elapsed)
+            if len(rnd.grads) == len(rnd.workers):
+                lead = self.workers.get(rnd.workers[0])
+                if lead is None or lead.op is not None:
+                    rt.round = None
+                    return
+                grads = [rnd.grads[i] for i in range(len(rnd.workers))]
+                self._send(
+                    lead,
+                    rt,
+                    "apply",
+                    {"job": rt.payload, "state": rt.state, "version": rt.version, "grads": grads},
+                    now,
+                )
+        elif r.op == "select":
+            if res.get("state") is not None:
+                rt.state = res["state"]
+                rt.version += 1
+            rt.init = str(res.get("init", "random"))
+            rt.selected = True
+            self._checkpoint(rt)
+            data = {k: v for k, v in res.items() if k not in ("state", "elapsed")}
+            self._emit(Event(now, "warm_start", rt.job_id, w.worker_id, data=data))
+            predicted = res.get("predicted_steps")
+            extra: dict[str, Any] = {"init": rt.init}
+            if isinstance(predicted, int | float) and predicted > 0:
+                rt.work_steps = float(min(predicted, rt.payload.max_steps))
+                extra["work_steps"] = rt.work_steps
+                self._need_decide = True
+            self._save(rt, now, **extra)
+        elif r.op == "export":
+            self._finish(rt, str(res["path"]), now)
+
+    def _on_worker_failed(self, w: WorkerRec, r: Reply, now: float) -> None:
+        self.workers.pop(w.worker_id, None)
+        self.released_gpu_s += now - w.requested_at
+        if w.op_future is not None and not w.op_future.done():
+            w.op_future.set_exception(RuntimeError(f"worker {w.worker_id} failed: {r.error}"))
+        affected = {j for j in (w.job_id, w.op_job) if j}
+        if w.ready_at is None:  # it never got warm: the model may not load at all
+            self._load_failure(w.model, r.error, now)
+        self._emit(
+            Event(
+                now,
+                "worker_fail",
+                worker_id=w.worker_id,
+                data={"error": r.error, "op": r.op, "jobs": sorted(affected)},
+            )
+        )
+        for jid in affected:
+            rt = self.jobs.get(jid)
+            if rt is None:
+                continue
+            rt.inflight.discard(w.worker_id)
+            if w.op_job == jid and w.op is not None:
+                rt.gpu_seconds += now - w.op_started  # the lost work still cost GPU time
+            if rt.round is not None and w.worker_id in rt.round.workers:
+                rt.round = None
+            if w.worker_id in rt.workers:
+                rt.workers.remove(w.worker_id)
+            self._emit(
+                Event(
+                    now,
+                    "fail",
+                    jid,
+                    w.worker_id,
+                    data={"error": r.error, "recovered_from_step": rt.steps_done, "worker_lost": True},
+                )
+            )
+            if not rt.workers and rt.phase in (JobPhase.RUNNING, JobPhase.SELECTING):
+                self._set_phase(rt, JobPhase.QUEUED, now)
+        self._need_decide = True
+
+    def _accept(self, rt: JobRT, res: dict[str, Any], now: float, worker: str) -> None:
+        rt.state = res["state"]
+        rt.version = int(res["version"])
+        rt.steps_done = int(res["steps_done"])
+        if res.get("loss") is not None:
+            rt.loss = float(res["loss"])
+        evaluated = res.get("accuracy") is not None
+        if evaluated:
+            rt.accuracy = float(res["accuracy"])
+            target = rt.payload.target_accuracy
+            rt.target_reached = target is not None and rt.accuracy >= target
+        self._checkpoint(rt)
+        self._save(
+            rt,
+            now,
+            steps_done=rt.steps_done,
+            accuracy=rt.accuracy,
+            loss=rt.loss,
+            gpu_seconds=rt.gpu_seconds,
+            checkpoint_step=rt.steps_done,
+            checkpoint_path=str(self._ckpt_path(rt)),
+        )
+        if evaluated or rt.done or now - rt.last_progress_event >= self.cfg.progress_event_every_s:
+            rt.last_progress_event = now
+            self._emit(
+                Event(
+                    now,
+                    "progress",
+                    rt.job_id,
+                    worker,
+                    data={
+                        "steps_done": rt.steps_done,
+                        "loss": rt.loss,
+                        "accuracy": rt.accuracy if evaluated else None,
+                        "replicas": max(1, len(rt.workers)),
+                    },
+                )
+            )
+
+    def _send(self, w: WorkerRec, rt: JobRT | None, op: str, args: dict[str, Any], now: float) -> None:
+        w.op, w.op_job, w.op_started = op, (rt.job_id if rt else None), now
+        if rt is not None:
+            rt.inflight.add(w.worker_id)
+        self.backend.send(w.worker_id, op, args)
+
+    def _dispatch(self, now: float) -> None:
+        # predictions first: they are short and a user is waiting
+        pending: deque[tuple[str, dict[str, Any], Future[Any]]] = deque()
+        while self.requests:
+            model, args, fut = self.requests.popleft()
+            if fut.done():
+                continue
+            free = [
+                w
+                for w in self.workers.values()
+                if w.model == model and w.ready_at is not None and w.op is None and not w.releasing
+            ]
+            free.sort(key=lambda w: w.job_id is not None)
+            if not free:
+                if not any(w.model == model for w in self.workers.values()):
+                    fut.set_exception(LookupError(f"no worker holds model {model!r}"))
+                else:
+                    pending.append((model, args, fut))
+                continue
+            w = free[0]
+            w.op_future = fut
+            self._send(w, None, "predict", args, now)
+        self.requests = pending
+
+        for rt in list(self.jobs.values()):
+            if not rt.admitted or rt.inflight or not rt.workers:
+                continue
+            ready = [
+                self.workers[wid]
+                for wid in rt.workers
+                if self.workers[wid].ready_at is not None and self.workers[wid].op is None
+            ]
+            if not ready:
+                continue
+            if rt.started_at is None:
+                rt.started_at = now
+                self._save(rt, now, started_at=now)
+                self._emit(Event(now, "start", rt.job_id, data={"workers": rt.workers}))
+            base = {"job": rt.payload, "state": rt.state, "version": rt.version}
+            if rt.done:
+                path = self.store.home / "prompts" / f"{rt.job_id}.safetensors"
+                self._send(ready[0], rt, "export", {**base, "path": str(path)}, now)
+                continue
+            if not rt.selected:
+                self._set_phase(rt, JobPhase.SELECTING, now)
+                self._send(ready[0], rt, "select", {"job": rt.payload}, now)
+                continue
+            self._set_phase(rt, JobPhase.RUNNING, now)
+            if len(ready) == 1 or rt.payload.batch_size < 2:
+                steps = rt.payload.max_steps - rt.steps_done
+                self._send(ready[0], rt, "train", {**base, "steps": steps, "budget_s": self.cfg.chunk_s}, now)
+            else:
+                n = min(len(ready), rt.payload.batch_size)
+                rnd = Round(next(self._next_round), rt.version, [w.worker_id for w in ready[:n]], started=now)
+                rt.round = rnd
+                for i, w in enumerate(ready[:n]):
+                    self._send(w, rt, "grad", {**base, "index": i, "count": n}, now)
