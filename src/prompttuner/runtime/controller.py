@@ -344,10 +344,12 @@ class Controller(Dispatch, Recovery, StatusView):
         return tuple(made)
 
     def touched(self, job_ids: tuple[str, ...]) -> None:
-        """A job left with no ready worker waits in the queue (as in the simulator)."""
+        """A job with a ready replica runs; one left without waits in the queue (as in the simulator)."""
         for jid in job_ids:
             rt = self.jobs.get(jid)
-            if rt is None or rt.phase not in (JobPhase.RUNNING, JobPhase.SELECTING):
+            if rt is None:
                 continue
-            if not any(self.workers[w].ready_at is not None for w in rt.workers):
+            if any(self.workers[w].ready_at is not None for w in rt.workers):
+                self._mark_running(rt, self._now)
+            elif rt.phase in (JobPhase.RUNNING, JobPhase.SELECTING):
                 self._set_phase(rt, JobPhase.QUEUED, self._now)

@@ -47,6 +47,9 @@ class Dispatch(ControllerBase):
                     data={"model": w.model, "load_s": r.result.get("load_s")},
                 )
             )
+            owner = self.jobs.get(w.job_id) if w.job_id is not None else None
+            if owner is not None:
+                self._mark_running(owner, now)  # its first replica is ready (as in the simulator)
             self._need_decide = True
             return
         elapsed = float(r.result.get("elapsed", now - w.op_started)) if r.ok else now - w.op_started
@@ -205,6 +208,11 @@ class Dispatch(ControllerBase):
                     },
                 )
             )
+
+    def _mark_running(self, rt: JobRT, now: float) -> None:
+        """A job with a ready replica runs: it trains, or first selects its initial prompt."""
+        if rt.admitted and rt.phase in (JobPhase.QUEUED, JobPhase.RUNNING, JobPhase.SELECTING):
+            self._set_phase(rt, JobPhase.RUNNING if rt.selected else JobPhase.SELECTING, now)
 
     def _send(self, w: WorkerRec, rt: JobRT | None, op: str, args: dict[str, Any], now: float) -> None:
         w.op, w.op_job, w.op_started = op, (rt.job_id if rt else None), now
