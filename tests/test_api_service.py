@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
-from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.scheduler import make_policy
+from prompttuner.service import Service, ServiceConfig
 from service_fakes import FAKE_ENGINE, GreedyPolicy
 
 ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]

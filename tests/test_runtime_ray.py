@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
-from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
+from prompttuner.service import Service, ServiceConfig
 from service_fakes import FAKE_ENGINE, GreedyPolicy, expected_w
 from test_api_service import job_body, wait_done, wait_for
 from test_runtime_service import _payload, _prompt_w
@@ -46,17 +46,18 @@ def ray_cluster() -> Iterator[Any]:
 def test_ray_backend_runs_jobs_and_survives_an_actor_kill(ray_cluster: Any, tmp_path: Path) -> None:
     from prompttuner.runtime.ray_backend import RayBackend
 
-    backend = RayBackend(engine_spec=FAKE_ENGINE, load_timeout_s=120, op_timeout_s=120)
     cfg = ServiceConfig(
         home=tmp_path / "home",
-        backend="ray",
+        backend="ray",  # the service's assembly picks the Ray backend by name
+        backend_options={"load_timeout_s": 120, "op_timeout_s": 120},
         engine=FAKE_ENGINE,
         models=("tiny",),
         workers=2,
         warm=2,
         controller=ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3),
     )
-    service = Service(cfg, policy=GreedyPolicy(), backend=backend)
+    service = Service(cfg, policy=GreedyPolicy())
+    assert isinstance(service.backend, RayBackend)
     with TestClient(create_app(service)) as client:
         client.headers["Authorization"] = f"Bearer {service.default_key}"
         wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny") == 2, 120)
