@@ -1,0 +1,406 @@
+"""PromptTuner's planner: the fewest replicas that meet a deadline, from warm, provisioning, surplus and
+cold-started workers, in earliest-deadline-first order, and the quotes made from those plans.
+
+Part of the PromptTuner policy (``scheduler/prompttuner.py``); the warm pools are in
+``scheduler/prompttuner_pools.py``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prompttuner.core.types import (
+    ClusterSnapshot,
+    JobSpec,
+    JobView,
+    Provision,
+    Quote,
+    WorkerState,
+    WorkerView,
+)
+from prompttuner.scheduler.base import Policy
+from prompttuner.scheduler.common import (
+    Index,
+    Key,
+    finish_time,
+    min_replicas,
+    prefix_groups,
+    rates,
+    scan,
+)
+
+
+@dataclass
+class _Plan:
+    gpu: str
+    n: int
+    finish: float
+    groups: list[tuple[int, float]]
+    feasible: bool
+    cost: float
+
+
+@dataclass
+class _Ctx:
+    """State of one decision: who has surplus, what frees up later, what was handed out."""
+
+    ix: Index
+    excess: dict[Key, list[tuple[float, str, int]]] = field(default_factory=lambda: defaultdict(list))
+    future: dict[str, list[tuple[float, int, str]]] = field(default_factory=lambda: defaultdict(list))
+    alloc: dict[str, list[str]] = field(default_factory=dict)  # job -> workers (changed jobs only)
+    provisions: list[Provision] = field(default_factory=list)
+    release: list[str] = field(default_factory=list)
+    taken: set[str] = field(default_factory=set)
+    idle_n: dict[Key, int] = field(default_factory=dict)  # untaken idle workers per (model, GPU type)
+    idle_gpus: dict[str, int] = field(default_factory=dict)  # untaken idle GPUs per GPU type
+    _fut_sorted: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+    claims: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    _claim_prefix: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for (m, t), lst in self.ix.idle.items():
+            self.idle_n[(m, t)] = len(lst)
+            self.idle_gpus[t] = self.idle_gpus.get(t, 0) + len(lst) * self.ix.gpus(m)
+
+    def take(self, w: WorkerView) -> None:
+        """Mark a worker as handed out (or released) in this decision, keeping the idle counters."""
+        if w.worker_id in self.taken:
+            return
+        self.taken.add(w.worker_id)
+        if w.state == WorkerState.IDLE and w.job_id is None and w.model is not None:
+            key = (w.model, w.gpu_type)
+            self.idle_n[key] = self.idle_n.get(key, 0) - 1
+            self.idle_gpus[w.gpu_type] = self.idle_gpus.get(w.gpu_type, 0) - self.ix.gpus(w.model)
+
+    def claim(self, gpu: str, deadline: float, gpus: int) -> None:
+        """Record that a queued job with ``deadline`` will take ``gpus`` of the capacity freed later."""
+        lst = self.claims.setdefault(gpu, [])
+        bisect.insort(lst, (deadline, gpus))
+        self._claim_prefix.pop(gpu, None)
+
+    def claimed_before(self, gpu: str, deadline: float) -> int:
+        lst = self.claims.get(gpu)
+        if not lst:
+            return 0
+        pre = self._claim_prefix.get(gpu)
+        if pre is None:
+            pre = list(itertools.accumulate(g for _, g in lst))
+            self._claim_prefix[gpu] = pre
+        k = bisect.bisect_right(lst, (deadline, math.inf))
+        return pre[k - 1] if k > 0 else 0
+
+    def future_sorted(self, gpu: str) -> list[tuple[float, int, str]]:
+        got = self._fut_sorted.get(gpu)
+        if got is None:
+            got = sorted(self.future.get(gpu, []))
+            self._fut_sorted[gpu] = got
+        return got
+
+    keep_s: dict[str, float] = field(default_factory=dict)  # keep-alive per model, set by the pools
+
+
+class Knobs(Policy):
+    """The PromptTuner policy's settings (see its module for what each mechanism does)."""
+
+    warm_pool: bool
+    min_gpus: bool
+    elastic: bool
+    admission: bool
+    boost: bool
+    keep_factor: float
+    pool_quantile: float
+    arrival_window_s: float
+    margin: float
+    boost_efficiency: float
+    admit_tolerance: float
+    violation_cost_gpu_s: float
+    _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
+
+
+class Planner(Knobs):
+    """Planning, hand-out and quotes of one decision (state in a :class:`_Ctx`)."""
+
+    def _pool_type(self, ctx: _Ctx, model: str) -> str | None:
+        """The GPU type new jobs of ``model`` would pick: the cheapest per step."""
+        snap = ctx.ix.snap
+        prof = snap.models[model]
+        best = None
+        for gpu in snap.capacity:
+            if gpu not in prof.step_time_s or snap.capacity[gpu] <= 0:
+                continue
+            c = prof.step_time_s[gpu] * snap.gpu_types[gpu].price_per_hour
+            if best is None or c < best[0]:
+                best = (c, gpu)
+        return None if best is None else best[1]
+
+    def _target(self, j: JobView | JobSpec, now: float) -> float:
+        spec = j.spec if isinstance(j, JobView) else j
+        return spec.deadline - self.margin * max(0.0, spec.deadline - now)
+
+    def _own(self, ctx: _Ctx, job_id: str) -> tuple[list[WorkerView], list[WorkerView]]:
+        ws = ctx.ix.by_job.get(job_id, [])
+        ready = [w for w in ws if w.state != WorkerState.PROVISIONING and w.worker_id not in ctx.taken]
+        prov = [w for w in ws if w.state == WorkerState.PROVISIONING and w.worker_id not in ctx.taken]
+        return ready, prov
+
+    def _cold_count(self, ctx: _Ctx, model: str, gpu: str) -> int:
+        g = ctx.ix.gpus(model)
+        free = max(0, ctx.ix.free.get(gpu, 0))
+        own = ctx.idle_n.get((model, gpu), 0) * g
+        evictable = max(0, ctx.idle_gpus.get(gpu, 0) - own)
+        return (free + evictable) // g
+
+    def _plan(self, ctx: _Ctx, j: JobView, spec: JobSpec, with_future: bool) -> _Plan | None:
+        """Cheapest plan that meets the deadline (or the fastest, flagged infeasible)."""
+        ix = ctx.ix
+        snap = ix.snap
+        now = snap.now
+        prof = snap.models[spec.model]
+        steps = max(0.0, spec.work_steps - (j.steps_done if j is not None else 0.0))
+        own_ready, own_prov = self._own(ctx, spec.job_id) if j is not None else ([], [])
+        types = [own_ready[0].gpu_type] if own_ready else [own_prov[0].gpu_type] if own_prov else None
+        if types is None:
+            types = [t for t in snap.capacity if t in prof.step_time_s]
+        best: _Plan | None = None
+        fast: _Plan | None = None
+        target = self._target(spec, now)
+        for gpu in types:
+            key = (spec.model, gpu)
+            idle = ctx.idle_n.get(key, 0)
+            excess = sum(c for _, _, c in ctx.excess.get(key, [])) if self.elastic else 0
+            warm_now = len(own_ready) + idle + excess
+            prov_times = sorted(
+                [w.ready_at for w in own_prov]
+                + [w.ready_at for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken]
+            )
+            cs = prof.cold_start_s[gpu]
+            cold_n = self._cold_count(ctx, spec.model, gpu)
+            if not with_future and warm_now == 0 and not prov_times and cold_n == 0:
+                # nothing to hand out now; same-model workers that free soon are picked up by the
+                # decision at their release (admission of new jobs plans again with the future)
+                continue
+            groups: list[tuple[int, float]] = [(warm_now, now)] + [(1, t) for t in prov_times]
+            groups.append((cold_n, now + cs))
+            g = prof.gpus_per_replica
+            acc = 0
+            # capacity that frees later is first spoken for by queued jobs with earlier deadlines
+            skip = ctx.claimed_before(gpu, spec.deadline) if with_future else 0
+            for t, gp, m in ctx.future_sorted(gpu):
+                if not with_future and t >= now + cs:
+                    break
+                if skip > 0:
+                    used = min(skip, gp)
+                    skip -= used
+                    gp -= used
+                    if gp <= 0:
+                        continue
+                if m == spec.model and self.warm_pool and t < now + cs:
+                    # a worker of this model frees before a cold start would be ready: wait for it
+                    groups.append((gp // g, t))
+                elif with_future:
+                    acc += gp
+                    if acc >= g:
+                        groups.append((acc // g, t + cs))
+                        acc %= g
+            groups = sorted([x for x in groups if x[0] > 0], key=lambda x: x[1])
+            pause = 0.0 if own_ready else self.rescale_overhead_s(prof, gpu, 0, 1)
+            jp = self.rescale_overhead_s(prof, gpu, 1, 2)
+            price = snap.gpu_types[gpu].price_per_hour / 3600.0 * prof.gpus_per_replica
+            r, (n, f) = scan(prof, gpu, steps, now, groups, pause, jp, target if self.min_gpus else None)
+            if r is not None:
+                rn, rf = r
+                cost = rn * price * (rf - now)
+                if best is None or cost < best.cost:
+                    best = _Plan(gpu, rn, rf, prefix_groups(groups, rn), True, cost)
+            if n > 0 and (fast is None or f < fast.finish):
+                fast = _Plan(gpu, n, f, prefix_groups(groups, n), f <= spec.deadline, n * price * (f - now))
+        if best is not None:
+            return best
+        if fast is not None and not self.min_gpus and fast.finish <= target:
+            fast.feasible = True
+        return fast
+
+    def _take(self, ctx: _Ctx, j: JobView, plan: _Plan) -> None:
+        """Hand the plan's replicas that exist now (or can be provisioned now) to the job."""
+        ix = ctx.ix
+        now = ix.snap.now
+        spec = j.spec
+        prof = ix.snap.models[spec.model]
+        key = (spec.model, plan.gpu)
+        own_ready, own_prov = self._own(ctx, spec.job_id)
+        want = plan.n
+        chosen: list[str] = []
+        for w in own_ready:
+            if len(chosen) < want:
+                chosen.append(w.worker_id)
+        idle = ix.idle.get(key, [])
+        while len(chosen) < want and idle:
+            w = idle.pop()
+            if w.worker_id in ctx.taken:
+                continue
+            ctx.take(w)
+            chosen.append(w.worker_id)
+        donors = ctx.excess.get(key, [])
+        while len(chosen) < want and donors and self.elastic:
+            dl, donor, cnt = donors.pop()  # latest deadline first
+            cur = ctx.alloc.get(donor) or [w.worker_id for w in ix.by_job.get(donor, [])]
+            give = min(cnt, want - len(chosen))
+            moved = [wid for wid in cur if ix.workers[wid].state != WorkerState.PROVISIONING][-give:]
+            ctx.alloc[donor] = [wid for wid in cur if wid not in moved]
+            chosen.extend(moved)
+            if cnt - give > 0:
+                donors.append((dl, donor, cnt - give))
+        # provisioning workers (own first, then unclaimed) that are ready within the plan
+        horizon = max((t for _, t in plan.groups), default=now)
+        for w in sorted(own_prov, key=lambda w: w.ready_at):
+            if len(chosen) < want and w.ready_at <= horizon:
+                chosen.append(w.worker_id)
+        pf = ix.prov_free.get(key, [])
+        while len(chosen) < want and pf and pf[-1].ready_at <= horizon:
+            w = pf.pop()
+            if w.worker_id in ctx.taken:
+                continue
+            ctx.take(w)
+            chosen.append(w.worker_id)
+        cold_planned = sum(c for c, t in plan.groups if now < t <= now + prof.cold_start_s[plan.gpu] + 1e-9)
+        cold = min(want - len(chosen), cold_planned) if want > len(chosen) else 0
+        cold = self._make_room(ctx, spec.model, plan.gpu, cold)
+        if cold > 0:
+            ctx.provisions.append(Provision(spec.model, plan.gpu, cold, job_id=spec.job_id))
+            ix.free[plan.gpu] = ix.free.get(plan.gpu, 0) - cold * prof.gpus_per_replica
+        current = {w.worker_id for w in ix.by_job.get(spec.job_id, [])}
+        if set(chosen) != current or spec.job_id in ctx.alloc:
+            ctx.alloc[spec.job_id] = chosen
+
+    def _make_room(self, ctx: _Ctx, model: str, gpu: str, count: int) -> int:
+        """Free capacity for ``count`` new replicas, evicting the longest-idle workers of other models."""
+        ix = ctx.ix
+        g = ix.gpus(model)
+        need = count * g - max(0, ix.free.get(gpu, 0))
+        if need > 0:
+            victims = [
+                w
+                for (m, t), lst in ix.idle.items()
+                if t == gpu and m != model
+                for w in lst
+                if w.worker_id not in ctx.taken
+            ]
+            victims.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
+            for w in victims:
+                if need <= 0:
+                    break
+                ctx.take(w)
+                ctx.release.append(w.worker_id)
+                gw = ix.gpus(w.model) if w.model else 1
+                ix.free[gpu] = ix.free.get(gpu, 0) + gw
+                need -= gw
+        return min(count, max(0, ix.free.get(gpu, 0)) // g)
+
+    def _survey(self, ctx: _Ctx, jobs: list[JobView]) -> list[JobView]:
+        """For admitted jobs: needs, surplus and projected finishes; returns the ones short of GPUs."""
+        ix = ctx.ix
+        now = ix.snap.now
+        models = ix.snap.models
+        short: list[JobView] = []
+        prov_state = WorkerState.PROVISIONING
+        for j in jobs:
+            ws = ix.by_job.get(j.job_id)
+            if not ws:
+                short.append(j)
+                continue
+            prof = models[j.spec.model]
+            gpu = ws[0].gpu_type
+            steps = j.steps_left
+            target = self._target(j, now)
+            n_ready = 0
+            prov: list[float] = []
+            for w in ws:
+                if w.state == prov_state:
+                    prov.append(w.ready_at)
+                else:
+                    n_ready += 1
+            if not prov:
+                rt = rates(prof, gpu)
+                top = min(n_ready, prof.max_replicas)
+                f_all = now + steps / rt[top] if top > 0 else math.inf
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
+                if not self.elastic:
+                    continue
+                if f_all > target:
+                    short.append(j)
+                    continue
+                n = 1
+                while n < top and now + steps / rt[n] > target:
+                    n += 1
+            else:
+                prov.sort()
+                groups = [(n_ready, now)] + [(1, t) for t in prov]
+                groups = [x for x in groups if x[0] > 0]
+                f_all = finish_time(prof, gpu, steps, now, groups, 0.0)
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
+                if not self.elastic:
+                    continue
+                r = min_replicas(prof, gpu, steps, now, target, groups, 0.0)
+                if r is None:
+                    short.append(j)
+                    continue
+                n = r[0]
+            if n_ready > n and self.min_gpus:
+                ctx.excess[(j.spec.model, gpu)].append((j.deadline, j.job_id, n_ready - n))
+        for lst in ctx.excess.values():
+            lst.sort()
+        return short
+
+    def _serve_short(self, ctx: _Ctx, short: list[JobView]) -> None:
+        """Give admitted jobs that are behind (or still queued) what they need, earliest deadline first.
+
+        Resources only shrink during a decision, so once a queued job of a model finds nothing, later
+        queued jobs of that model are skipped without planning (a long backlog stays cheap).
+        """
+        exhausted: set[str] = set()
+        late: list[tuple[JobView, _Plan]] = []
+        for j in short:
+            queued = not ctx.ix.by_job.get(j.job_id)
+            if queued and j.spec.model in exhausted:
+                self._claim_estimate(ctx, j)
+                continue
+            plan = self._plan(ctx, j, j.spec, with_future=False)
+            if plan is not None and not plan.feasible:
+                late.append((j, plan))  # cannot make it now: serve the jobs that still can first
+            elif plan is not None:
+                self._take(ctx, j, plan)
+            elif queued:
+                exhausted.add(j.spec.model)
+                self._claim_estimate(ctx, j)
+        for j, _ in late:
+            plan = self._plan(ctx, j, j.spec, with_future=False)
+            if plan is not None:
+                self._take(ctx, j, plan)
+
+    def _claim_estimate(self, ctx: _Ctx, j: JobView) -> None:
+        """A queued job's share of the capacity running jobs free later: the replicas it would need if
+        it started after one cold start (a cheap estimate; the exact plan is made when GPUs free)."""
+        snap = ctx.ix.snap
+        prof = snap.models[j.spec.model]
+        gpu = self._pool_type(ctx, j.spec.model)
+        if gpu is None:
+            return
+        rt = rates(prof, gpu)
+        window = j.deadline - snap.now - prof.cold_start_s[gpu]
+        n = next((k for k in range(1, len(rt)) if window > 0 and j.steps_left / rt[k] <= window), 1)
+        ctx.claim(gpu, j.deadline, n * prof.gpus_per_replica)
+
+    def _quote_of(self, snap: ClusterSnapshot, spec: JobSpec, plan: _Plan | None) -> Quote:
+        if plan is None or plan.n == 0 or math.isinf(plan.finish):
+            return Quote(finish_time=math.inf, cost=math.inf, gpus=0, feasible=False, tightest_deadline=None)
+        g = snap.models[spec.model].gpus_per_replica
+        feasible = plan.finish <= spec.deadline
+        tight = None
+        if not feasible:
+            # the earliest finish, plus the same safety margin the policy plans with
+            tight = plan.finish + self.margin / (1 - self.margin) * (plan.finish - snap.now)
+        return Quote(plan.finish, plan.cost, plan.n * g, feasible, tight)
