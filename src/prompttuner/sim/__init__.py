@@ -5,5 +5,5 @@
 - ``workload``: seeded workloads (Poisson, Microsoft ITP and Azure LLM arrivals rescaled to a load).
 - ``engine``: the discrete-event simulator that drives any ``scheduler.Policy``.
 - ``runner``: run several policies on one workload; summaries, ratios, sweeps and plots.
-- ``elasticflow_compat``: replay of ElasticFlow-format traces (its own module).
+- ElasticFlow-format trace replays are a second simulator, in ``prompttuner.efsim``.
 """
