@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from safetensors.numpy import load
 
 from prompttuner.api.app import create_app
+from prompttuner.runtime.engine import JobPayload
 from prompttuner.state.models import Base
 from prompttuner.state.store import Store
-from prompttuner.runtime.engine import JobPayload
 from service_fakes import FAKE_ENGINE, GreedyPolicy, expected_w
 from test_api_service import ROWS, job_body, make_service, wait_done, wait_for
 
@@ -33,8 +33,8 @@ SRC = TESTS.parent / "src"
 
 def _payload(client: TestClient, job: dict[str, Any], service: Any) -> JobPayload:
     with service.store.session() as s:
-        from prompttuner.state.models import Job
         from prompttuner.runtime.controller import default_payload
+        from prompttuner.state.models import Job
 
         return default_payload(s.get(Job, job["id"]), s)
 
