@@ -5,8 +5,10 @@ The sample is small and fixed per job (``Budget.sample_rows`` rows, stratified b
 to ``Budget.max_words`` words, which keeps their start, the part that says what a text is).  Candidates are
 evaluated *together*: one forward pass holds every (prompt, row) pair, because on a CPU a batch of
 ``prompts x rows`` sequences runs at several times the throughput of ``prompts`` separate small batches.
-The layout and loss are the engine's (:func:`prompttuner.tuning.prompt_loss`): ``[prompt][text\\nAnswer:]``,
-cross-entropy over the job's label words at the answer position; ``tests/bank`` checks they agree.
+The forward pass is the engine's own (:func:`prompttuner.tuning.engine.label_logits` with a batch of
+prompts), so the layout, ``[prompt][text\\nAnswer:]``, and the loss, cross-entropy over the job's label
+words at the answer position, are those of :func:`prompttuner.tuning.prompt_loss`; ``tests/bank`` checks
+they agree.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from prompttuner.bank.select import Budget, ProbeScore
+from prompttuner.tuning.engine import as_verbalizer, encode, format_example, label_logits
 
 
 def probe_sample(examples: Sequence[Any], budget: Budget) -> list[Any]:
@@ -62,8 +65,6 @@ class LLMProbe:
         max_length: int = 64,
         max_batch_rows: int = 64,
     ) -> None:
-        from prompttuner.tuning.engine import as_verbalizer, encode, format_example
-
         if not examples:
             raise ValueError("a probe needs at least one example of the job")
         self.loaded = loaded
@@ -80,7 +81,6 @@ class LLMProbe:
         rows = len(self.ids)
         if not prompts:
             return torch.zeros((0, rows, len(self.verbalizer.first_ids)))
-        dev = loaded.device
         for p in prompts:
             if p.ndim != 2 or p.shape[1] != loaded.embed_dim:
                 raise ValueError(
@@ -88,35 +88,17 @@ class LLMProbe:
                     f"(embed_dim {loaded.embed_dim})"
                 )
         per_batch = max(1, self.max_batch_rows // rows)
-        emb = loaded.model.get_input_embeddings()
-        pad = int(loaded.tokenizer.pad_token_id)
-        longest = max(len(r) for r in self.ids)
-        input_ids = torch.full((rows, longest), pad, dtype=torch.long)
-        mask = torch.zeros((rows, longest), dtype=torch.long)
-        for i, r in enumerate(self.ids):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        lengths = mask.sum(1)
-        words = emb(input_ids.to(dev))
-        first = self.verbalizer.first_ids.to(dev)
+        dtype = loaded.model.get_input_embeddings().weight.dtype
         out_all: list[torch.Tensor] = []
         for s in range(0, len(prompts), per_batch):
             group = prompts[s : s + per_batch]
-            g = len(group)
-            n_virtual = group[0].shape[0]
-            if any(p.shape[0] != n_virtual for p in group):  # mixed lengths: one at a time
+            if any(p.shape[0] != group[0].shape[0] for p in group):  # mixed lengths: one at a time
                 out_all.extend(self.logits([p]) for p in group)
                 continue
-            soft = torch.stack([p.to(dev, words.dtype) for p in group])  # [g, n, d]
-            soft = soft[:, None].expand(g, rows, n_virtual, soft.shape[-1]).reshape(g * rows, n_virtual, -1)
-            inputs = torch.cat([soft, words.repeat(g, 1, 1)], dim=1)
-            full_mask = torch.cat([torch.ones((g * rows, n_virtual), dtype=mask.dtype), mask.repeat(g, 1)], 1)
-            pos = (n_virtual + lengths.repeat(g) - 1).unsqueeze(1).to(dev)
-            out = loaded.model(
-                inputs_embeds=inputs, attention_mask=full_mask.to(dev), logits_to_keep=pos, use_cache=False
-            )
-            out_all.append(out.logits.reshape(g * rows, -1)[:, first].float().cpu().reshape(g, rows, -1))
-            self.evaluations += g
+            soft = torch.stack([p.to(loaded.device, dtype) for p in group])  # [g, n, d]
+            got = label_logits(loaded, soft, self.ids, self.verbalizer)  # [g * rows, labels]
+            out_all.append(got.cpu().reshape(len(group), rows, -1))
+            self.evaluations += len(group)
         return torch.cat(out_all)
 
     def scores(self, prompts: Sequence[torch.Tensor]) -> list[ProbeScore]:

@@ -79,19 +79,31 @@ def _batch_tensors(ids: list[list[int]], pad_id: int, device: torch.device) -> t
 def label_logits(
     loaded: LoadedModel, prompt: torch.Tensor, ids: list[list[int]], verbalizer: Verbalizer
 ) -> torch.Tensor:
-    """Logits of each label's first token at the answer position: [len(ids), num_labels] (float32)."""
+    """Logits of each label's first token at the answer position (float32, on the model's device).
+
+    ``prompt`` ``[n, d]``: one prompt in front of every row, logits ``[len(ids), num_labels]``.
+    ``prompt`` ``[g, n, d]``: ``g`` prompts, each in front of every row, in one forward pass of
+    ``g * len(ids)`` sequences (a batched probe), logits ``[g * len(ids), num_labels]``, prompt-major.
+    """
     model = loaded.model
     dev = loaded.device
     input_ids, mask, lengths = _batch_tensors(ids, int(loaded.tokenizer.pad_token_id), dev)
     emb_layer = model.get_input_embeddings()
     words = emb_layer(input_ids)
-    n_virtual = prompt.shape[0]
-    soft = prompt.to(device=dev, dtype=words.dtype).unsqueeze(0).expand(len(ids), -1, -1)
+    n_virtual = prompt.shape[-2]
+    if prompt.dim() == 2:
+        soft = prompt.to(device=dev, dtype=words.dtype).unsqueeze(0).expand(len(ids), -1, -1)
+    else:
+        g, rows = prompt.shape[0], len(ids)
+        soft = prompt.to(device=dev, dtype=words.dtype)[:, None].expand(g, rows, n_virtual, prompt.shape[-1])
+        soft = soft.reshape(g * rows, n_virtual, -1)
+        words, mask, lengths = words.repeat(g, 1, 1), mask.repeat(g, 1), lengths.repeat(g)
+    batch = soft.shape[0]
     inputs = torch.cat([soft, words], dim=1)
-    full_mask = torch.cat([torch.ones((len(ids), n_virtual), dtype=mask.dtype, device=dev), mask], dim=1)
+    full_mask = torch.cat([torch.ones((batch, n_virtual), dtype=mask.dtype, device=dev), mask], dim=1)
     answer_pos = (n_virtual + lengths - 1).unsqueeze(1)  # [B, 1]: the position that predicts the label
     out = model(inputs_embeds=inputs, attention_mask=full_mask, logits_to_keep=answer_pos, use_cache=False)
-    logits = out.logits.reshape(len(ids), -1)  # [B, vocab]
+    logits = out.logits.reshape(batch, -1)  # [B, vocab]
     return logits[:, verbalizer.first_ids.to(dev)].float()
 
 
