@@ -11,10 +11,12 @@ from bank_helpers import FAMILIES, family_probe, fill, make_prompt
 from sqlalchemy import select as sql_select
 
 from prompttuner.bank import index as idx
+from prompttuner.bank.entries import NewEntry
 from prompttuner.bank.errors import ModelMismatchError, NoCandidatesError
 from prompttuner.bank.predict import StepsPredictor
 from prompttuner.bank.select import Budget, JobQuery
-from prompttuner.bank.store import EntryRow, NewEntry, PromptBank
+from prompttuner.bank.store import PromptBank
+from prompttuner.bank.tables import EntryRow
 
 
 def query(family: str, **kw: object) -> JobQuery:

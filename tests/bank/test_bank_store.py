@@ -12,7 +12,8 @@ from bank_helpers import FAMILIES, fill, make_prompt
 
 from prompttuner.bank import index as idx
 from prompttuner.bank.errors import BankError, CorruptEntryError, EntryNotFoundError, ModelMismatchError
-from prompttuner.bank.store import EntryRow, PromptBank
+from prompttuner.bank.store import PromptBank
+from prompttuner.bank.tables import EntryRow
 
 
 def _files(bank: PromptBank) -> list[Path]:
@@ -111,7 +112,7 @@ def test_interrupted_write_is_swept_but_entries_kept(bank: PromptBank) -> None:
     kept = next(iter(ids))
     with bank.session() as s:
         kept_rel = s.get(EntryRow, kept).tensor_file  # type: ignore[union-attr]
-    bank._journal(["zz/zz0000.safetensors", kept_rel])  # the dead writer's journal
+    bank.files.journal(["zz/zz0000.safetensors", kept_rel])  # the dead writer's journal
     assert bank.sweep_orphans(min_age_s=3600) == 0  # too young: maybe a live writer is committing it
     assert orphan.exists()
     assert bank.sweep_orphans(min_age_s=0) == 2

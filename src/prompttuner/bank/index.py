@@ -26,7 +26,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from prompttuner.bank import features as feat
-from prompttuner.bank.store import ClusterRow, Entry, EntryRow, SettingRow, blob_to_vec, vec_to_blob
+from prompttuner.bank.entries import Entry
+from prompttuner.bank.tables import ClusterRow, EntryRow, SettingRow, blob_to_vec, vec_to_blob
 
 SMALL_BANK = 64  # re-cluster on every insert up to this size (k-means on 64 points is instant)
 REGROW_FACTOR = 1.5

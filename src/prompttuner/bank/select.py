@@ -30,9 +30,11 @@ from sqlalchemy import select as sql_select
 
 from prompttuner.bank import features as feat
 from prompttuner.bank import index as idx
+from prompttuner.bank.entries import Entry
 from prompttuner.bank.errors import CorruptEntryError, ModelMismatchError, NoCandidatesError
 from prompttuner.bank.predict import StepsPredictor
-from prompttuner.bank.store import PUBLIC, Entry, EntryRow, PromptBank, blob_to_vec
+from prompttuner.bank.store import PromptBank
+from prompttuner.bank.tables import PUBLIC, EntryRow, blob_to_vec
 
 
 @dataclass(frozen=True)
