@@ -62,7 +62,7 @@ class CPUTimed:
 def base_prompts(args: argparse.Namespace, loaded: Any, held_out: str) -> list[dict[str, Any]]:
     from prompttuner.bank import features as feat
     from prompttuner.config import shared_data
-    from prompttuner.tuning import load_prompt, load_task, resolve_init
+    from prompttuner.tuning import TextInit, load_prompt, load_task, resolve_init
 
     out = []
     vec_cache: dict[str, np.ndarray] = {}
@@ -73,7 +73,7 @@ def base_prompts(args: argparse.Namespace, loaded: Any, held_out: str) -> list[d
         tv = vec_cache.setdefault(
             name, feat.task_vector(task.description, task.labels, [e.text for e in task.train[:8]])
         )
-        tensors = [("text-init", resolve_init("text", loaded, task, num_virtual_tokens=args.tokens))]
+        tensors = [("text-init", resolve_init(TextInit(), loaded, task, num_virtual_tokens=args.tokens))]
         for f in sorted((Path(args.prompts_dir) / name).glob("*/prompt.safetensors")):
             try:
                 t, _ = load_prompt(f)
@@ -150,7 +150,7 @@ def main() -> None:
     from prompttuner.bank.probe import make_probe
     from prompttuner.bank.select import select
     from prompttuner.config import shared_data
-    from prompttuner.tuning import load_model, load_task, resolve_init
+    from prompttuner.tuning import TextInit, load_model, load_task, resolve_init
 
     t0 = time.perf_counter()
     loaded = load_model(args.model)
@@ -163,7 +163,7 @@ def main() -> None:
     bases = base_prompts(args, loaded, args.task)
     probe = CPUTimed(make_probe(loaded, task, budget, max_length=args.max_length))
     # as select_init: the job's own text init is probed beside the candidates (its fallback)
-    baselines = {"text": resolve_init("text", loaded, task, num_virtual_tokens=args.tokens)}
+    baselines = {"text": resolve_init(TextInit(), loaded, task, num_virtual_tokens=args.tokens)}
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()}-core CPU (shared with other jobs), torch {torch.__version__}, "
         f"{args.threads} torch threads",

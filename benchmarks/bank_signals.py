@@ -41,7 +41,7 @@ TRAIN_ROWS = 32
 def task_record(args: argparse.Namespace, loaded: Any, name: str, tasks: list[str]) -> dict[str, Any]:
     from prompttuner.bank import Budget
     from prompttuner.bank.probe import LLMProbe, probe_sample
-    from prompttuner.tuning import PromptTrainer, load_prompt, load_task, resolve_init
+    from prompttuner.tuning import PromptTrainer, TextInit, load_prompt, load_task, resolve_init
 
     prof = bs.profiles(args)
     st, info = prof["settings"], prof["tasks"][name]["info"]
@@ -54,7 +54,7 @@ def task_record(args: argparse.Namespace, loaded: Any, name: str, tasks: list[st
             names.append(f"{other}/{key}")
             prompts.append(load_prompt(f)[0])
     names.append("text-init")
-    prompts.append(resolve_init("text", loaded, task, num_virtual_tokens=st["num_virtual_tokens"]))
+    prompts.append(resolve_init(TextInit(), loaded, task, num_virtual_tokens=st["num_virtual_tokens"]))
     samples = {
         "current": probe_sample(task.train, Budget()),
         "train": probe_sample(trainer.train, Budget(sample_rows=TRAIN_ROWS, max_words=10_000)),

@@ -54,9 +54,17 @@ def profiles(args: argparse.Namespace) -> dict[str, Any]:
 def config_for(
     st: dict[str, Any], init: Any, seed: int, target: float | None, max_steps: int | None = None
 ) -> Any:
-    """The profiles' engine settings; ``lr`` stays the engine's default (cold 0.03, warm 0.003)."""
-    from prompttuner.tuning import TuningConfig
+    """The profiles' engine settings; ``lr`` stays the engine's default (cold 0.03, warm 0.003).
 
+    ``init``: an init value, a tensor (a warm start) or a string form (``tuning.parse_init``)."""
+    import torch
+
+    from prompttuner.tuning import TensorInit, TuningConfig, parse_init
+
+    if isinstance(init, str):
+        init = parse_init(init)
+    elif isinstance(init, torch.Tensor):
+        init = TensorInit(init)
     return TuningConfig(
         num_virtual_tokens=st["num_virtual_tokens"],
         batch_size=st["batch_size"],
@@ -175,8 +183,12 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def bank_run(args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks: list[str]) -> dict[str, Any]:
-    """T's job with ``init="bank:DIR"``, exactly as ``prompttuner tune --init bank:DIR`` runs it: the trainer
-    asks the bank (probes on its own training split), then picks its lr from the answer."""
+    """T's job with ``--init bank:DIR``, exactly as ``prompttuner tune --init bank:DIR`` runs it: the bank
+    resolves the start (``bank.bank_init``: probes on the trainer's training split, the lr from the answer),
+    then the trainer is built from it."""
+    from dataclasses import replace
+
+    from prompttuner.bank import bank_init
     from prompttuner.tuning import PromptTrainer, load_task
 
     prof = profiles(args)
@@ -184,9 +196,11 @@ def bank_run(args: argparse.Namespace, loaded: Any, name: str, seed: int, tasks:
     task = load_task(Path(args.data) / name)
     folder, names = build_loo_bank(args, loaded, name, tasks)
     t0 = time.perf_counter()
-    trainer = PromptTrainer(loaded, task, config_for(st, f"bank:{folder}", seed, info["target"]))
+    cfg = config_for(st, "random", seed, info["target"])
+    init = bank_init(str(folder), loaded, task, cfg)
+    trainer = PromptTrainer(loaded, task, replace(cfg, init=init))
     select_s = time.perf_counter() - t0
-    sel = trainer.init_info
+    sel = init.info
     entry = sel["entry"]
     rec: dict[str, Any] = {
         "bank_entries": names,

@@ -39,7 +39,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from prompttuner.config import REPO_DATA, shared_data  # noqa: E402
-from prompttuner.tuning import PromptTrainer, TuningConfig, load_model, load_task, save_prompt  # noqa: E402
+from prompttuner.tuning import (  # noqa: E402
+    PromptTrainer,
+    TuningConfig,
+    load_model,
+    load_task,
+    parse_init,
+    save_prompt,
+)
 
 TASKS = [
     "sst2",
@@ -151,7 +158,7 @@ def config_for(args: argparse.Namespace, init: str, seed: int, target: float | N
         eval_size=args.eval_size,
         target_accuracy=target,
         max_steps=args.max_steps,
-        init=init,
+        init=parse_init(init),
     )
 
 

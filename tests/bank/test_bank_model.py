@@ -1,16 +1,26 @@
-"""The bank on the real bundled LLM: the batched probe equals the engine's loss, and --init bank:DIR works."""
+"""The bank on the real bundled LLM: the batched probe equals the engine's loss, and the bank's warm start
+(``bank_init``, what ``tune --init bank:DIR`` and the service call) becomes the trainer's init."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from prompttuner.bank import Budget, PromptBank, select_init
+from prompttuner.bank import Budget, PromptBank, bank_init, select_init
 from prompttuner.bank.probe import LLMProbe, probe_sample
 from prompttuner.config import shared_data
+from prompttuner.tuning import (
+    PromptTrainer,
+    RandomInit,
+    TextInit,
+    TuningConfig,
+    resolve_init,
+    training_split,
+)
 
 pytestmark = pytest.mark.model
 
@@ -34,11 +44,11 @@ def task():  # type: ignore[no-untyped-def]
 
 
 def test_batched_probe_matches_engine_loss(loaded, task) -> None:  # type: ignore[no-untyped-def]
-    from prompttuner.tuning import prompt_loss, resolve_init
+    from prompttuner.tuning import prompt_loss
 
     rows = probe_sample(task.train, Budget(sample_rows=4, max_words=12))
     assert sorted({r.label for r in rows}) == ["negative", "positive"]  # stratified
-    prompts = [resolve_init("random", loaded, task, num_virtual_tokens=4, seed=s) for s in (0, 1)]
+    prompts = [resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=s) for s in (0, 1)]
     probe = LLMProbe(loaded, rows, task.labels, max_length=24)
     got = [sc.loss for sc in probe(prompts)]
     want = [prompt_loss(loaded, p, rows, task.labels, max_length=24) for p in prompts]
@@ -51,23 +61,24 @@ def test_batched_probe_matches_engine_loss(loaded, task) -> None:  # type: ignor
     assert accs == pytest.approx(want_acc)
 
 
-def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from prompttuner.tuning import resolve_init
-
+def test_select_init_probes_every_entry_and_the_text_init_and_ranks_by_accuracy(
+    loaded, task, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     bank = PromptBank(tmp_path / "bank")
-    text = resolve_init("text", loaded, task, num_virtual_tokens=4)
-    rand = resolve_init("random", loaded, task, num_virtual_tokens=4, seed=3)
+    text = resolve_init(TextInit(), loaded, task, num_virtual_tokens=4)
+    rand = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=3)
+    noise = torch.randn(text.shape, generator=torch.Generator().manual_seed(0))
     ids = [
         bank.add(t, model=loaded.name, task_description=d, labels=["negative", "positive"], task_name=d)
-        for t, d in ((text + 0.05 * torch.randn_like(text), "sentiment text"), (rand, "random words"))
+        for t, d in ((text + 0.05 * noise, "sentiment text"), (rand, "random words"))
     ]
     with pytest.raises(Exception, match="embed_dim"):
         bank.add(torch.zeros(4, 7), model=loaded.name, task_description="x", labels=["a"])
     bank.close()
-    # the engine's resolve_init asks the bank (select_init returns (tensor or cold init spec, info))
-    chosen, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
+    _, info = select_init(tmp_path / "bank", loaded, task, num_tokens=4)
     assert info["entry"]["id"] in ids
     assert info["probe_evaluations"] == 3  # a bank of two: both probed, and the job's own text init
+    assert set(info["baseline_scores"]) == {"text"}
     # the real probe measures accuracy and loss; the choice ranks by accuracy, then loss
     assert all(p["accuracy"] is not None for p in info["probes"])
     best = min(info["probes"], key=lambda p: (-p["accuracy"], p["loss"]))
@@ -76,13 +87,94 @@ def test_select_init_through_resolve_init(loaded, task, tmp_path: Path) -> None:
         best["accuracy"],
         best["loss"],
     )
-    text_score = info["baseline_scores"]["text"]
-    via_engine = resolve_init(f"bank:{tmp_path / 'bank'}", loaded, task, num_virtual_tokens=4)
-    if (-text_score["accuracy"], text_score["loss"]) <= (-best["accuracy"], best["loss"]):
-        # no entry beats the job's own instruction: a cold start from it
-        assert chosen == "text" and info["fallback"] == "text" and torch.equal(via_engine, text)
-    else:
-        assert chosen.shape == (4, loaded.embed_dim) and torch.equal(via_engine, chosen)
+
+
+def test_an_entry_that_does_not_beat_the_jobs_text_init_gives_a_cold_start(
+    loaded, task, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The bank's only entry is the job's own text init: it scores exactly as the text init does, so it
+    does not beat it (a tie keeps the job's own instruction), and the trainer starts cold from the text
+    init at the cold lr, recording the fallback."""
+    text = resolve_init(TextInit(), loaded, task, num_virtual_tokens=4)
+    with PromptBank(tmp_path / "bank") as bank:
+        entry = bank.add(text, model=loaded.name, task_description="own", labels=task.labels, task_name="own")
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=48, eval_size=16, target_accuracy=0.9)
+    init = bank_init(str(tmp_path / "bank"), loaded, task, cfg)
+    probed = {p["entry_id"]: p for p in init.info["probes"]}[entry]
+    own = init.info["baseline_scores"]["text"]
+    assert (probed["accuracy"], probed["loss"]) == (own["accuracy"], own["loss"])
+    assert init.info["fallback"] == "text" and init.kind == "text" and init.lr == pytest.approx(0.03)
+    trainer = PromptTrainer(loaded, task, dataclasses.replace(cfg, init=init))
+    assert trainer.kind == "text" and trainer.lr == pytest.approx(0.03)
+    assert torch.equal(trainer.prompt(), text)
+    meta = trainer.metadata()
+    assert meta["init"] == f"bank:{tmp_path / 'bank'}" and meta["bank_fallback"] == "text"
+    assert meta["bank_entry"] == entry and meta["lr"] == pytest.approx(0.03)
+
+
+def test_bank_init_starts_from_the_chosen_entry(loaded, task, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """When no cold init wins, the start is the entry's own tensor, with the lr of the rule."""
+    import prompttuner.bank as pb
+
+    rand = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=3)
+    with PromptBank(tmp_path / "bank") as bank:
+        entry = bank.add(rand, model=loaded.name, task_description="r", labels=task.labels, task_name="r")
+    monkeypatch.setattr(pb, "cold_init_wins", lambda sel: None)  # whatever the text init scores
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=48, eval_size=16)
+    init = bank_init(tmp_path / "bank", loaded, task, cfg, tenant="acme")
+    assert init.kind == "warm" and torch.equal(init.tensor, rand) and "fallback" not in init.info
+    assert init.lr == pytest.approx(0.003)  # no target: a warm start keeps the warm lr
+    assert init.meta["bank_entry"] == entry and init.meta["bank_probe_accuracy"] == init.info["accuracy"]
+    assert init.meta["bank_entry_task"] == "r" and init.meta["bank_fallback"] is None
+    above = dataclasses.replace(cfg, target_accuracy=init.info["accuracy"])  # met: keeps the warm lr
+    assert bank_init(tmp_path / "bank", loaded, task, above).lr == pytest.approx(0.003)
+    below = dataclasses.replace(cfg, target_accuracy=init.info["accuracy"] + 0.01)  # missed: moves
+    assert bank_init(tmp_path / "bank", loaded, task, below).lr == pytest.approx(0.03)
+
+
+def test_bank_init_asks_on_the_training_split_and_the_lr_follows_the_answer(
+    loaded, task, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """An entry is a warm start (10x lower lr) unless its probe accuracy misses the job's target; the
+    fallback to the job's text init is a cold start; the probes read the trainer's training split only,
+    at the job's max_length, for the job's tenant."""
+    import prompttuner.bank as pb
+
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=32, eval_size=16, seed=3)
+    entry = torch.full((4, loaded.embed_dim), 0.25)
+    seen: list[dict] = []
+    answers = [
+        (entry, {"entry": {"id": "e1", "task_name": "mr"}, "accuracy": 0.4}),
+        (entry, {"entry": {"id": "e1", "task_name": "mr"}, "accuracy": 0.9}),
+        ("text", {"entry": {"id": "e1", "task_name": "mr"}, "accuracy": 0.9, "fallback": "text"}),
+    ]
+
+    def fake_select_init(bank_dir, model, t, **kw):  # type: ignore[no-untyped-def]
+        seen.append({"bank_dir": bank_dir, **kw})
+        return answers.pop(0)
+
+    monkeypatch.setattr(pb, "select_init", fake_select_init)
+    target = dataclasses.replace(cfg, target_accuracy=0.8)
+    below, above, fallback = (bank_init("/x", loaded, task, target, tenant="acme") for _ in range(3))
+    assert (below.kind, below.lr, above.kind, above.lr) == ("warm", 0.03, "warm", pytest.approx(0.003))
+    assert fallback.kind == "text" and fallback.lr == 0.03
+    assert torch.equal(below.tensor, entry)
+    assert torch.equal(fallback.tensor, resolve_init(TextInit(), loaded, task, num_virtual_tokens=4))
+    assert below.meta == {
+        "init": "bank:/x",
+        "bank_entry": "e1",
+        "bank_entry_task": "mr",
+        "bank_fallback": None,
+        "bank_probe_accuracy": 0.4,
+    }
+    train, val = training_split(task, cfg.eval_size)
+    for kw in seen:
+        assert kw["bank_dir"] == "/x" and kw["tenant"] == "acme" and kw["num_tokens"] == 4
+        assert kw["examples"] == train and not any(v in kw["examples"] for v in val)
+        assert kw["max_length"] == 32
+    trainer = PromptTrainer(loaded, task, dataclasses.replace(target, init=below))
+    assert trainer.lr == 0.03 and trainer.metadata()["bank_probe_accuracy"] == 0.4
+    assert trainer.train == train and trainer.val == val  # the rows the bank read are the trainer's
 
 
 def test_service_warm_start_follows_the_bank_and_the_lr_rule(
@@ -94,12 +186,10 @@ def test_service_warm_start_follows_the_bank_and_the_lr_rule(
     import prompttuner.bank as pb
     from prompttuner.runtime.engine import JobPayload
     from prompttuner.runtime.real_engine import RealEngine
-    from prompttuner.tuning import resolve_init
-    from prompttuner.tuning.trainer import training_split
 
     (tmp_path / "bank").mkdir()
     (tmp_path / "bank" / "bank.sqlite").touch()  # the engine checks that a bank exists; the choice is faked
-    entry = resolve_init("random", loaded, task, num_virtual_tokens=4, seed=5)
+    entry = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=5)
     seen: list[dict] = []
 
     def fake_select_init(bank_dir, model, t, **kw):  # type: ignore[no-untyped-def]

@@ -10,15 +10,20 @@ import pytest
 import torch
 
 from prompttuner.tuning import (
+    FileInit,
     ModelNotFoundError,
     PromptTrainer,
+    TensorInit,
+    TextInit,
     TuningConfig,
     compute_gradient,
     load_model,
     load_prompt,
     load_task,
+    parse_init,
     predict,
     prompt_loss,
+    resolve_init,
     save_prompt,
 )
 
@@ -30,6 +35,18 @@ CFG = dict(num_virtual_tokens=4, batch_size=4, max_length=32, eval_size=4, eval_
 def _trainer(loaded: Any, task_dir: Path, **over: Any) -> PromptTrainer:
     task = load_task(task_dir, tokenizer=loaded.tokenizer, max_length=loaded.max_context)
     return PromptTrainer(loaded, task, TuningConfig(**{**CFG, **over}))
+
+
+def test_the_gradient_method_is_the_steps_own(loaded: Any, tiny_task_dir: Path) -> None:
+    """``gradient`` (what a data-parallel worker runs on its shard) gives what ``step`` applies."""
+    tr = _trainer(loaded, tiny_task_dir)
+    twin = _trainer(loaded, tiny_task_dir)
+    shards = tr.shard_examples(2)
+    tr.apply_gradients([tr.gradient(s) for s in shards])
+    twin.step(replicas=2)
+    assert torch.equal(tr.prompt(), twin.prompt())
+    empty = tr.gradient([])  # a replica with no rows of a small batch
+    assert empty.n == 0 and empty.loss_sum == 0.0 and not empty.grad.any()
 
 
 def test_unknown_model_lists_what_was_tried(tmp_path: Path) -> None:
@@ -120,7 +137,8 @@ def test_warm_start_from_file_uses_lower_lr_and_predict(
     tr = _trainer(loaded, tiny_task_dir)
     tr.step()
     path = save_prompt(tmp_path / "p", tr.prompt(), tr.metadata(accuracy=0.5))
-    warm = _trainer(loaded, tiny_task_dir, init=str(path))
+    warm = _trainer(loaded, tiny_task_dir, init=parse_init(str(path)))
+    assert warm.config.init == FileInit(str(path)) and warm.metadata()["init"] == str(path)
     assert torch.equal(warm.prompt(), tr.prompt())
     assert warm.lr == pytest.approx(0.003) and tr.lr == pytest.approx(0.03)
     prompt, meta = load_prompt(path)
@@ -130,91 +148,40 @@ def test_warm_start_from_file_uses_lower_lr_and_predict(
     loss = prompt_loss(loaded, prompt, tr.task.test, meta["labels"])
     assert 0.0 < loss < 10.0
     with pytest.raises(ValueError, match="virtual tokens"):
-        _trainer(loaded, tiny_task_dir, init=str(path), num_virtual_tokens=8)
+        _trainer(loaded, tiny_task_dir, init=FileInit(path), num_virtual_tokens=8)
 
 
 def test_text_init_and_bad_init(loaded: Any, tiny_task_dir: Path) -> None:
-    tr = _trainer(loaded, tiny_task_dir, init="text:Is this review positive or negative?")
-    ids = loaded.tokenizer(" Is", add_special_tokens=False)["input_ids"]
-    assert tr.prompt().shape == (4, 576) and ids
-    with pytest.raises(ValueError, match="unknown init"):
-        _trainer(loaded, tiny_task_dir, init="nonsense")
+    from prompttuner.tuning.engine import word_embeddings
+
+    text = "Is this review positive or negative?"
+    tr = _trainer(loaded, tiny_task_dir, init=TextInit(text))
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 4 and torch.equal(tr.prompt(), word_embeddings(loaded, ids[:4]))
+    assert tr.kind == "text" and tr.lr == pytest.approx(0.03) and tr.metadata()["init"] == f"text:{text}"
+    own = resolve_init(TextInit(), loaded, tr.task, num_virtual_tokens=4)  # blank: the task's description
+    described = resolve_init(TextInit(tr.task.description), loaded, tr.task, num_virtual_tokens=4)
+    assert torch.equal(own, described)
+    with pytest.raises(TypeError, match="parse_init"):
+        _trainer(loaded, tiny_task_dir, init="random")  # a string is not an init
+    with pytest.raises(ValueError, match="does not exist"):
+        _trainer(loaded, tiny_task_dir, init=FileInit("/no/such/prompt.safetensors"))
 
 
-def test_bank_init_goes_through_the_bank_hook(
-    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import prompttuner.bank as bank
-    from prompttuner.tuning import resolve_init
-
-    task = load_task(tiny_task_dir)
-    if hasattr(bank, "select_init"):
-        monkeypatch.delattr(bank, "select_init")
-    with pytest.raises(ValueError, match="needs the Prompt Bank"):
-        resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4)
-    calls: list[Any] = []
-    chosen = torch.full((4, 576), 0.5)
-
-    def select_init(bank_dir: str | None, model: Any, t: Any, num_tokens: int, **kw: Any) -> Any:
-        calls.append((bank_dir, model, t, num_tokens))
-        return chosen, {"entry": "e1"}  # the real hook returns (tensor, info)
-
-    monkeypatch.setattr(bank, "select_init", select_init, raising=False)
-    assert torch.equal(resolve_init("bank:/somewhere", loaded, task, num_virtual_tokens=4), chosen)
-    assert calls == [("/somewhere", loaded, task, 4)]
-    monkeypatch.setattr(
-        bank, "select_init", lambda d, m, t, num_tokens, **kw: "text:positive or negative?", raising=False
-    )
-    assert resolve_init("bank", loaded, task, num_virtual_tokens=4).shape == (4, 576)
-
-
-def test_bank_init_learning_rate_follows_what_the_bank_answered(
-    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bank entry is a warm start (10x lower lr); the fallback to the job's text init is a cold start."""
-    import prompttuner.bank as bank
-    from prompttuner.tuning import resolve_init
-
-    n = CFG.get("num_virtual_tokens", 16)
-    entry = torch.full((n, loaded.embed_dim), 0.25)
-    answers: list[Any] = [
-        (entry, {"entry": {"id": "e7", "task_name": "other"}}),
-        ("text", {"entry": {"id": "e7", "task_name": "other"}, "fallback": "text"}),
-    ]
-    monkeypatch.setattr(bank, "select_init", lambda d, m, t, num_tokens, **kw: answers.pop(0), raising=False)
-    warm = _trainer(loaded, tiny_task_dir, init="bank:/x")
-    cold = _trainer(loaded, tiny_task_dir, init="bank:/x")
-    assert warm.kind == "warm" and torch.equal(warm.prompt(), entry)
-    assert cold.kind == "text" and torch.equal(
-        cold.prompt(), resolve_init("text", loaded, cold.task, num_virtual_tokens=n)
-    )
-    assert warm.lr == pytest.approx(cold.lr * 0.1)
-    assert warm.metadata()["bank_entry"] == "e7" and warm.metadata()["bank_fallback"] is None
-    assert cold.metadata()["bank_fallback"] == "text"
-
-
-def test_bank_start_below_its_target_on_the_probe_takes_the_cold_lr(
-    loaded: Any, tiny_task_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The bank's entry keeps the warm lr only when its probe accuracy already meets the job's target; and
-    the bank's probes read the trainer's training split, never its validation rows."""
-    import prompttuner.bank as bank
-
-    n = CFG.get("num_virtual_tokens", 16)
-    entry = torch.full((n, loaded.embed_dim), 0.25)
-    seen: list[Any] = []
-    accuracies = [0.4, 0.9, 0.4]
-
-    def select_init(d: Any, m: Any, t: Any, num_tokens: int, **kw: Any) -> Any:
-        seen.append(kw)
-        return entry, {"entry": {"id": "e1", "task_name": "other"}, "accuracy": accuracies.pop(0)}
-
-    monkeypatch.setattr(bank, "select_init", select_init, raising=False)
-    below = _trainer(loaded, tiny_task_dir, init="bank:/x", target_accuracy=0.8)
-    above = _trainer(loaded, tiny_task_dir, init="bank:/x", target_accuracy=0.8)
-    no_target = _trainer(loaded, tiny_task_dir, init="bank:/x")
-    assert below.lr == pytest.approx(0.03) and below.metadata()["bank_probe_accuracy"] == 0.4
-    assert above.lr == pytest.approx(0.003) and no_target.lr == pytest.approx(0.003)
-    rows = seen[0]["examples"]
-    assert rows == below.train and not any(v in rows for v in below.val)
-    assert seen[0]["max_length"] == CFG["max_length"]
+def test_a_tensor_init_starts_where_its_maker_said(loaded: Any, tiny_task_dir: Path) -> None:
+    """A ``TensorInit`` is a warm start at the warm lr unless its maker fixed the lr; its kind and the
+    metadata it records are its maker's (a Prompt Bank that fell back to the job's text init hands over a
+    cold start); an explicit ``TuningConfig.lr`` wins over all."""
+    n = CFG["num_virtual_tokens"]
+    t = torch.full((n, loaded.embed_dim), 0.25)
+    plain = _trainer(loaded, tiny_task_dir, init=TensorInit(t))
+    assert plain.kind == "warm" and plain.lr == pytest.approx(0.003) and torch.equal(plain.prompt(), t)
+    assert plain.metadata()["init"] == "tensor" and "lr" not in plain.metadata()
+    made = TensorInit(t, lr=0.03, kind="text", meta={"init": "bank:/x", "bank_entry": "e7"}, info={"x": 1})
+    tr = _trainer(loaded, tiny_task_dir, init=made)
+    assert tr.kind == "text" and tr.lr == pytest.approx(0.03) and torch.equal(tr.prompt(), t)
+    meta = tr.metadata(accuracy=0.5)
+    assert (meta["init"], meta["bank_entry"], meta["lr"], meta["accuracy"]) == ("bank:/x", "e7", 0.03, 0.5)
+    assert _trainer(loaded, tiny_task_dir, init=made, lr=0.01).lr == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="virtual tokens"):
+        _trainer(loaded, tiny_task_dir, init=TensorInit(torch.zeros(n + 1, loaded.embed_dim)))

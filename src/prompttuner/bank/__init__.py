@@ -3,15 +3,19 @@
 Entry points:
 - :class:`PromptBank` (``store.py``): ``add``, ``list``, ``get``, ``remove``, ``load_tensor``, ``search``;
 - :func:`select_for_task`: choose for a loaded model and a task (runs the probes);
-- :func:`select_init`: what ``prompttuner tune --init bank:DIR`` calls (via ``tuning.resolve_init``).
+- :func:`select_init`: the bank's choice for a job, an entry's tensor or the job's own cold init;
+- :func:`bank_init`: that choice as the trainer's ``TensorInit`` (with its learning rate, :func:`start_lr`):
+  what ``prompttuner tune --init bank:DIR`` and the service's warm start call before building the trainer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prompttuner.bank.entries import Entry, NewEntry
 from prompttuner.bank.errors import (
     BankError,
     CorruptEntryError,
@@ -20,7 +24,11 @@ from prompttuner.bank.errors import (
     NoCandidatesError,
 )
 from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, ProbeScore, Selection, rank_key
-from prompttuner.bank.store import PUBLIC, Entry, NewEntry, PromptBank
+from prompttuner.bank.store import PromptBank
+from prompttuner.bank.tables import PUBLIC
+
+if TYPE_CHECKING:
+    from prompttuner.tuning import TensorInit, TuningConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +49,12 @@ __all__ = [
     "ProbeScore",
     "PromptBank",
     "Selection",
+    "bank_init",
     "default_bank_dir",
     "job_query",
     "select_for_task",
     "select_init",
+    "start_lr",
 ]
 
 
@@ -98,9 +108,11 @@ def select_for_task(
 ) -> Selection:
     """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only).
 
-    ``cold_init`` (e.g. ``"text"``): also probe the job's own cold init of ``num_tokens`` tokens; its loss
-    is in ``info["baseline_scores"][cold_init]``.  ``examples``: the rows the probes may sample (default:
-    the task's training data; a trainer passes its training split, so its validation rows stay unseen).
+    ``cold_init`` (e.g. ``"text"``, as ``tuning.parse_init`` reads it): also probe the job's own cold init
+    of ``num_tokens`` tokens; its probe score (loss and accuracy) is in
+    ``info["baseline_scores"][cold_init]``.  ``examples``: the rows the probes may sample (default: the
+    task's training data; :func:`bank_init` passes the trainer's training split, so its validation rows
+    stay unseen).
     """
     from prompttuner.bank.probe import make_probe
 
@@ -117,9 +129,10 @@ def select_for_task(
     probe = make_probe(loaded, task, b, max_length=max_length, examples=examples) if probes else None
     baselines = None
     if cold_init is not None and probes:
-        from prompttuner.tuning import resolve_init
+        from prompttuner.tuning import parse_init, resolve_init
 
-        baselines = {cold_init: resolve_init(cold_init, loaded, task, num_virtual_tokens=num_tokens or 16)}
+        cold = resolve_init(parse_init(cold_init), loaded, task, num_virtual_tokens=num_tokens or 16)
+        baselines = {cold_init: cold}
     return bank.search(q, probe, budget=b, baselines=baselines)
 
 
@@ -155,13 +168,14 @@ def select_init(
     max_length: int = 64,
     examples: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """``--init bank:DIR``: the bank's choice for this job as ``(tensor, info)``.
+    """The bank's choice for this job as ``(tensor, info)`` (:func:`bank_init` makes it a trainer's init).
 
-    The job's own text init is probed beside the bank's candidates; when it scores a lower loss than the
-    best entry, nothing in the bank is closer to the job than its own instruction, and the result is
-    ``("text", info)`` (``info["fallback"] == "text"``): a cold start with the cold learning rate, rather
-    than a warm start's low learning rate on a prompt that does not fit.  ``info`` holds the chosen entry,
-    the probes, timings and the predicted steps (logged at INFO).
+    The job's own text init is probed beside the bank's candidates; when it ranks at least as high as the
+    best entry (by probe accuracy, the loss breaking ties: ``Budget.rank_by``, :func:`cold_init_wins`),
+    nothing in the bank is closer to the job than its own instruction, and the result is ``("text", info)``
+    (``info["fallback"] == "text"``): a cold start with the cold learning rate, rather than a warm start's
+    low learning rate on a prompt that does not fit.  ``info`` holds the chosen entry, the probes, timings
+    and the predicted steps (logged at INFO).
     """
     folder = Path(bank_dir) if bank_dir else default_bank_dir()
     with PromptBank(folder, create=False) as bank:
@@ -198,3 +212,72 @@ def select_init(
         sel.predicted_steps,
     )
     return sel.tensor.float(), info
+
+
+def start_lr(kind: str, info: Mapping[str, Any] | None = None, target: float | None = None) -> float:
+    """The learning rate of a bank start of ``kind`` (``warm``: an entry; else the job's cold init).
+
+    As any start of its kind (``tuning.default_lr``: cold 0.03, warm 10x less, so that a prompt that
+    already scores well is not knocked off), *unless* it is an entry whose probe accuracy on the job's own
+    rows (``info["accuracy"]``) is below the job's ``target``: that prompt must move anyway, and at the
+    warm rate it moves too slowly (``benchmarks/results/bank_speedup_lossprobe.md``: such starts took 2-5x
+    the steps of random init), so it takes the cold rate.
+    """
+    from prompttuner.tuning import DEFAULT_LR, default_lr
+
+    if kind == "warm":
+        acc = (info or {}).get("accuracy")
+        if acc is not None and target is not None and acc < target:
+            return DEFAULT_LR
+    return default_lr(kind)
+
+
+def bank_init(
+    bank_dir: str | Path | None,
+    loaded: Any,
+    task: Any,
+    config: TuningConfig,
+    *,
+    tenant: str = PUBLIC,
+) -> TensorInit:
+    """The bank's warm start for a job that will train with ``config``, as its ``config.init``.
+
+    What ``prompttuner tune --init bank:DIR`` (``bank_dir=None``: :func:`default_bank_dir`) and the
+    service's warm start do before they build the trainer: :func:`select_init` with probes that read the
+    job's training split only (``tuning.training_split(task, config.eval_size)``: never the trainer's
+    validation rows), at ``config.max_length``, among public entries and ``tenant``'s own.  The result
+    holds the chosen entry's tensor (or the job's own cold init when no entry beats it), the learning rate
+    (:func:`start_lr` with ``config.target_accuracy``), the selection (``info``) and what the prompt file
+    records about it (``meta``: ``init``, ``bank_entry``, ``bank_entry_task``, ``bank_fallback``,
+    ``bank_probe_accuracy``).
+    """
+    from prompttuner.tuning import TensorInit, parse_init, resolve_init, training_split
+
+    train, _ = training_split(task, config.eval_size)
+    chosen, info = select_init(
+        bank_dir,
+        loaded,
+        task,
+        tenant=tenant,
+        num_tokens=config.num_virtual_tokens,
+        max_length=config.max_length,
+        examples=train,
+    )
+    if isinstance(chosen, str):  # the fallback: the job's own cold init, which keeps the cold lr
+        cold = parse_init(chosen)
+        kind = cold.kind
+        tensor = resolve_init(
+            cold, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
+        )
+    else:
+        kind, tensor = "warm", chosen
+    entry = info.get("entry") or {}
+    meta = {
+        "init": "bank" if bank_dir is None else f"bank:{bank_dir}",
+        "bank_entry": entry.get("id") if isinstance(entry, dict) else str(entry),
+        "bank_entry_task": entry.get("task_name") if isinstance(entry, dict) else None,
+        "bank_fallback": info.get("fallback"),
+        "bank_probe_accuracy": info.get("accuracy"),
+    }
+    lr = start_lr(kind, info, config.target_accuracy)
+    return TensorInit(tensor, lr=lr, kind=kind, meta=meta, info=info)

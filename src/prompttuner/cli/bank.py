@@ -128,6 +128,13 @@ def build(
     if any(str(a).startswith("-") for a in extra):
         fail(f"unknown option(s): {' '.join(map(str, extra))}")
     folders = _expand_tasks(list(tasks) + extra)
+    from prompttuner.tuning import parse_init
+
+    if prompts is None:  # a bad --init fails before the model loads
+        try:
+            parse_init(init)
+        except ValueError as e:
+            fail(f"--init: {e}")
     loaded = _load_model(model)
     b = _open(bank, create=True)
     added: list[dict[str, Any]] = []
@@ -169,7 +176,7 @@ def build(
                 max_length=max_length,
                 target_accuracy=target,
                 max_steps=max_steps,
-                init=init,
+                init=parse_init(init),
             )
             console.print(f"tuning {task.name} ({init}, up to {max_steps} steps)")
             trainer = PromptTrainer(loaded, task, cfg)

@@ -6,6 +6,7 @@ clear sentence; tracebacks are for bugs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -45,6 +46,22 @@ def _load_model(name: str, device: str, dtype: str | None, quiet: bool) -> Any:
             f"in {time.perf_counter() - t0:.1f} s"
         )
     return loaded
+
+
+def _start(spec: str, loaded: Any, task: Any, config: Any) -> Any:
+    """The ``--init`` string as the trainer's init: ``bank`` / ``bank:DIR`` asks the Prompt Bank (which
+    resolves its choice, and the learning rate, before the trainer exists); the rest is
+    ``tuning.parse_init``'s (``random``, ``text``, ``text:<instruction>``, a path)."""
+    from prompttuner.tuning import parse_init
+
+    if spec == "bank" or spec.startswith("bank:"):
+        from prompttuner.bank import bank_init
+
+        return bank_init(spec[5:] if spec.startswith("bank:") else None, loaded, task, config)
+    try:
+        return parse_init(spec)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or bank:DIR, a Prompt Bank)") from None
 
 
 def tune(
@@ -93,12 +110,14 @@ def tune(
         eval_size=eval_size,
         target_accuracy=target_accuracy,
         max_steps=steps,
-        init=init,
         dtype=dtype,
     )
+    from prompttuner.bank import BankError
+
     try:
+        config = dataclasses.replace(config, init=_start(init, loaded, data, config))
         trainer = PromptTrainer(loaded, data, config)
-    except ValueError as exc:
+    except (ValueError, BankError) as exc:
         fail(str(exc))
     if not json_out:
         console.print(

@@ -38,13 +38,9 @@ class RealSession:
     def shard_gradient(self, index: int, count: int) -> bytes:
         import torch
 
-        from prompttuner.tuning import GradResult
-
         shards = self.trainer.shard_examples(count)
-        if index < len(shards):
-            g = self.trainer._grad(shards[index])
-        else:  # a batch smaller than the replica count leaves some replicas without examples
-            g = GradResult(torch.zeros(tuple(self.trainer.param.shape)), 0.0, 0)
+        # a batch smaller than the replica count leaves some replicas without examples: a zero gradient
+        g = self.trainer.gradient(shards[index] if index < len(shards) else [])
         buf = io.BytesIO()
         torch.save({"grad": g.grad, "loss_sum": g.loss_sum, "n": g.n}, buf)
         return buf.getvalue()
@@ -94,17 +90,18 @@ class RealEngine:
             labels = list(job.labels)
             if job.test_path is None:
                 task = load_task(job.train_path, labels=labels, test_fraction=0.0, name=job.job_id)
-            else:
-                folder = Path(tempfile.mkdtemp(prefix=f"pt-{job.job_id}-"))
-                (folder / "train.jsonl").symlink_to(job.train_path)
-                (folder / "test.jsonl").symlink_to(job.test_path)
-                task = load_task(folder, labels=labels, name=job.job_id)
+            else:  # a task folder of links to the two files, gone once the task is read (into memory)
+                with tempfile.TemporaryDirectory(prefix=f"pt-{job.job_id}-") as tmp:
+                    folder = Path(tmp)
+                    (folder / "train.jsonl").symlink_to(job.train_path)
+                    (folder / "test.jsonl").symlink_to(job.test_path)
+                    task = load_task(folder, labels=labels, name=job.job_id)
             self._tasks[key] = task
             while len(self._tasks) > 16:
                 self._tasks.pop(next(iter(self._tasks)))
         return self._tasks[key]
 
-    def _config(self, job: JobPayload, init: Any = "random") -> Any:
+    def _config(self, job: JobPayload) -> Any:
         from prompttuner.tuning import TuningConfig
 
         return TuningConfig(
@@ -117,7 +114,6 @@ class RealEngine:
             eval_size=job.max_eval,
             target_accuracy=job.target_accuracy,
             max_steps=job.max_steps,
-            init=init,
         )
 
     def open(self, loaded: Any, job: JobPayload, state: bytes | None) -> RealSession:
@@ -135,10 +131,11 @@ class RealEngine:
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         """The Prompt Bank's choice for this job (public entries and the tenant's own), as a fresh state.
 
-        The trainer's own bank init, as ``tune --init bank:DIR``: the probes read the job's training split
-        only, and the learning rate follows the answer (``tuning.trainer.start_lr``)."""
+        As ``tune --init bank:DIR``: the bank resolves the start (``prompttuner.bank.bank_init``: probes on
+        the job's training split only, the learning rate from the answer) before the trainer is built."""
         import dataclasses
 
+        from prompttuner.bank import bank_init
         from prompttuner.tuning import PromptTrainer
 
         if job.bank_dir is None:
@@ -146,13 +143,14 @@ class RealEngine:
         if not (Path(job.bank_dir) / "bank.sqlite").exists():
             raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
         task = self._task(job)
-        cfg = dataclasses.replace(self._config(job), init=f"bank:{job.bank_dir}", bank_tenant=job.tenant)
+        cfg = self._config(job)
         try:
-            trainer = PromptTrainer(loaded, task, cfg)
+            init = bank_init(job.bank_dir, loaded, task, cfg, tenant=job.tenant)
+            trainer = PromptTrainer(loaded, task, dataclasses.replace(cfg, init=init))
         except Exception as e:  # noqa: BLE001 - no bank, no candidates, model mismatch...: the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
-        info = trainer.init_info  # the chosen entry, or the job's cold init when no entry beat it
+        info = init.info  # the chosen entry, or the job's cold init when no entry beat it
         entry = info.get("entry") or {}
         fallback = info.get("fallback")
         return {

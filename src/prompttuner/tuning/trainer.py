@@ -7,16 +7,18 @@ gradient and applies their weighted average.  Because the gradient of a sum is t
 the result does not depend on how many replicas ran the step: a job can grow, shrink or move between
 workers mid-run and follow the same trajectory.  Everything needed to continue (prompt, optimizer,
 step, data position) is in :meth:`PromptTrainer.state_dict`: kilobytes of plain tensors and ints.
+
+Where the prompt starts is ``TuningConfig.init``, a typed value (:mod:`prompttuner.tuning.inits`); a
+start chosen elsewhere (a Prompt Bank warm start) arrives already resolved, as a ``TensorInit``.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
-import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,42 +27,17 @@ import torch
 from peft import PromptEmbedding, PromptTuningConfig, PromptTuningInit, TaskType
 
 from prompttuner.tuning.data import Task
-from prompttuner.tuning.engine import (
-    DEFAULT_MAX_LENGTH,
-    GradResult,
-    compute_gradient,
-    evaluate_accuracy,
-    word_embeddings,
-)
+from prompttuner.tuning.engine import DEFAULT_MAX_LENGTH, GradResult, compute_gradient, evaluate_accuracy
+from prompttuner.tuning.inits import INIT_TYPES, Init, RandomInit, TensorInit, default_lr, resolve_init
 from prompttuner.tuning.models import LoadedModel
-from prompttuner.tuning.prompts import PromptFileError, load_prompt
+from prompttuner.tuning.split import training_split
 from prompttuner.tuning.verbalizer import Verbalizer
-
-DEFAULT_LR = 0.03
-WARM_LR_FACTOR = 0.1  # a reused prompt already scores well at step 0; the random-init lr knocks it off
-
-
-def start_lr(kind: str, bank_info: dict[str, Any] | None = None, target: float | None = None) -> float:
-    """The default learning rate for a start of ``kind`` (``init_kind``).
-
-    Cold starts (random, text) take ``DEFAULT_LR``.  A warm start (a reused prompt) takes
-    ``WARM_LR_FACTOR`` times less, so that a prompt that already scores well is not knocked off, *unless*
-    it is the Prompt Bank's choice and its probe accuracy on the job's own rows is below the job's
-    target: that prompt must move anyway, and at the warm rate it moves too slowly
-    (``benchmarks/results/bank_speedup_lossprobe.md``: such starts took 2-5x the steps of random init).
-    """
-    if kind != "warm":
-        return DEFAULT_LR
-    acc = (bank_info or {}).get("accuracy")
-    if acc is not None and target is not None and acc < target:
-        return DEFAULT_LR
-    return DEFAULT_LR * WARM_LR_FACTOR
 
 
 @dataclass
 class TuningConfig:
     num_virtual_tokens: int = 16
-    lr: float | None = None  # None: 0.03, or 0.003 for a warm start (a tensor or a prompt file)
+    lr: float | None = None  # None: the init's (TensorInit.lr), else 0.03, or 0.003 for a warm start
     batch_size: int = 8
     seed: int = 0
     max_length: int = DEFAULT_MAX_LENGTH
@@ -68,11 +45,10 @@ class TuningConfig:
     eval_size: int = 64  # validation rows held out from train (fewer when train is small)
     target_accuracy: float | None = None
     max_steps: int = 200
-    init: Any = "random"  # "random" | "text:<instruction>" | path to prompt.safetensors | torch.Tensor
+    init: Init = RandomInit()  # RandomInit() | TextInit(text) | FileInit(path) | TensorInit(tensor, ...)
     device: str | None = None  # None: the model's device
     dtype: str | None = None  # None: the model's dtype; "bf16" runs the forward in bfloat16 (CUDA)
     eval_batch_size: int = 32
-    bank_tenant: str | None = None  # a bank init may also use this tenant's private entries (None: public)
 
 
 @dataclass
@@ -101,150 +77,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def init_kind(spec: Any) -> str:
-    """``random``, ``text``, ``bank`` or ``warm`` (a tensor or a prompt file)."""
-    if isinstance(spec, torch.Tensor):
-        return "warm"
-    s = str(spec)
-    if s == "random":
-        return "random"
-    if s == "text" or s.startswith("text:"):
-        return "text"
-    if s == "bank" or s.startswith("bank:"):
-        return "bank"
-    return "warm"
-
-
-def bank_choice(
-    spec: str,
-    loaded: LoadedModel,
-    task: Task,
-    *,
-    num_virtual_tokens: int = 16,
-    examples: list[Any] | None = None,
-    max_length: int | None = None,
-    tenant: str | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """``bank:<dir>`` (or ``bank``) -> ``(tensor or another init spec, info)`` from the Prompt Bank's hook
-    ``prompttuner.bank.select_init(dir_or_None, loaded, task, num_tokens=..., examples=..., max_length=...,
-    tenant=...)``; ``examples``: the rows its probes may read (the trainer's training split: never its
-    validation rows); ``tenant``: whose private entries are candidates too."""
-    try:
-        from prompttuner import bank
-    except ImportError:  # pragma: no cover - the package always exists in this project
-        bank = None  # type: ignore[assignment]
-    select = getattr(bank, "select_init", None)
-    if select is None:
-        raise ValueError(
-            "init 'bank:...' needs the Prompt Bank (prompttuner.bank.select_init), not available"
-        )
-    bank_dir = spec[5:] if spec.startswith("bank:") else None
-    kw: dict[str, Any] = {"examples": examples} if examples is not None else {}
-    if max_length is not None:
-        kw["max_length"] = max_length
-    if tenant is not None:
-        kw["tenant"] = tenant
-    chosen = select(bank_dir, loaded, task, num_tokens=num_virtual_tokens, **kw)
-    info: dict[str, Any] = {}
-    if isinstance(chosen, tuple):  # select_init returns (tensor or spec, info)
-        chosen, info = chosen
-    if isinstance(chosen, str) and init_kind(chosen) == "bank":
-        raise ValueError("the Prompt Bank returned another bank spec")
-    return chosen, dict(info or {})
-
-
-def resolve_init(
-    spec: Any, loaded: LoadedModel, task: Task, *, num_virtual_tokens: int = 16, seed: int = 0
-) -> torch.Tensor:
-    """The one place where init specs become tensors [num_virtual_tokens, embed_dim] (float32, CPU).
-
-    - ``random``: embeddings of vocabulary tokens sampled with ``seed`` (PEFT's SAMPLE_VOCAB; in the
-      embedding's own scale, which trains far better than N(0, 1)).
-    - ``text:<instruction>`` (``text`` alone uses the task's description): the instruction's token
-      embeddings, repeated or cut to length (as PEFT's TEXT init).
-    - a path to a ``prompt.safetensors`` (or its folder), or a tensor: a warm start.
-    - ``bank:<dir>`` (or ``bank``): calls ``prompttuner.bank.select_init(dir_or_None, loaded, task)``,
-      which returns a tensor or another init spec (e.g. ``random`` when the bank has nothing close).
-    """
-    n, d = num_virtual_tokens, loaded.embed_dim
-    if isinstance(spec, torch.Tensor):
-        t = spec.detach().to("cpu", torch.float32)
-        if t.dim() != 2 or t.shape[1] != d:
-            raise ValueError(f"init tensor has shape {tuple(t.shape)}; {loaded.name} needs [tokens, {d}]")
-        if t.shape[0] != n:
-            raise ValueError(f"init tensor has {t.shape[0]} virtual tokens, the config asks for {n}")
-        return t.clone()
-    s = str(spec)
-    kind = init_kind(s)
-    if kind == "random":
-        g = torch.Generator().manual_seed(seed)
-        vocab = int(loaded.model.get_input_embeddings().weight.shape[0])
-        special = set(getattr(loaded.tokenizer, "all_special_ids", []) or [])
-        ids: list[int] = []
-        while len(ids) < n:
-            i = int(torch.randint(0, vocab, (1,), generator=g))
-            if i not in special:
-                ids.append(i)
-        return word_embeddings(loaded, ids)
-    if kind == "text":
-        text = s[5:].strip() if s.startswith("text:") else ""
-        text = text or task.description
-        tok_ids = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if not tok_ids:
-            raise ValueError(f"init text {text!r} encodes to no tokens")
-        tok_ids = (tok_ids * math.ceil(n / len(tok_ids)))[:n]
-        return word_embeddings(loaded, tok_ids)
-    if kind == "bank":
-        chosen, _ = bank_choice(s, loaded, task, num_virtual_tokens=n)
-        return resolve_init(chosen, loaded, task, num_virtual_tokens=n, seed=seed)
-    path = Path(s).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"unknown init {s!r}: use 'random', 'text:<instruction>', 'bank:<dir>' or a path to a prompt file"
-        )
-    try:
-        t, meta = load_prompt(path)
-    except PromptFileError as exc:
-        raise ValueError(str(exc)) from None
-    if t.shape[1] != d:
-        raise ValueError(
-            f"{path}: prompt was tuned for {meta.get('model', '?')} (dim {t.shape[1]}); {loaded.name} has {d}"
-        )
-    if t.shape[0] != n:
-        raise ValueError(f"{path}: prompt has {t.shape[0]} virtual tokens, the config asks for {n}")
-    return t.to(torch.float32)
-
-
-def _validation_split(labels: list[str], eval_size: int) -> tuple[list[int], list[int]]:
-    """Held-out validation indices: stratified by label and independent of the training seed.
-
-    Stratified because the validation set is small (tens of rows): an unlucky draw (18 of 24 rows of one
-    class on a balanced task) would move the measured accuracy, and any target set from it, by a lot.
-    """
-    n = len(labels)
-    k = min(eval_size, n // 4)
-    rng = random.Random(1234)
-    groups: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        groups.setdefault(lab, []).append(i)
-    for g in groups.values():
-        rng.shuffle(g)
-    # largest-remainder quotas proportional to each label's share
-    exact = {lab: k * len(g) / n for lab, g in groups.items()} if n else {}
-    quota = {lab: int(x) for lab, x in exact.items()}
-    for lab in sorted(exact, key=lambda x: (quota[x] - exact[x], x))[: k - sum(quota.values())]:
-        quota[lab] += 1
-    val = sorted(i for lab, g in groups.items() for i in g[: quota[lab]])
-    held = set(val)
-    return [i for i in range(n) if i not in held], val
-
-
-def training_split(task: Task, eval_size: int) -> tuple[list[Any], list[Any]]:
-    """``(train, validation)`` rows of ``task`` as a trainer with ``eval_size`` splits them."""
-    train_idx, val_idx = _validation_split([e.label for e in task.train], eval_size)
-    return [task.train[i] for i in train_idx], [task.train[i] for i in val_idx]
-
-
 class PromptTrainer:
     def __init__(self, loaded: LoadedModel, task: Task, config: TuningConfig | None = None) -> None:
         self.loaded = loaded
@@ -261,28 +93,21 @@ class PromptTrainer:
         self.train, self.val = training_split(task, config.eval_size)
         if not self.train:
             raise ValueError(f"task {task.name} has no training examples")
-        spec: Any = config.init
-        self.init_info: dict[str, Any] = {}  # the bank's choice (entry, probes, fallback), for bank inits
-        if init_kind(spec) == "bank":
-            # resolve first: the bank may answer with a cold init (its fallback), which keeps the cold lr
-            spec, self.init_info = bank_choice(
-                spec,
-                loaded,
-                task,
-                num_virtual_tokens=config.num_virtual_tokens,
-                examples=self.train,
-                max_length=config.max_length,
-                tenant=config.bank_tenant,
+        init = config.init
+        if not isinstance(init, INIT_TYPES):
+            raise TypeError(
+                f"TuningConfig.init must be RandomInit, TextInit, FileInit or TensorInit, not {init!r} "
+                "(tuning.parse_init reads the command-line forms)"
             )
-        self.kind = init_kind(spec)
-        init = resolve_init(
-            spec, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
+        self.kind: str = init.kind
+        start = resolve_init(
+            init, loaded, task, num_virtual_tokens=config.num_virtual_tokens, seed=config.seed
         )
-        self.lr: float = (
-            config.lr
-            if config.lr is not None
-            else start_lr(self.kind, self.init_info, config.target_accuracy)
-        )
+        self.lr: float = default_lr(self.kind)
+        if config.lr is not None:
+            self.lr = config.lr
+        elif isinstance(init, TensorInit) and init.lr is not None:  # its maker chose (e.g. the bank)
+            self.lr = init.lr
         peft_cfg = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
             num_virtual_tokens=config.num_virtual_tokens,
@@ -293,7 +118,7 @@ class PromptTrainer:
         self.prompt_encoder = PromptEmbedding(peft_cfg, loaded.model.get_input_embeddings())
         self.prompt_encoder.to(device=loaded.device, dtype=torch.float32)
         with torch.no_grad():
-            self.prompt_encoder.embedding.weight.copy_(init.to(loaded.device))
+            self.prompt_encoder.embedding.weight.copy_(start.to(loaded.device))
         self.param: torch.Tensor = self.prompt_encoder.embedding.weight
         self.optimizer = torch.optim.AdamW([self.param], lr=self.lr, weight_decay=0.0)
         self.step_count = 0
@@ -335,16 +160,20 @@ class PromptTrainer:
         bounds = [round(i * len(idx) / n) for i in range(n + 1)]
         return [[self.train[j] for j in idx[bounds[i] : bounds[i + 1]]] for i in range(n)]
 
-    def _grad(self, examples: list[Any]) -> GradResult:
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else _null()
-        with ctx:
+    def _precision(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
+
+    def gradient(self, examples: list[Any]) -> GradResult:
+        """The gradient of the summed loss over ``examples`` (one shard, maybe empty) at the current prompt,
+        in the trainer's precision; :meth:`apply_gradients` combines the shards' results."""
+        with self._precision():
             return compute_gradient(
                 self.loaded, self.verbalizer, self.param.detach(), examples, max_length=self.config.max_length
             )
 
     def step(self, replicas: int = 1) -> StepResult:
         t0 = time.perf_counter()
-        grads = [self._grad(shard) for shard in self.shard_examples(replicas)]
+        grads = [self.gradient(shard) for shard in self.shard_examples(replicas)]
         loss = self.apply_gradients(grads)
         return StepResult(self.step_count, loss, time.perf_counter() - t0)
 
@@ -363,8 +192,7 @@ class PromptTrainer:
 
     def evaluate(self, examples: list[Any] | None = None) -> float:
         ex = self.val if examples is None else examples
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else _null()
-        with ctx:
+        with self._precision():
             return evaluate_accuracy(
                 self.loaded,
                 self.param.detach(),
@@ -423,7 +251,7 @@ class PromptTrainer:
     ) -> PromptTrainer:
         src: Any = io.BytesIO(path) if isinstance(path, bytes) else path
         state = torch.load(src, map_location="cpu", weights_only=True)
-        trainer = cls(loaded, task, replace(config, init=state["prompt"]))
+        trainer = cls(loaded, task, replace(config, init=TensorInit(state["prompt"])))
         trainer.load_state_dict(state)
         return trainer
 
@@ -473,29 +301,18 @@ class PromptTrainer:
             "labels": self.task.labels,
             "verbalizer": self.verbalizer.describe(),
             "steps": self.step_count,
-            "init": self.config.init if isinstance(self.config.init, str) else "tensor",
+            "init": self.config.init.spec,
             "num_virtual_tokens": self.config.num_virtual_tokens,
             "embed_dim": self.loaded.embed_dim,
             "max_length": self.config.max_length,
             "description": self.task.description,
         }
-        if self.init_info:  # a bank init: which entry it started from, or that it fell back to a cold init
-            entry = self.init_info.get("entry") or {}
-            meta["bank_entry"] = entry.get("id") if isinstance(entry, dict) else str(entry)
-            meta["bank_entry_task"] = entry.get("task_name") if isinstance(entry, dict) else None
-            meta["bank_fallback"] = self.init_info.get("fallback")
-            meta["bank_probe_accuracy"] = self.init_info.get("accuracy")
+        init = self.config.init
+        if isinstance(init, TensorInit) and init.meta:  # e.g. the bank entry it started from
+            meta.update(init.meta)
             meta["lr"] = self.lr
         meta.update(extra)
         return meta
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _to_cpu(obj: Any) -> Any:
