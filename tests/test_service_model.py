@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from prompttuner import config
 from prompttuner.api.app import create_app
-from prompttuner.service import Service, ServiceConfig
 from prompttuner.runtime.controller import ControllerConfig
+from prompttuner.service import Service, ServiceConfig
 from test_api_service import wait_done
 
 pytestmark = pytest.mark.model

@@ -2,8 +2,8 @@
 
 It lives in ``$PROMPTTUNER_HOME/bank``.  Entries belong to the tenant whose job tuned them (private) or
 are public; a tenant lists and warm-starts from public entries and its own, never another tenant's
-private prompts.  The bank is optional: when it cannot be imported or opened, the endpoints answer 501
-with the reason and jobs go on from their default init.
+private prompts.  The bank is part of every build; a service without a bank folder yet lists no entries,
+and its jobs go on from their default init.
 """
 
 from __future__ import annotations
@@ -11,23 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prompttuner import bank
+
 
 class BankUnavailable(RuntimeError):
-    pass
-
-
-def _bank_module() -> Any:
-    try:
-        import prompttuner.bank as bank
-    except ImportError as e:  # pragma: no cover - the package ships with the project
-        raise BankUnavailable(f"the Prompt Bank is not available in this build ({e})") from None
-    if not hasattr(bank, "PromptBank"):
-        raise BankUnavailable("the Prompt Bank is not available in this build (no PromptBank)")
-    return bank
+    """Kept for the routers that catch it; nothing here raises it since the bank is always built in."""
 
 
 def list_entries(bank_dir: str, tenant: str) -> list[dict[str, Any]]:
-    bank = _bank_module()
     if not (Path(bank_dir) / "bank.sqlite").exists():
         return []
     with bank.PromptBank(bank_dir, create=False) as b:
@@ -51,7 +42,6 @@ def list_entries(bank_dir: str, tenant: str) -> list[dict[str, Any]]:
 
 def add_prompt(bank_dir: str, **job: Any) -> str:
     """Add a finished job's prompt (:func:`prompttuner.service.bank.add_prompt`); returns the entry id."""
-    _bank_module()
     from prompttuner.service.bank import add_prompt as add
 
     return add(bank_dir, **job)
