@@ -51,18 +51,21 @@ def main() -> None:
         f"`{result['command']}` on {result['machine']}; {a.workers} workers, policy {a.policy}; "
         f"whole run {result['wall_s']:.0f}s; measured step {result['step_s']:.2f}s.",
         "",
-        "| task | status | steps | accuracy | deadline | GPU-s |",
-        "|---|---|---|---|---|---|",
+        "| task | status | steps | accuracy | target reached | deadline | SLO | GPU-s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for j in result["jobs"]:
         acc = "-" if j["accuracy"] is None else f"{j['accuracy']:.2f}"
-        met = {True: "met", False: "missed", None: "-"}[j["deadline_met"]]
+        yes = {True: "yes", False: "no", None: "-"}
+        met = {True: "met", False: "missed", None: "-"}
         lines.append(
-            f"| {j['task']} | {j['status']} | {j['steps']} | {acc} | {met} | {j['gpu_seconds']:.1f} |"
+            f"| {j['task']} | {j['status']} | {j['steps']} | {acc} | {yes[j['target_reached']]} | "
+            f"{met[j['deadline_met']]} | {met[j['slo_met']]} | {j['gpu_seconds']:.1f} |"
         )
     lines += [
         "",
-        f"Deadlines met {result['deadlines_met']}/{len(result['jobs'])}; GPU-seconds charged to jobs "
+        f"SLO met (target reached by the deadline) {result['slo_met']}/{len(result['jobs'])}; finished by "
+        f"the deadline {result['deadlines_met']}/{len(result['jobs'])}; GPU-seconds charged to jobs "
         f"{result['gpu_seconds_jobs']:.1f}, held by the warm pool {result['gpu_seconds_held']:.1f}.",
         "",
         *[f"- {n}" for n in result["notes"]],

@@ -257,3 +257,27 @@ def test_one_service_per_home(svc: tuple[TestClient, Service]) -> None:
     with pytest.raises(RuntimeError, match="another PromptTuner service .* is running"):
         second.start()
     second.stop()
+
+
+def test_slo_is_the_target_reached_by_the_deadline_in_the_api_and_metrics(
+    svc: tuple[TestClient, Service],
+) -> None:
+    client, _ = svc
+    # the fake engine's accuracy is 0.3 + 0.02 x steps: 0.35 is reached at the first evaluation (step 4),
+    # 0.9 never within 12 steps, so that job stops at max_steps on time but below its target
+    low = client.post("/v1/jobs", json=job_body(target_accuracy=0.35)).json()
+    high = client.post("/v1/jobs", json=job_body(target_accuracy=0.9)).json()
+    reached, below = wait_done(client, low["id"]), wait_done(client, high["id"])
+    assert reached["status"] == "succeeded" and reached["progress"]["steps_done"] == 4
+    assert (reached["target_reached"], reached["deadline_met"], reached["slo_met"]) == (True, True, True)
+    assert below["status"] == "succeeded" and below["progress"]["steps_done"] == 12
+    assert (below["target_reached"], below["deadline_met"], below["slo_met"]) == (False, True, False)
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{high['id']}/events").json()["data"]]
+    assert "miss" in kinds
+    metrics = client.get("/metrics").text
+    missed = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith('prompttuner_slo_total{model="tiny",outcome="missed"}')
+    ]
+    assert missed and float(missed[0].split()[-1]) >= 1

@@ -260,7 +260,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     assert {j["task"] for j in result["jobs"]} == {"sst2", "sms_spam", "subj", "cr"}
     assert any("refused" in n for n in result["notes"])  # the too-tight deadline got a 422 first
     assert 0 < result["gpu_seconds_jobs"] <= result["gpu_seconds_held"]
-    assert "deadlines met:" in out.stderr and "GPU-seconds" in out.stderr
+    assert "SLO met (target reached by the deadline):" in out.stderr and "GPU-seconds" in out.stderr
 
 
 def test_policy_sees_recent_arrivals_with_their_deadlines_and_work(tmp_path: Path) -> None:

@@ -34,6 +34,12 @@ class _ServiceCollector:
                 .group_by(Job.deadline_met)
             ).all()
             job_gpu_s = s.scalar(select(func.coalesce(func.sum(Job.gpu_seconds), 0.0)))
+            slo: dict[tuple[str, str], int] = {}
+            for row in s.scalars(select(Job).where(Job.phase.in_(("succeeded", "failed", "declined")))):
+                judged = row.slo()
+                if judged is not None:
+                    key = (row.model, "met" if judged.slo_met else "missed")
+                    slo[key] = slo.get(key, 0) + 1
         ev = CounterMetricFamily(
             "prompttuner_events", "Stored job and worker events by kind", labels=["kind"]
         )
@@ -50,6 +56,14 @@ class _ServiceCollector:
         for flag, n in met:
             dl.add_metric(["met" if flag else "missed"], n)
         yield dl
+        sm = CounterMetricFamily(
+            "prompttuner_slo",
+            "Ended jobs by SLO outcome (target reached by the deadline) and base LLM",
+            labels=["model", "outcome"],
+        )
+        for (model, result), n in sorted(slo.items()):
+            sm.add_metric([model, result], n)
+        yield sm
         info: dict[str, Any] = self.service.controller.cluster()
         ws = GaugeMetricFamily("prompttuner_workers", "Workers by state and model", labels=["state", "model"])
         counts: dict[tuple[str, str], int] = {}

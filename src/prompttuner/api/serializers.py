@@ -10,6 +10,7 @@ from prompttuner.state.serial import iso_time
 
 def job_json(row: Job) -> dict[str, Any]:
     q = row.quote
+    slo = row.slo()
     return {
         "id": row.id,
         "object": "prompt_tuning.job",
@@ -38,6 +39,7 @@ def job_json(row: Job) -> dict[str, Any]:
         "finished_at": row.finished_at,
         "deadline_met": row.deadline_met,
         "target_reached": row.target_reached,
+        "slo_met": slo.slo_met if slo is not None else None,  # the target reached by the deadline
         "gpu_seconds": round(row.gpu_seconds, 3),
         "prompt": f"/v1/jobs/{row.id}/prompt" if row.prompt_path else None,
         "error": row.error,

@@ -172,10 +172,12 @@ def run_demo(
         console.print(
             jobs_table(jobs, title="PromptTuner demo: jobs (ids shortened)", names=names, short=True)
         )
-        met = sum(1 for j in jobs if j["deadline_met"])
+        met = sum(1 for j in jobs if j["slo_met"])
+        on_time = sum(1 for j in jobs if j["deadline_met"])
         job_s = sum(j["gpu_seconds"] for j in jobs)
         console.print(
-            f"deadlines met: {met}/{len(jobs)}; GPU-seconds: {job_s:.1f} charged to jobs, "
+            f"SLO met (target reached by the deadline): {met}/{len(jobs)} (finished by the deadline: "
+            f"{on_time}/{len(jobs)}); GPU-seconds: {job_s:.1f} charged to jobs, "
             f"{info['gpu_seconds_held']:.1f} held by the warm pool (utilisation {info['utilisation']:.0%})"
         )
         for n in notes:
@@ -193,12 +195,15 @@ def run_demo(
                     "status": j["status"],
                     "steps": j["progress"]["steps_done"],
                     "accuracy": j["progress"]["accuracy"],
+                    "target_reached": j["target_reached"],
                     "deadline_met": j["deadline_met"],
+                    "slo_met": j["slo_met"],
                     "gpu_seconds": j["gpu_seconds"],
                 }
                 for j in jobs
             ],
-            "deadlines_met": met,
+            "slo_met": met,
+            "deadlines_met": on_time,
             "gpu_seconds_jobs": job_s,
             "gpu_seconds_held": info["gpu_seconds_held"],
             "notes": notes,

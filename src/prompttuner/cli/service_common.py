@@ -47,17 +47,19 @@ def build_service(
 def jobs_table(
     jobs: list[dict[str, Any]], title: str = "jobs", names: dict[str, str] | None = None, short: bool = False
 ) -> Any:
-    """Jobs at a glance; the deadline column says met/missed (with the margin) or the time left."""
+    """Jobs at a glance: the target (reached or not), the deadline (met or missed with the margin, or the
+    time left) and the SLO (the target reached by the deadline, ``core.slo``)."""
     from rich import box
     from rich.table import Table
 
     t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    t.add_column("job", no_wrap=True)
-    t.add_column("task", no_wrap=True, max_width=8)
+    t.add_column("job", overflow="fold")
+    t.add_column("task", overflow="fold", max_width=8)
     t.add_column("status", no_wrap=True)
     t.add_column("steps", justify="right", no_wrap=True)
-    t.add_column("acc", justify="right", no_wrap=True)
-    t.add_column("deadline", no_wrap=True)
+    t.add_column("acc/target", justify="right", no_wrap=True)
+    t.add_column("deadline")
+    t.add_column("SLO", no_wrap=True)
     t.add_column("GPU-s", justify="right", no_wrap=True)
     now = time.time()
     for j in jobs:
@@ -70,6 +72,11 @@ def jobs_table(
             dl = f"[red]missed[/] {margin:+.0f}s"
         else:
             dl = f"{margin:.0f}s left" if margin >= 0 else f"[red]late[/] {-margin:.0f}s"
+        target = j.get("target_accuracy")
+        if target is not None:
+            colour = {True: "green", False: "red", None: ""}[j.get("target_reached")]
+            acc = f"{acc}/[{colour}]{target:.2f}[/]" if colour else f"{acc}/{target:.2f}"
+        slo = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[j.get("slo_met")]
         t.add_row(
             j["id"][4:12] if short else j["id"],
             (names or {}).get(j["id"], j["training_file"]),
@@ -77,6 +84,7 @@ def jobs_table(
             f"{p['steps_done']}/{j['max_steps']}",
             acc,
             dl,
+            slo,
             f"{j['gpu_seconds']:.1f}",
         )
     return t

@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from prompttuner.core.slo import SLOOutcome, slo_outcome
+from prompttuner.core.types import JobPhase
+
 
 class Base(DeclarativeBase):
     pass
@@ -76,6 +79,20 @@ class Job(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[float] = mapped_column(Float)
+
+    def slo(self) -> SLOOutcome | None:
+        """The job's SLO outcome by the one definition (``core.slo``); None while it has not ended.
+
+        A cancelled job ended by its user's choice and has no SLO outcome either.
+        """
+        if self.phase not in _JUDGED:
+            return None
+        finished = self.finished_at if self.phase == JobPhase.SUCCEEDED.value else None
+        reached = self.target_reached if self.target_accuracy is not None else None
+        return slo_outcome(self.deadline, finished, reached)
+
+
+_JUDGED = {JobPhase.SUCCEEDED.value, JobPhase.FAILED.value, JobPhase.DECLINED.value}
 
 
 class EventRow(Base):
