@@ -130,7 +130,7 @@ def choose(args: argparse.Namespace, rec: dict[str, Any], budget: Any, sample: s
 
     import torch
 
-    from prompttuner.bank import COLD_INIT, PromptBank, cold_init_wins, job_query
+    from prompttuner.bank import COLD_INIT, PromptBank, cold_init_wins, job_query, select
     from prompttuner.tuning import load_prompt, load_task
 
     name = rec["task"]
@@ -145,7 +145,7 @@ def choose(args: argparse.Namespace, rec: dict[str, Any], budget: Any, sample: s
     task = load_task(Path(args.data) / name)
     with PromptBank(folder, create=False) as bank:
         q = job_query(task, args.model, budget=budget, num_tokens=tensors[0].shape[0])
-        sel = bank.search(q, probe, budget=budget, baselines={COLD_INIT: sentinel})
+        sel = select(bank, q, probe, budget=budget, baselines={COLD_INIT: sentinel})
     if cold_init_wins(sel) is not None:
         return len(names)
     return names.index(f"{sel.entry.task_name}/{sel.entry.extra['run']}")

@@ -14,7 +14,7 @@ from prompttuner.bank import index as idx
 from prompttuner.bank.entries import NewEntry
 from prompttuner.bank.errors import ModelMismatchError, NoCandidatesError
 from prompttuner.bank.predict import StepsPredictor
-from prompttuner.bank.select import Budget, JobQuery
+from prompttuner.bank.select import Budget, JobQuery, select
 from prompttuner.bank.store import PromptBank
 from prompttuner.bank.tables import EntryRow
 
@@ -38,7 +38,7 @@ class CountingProbe:
 def test_selects_a_prompt_of_the_matching_family(bank: PromptBank, family: str) -> None:
     ids = fill(bank, per_family=4)
     probe = CountingProbe(family)
-    sel = bank.search(query(family), probe)
+    sel = select(bank, query(family), probe)
     assert ids[sel.entry.id] == family
     # the choice is the lowest loss among the probed prompts, and its tensor is the stored one
     losses = {p.entry_id: p.loss for p in sel.probes if p.loss is not None}
@@ -72,7 +72,7 @@ def test_probe_budget_is_fixed_as_the_bank_grows(tmp_path: object) -> None:
     assert 1 < len(clusters) <= idx.choose_k(300) and sum(c.size for c in clusters) == 300
     budget = Budget(rep_probes=3, member_probes=4, expand_clusters=2)
     probe = CountingProbe("topic")
-    sel = bank.search(query("topic"), probe, budget=budget)
+    sel = select(bank, query("topic"), probe, budget=budget)
     assert sum(probe.calls) <= budget.rep_probes + budget.member_probes
     assert [p.layer for p in sel.probes].count(1) == budget.rep_probes
     assert bank.get(sel.entry.id).task_name == "topic"
@@ -82,7 +82,7 @@ def test_probe_budget_is_fixed_as_the_bank_grows(tmp_path: object) -> None:
 
 def test_features_only_selection_needs_no_probe(bank: PromptBank) -> None:
     ids = fill(bank, per_family=2)
-    sel = bank.search(query("entailment"), None)
+    sel = select(bank, query("entailment"), None)
     assert ids[sel.entry.id] == "entailment"
     assert sel.info["probe_evaluations"] == 0
 
@@ -90,9 +90,9 @@ def test_features_only_selection_needs_no_probe(bank: PromptBank) -> None:
 def test_private_prompts_are_only_candidates_for_their_tenant(bank: PromptBank) -> None:
     private = fill(bank, per_family=2, owner="acme")
     public_topic = bank.add(make_prompt("sentiment", 77), model="toy", task_description="x", labels=["a"])
-    sel = bank.search(query("topic", tenant="other"), family_probe("topic"))
+    sel = select(bank, query("topic", tenant="other"), family_probe("topic"))
     assert sel.entry.id == public_topic  # the only prompt 'other' may see
-    sel = bank.search(query("topic", tenant="acme"), family_probe("topic"))
+    sel = select(bank, query("topic", tenant="acme"), family_probe("topic"))
     assert private.get(sel.entry.id) == "topic"
 
 
@@ -100,22 +100,22 @@ def test_other_models_are_never_candidates(bank: PromptBank) -> None:
     fill(bank, per_family=1, model="toy")
     bank.add(torch.randn(4, 48), model="wide", task_description="x", labels=["a"])
     with pytest.raises(NoCandidatesError, match="holds prompts of: toy, wide"):
-        bank.search(JobQuery(model="other", description="d", labels=["a"]), None)
+        select(bank, JobQuery(model="other", description="d", labels=["a"]), None)
     with pytest.raises(ModelMismatchError, match="embed_dim"):
-        bank.search(query("topic", embed_dim=999), None)
-    sel = bank.search(JobQuery(model="wide", description="d", labels=["a"]), None)
+        select(bank, query("topic", embed_dim=999), None)
+    sel = select(bank, JobQuery(model="wide", description="d", labels=["a"]), None)
     assert sel.entry.model == "wide"
 
 
 def test_empty_bank_is_a_clear_error(bank: PromptBank) -> None:
     with pytest.raises(NoCandidatesError, match="empty"):
-        bank.search(query("topic"), None)
+        select(bank, query("topic"), None)
 
 
 def test_num_tokens_filter(bank: PromptBank) -> None:
     fill(bank, per_family=1)
     long_one = bank.add(torch.randn(8, 32), model="toy", task_description="d", labels=["a"])
-    sel = bank.search(query("topic", num_tokens=8), family_probe("topic"))
+    sel = select(bank, query("topic", num_tokens=8), family_probe("topic"))
     assert sel.entry.id == long_one
 
 
@@ -125,7 +125,7 @@ def test_corrupt_candidate_is_skipped_and_reported(bank: PromptBank) -> None:
     with bank.session() as s:
         rel = s.get(EntryRow, topic[0]).tensor_file  # type: ignore[union-attr]
     (bank.tensor_dir / rel).write_bytes(b"broken")
-    sel = bank.search(query("topic"), family_probe("topic"), budget=Budget(rep_probes=6, member_probes=6))
+    sel = select(bank, query("topic"), family_probe("topic"), budget=Budget(rep_probes=6, member_probes=6))
     assert sel.entry.id != topic[0]
     bad = [p for p in sel.probes if p.entry_id == topic[0]]
     assert bad and bad[0].loss is None and "checksum" in (bad[0].error or "")
@@ -182,7 +182,7 @@ def test_baselines_are_probed_beside_the_representatives(bank: PromptBank) -> No
     probe = CountingProbe("topic")
     budget = Budget(rep_probes=2, member_probes=2, expand_clusters=1)
     near, far = make_prompt("topic", 4242, noise=0.0), make_prompt("sentiment", 4243)
-    sel = bank.search(query("topic"), probe, budget=budget, baselines={"near": near, "far": far})
+    sel = select(bank, query("topic"), probe, budget=budget, baselines={"near": near, "far": far})
     # one batch holds the representatives and both baselines; the members come in a second batch
     assert probe.calls[0] == budget.rep_probes + 2
     assert sum(probe.calls) <= budget.rep_probes + budget.member_probes + 2
@@ -192,7 +192,7 @@ def test_baselines_are_probed_beside_the_representatives(bank: PromptBank) -> No
     assert all(p.entry_id for p in sel.probes)  # baselines are not bank entries
     assert sel.info["probe_evaluations"] == sum(probe.calls)
     # features-only selection runs no probe, so no baseline either
-    assert "baseline_scores" not in bank.search(query("topic"), None, baselines={"near": near}).info
+    assert "baseline_scores" not in select(bank, query("topic"), None, baselines={"near": near}).info
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_select_init_keeps_the_jobs_text_init_unless_an_entry_beats_it(
     import prompttuner.bank as pb
 
     fill(bank, per_family=2)
-    real = bank.search(query("topic"), family_probe("topic"))
+    real = select(bank, query("topic"), family_probe("topic"))
     real.loss = 1.0
     real.info["accuracy"] = 0.5
     seen: dict[str, object] = {}
@@ -245,7 +245,7 @@ def test_banks_with_the_same_prompts_cluster_and_select_alike(tmp_path: object) 
                     for c in clusters
                 )
             )
-        sel = b.search(query("topic"), family_probe("topic"), budget=Budget(rep_probes=2, member_probes=2))
+        sel = select(b, query("topic"), family_probe("topic"), budget=Budget(rep_probes=2, member_probes=2))
         outcomes.append((members, float(sel.tensor.sum())))
         b.close()
     assert outcomes[0] == outcomes[1] == outcomes[2]
@@ -268,7 +268,7 @@ def test_probe_accuracy_ranks_before_loss(bank: PromptBank, rank_by: str, winner
         accs = [round(4 / (1 + float(((p.float().mean(0) - near) ** 2).sum()))) / 4 for p in prompts]
         return [ProbeScore(loss=x, accuracy=min(1.0, a)) for x, a in zip(loss_of(prompts), accs, strict=True)]
 
-    sel = bank.search(query("topic"), probe, budget=Budget(rank_by=rank_by, expand_clusters=1))
+    sel = select(bank, query("topic"), probe, budget=Budget(rank_by=rank_by, expand_clusters=1))
     assert ids[sel.entry.id] == winner
     probed = [p for p in sel.probes if p.accuracy is not None]
     assert sel.info["rank_by"] == rank_by

@@ -23,7 +23,7 @@ from prompttuner.bank.errors import (
     ModelMismatchError,
     NoCandidatesError,
 )
-from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, ProbeScore, Selection, rank_key
+from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, ProbeScore, Selection, rank_key, select
 from prompttuner.bank.store import PromptBank
 from prompttuner.bank.tables import PUBLIC
 
@@ -133,7 +133,7 @@ def select_for_task(
 
         cold = resolve_init(parse_init(cold_init), loaded, task, num_virtual_tokens=num_tokens or 16)
         baselines = {cold_init: cold}
-    return bank.search(q, probe, budget=b, baselines=baselines)
+    return select(bank, q, probe, budget=b, baselines=baselines)
 
 
 def describe(score: ProbeScore) -> str:

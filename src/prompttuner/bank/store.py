@@ -379,10 +379,3 @@ class PromptBank:
                 select(EntryRow.id, EntryRow.task_vec, EntryRow.prompt_vec).where(EntryRow.id.in_(list(ids)))
             ).all()
         return {r[0]: (blob_to_vec(r[1]), blob_to_vec(r[2])) for r in rows}
-
-    # ------------------------------------------------------------------ search
-    def search(self, job: Any, probe: Any = None, **kwargs: Any) -> Any:
-        """Choose a start prompt for a job; see :func:`prompttuner.bank.select.select`."""
-        from prompttuner.bank.select import select as _select
-
-        return _select(self, job, probe, **kwargs)
