@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,13 @@ class FakeEngine:
     def load_model(self, name: str) -> Any:
         if name == "broken-model":
             raise RuntimeError("cannot load broken-model")
+        if name.startswith("flaky-"):  # fails its first N loads (counted in FAKE_FLAKY_DIR), then loads
+            tries = Path(os.environ["FAKE_FLAKY_DIR"])
+            tries.mkdir(parents=True, exist_ok=True)
+            n = len(list(tries.iterdir()))
+            (tries / f"try-{n}-{os.getpid()}").touch()
+            if n < int(name.split("-", 1)[1]):
+                raise RuntimeError(f"{name}: load {n + 1} fails")
         time.sleep(float(os.environ.get("FAKE_LOAD_S", "0")))
         return {"name": name}
 

@@ -30,7 +30,7 @@ from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.common import keep_warm_floor
 from prompttuner.sim.engine import Simulator
 from prompttuner.state.models import EventRow
-from test_conformance import GPU, MODEL, PROFILE, run_live, specs
+from test_conformance import GPU, MODEL, PROFILE, new_store, run_live, specs
 
 OTHER = dataclasses.replace(PROFILE, name="other")
 
@@ -145,7 +145,8 @@ def test_the_controller_records_an_invalid_decision_changes_nothing_and_keeps_se
     import test_conformance
 
     monkeypatch.setattr(test_conformance, "build", lambda name: Broken())
-    calls, ctl = run_live("broken", [0.0, 5.0, 20.0, 25.0], tmp_path / "home")
+    store, tenant = new_store(tmp_path / "home")
+    calls, ctl = run_live("broken", [0.0, 5.0, 20.0, 25.0], store, tenant)
     errors = [e for e in _events(ctl) if e[0] == "policy_error"]
     assert len(errors) == 1 and "allocated to j1 and j2" in errors[0][1]["error"]  # once, not per round
     assert ctl.policy_error is not None

@@ -40,7 +40,7 @@ from prompttuner.runtime.profiles import ProfileBook
 from prompttuner.scheduler import make_policy, policy_names
 from prompttuner.scheduler.base import Policy
 from prompttuner.sim.engine import Simulator
-from prompttuner.state.models import DataFile, Job, Tenant
+from prompttuner.state.models import DataFile, Job
 from prompttuner.state.store import Store
 
 GPU = "cpu"
@@ -70,7 +70,7 @@ TENANT = "tn-conf"
 MAX_STEPS = 1000
 
 
-def specs() -> list[JobSpec]:
+def specs(tenant: str = TENANT) -> list[JobSpec]:
     return [
         JobSpec(
             job_id=jid,
@@ -79,7 +79,7 @@ def specs() -> list[JobSpec]:
             slo=SLO(t + window, None, False),
             work_steps=work,
             max_steps=MAX_STEPS,
-            tenant=TENANT,
+            tenant=tenant,
             init="random",
         )
         for jid, t, work, window in JOBS
@@ -176,11 +176,11 @@ class ScriptedBackend(Backend):
         pass
 
 
-def run_sim(name: str) -> list[tuple[ClusterSnapshot, Decisions]]:
+def run_sim(name: str, tenant: str = TENANT) -> list[tuple[ClusterSnapshot, Decisions]]:
     rec = Recorder(build(name))
     sim = Simulator(
         rec,
-        specs(),
+        specs(tenant),
         {MODEL: PROFILE},
         {GPU: GPUType(GPU, 1.0)},
         {GPU: CAPACITY},
@@ -203,18 +203,18 @@ def _payload(row: Job, _session: Any) -> JobPayload:
     )
 
 
-def run_live(
-    name: str, times: list[float], home: Path
-) -> tuple[list[tuple[ClusterSnapshot, Decisions]], Any]:
-    clock = [0.0]
+Calls = list[tuple[ClusterSnapshot, Decisions]]
+
+
+def new_store(home: Path) -> tuple[Store, str]:
+    """A fresh store with one tenant and one (unused) data file; the tenant's id."""
     store = Store(home)
-    with store.session() as s:
-        s.add(Tenant(id=TENANT, name="conformance", key_hash="x" * 64, created_at=0.0))
+    tenant, _key = store.create_tenant("conformance")
     with store.session() as s:
         s.add(
             DataFile(
                 id="file-1",
-                tenant_id=TENANT,
+                tenant_id=tenant.id,
                 filename="train.jsonl",
                 path="unused",
                 bytes=0,
@@ -223,6 +223,11 @@ def run_live(
                 created_at=0.0,
             )
         )
+    return store, tenant.id
+
+
+def run_live(name: str, times: list[float], store: Store, tenant: str) -> tuple[Calls, Controller]:
+    clock = [0.0]
     rec = Recorder(build(name))
     backend = ScriptedBackend(lambda: clock[0])
     cfg = ControllerConfig(
@@ -236,7 +241,7 @@ def run_live(
         store, backend, rec, cfg, payload_for=_payload, clock=lambda: clock[0], profiles=FixedProfiles()
     )
     ctl.open()
-    pending = sorted(specs(), key=lambda j: (j.arrival, j.job_id))
+    pending = sorted(specs(tenant), key=lambda j: (j.arrival, j.job_id))
     for t in times:
         clock[0] = t
         while pending and pending[0].arrival <= t + 1e-9:
@@ -245,7 +250,7 @@ def run_live(
                 s.add(
                     Job(
                         id=spec.job_id,
-                        tenant_id=TENANT,
+                        tenant_id=tenant,
                         model=MODEL,
                         training_file="file-1",
                         labels=["a", "b"],
@@ -278,9 +283,10 @@ def comparable(snap: ClusterSnapshot) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", policies())
 def test_both_drivers_see_the_same_snapshots_and_apply_the_same_decisions(name: str, tmp_path: Path) -> None:
-    sim_calls = run_sim(name)
+    store, tenant = new_store(tmp_path / "home")
+    sim_calls = run_sim(name, tenant)
     assert len(sim_calls) >= 6, "the scenario must give the policy several decisions"
-    live_calls, ctl = run_live(name, [s.now for s, _ in sim_calls], tmp_path / "home")
+    live_calls, ctl = run_live(name, [s.now for s, _ in sim_calls], store, tenant)
     assert len(live_calls) == len(sim_calls)
     for k, ((s_sim, d_sim), (s_live, d_live)) in enumerate(zip(sim_calls, live_calls, strict=True)):
         assert comparable(s_live) == comparable(s_sim), f"{name}: snapshot {k} at t={s_sim.now} differs"

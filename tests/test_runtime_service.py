@@ -203,19 +203,79 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     Store(tmp_path / "h")  # a second start upgrades nothing and fails nothing
 
 
-def test_a_model_that_does_not_load_fails_its_jobs_with_the_reason(tmp_path: Path) -> None:
+def test_a_model_that_does_not_load_is_retried_and_fails_its_jobs_only_when_their_deadlines_pass(
+    tmp_path: Path,
+) -> None:
     service = make_service(tmp_path / "home", models=("tiny", "broken-model"), workers=3, warm=1)
+    service.controller.cfg.load_backoff_s = 0.2
+    service.controller.profiles.observe_load("broken-model", 0.5)  # what it would take if it loaded
+    service.controller.profiles.observe_step("broken-model", 0.02)
     with TestClient(create_app(service)) as client:
         client.headers["Authorization"] = f"Bearer {service.default_key}"
-        r = client.post("/v1/jobs", json=job_body(model="broken-model", best_effort=True))
+        r = client.post("/v1/jobs", json=job_body(model="broken-model", duration_s=12))
         assert r.status_code == 201, r.text
-        done = wait_done(client, r.json()["id"])
-        assert done["status"] == "failed" and "cannot load broken-model" in done["error"]
-        assert "could not be loaded (3 workers failed in a row)" in done["error"]
+        jid = r.json()["id"]
+        # cold starts are retried with a growing backoff while the job waits in the queue
+        wait_for(lambda: len([e for e in _events(client, jid=None) if e["kind"] == "load_failure"]) >= 3)
+        assert client.get(f"/v1/jobs/{jid}").json()["status"] == "queued"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        model = ready.json()["models"]["broken-model"]
+        assert not model["ready"] and "cannot load broken-model" in model["error"]
         again = client.post("/v1/jobs", json=job_body(model="broken-model", best_effort=True))
-        assert again.status_code == 503 and "cannot be loaded" in again.json()["error"]["message"]
+        assert again.status_code == 503 and "cold starts failed in a row" in again.json()["error"]["message"]
         ok = client.post("/v1/jobs", json=job_body(max_steps=3)).json()  # the other model is unaffected
         assert wait_done(client, ok["id"])["status"] == "succeeded"
+        done = wait_done(client, jid, timeout=30)
+        assert done["status"] == "failed" and "cannot load broken-model" in done["error"]
+        assert "the deadline can no longer be met" in done["error"]
+        waits = [e["data"]["retry_in_s"] for e in _events(client, jid=None) if e["kind"] == "load_failure"]
+        assert waits[:3] == [0.2, 0.4, 0.8]
+        assert client.get("/healthz").status_code == 200  # alive, though not ready
+
+
+def test_a_model_whose_first_loads_fail_comes_up_and_runs_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FLAKY_DIR", str(tmp_path / "tries"))
+    service = make_service(tmp_path / "home", models=("flaky-2",), workers=2, warm=1)
+    service.controller.cfg.load_backoff_s = 0.1
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: client.get("/readyz").status_code == 200 and _warm(client, "flaky-2") >= 1)
+        job = client.post("/v1/jobs", json=job_body(model="flaky-2", max_steps=5)).json()
+        done = wait_done(client, job["id"])
+        assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 5
+        fails = [e for e in _events(client, jid=None) if e["kind"] == "load_failure"]
+        assert [e["data"]["failures"] for e in fails] == [1, 2]
+
+
+def test_an_idle_worker_that_dies_is_replaced_without_waiting_for_a_job(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "home", workers=2, warm=2)
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: _warm(client, "tiny") == 2)
+        victim = client.get("/v1/cluster").json()["workers"][0]["id"]
+        service.controller.kill_worker(victim)
+        wait_for(lambda: victim not in [w["id"] for w in client.get("/v1/cluster").json()["workers"]])
+        wait_for(lambda: _warm(client, "tiny") == 2)  # refilled to the warm minimum, no job submitted
+        assert client.get("/v1/jobs").json()["data"] == []
+
+
+def _warm(client: TestClient, model: str) -> int:
+    return int(client.get("/v1/cluster").json()["warm_models"].get(model, 0))
+
+
+def _events(client: TestClient, jid: str | None) -> list[dict[str, Any]]:
+    """A job's events, or (``jid`` None) every stored event, read from the store."""
+    if jid is not None:
+        return list(client.get(f"/v1/jobs/{jid}/events").json()["data"])
+    service = client.app.state.service  # type: ignore[attr-defined]
+    from prompttuner.state.models import EventRow
+
+    with service.store.session() as s:
+        rows = s.query(EventRow).order_by(EventRow.id).all()
+        return [{"kind": e.kind, "data": e.data, "job": e.job_id} for e in rows]
 
 
 def test_profile_book_prefers_direct_measurements_and_persists(tmp_path: Path) -> None:

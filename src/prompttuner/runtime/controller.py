@@ -42,7 +42,7 @@ from prompttuner.runtime.backend import Backend
 from prompttuner.runtime.dispatch import Dispatch
 from prompttuner.runtime.engine import JobPayload
 from prompttuner.runtime.profiles import ProfileBook
-from prompttuner.runtime.records import ControllerConfig, JobRT, WorkerRec, worker_state
+from prompttuner.runtime.records import ControllerConfig, JobRT, LoadHealth, WorkerRec, worker_state
 from prompttuner.runtime.recovery import Recovery, default_payload
 from prompttuner.runtime.status import StatusView
 from prompttuner.scheduler.applier import PolicyError, apply
@@ -86,8 +86,7 @@ class Controller(Dispatch, Recovery, StatusView):
         self.requests: deque[tuple[str, dict[str, Any], Future[Any]]] = deque()
         self.book = ArrivalBook()
         self.released_gpu_s = 0.0
-        self.load_failures: dict[str, int] = {}
-        self.load_errors: dict[str, str] = {}
+        self.load_health: dict[str, LoadHealth] = {}
         self._wid = itertools.count(1)
         self._next_round = itertools.count(1)
         self._prefix = self.cfg.worker_prefix or f"w{secrets.token_hex(2)}-"
@@ -149,6 +148,8 @@ class Controller(Dispatch, Recovery, StatusView):
             now = self.clock()
             for r in replies:
                 self._on_reply(r, now)
+            self._start_deferred(now)
+            self._expire_unloadable(now)
             self._note_late(now)
             due = now >= self._next_decide or (self._wake_at is not None and now >= self._wake_at)
             if decide or self._need_decide or due:
@@ -178,11 +179,36 @@ class Controller(Dispatch, Recovery, StatusView):
         return self.policy.quote(snap, spec)
 
     def broken_model(self, model: str) -> str | None:
-        """Why ``model`` is not served (its cold starts keep failing), or None."""
+        """Why ``model`` cannot take new jobs now (its last cold starts failed, none of its workers is
+        warm), or None."""
         with self.lock:
-            if self.load_failures.get(model, 0) >= self.cfg.max_load_failures:
-                return self.load_errors.get(model, "it does not load")
-            return None
+            h = self.load_health.get(model)
+            warm = any(w.model == model and w.ready_at is not None for w in self.workers.values())
+            if h is None or warm or h.failures < self.cfg.max_load_failures:
+                return None
+            return f"{h.failures} cold starts failed in a row (last: {h.error}); next try in " + (
+                f"{max(0.0, h.retry_at - self.clock()):.0f}s"
+            )
+
+    def readiness(self) -> dict[str, Any]:
+        """Per served model: warm workers and the state of its cold starts; ready when every model of the
+        warm minimum has a warm worker or is still starting without failures."""
+        with self.lock:
+            now = self.clock()
+            models: dict[str, Any] = {}
+            names = set(self.cfg.min_warm) | {w.model for w in self.workers.values()} | set(self.load_health)
+            for m in sorted(names):
+                h = self.load_health.get(m, LoadHealth())
+                warm = sum(1 for w in self.workers.values() if w.model == m and w.ready_at is not None)
+                failing = h.failures >= self.cfg.max_load_failures and warm == 0
+                models[m] = {
+                    "ready": not failing,
+                    "warm_workers": warm,
+                    "failed_loads_in_a_row": h.failures,
+                    "error": h.error or None,
+                    "retry_in_s": round(max(0.0, h.retry_at - now), 3) if h.failures else None,
+                }
+            return {"ready": all(v["ready"] for v in models.values()), "models": models}
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that is not finished; False when it already ended."""
@@ -246,7 +272,7 @@ class Controller(Dispatch, Recovery, StatusView):
                     state=worker_state(w),
                     model=w.model,
                     requested_at=w.requested_at,
-                    ready_at=w.ready_at if w.ready_at is not None else w.requested_at + cold,
+                    ready_at=w.ready_at if w.ready_at is not None else (w.start_at or w.requested_at) + cold,
                     idle_since=w.idle_since if w.job_id is None else None,
                     job_id=w.job_id,
                 )
@@ -328,15 +354,15 @@ class Controller(Dispatch, Recovery, StatusView):
             self._release_worker(w, self._now)
 
     def provision(self, p: Provision) -> tuple[str, ...]:
+        """New workers; while the model's load backoff runs, their cold start begins when it ends."""
         now = self._now
-        if self.load_failures.get(p.model, 0) >= self.cfg.max_load_failures:
-            why = f"{p.model!r} does not load: {self.load_errors.get(p.model, '')}"
-            self._emit(Event(now, "provision_refused", p.job_id, data={"model": p.model, "error": why}))
-            return ()
+        h = self.load_health.get(p.model)
+        start_at = h.retry_at if h is not None and h.retry_at > now else None
         made = []
         for _ in range(p.count):
             wid = f"{self._prefix}{next(self._wid)}"
-            rec = self._start_worker(wid, p.model, "policy" if p.job_id is None else f"for {p.job_id}", now)
+            why = "policy" if p.job_id is None else f"for {p.job_id}"
+            rec = self._start_worker(wid, p.model, why, now, start_at)
             if p.job_id is not None:
                 rec.job_id = p.job_id
                 self.jobs[p.job_id].workers.append(wid)

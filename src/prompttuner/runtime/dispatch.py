@@ -35,7 +35,7 @@ class Dispatch(ControllerBase):
             self._on_worker_failed(w, r, now)
             return
         if r.op == "load":
-            self.load_failures.pop(w.model, None)
+            self.load_health.pop(w.model, None)  # it loads: the backoff is over
             w.ready_at, w.idle_since = now, now
             w.pid = r.result.get("pid")
             self.profiles.observe_load(w.model, float(r.result.get("load_s", now - w.requested_at)))

@@ -20,7 +20,7 @@ from prompttuner.core.types import Event, JobPhase
 from prompttuner.runtime.backend import Backend
 from prompttuner.runtime.checkpoint import write_checkpoint
 from prompttuner.runtime.profiles import ProfileBook
-from prompttuner.runtime.records import ControllerConfig, JobRT, WorkerRec
+from prompttuner.runtime.records import ControllerConfig, JobRT, LoadHealth, WorkerRec
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook
 from prompttuner.state.models import Job
@@ -41,8 +41,7 @@ class ControllerBase:
     requests: deque[tuple[str, dict[str, Any], Future[Any]]]  # predictions waiting for a worker
     book: ArrivalBook
     released_gpu_s: float
-    load_failures: dict[str, int]
-    load_errors: dict[str, str]
+    load_health: dict[str, LoadHealth]
     on_finish: Callable[[JobRT, str], None] | None
     _need_decide: bool
 
@@ -159,12 +158,25 @@ class ControllerBase:
             self._detach(rt, wid, now)
         rt.round = None
 
-    def _start_worker(self, wid: str, model: str, reason: str, now: float) -> WorkerRec:
-        rec = WorkerRec(wid, model, requested_at=now)
+    def _start_worker(
+        self, wid: str, model: str, reason: str, now: float, start_at: float | None = None
+    ) -> WorkerRec:
+        """A new worker (held from now); its cold start begins now, or at ``start_at`` (load backoff)."""
+        rec = WorkerRec(wid, model, requested_at=now, start_at=start_at)
         self.workers[wid] = rec
-        self.backend.start_worker(wid, model)
-        self._emit(Event(now, "provision", worker_id=wid, data={"model": model, "reason": reason}))
+        if start_at is None:
+            self.backend.start_worker(wid, model)
+        data: dict[str, Any] = {"model": model, "reason": reason}
+        if start_at is not None:
+            data["cold_start_at"] = start_at
+        self._emit(Event(now, "provision", worker_id=wid, data=data))
         return rec
+
+    def _start_deferred(self, now: float) -> None:
+        for w in self.workers.values():
+            if w.start_at is not None and w.start_at <= now and w.ready_at is None:
+                w.start_at = None
+                self.backend.start_worker(w.worker_id, w.model)
 
     def _release_worker(self, w: WorkerRec, now: float) -> None:
         self.workers.pop(w.worker_id, None)
@@ -173,14 +185,42 @@ class ControllerBase:
         self._emit(Event(now, "release", worker_id=w.worker_id, data={"model": w.model}))
 
     def _load_failure(self, model: str, error: str, now: float) -> None:
-        """After ``max_load_failures`` cold starts of a model fail in a row, its jobs fail with the reason
-        instead of the pool retrying forever."""
-        n = self.load_failures.get(model, 0) + 1
-        self.load_failures[model] = n
-        self.load_errors[model] = error
-        if n < self.cfg.max_load_failures:
-            return
-        for rt in [j for j in self.jobs.values() if j.payload.model == model]:
-            self._detach_all(rt, now)
-            msg = f"model {model!r} could not be loaded ({n} workers failed in a row): {error}"
-            self._close(rt, JobPhase.FAILED, now, kind="fail", data={"error": msg}, error=msg)
+        """A cold start of ``model`` failed: the next one waits a backoff that doubles with each failure in
+        a row.  Its jobs are not failed for it: they wait in the queue (see :meth:`_expire_unloadable`)."""
+        h = self.load_health.setdefault(model, LoadHealth())
+        h.failures += 1
+        h.error = error
+        wait = min(self.cfg.load_backoff_max_s, self.cfg.load_backoff_s * 2 ** (h.failures - 1))
+        h.retry_at = now + wait
+        self._emit(
+            Event(
+                now,
+                "load_failure",
+                data={"model": model, "failures": h.failures, "error": error, "retry_in_s": wait},
+            )
+        )
+
+    def _expire_unloadable(self, now: float) -> None:
+        """While a model keeps failing to load, fail its waiting jobs once their deadlines can no longer be
+        met (a best-effort job once its deadline has passed), naming the reason."""
+        for model, h in self.load_health.items():
+            if h.failures == 0 or any(
+                w.model == model and w.ready_at is not None for w in self.workers.values()
+            ):
+                continue
+            prof = self.profiles.profile(model)
+            gpu = self.cfg.gpu_type
+            fastest = max(prof.throughput(gpu, n) for n in range(1, max(1, self.cfg.max_workers) + 1))
+            start = max(now, h.retry_at) + prof.cold_start_s[gpu]
+            for rt in [j for j in self.jobs.values() if j.payload.model == model]:
+                left = max(1.0, rt.work_steps - rt.steps_done)
+                earliest = start + left / fastest if fastest > 0 else float("inf")
+                if (rt.deadline < now) if rt.best_effort else (earliest <= rt.deadline):
+                    continue
+                self._detach_all(rt, now)
+                msg = (
+                    f"model {model!r} could not be loaded ({h.failures} cold starts failed in a row; last: "
+                    f"{h.error}) and the deadline can no longer be met"
+                )
+                self._close(rt, JobPhase.FAILED, now, kind="fail", data={"error": msg}, error=msg)
+                self._need_decide = True

@@ -30,6 +30,7 @@ class WorkerRec:
     busy_s: float = 0.0
     releasing: bool = False  # released by the policy; goes once its request in flight returns
     pid: int | None = None
+    start_at: float | None = None  # its cold start waits for the model's load backoff to end
 
 
 @dataclass
@@ -77,6 +78,15 @@ class JobRT:
 
 
 @dataclass
+class LoadHealth:
+    """How the cold starts of one base LLM have gone lately."""
+
+    failures: int = 0  # failed in a row (a successful load resets it)
+    error: str = ""  # the last failure's reason
+    retry_at: float = 0.0  # no cold start of the model begins before this (backoff)
+
+
+@dataclass
 class ControllerConfig:
     gpu_type: str = "cpu"
     price_per_hour: float = 1.0  # per worker-hour; cost units of quotes
@@ -88,7 +98,9 @@ class ControllerConfig:
     progress_event_every_s: float = 2.0
     predict_timeout_s: float = 120.0
     bank_dir: str | None = None  # the Prompt Bank used for warm starts (None: warm starts unavailable)
-    max_load_failures: int = 3  # cold starts of a model that fail in a row before its jobs fail
+    max_load_failures: int = 3  # failed cold starts in a row after which a model is reported not ready
+    load_backoff_s: float = 1.0  # wait before the next cold start of a model after a failed one, doubling
+    load_backoff_max_s: float = 60.0
     worker_prefix: str | None = None  # worker ids are PREFIX + a counter (default: "w<random hex>-")
 
 

@@ -23,3 +23,14 @@ def metrics(service: ServiceDep) -> Response:
 def healthz(service: ServiceDep) -> dict[str, Any]:
     ctl = service.controller
     return {"ok": ctl.loop_error is None, "loop_error": ctl.loop_error}
+
+
+@router.get("/readyz", responses={503: {"description": "a served model cannot load (says which and why)"}})
+def readyz(service: ServiceDep) -> Response:
+    """Readiness: every served base LLM has a warm worker or is still coming up; else 503 naming the
+    model that cannot load, how often it failed and why."""
+    import json
+
+    info = service.controller.readiness()
+    status = 200 if info["ready"] else 503
+    return Response(json.dumps(info), status_code=status, media_type="application/json")
