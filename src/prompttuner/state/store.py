@@ -9,6 +9,7 @@ home folder is upgraded in place and a fresh one gets the full schema.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from prompttuner.core.types import Event
@@ -26,12 +27,44 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def default_url(home: Path) -> str:
-    return f"sqlite:///{home / 'prompttuner.db'}"
+    """The database when none is given: ``$PROMPTTUNER_DB_URL`` if set, else the SQLite file in ``home``.
+
+    The variable lets ``serve``, ``tenant`` and every other command open the same PostgreSQL database
+    (``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB``) without a ``--db`` on each.
+    """
+    return os.environ.get("PROMPTTUNER_DB_URL", "").strip() or f"sqlite:///{home / 'prompttuner.db'}"
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    """The engine for ``url``: SQLite (WAL, foreign keys on) or a server, PostgreSQL through psycopg 3.
+
+    On both, JSON columns are written without NaN or Infinity: PostgreSQL's json type refuses them and the
+    API's JSON has neither, so a non-finite number is stored as null (as ``state.serial`` writes it).
+    """
+
+    def dumps(o: Any) -> str:  # no closure: psycopg caches its JSON dumper by this function's code
+        import json
+        import math
+
+        try:
+            return json.dumps(o, allow_nan=False)
+        except ValueError:  # NaN or Infinity somewhere
+
+            def finite(x: Any) -> Any:
+                if isinstance(x, float):
+                    return x if math.isfinite(x) else None
+                if isinstance(x, dict):
+                    return {k: finite(v) for k, v in x.items()}
+                if isinstance(x, list | tuple):
+                    return [finite(v) for v in x]
+                return x
+
+            return json.dumps(finite(o), allow_nan=False)
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        sqlite_args = {"check_same_thread": False, "timeout": 30}
+        eng = create_engine(u, connect_args=sqlite_args, json_serializer=dumps)
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn: Any, _rec: Any) -> None:  # pragma: no cover - trivial
@@ -42,7 +75,16 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return eng
-    return create_engine(url, pool_pre_ping=True)
+    # a plain postgresql:// or postgres:// URL means psycopg 3, the driver the package installs (SQLAlchemy
+    # would pick psycopg2); pool_pre_ping replaces a connection the server closed (a restart, an idle
+    # timeout) before a session gets it
+    connect_args: dict[str, Any] = {}
+    if u.drivername in ("postgres", "postgresql"):
+        u = u.set(drivername="postgresql+psycopg")
+    if u.drivername == "postgresql+psycopg":
+        defaults = {"connect_timeout": 10, "application_name": "prompttuner"}
+        connect_args = {k: v for k, v in defaults.items() if k not in u.query}  # the URL's own settings win
+    return create_engine(u, pool_pre_ping=True, connect_args=connect_args, json_serializer=dumps)
 
 
 def migrate(engine: Engine) -> None:
