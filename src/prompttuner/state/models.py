@@ -1,8 +1,9 @@
 """The service's persistent state as SQLAlchemy tables.
 
 Everything a restarted service needs to recover lives here (or in files these rows point to under
-``$PROMPTTUNER_HOME``): tenants and their hashed API keys, uploaded data files, jobs with their phase and
-progress, and the append-only event log that the API shows and ``/metrics`` counts.  Times are float
+``$PROMPTTUNER_HOME``): tenants and their API keys (hashed; several a tenant, revocable, plus the
+operator's admin keys), uploaded data files, jobs with their phase and progress, and the append-only event
+log that the API shows and ``/metrics`` counts.  Times are float
 epoch seconds (UTC) so they compare directly with the controller's clock.
 """
 
@@ -26,8 +27,34 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the API key
     created_at: Mapped[float] = mapped_column(Float)
+
+
+KEY_ROLES = ("tenant", "admin")
+
+
+class ApiKey(Base):
+    """One API key: a tenant's (``role`` "tenant") or the operator's (``role`` "admin", no tenant).
+
+    Only the key's sha256 is stored, with its first characters (``prefix``) so that a listing can tell the
+    keys apart.  A key authenticates while ``revoked_at`` is None or still in the future (a rotation with a
+    grace period revokes the old keys at a later time).
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), nullable=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the key
+    prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None for migrated keys
+    label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    def active(self, now: float) -> bool:
+        return self.revoked_at is None or self.revoked_at > now
 
 
 class DataFile(Base):
