@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prompttuner.state.models import DataFile
+from prompttuner.state.store import write_private
 
 
 class DataError(ValueError):
@@ -78,9 +79,7 @@ def store_file(s: Any, home: Path, tenant_id: str, filename: str, raw: bytes, ma
         raise DataError(f"{filename}: {checked.rows} rows is more than the limit of {max_rows}")
     fid = "file-" + secrets.token_hex(8)
     path = home / "files" / f"{fid}.jsonl"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(raw)
-    tmp.replace(path)
+    write_private(path, raw)  # 0600, atomically (state.store)
     row = DataFile(
         id=fid,
         tenant_id=tenant_id,

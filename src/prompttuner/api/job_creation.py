@@ -16,6 +16,7 @@ from typing import Any
 from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_jsonl, store_file
 from prompttuner.api.deps import own_file
 from prompttuner.api.errors import ApiError
+from prompttuner.api.limits import check_job_quota
 from prompttuner.api.schemas import JobCreate
 from prompttuner.core.types import SLO, JobPhase, JobSpec
 from prompttuner.service import Service
@@ -76,6 +77,7 @@ def submit_job(service: Service, t: Tenant, body: JobCreate) -> str:
     deadline = parse_deadline(body, now)
     if (body.training_file is None) == (body.training_data is None):
         raise ApiError(422, "give exactly one of training_file and training_data", param="training_file")
+    check_job_quota(service, t, body)  # 429: batch tokens, jobs in flight, data stored (api.limits)
     job_id = "job-" + secrets.token_hex(8)
     written: list[Path] = []
     try:

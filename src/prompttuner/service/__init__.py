@@ -23,7 +23,7 @@ from prompttuner.runtime.engine import REAL_ENGINE
 from prompttuner.scheduler.base import Policy, make_policy
 from prompttuner.service.backends import make_backend
 from prompttuner.service.bank import add_prompt
-from prompttuner.state.store import Store
+from prompttuner.state.store import Store, write_private
 
 log = logging.getLogger("prompttuner.service")
 
@@ -74,6 +74,7 @@ class Service:
             ccfg.bank_dir = str(cfg.home / "bank")
         self.controller = Controller(self.store, self.backend, self.policy, ccfg, on_finish=self._add_to_bank)
         self.default_key = self._ensure_default_tenant()
+        self.admin_key = self.store.ensure_admin_key(cfg.home / "admin_key")  # the operator's (0600)
         # the models jobs may ask for: the configured ones, plus what the real engine bundles
         names = list(cfg.models) + (list(bundled_models()) if cfg.engine == REAL_ENGINE else [])
         self.models: tuple[str, ...] = tuple(dict.fromkeys(names))
@@ -86,8 +87,7 @@ class Service:
         if self.store.tenant_by_name("default") is not None:
             return key_file.read_text().strip() if key_file.exists() else None
         _tenant, key = self.store.create_tenant("default")
-        key_file.write_text(key + "\n")
-        os.chmod(key_file, 0o600)
+        write_private(key_file, key + "\n")
         return key
 
     def _add_to_bank(self, rt: JobRT, prompt_path: str) -> None:
@@ -129,7 +129,8 @@ class Service:
         """One service per home folder: two controllers would run the same jobs twice."""
         import fcntl
 
-        f = open(self.cfg.home / "service.lock", "a+")  # noqa: SIM115 - held for the service's life
+        fd = os.open(self.cfg.home / "service.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        f = open(fd, "a+")  # noqa: SIM115 - held for the service's life
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

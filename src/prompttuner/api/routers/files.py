@@ -10,6 +10,7 @@ from sqlalchemy import select
 from prompttuner.api.data import DataError, store_file
 from prompttuner.api.deps import Auth, ServiceDep
 from prompttuner.api.errors import ApiError
+from prompttuner.api.limits import check_data_quota
 from prompttuner.api.serializers import file_json
 from prompttuner.state.models import DataFile
 
@@ -33,6 +34,7 @@ def upload_file(
             "request_too_large",
             "file",
         )
+    check_data_quota(service, t, len(raw))  # 429 over the tenant's data quota (api.limits)
     try:
         with store.session() as s:
             row = store_file(s, store.home, t.id, file.filename or "upload.jsonl", raw, cfg.max_rows)
