@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from prompttuner.api.routers import bank, cluster, files, jobs, ops, predict
+from prompttuner.api.routers import admin, bank, cluster, files, jobs, ops, predict
 
-ROUTERS = (files.router, jobs.router, predict.router, bank.router, cluster.router, ops.router)
+ROUTERS = (files.router, jobs.router, predict.router, bank.router, cluster.router, ops.router, admin.router)
 
 __all__ = ["ROUTERS"]

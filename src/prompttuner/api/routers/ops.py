@@ -1,4 +1,4 @@
-"""``/metrics`` (Prometheus) and ``/healthz``: for operators, no API key."""
+"""``/metrics`` (Prometheus, the admin key) and ``/healthz``, ``/readyz`` (no key) for operators."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from prompttuner.api.deps import ServiceDep
+from prompttuner.api.deps import Admin, ServiceDep
 from prompttuner.api.metrics import render_metrics
 
 router = APIRouter(tags=["cluster"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(service: ServiceDep) -> Response:
+def metrics(service: ServiceDep, _admin: Admin) -> Response:
+    """Prometheus metrics of the whole service (all tenants): needs the admin key (a bearer token)."""
     body, ctype = render_metrics(service)
     return Response(body, media_type=ctype)
 
