@@ -26,7 +26,11 @@ pg_bin() {
 
 # Run a PostgreSQL program as the cluster's owner: `postgres` when we are root, else ourselves.
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then "$(runuser_bin)" -u postgres -- "$@"; else "$@"; fi
+}
+
+runuser_bin() {  # util-linux's runuser, also where root's PATH lacks the sbin folders
+  command -v runuser 2>/dev/null || { [ -x /usr/sbin/runuser ] && echo /usr/sbin/runuser; } || echo /sbin/runuser
 }
 
 install() {
@@ -54,7 +58,7 @@ start() {
   dir=$(cd "$dir" && pwd)
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir"
-    runuser -u postgres -- test -w "$dir" \
+    "$(runuser_bin)" -u postgres -- test -w "$dir" \
       || die "the postgres user cannot reach $dir (its parent folders need o+x): choose a folder under /tmp"
   fi
   chmod 700 "$dir"
