@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prompttuner.core.slo import slo_outcome
@@ -36,6 +36,7 @@ from prompttuner.core.types import (
 from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
+from prompttuner.sim.prediction import ErrorModel
 
 __all__ = ["PolicyError", "SimResult", "Simulator"]
 
@@ -62,11 +63,14 @@ class _Job:
     busy_gpu_s: float = 0.0
     rescales: int = 0
     view: JobView | None = None
+    slow: float = 1.0  # true step time / the profile's (measured step-time noise)
+    estimate0: float = 0.0  # the work estimate at admission (the policies see spec.work_steps)
+    next_check: float = math.inf  # steps after which the estimate is refreshed
 
     def rate(self, models: Mapping[str, ModelProfile]) -> float:
         if self.ready_n <= 0 or self.gpu is None:
             return 0.0
-        return models[self.spec.model].throughput(self.gpu, self.ready_n)
+        return models[self.spec.model].throughput(self.gpu, self.ready_n) / self.slow
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Simulator:
         gpu_types: Mapping[str, GPUType],
         capacity: Mapping[str, int],
         true_work: Mapping[str, float] | None = None,
+        slowdown: Mapping[str, float] | None = None,
+        estimates: ErrorModel | None = None,
         history: int = 64,
         max_time: float | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -115,7 +121,11 @@ class Simulator:
         for j in self.specs:
             work = (true_work or {}).get(j.job_id, j.work_steps)
             stop = work if j.max_steps is None else min(work, float(j.max_steps))
-            self.jobs[j.job_id] = _Job(j, work, stop)
+            job = _Job(j, work, stop, slow=(slowdown or {}).get(j.job_id, 1.0), estimate0=j.work_steps)
+            if estimates is not None and not estimates.oracle:
+                job.next_check = 0.1 * j.work_steps
+            self.jobs[j.job_id] = job
+        self.estimates = estimates
         self.active: dict[str, _Job] = {}
         self.workers: dict[str, _Worker] = {}
         self.now = 0.0
@@ -257,7 +267,22 @@ class Simulator:
             )
         return w.view
 
+    def _refresh(self) -> None:
+        """Refresh the work estimates of jobs that ran a tenth of their admission estimate since the
+        last refresh (the estimate conditioned on the steps run without reaching the target)."""
+        est = self.estimates
+        if est is None or est.oracle:
+            return
+        for job in self.active.values():
+            if job.steps_done >= job.next_check:
+                new = est.refresh(job.estimate0, job.steps_done)
+                if new != job.spec.work_steps:
+                    job.spec = replace(job.spec, work_steps=new)
+                    job.view = None
+                job.next_check = job.steps_done + 0.1 * job.estimate0
+
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
+        self._refresh()
         return build_snapshot(
             self.now,
             (self._job_view(j) for j in self.active.values()),
@@ -425,6 +450,7 @@ class Simulator:
                     "arrival": s.arrival,
                     "deadline": s.deadline,
                     "work_steps": job.work,
+                    **({"estimate0": round(job.estimate0, 3)} if job.estimate0 != job.work else {}),
                     "phase": str(job.phase),
                     "start": job.first_start,
                     "finish": job.finish,

@@ -18,6 +18,7 @@ from prompttuner.scheduler import make_policy
 from prompttuner.scheduler.base import Policy
 from prompttuner.sim.catalog import Catalog
 from prompttuner.sim.engine import SimResult, Simulator
+from prompttuner.sim.prediction import ErrorModel, predict_jobs
 from prompttuner.sim.workload import WorkloadConfig, generate
 
 RESERVED_HEADROOM = 1.25  # the naive operator reserves 25% above the mean offered load
@@ -29,8 +30,10 @@ def clairvoyant(
     models: Mapping[str, ModelProfile],
     gpu_types: Mapping[str, GPUType],
     capacity: Mapping[str, int],
+    slowdown: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Lower bound on cost: each job's work at its most efficient replica count, no idle, no cold start."""
+    """Lower bound on cost: each job's true work at its true step time and its most efficient replica
+    count, no idle, no cold start (``jobs`` carry their true work)."""
     cost = 0.0
     gpu_s = 0.0
     for j in jobs:
@@ -40,7 +43,8 @@ def clairvoyant(
             if gpu not in prof.step_time_s:
                 continue
             for n in range(1, prof.max_replicas + 1):
-                g_s = n * prof.gpus_per_replica * j.work_steps / prof.throughput(gpu, n)
+                slow = (slowdown or {}).get(j.job_id, 1.0)
+                g_s = n * prof.gpus_per_replica * j.work_steps * slow / prof.throughput(gpu, n)
                 c = g_s * gpu_types[gpu].price_per_hour / 3600.0
                 if best is None or c < best[0]:
                     best = (c, g_s)
@@ -93,8 +97,20 @@ def simulate(
     catalog: Catalog,
     progress: Callable[[int, int], None] | None = None,
 ) -> SimResult:
-    policy = build_policy(name, cfg, catalog, jobs)
-    sim = Simulator(policy, jobs, catalog.models, catalog.gpu_types, cfg.capacity, progress=progress)
+    estimates = ErrorModel.parse(cfg.prediction)
+    seen, true, slow = predict_jobs(jobs, estimates, cfg.seed)  # the policies see estimates only
+    policy = build_policy(name, cfg, catalog, seen)
+    sim = Simulator(
+        policy,
+        seen,
+        catalog.models,
+        catalog.gpu_types,
+        cfg.capacity,
+        true_work=true,
+        slowdown=slow,
+        estimates=estimates,
+        progress=progress,
+    )
     res = sim.run()
     res.policy = name
     m = res.metrics
@@ -140,7 +156,8 @@ def summary(
     cfg: WorkloadConfig, catalog: Catalog, jobs: Sequence[JobSpec], results: Mapping[str, SimResult]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {name: r.metrics for name, r in results.items()}
-    out["_clairvoyant_bound"] = clairvoyant(jobs, catalog.models, catalog.gpu_types, cfg.capacity)
+    _, _, slow = predict_jobs(jobs, ErrorModel.parse(cfg.prediction), cfg.seed)
+    out["_clairvoyant_bound"] = clairvoyant(jobs, catalog.models, catalog.gpu_types, cfg.capacity, slow)
     out["_ratios_to_prompttuner"] = ratios({n: r.metrics for n, r in results.items()})
     meta = asdict(replace(cfg))
     meta["n_jobs"] = len(jobs)

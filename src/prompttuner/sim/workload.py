@@ -66,6 +66,9 @@ class WorkloadConfig:
     # job sizes: "profiles" (the measured convergence profiles when present, else the distribution) or
     # "distribution" (always the documented distribution of job_work.json)
     work: str = "profiles"
+    # what the policies know of each job's work and step time: "measured" (the predictor's measured
+    # error, see sim/prediction.py), "oracle" (the truth; an ablation) or "lognormal:SIGMA"
+    prediction: str = "oracle"
 
 
 @dataclass(frozen=True)
