@@ -81,7 +81,7 @@ def wait_done(client: TestClient, job_id: str, timeout: float = 60) -> dict[str,
 
 
 def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
-    client, _ = svc
+    client, service = svc
     r = client.post("/v1/jobs", json=job_body())
     assert r.status_code == 201, r.text
     job = r.json()
@@ -103,7 +103,7 @@ def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
     assert pred.json()["predictions"] == ["good", "bad"]  # the fake's rule: labels[len % 2]
     listed = client.get("/v1/jobs").json()["data"]
     assert [j["id"] for j in listed] == [job["id"]]
-    m = client.get("/metrics").text
+    m = client.get("/metrics", headers={"Authorization": f"Bearer {service.admin_key}"}).text
     assert 'prompttuner_events_total{kind="finish"}' in m
     assert 'prompttuner_deadlines_total{outcome="met"}' in m
     info = client.get("/v1/cluster").json()
@@ -262,7 +262,7 @@ def test_one_service_per_home(svc: tuple[TestClient, Service]) -> None:
 def test_slo_is_the_target_reached_by_the_deadline_in_the_api_and_metrics(
     svc: tuple[TestClient, Service],
 ) -> None:
-    client, _ = svc
+    client, service = svc
     # the fake engine's accuracy is 0.3 + 0.02 x steps: 0.35 is reached at the first evaluation (step 4),
     # 0.9 never within 12 steps, so that job stops at max_steps on time but below its target
     low = client.post("/v1/jobs", json=job_body(target_accuracy=0.35)).json()
@@ -274,7 +274,7 @@ def test_slo_is_the_target_reached_by_the_deadline_in_the_api_and_metrics(
     assert (below["target_reached"], below["deadline_met"], below["slo_met"]) == (False, True, False)
     kinds = [e["kind"] for e in client.get(f"/v1/jobs/{high['id']}/events").json()["data"]]
     assert "miss" in kinds
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {service.admin_key}"}).text
     missed = [
         ln
         for ln in metrics.splitlines()

@@ -61,7 +61,8 @@ def test_ray_backend_runs_jobs_and_survives_an_actor_kill(ray_cluster: Any, tmp_
     with TestClient(create_app(service)) as client:
         client.headers["Authorization"] = f"Bearer {service.default_key}"
         wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny") == 2, 120)
-        info = client.get("/v1/cluster").json()
+        admin = {"Authorization": f"Bearer {service.admin_key}"}  # worker PIDs are for the operator
+        info = client.get("/v1/cluster", headers=admin).json()
         assert info["backend"] == "ray" and len({w["pid"] for w in info["workers"]}) == 2
         job = client.post("/v1/jobs", json=job_body(max_steps=40, best_effort=True)).json()
         jid = job["id"]

@@ -116,8 +116,7 @@ _make_lock = threading.Lock()
 
 def limits_of(service: Service) -> Limits:
     """The service's configured limits (the defaults if its config has none)."""
-    lim = getattr(service.cfg, "limits", None)
-    return lim if isinstance(lim, Limits) else Limits()
+    return service.cfg.limits
 
 
 def get_limiter(request: Request) -> Limiter:

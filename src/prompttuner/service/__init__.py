@@ -23,6 +23,7 @@ from prompttuner.runtime.engine import REAL_ENGINE
 from prompttuner.scheduler.base import Policy, make_policy
 from prompttuner.service.backends import make_backend
 from prompttuner.service.bank import add_prompt
+from prompttuner.state.limits import Limits
 from prompttuner.state.store import Store, write_private
 
 log = logging.getLogger("prompttuner.service")
@@ -46,6 +47,7 @@ class ServiceConfig:
     max_rows: int = 50_000
     max_steps_limit: int = 10_000
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    limits: Limits = field(default_factory=Limits)  # rate limits and per-tenant quotas
     bank_auto_add: bool | None = (
         None  # add prompts of jobs that met their target (None: with the real engine)
     )
