@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,15 @@ def rows_to_jsonl(rows: list[dict[str, object]]) -> bytes:
     return ("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n").encode()
 
 
+MAX_FILENAME_CHARS = 255  # the width of files.filename
+
+
+def clean_filename(name: str) -> str:
+    """An uploaded file's name as kept: without control characters, at most 255 characters."""
+    kept = "".join(c for c in name if unicodedata.category(c)[0] != "C")
+    return kept[:MAX_FILENAME_CHARS] or "upload.jsonl"
+
+
 def store_file(s: Any, home: Path, tenant_id: str, filename: str, raw: bytes, max_rows: int) -> DataFile:
     """Check ``raw``, write it under ``home/files`` and add its row to session ``s``."""
     checked = check_jsonl(raw, filename)
@@ -83,7 +93,7 @@ def store_file(s: Any, home: Path, tenant_id: str, filename: str, raw: bytes, ma
     row = DataFile(
         id=fid,
         tenant_id=tenant_id,
-        filename=filename[:255],
+        filename=clean_filename(filename),
         path=str(path),
         bytes=len(raw),
         rows=checked.rows,

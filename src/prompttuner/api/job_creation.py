@@ -8,6 +8,7 @@ written together, so a rejected request leaves nothing behind, and the job goes 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 import time
 from pathlib import Path
@@ -17,18 +18,56 @@ from prompttuner.api.data import DataError, check_jsonl, check_labels, rows_to_j
 from prompttuner.api.deps import own_file
 from prompttuner.api.errors import ApiError
 from prompttuner.api.limits import check_job_quota
-from prompttuner.api.schemas import JobCreate
+from prompttuner.api.schemas import DATE_TIME, DATE_TIME_NO_ZONE, MAX_DEADLINE_AHEAD_S, JobCreate
 from prompttuner.core.types import SLO, JobPhase, JobSpec
 from prompttuner.service import Service
 from prompttuner.state.models import Job, Tenant
 from prompttuner.state.serial import finite, iso_time, quote_json
 
 
+def parse_time(text: str) -> float:
+    """An RFC 3339 time with a zone (``2026-01-01T12:00:00Z``) as epoch seconds; ValueError if it is not one.
+
+    A leap second (``23:59:60``) counts as the second before it; digits of a fraction past microseconds
+    are dropped.
+    """
+    m = DATE_TIME.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac, zone = m.group(7), m.group(8)
+    micro = int((frac[1:] + "000000")[:6]) if frac else 0
+    if zone in ("Z", "z"):
+        tz = dt.UTC
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError(text)
+        tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+    d = dt.datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)  # ValueError if bad
+    return d.timestamp()
+
+
+def _when(t: float) -> str:
+    """A time for a message: ISO 8601 when it can be shown so, else the number."""
+    return iso_time(t) or f"{t:g} (epoch seconds)"
+
+
 def parse_deadline(body: JobCreate, now: float) -> float:
-    """The job's deadline in epoch seconds, from ``deadline`` or ``duration_s`` (exactly one)."""
+    """The job's deadline in epoch seconds, from ``deadline`` or ``duration_s`` (exactly one).
+
+    It must be after ``now`` and at most :data:`MAX_DEADLINE_AHEAD_S` (a year) ahead.
+    """
     if body.deadline is not None and body.duration_s is not None:
         raise ApiError(422, "give either deadline or duration_s, not both", param="deadline")
     if body.duration_s is not None:
+        if not 0 < body.duration_s <= MAX_DEADLINE_AHEAD_S:  # the schema's bounds, checked again
+            raise ApiError(
+                422,
+                f"duration_s must be more than 0 and at most {MAX_DEADLINE_AHEAD_S:.0f}",
+                param="duration_s",
+            )
         return now + body.duration_s
     if body.deadline is None:
         raise ApiError(
@@ -38,17 +77,25 @@ def parse_deadline(body: JobCreate, now: float) -> float:
         t = float(body.deadline)
     else:
         try:
-            d = dt.datetime.fromisoformat(body.deadline)
-        except ValueError:
+            t = parse_time(body.deadline)
+        except (ValueError, OverflowError):
+            if DATE_TIME_NO_ZONE.fullmatch(body.deadline):
+                raise ApiError(
+                    422, "deadline needs a time zone (e.g. 2026-01-01T12:00:00Z)", param="deadline"
+                ) from None
             raise ApiError(
-                422, f"deadline {body.deadline!r} is not ISO 8601 or epoch seconds", param="deadline"
+                422,
+                f"deadline {body.deadline!r} is not ISO 8601 (RFC 3339, e.g. 2026-01-01T12:00:00Z) "
+                "or epoch seconds",
+                param="deadline",
             ) from None
-        if d.tzinfo is None:
-            raise ApiError(422, "deadline needs a time zone (e.g. 2026-01-01T12:00:00Z)", param="deadline")
-        t = d.timestamp()
-    if t <= now:
+    if not math.isfinite(t) or t <= now:
+        raise ApiError(422, f"deadline {_when(t)} is in the past (now is {_when(now)})", param="deadline")
+    if t > now + MAX_DEADLINE_AHEAD_S:
         raise ApiError(
-            422, f"deadline {iso_time(t)} is in the past (now is {iso_time(now)})", param="deadline"
+            422,
+            f"deadline {_when(t)} is more than a year ahead (at most {_when(now + MAX_DEADLINE_AHEAD_S)})",
+            param="deadline",
         )
     return t
 

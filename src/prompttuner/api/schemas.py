@@ -1,40 +1,105 @@
-"""Request bodies of the API (pydantic): what a client may send, with the limits on each field."""
+"""Request bodies of the API (pydantic): what a client may send, with the limits on each field.
+
+Every number a request carries is bounded here, so the OpenAPI shows the bounds and nothing out of them
+is stored.  A few limits are the service's own (its models, ``max_steps_limit``, ``max_rows``): the API
+checks them too, and the app writes them into its OpenAPI (``api.app``).  Types are strict (``true`` is
+not the number 1, ``"5"`` is not an integer) and numbers finite.  Rules that a schema cannot state --
+a deadline relative to now, label words that must match the data, a feasible SLO -- are checked when the
+job is created (``api.job_creation``) and answered with 422.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+# The patterns are matched with Python's re (regex_engine below), as a Python client and the checks in
+# job_creation read them.
+
+# -- the bounds (documented in the OpenAPI through the fields below) --------------------------------------
+YEAR_S = 365 * 86400.0
+MAX_DEADLINE_AHEAD_S = YEAR_S  # a deadline is at most a year ahead
+MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z, the last second an ISO 8601 time can show
+MAX_STEPS = 1_000_000  # the schema's bound; a service's own max_steps_limit is lower (10,000 by default)
+MAX_ROWS = 1_000_000  # the schema's bound on inline rows; a service's own max_rows is lower
+MAX_TEXT_CHARS = 100_000  # one text (a training row's or one to classify)
+MAX_LABEL_CHARS = 100  # one label word
+MAX_LABELS = 64  # label words of a task
+MAX_ID_CHARS = 64  # ids of jobs and files (the database's column width)
+MAX_MODEL_CHARS = 128
+MAX_SEED = 2**32 - 1
+INT64_MAX = 2**63 - 1  # cursors (event ids) are signed 64-bit
+
+# an id of a job or file: what the service hands out (job-…, file-…), never a control character
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NONBLANK = r"\S"  # a label or text with something besides white space
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+LabelWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS, pattern=NONBLANK)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NONBLANK)]
+
+# a time with a zone, RFC 3339 (what JSON Schema calls date-time): 2026-01-01T12:00:00Z
+# (matched whole, with fullmatch; ASCII digits only)
+DATE_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+DATE_TIME_NO_ZONE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?")
 
 
 class Hyperparameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    num_virtual_tokens: int = Field(8, ge=1, le=256)
-    lr: float | None = Field(None, gt=0, le=100, description="default: the engine's")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
+    num_virtual_tokens: int = Field(8, ge=1, le=256, description="length of the soft prompt")
+    lr: float | None = Field(None, gt=0, le=10, description="learning rate; default: the engine's")
     batch_size: int = Field(4, ge=1, le=256)
-    seed: int = 0
-    eval_every: int = Field(5, ge=1, le=100_000)
-    max_length: int = Field(64, ge=8, le=4096)
-    max_eval: int = Field(64, ge=1, le=10_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    eval_every: int = Field(5, ge=1, le=MAX_STEPS, description="steps between evaluations")
+    max_length: int = Field(64, ge=8, le=4096, description="tokens of a text")
+    max_eval: int = Field(64, ge=1, le=10_000, description="validation rows an evaluation uses")
 
 
 class Row(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    text: str = Field(min_length=1)
-    label: str = Field(min_length=1)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, regex_engine="python-re")
+    text: Text
+    label: LabelWord
 
 
 class JobCreate(BaseModel):
-    """A prompt-tuning job: base model, data, label words, target, step budget and SLO."""
+    """A prompt-tuning job: base model, data, label words, target, step budget and SLO.
 
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    training_file: str | None = Field(None, description="id of an uploaded file (POST /v1/files)")
-    training_data: list[Row] | None = Field(None, description="rows inline, instead of training_file")
-    validation_file: str | None = None
-    labels: list[str] | None = Field(None, description="label words; default: the labels seen in the data")
+    Give exactly one of ``training_file`` and ``training_data``, and exactly one of ``deadline`` and
+    ``duration_s``; the deadline must be in the future and at most a year (31,536,000 s) ahead.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
+    model: str = Field(min_length=1, max_length=MAX_MODEL_CHARS, description="one of GET /v1/models")
+    training_file: Id | None = Field(None, description="id of an uploaded file (POST /v1/files)")
+    training_data: list[Row] | None = Field(
+        None, max_length=MAX_ROWS, description="rows inline, instead of training_file"
+    )
+    validation_file: Id | None = None
+    labels: list[LabelWord] | None = Field(
+        None,
+        max_length=MAX_LABELS,
+        json_schema_extra={"minItems": 2, "uniqueItems": True},
+        description="distinct label words; default: the labels seen in the data",
+    )
     target_accuracy: float | None = Field(None, gt=0, le=1)
-    max_steps: int = Field(100, ge=1)
-    deadline: float | str | None = Field(None, description="epoch seconds or ISO 8601 with a time zone")
-    duration_s: float | None = Field(None, gt=0, description="deadline as seconds from now")
+    max_steps: int = Field(100, ge=1, le=MAX_STEPS, description="the step budget")
+    deadline: (
+        Annotated[float, Field(gt=0, le=MAX_EPOCH)]
+        | Annotated[str, Field(max_length=40, json_schema_extra={"format": "date-time"})]
+        | None
+    ) = Field(
+        None,
+        description="epoch seconds or an RFC 3339 time with a zone (2026-01-01T12:00:00Z); in the future "
+        "and at most a year ahead",
+    )
+    duration_s: float | None = Field(
+        None, gt=0, le=MAX_DEADLINE_AHEAD_S, description="the deadline as seconds from now (at most a year)"
+    )
     best_effort: bool = False
     bank_warm_start: bool = False
     hyperparameters: Hyperparameters = Field(default_factory=lambda: Hyperparameters.model_validate({}))
@@ -46,18 +111,18 @@ class JobCreate(BaseModel):
             return v
         if len(v) < 2:
             raise ValueError("give at least two label words")
-        if len(set(v)) != len(v) or any(not x.strip() for x in v):
-            raise ValueError("label words must be distinct and non-empty")
+        if len(set(v)) != len(v):
+            raise ValueError("label words must be distinct")
         return v
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    job: str = Field(description="a succeeded job whose tuned prompt to use")
-    texts: list[str] = Field(min_length=1, max_length=256)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
+    job: Id = Field(description="a succeeded job whose tuned prompt to use")
+    texts: list[Text] = Field(min_length=1, max_length=256)
 
 
 class BankAdd(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    job: str
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
+    job: Id
     public: bool = False

@@ -1,17 +1,22 @@
-"""How stored rows are shown: the JSON of a job, a file and an event in API responses."""
+"""How stored rows are shown: the JSON of a job, a file and an event in API responses.
+
+These never raise on a stored value, whatever wrote it: a number that is not finite (JSON has no NaN or
+infinity) is shown as null, and so is the ISO form of a time no calendar date can show.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prompttuner.state.models import DataFile, EventRow, Job
-from prompttuner.state.serial import iso_time
+from prompttuner.state.serial import finite, iso_time, json_safe
 
 
 def job_json(row: Job) -> dict[str, Any]:
     q = row.quote
     slo = row.slo()
-    return {
+    gpu_s = finite(row.gpu_seconds)
+    out = {
         "id": row.id,
         "object": "prompt_tuning.job",
         "model": row.model,
@@ -40,14 +45,15 @@ def job_json(row: Job) -> dict[str, Any]:
         "deadline_met": row.deadline_met,
         "target_reached": row.target_reached,
         "slo_met": slo.slo_met if slo is not None else None,  # the target reached by the deadline
-        "gpu_seconds": round(row.gpu_seconds, 3),
+        "gpu_seconds": round(gpu_s, 3) if gpu_s is not None else None,
         "prompt": f"/v1/jobs/{row.id}/prompt" if row.prompt_path else None,
         "error": row.error,
     }
+    return json_safe(out)  # type: ignore[no-any-return]
 
 
 def file_json(f: DataFile) -> dict[str, Any]:
-    return {
+    out = {
         "id": f.id,
         "object": "file",
         "filename": f.filename,
@@ -56,7 +62,9 @@ def file_json(f: DataFile) -> dict[str, Any]:
         "labels": f.labels,
         "created_at": f.created_at,
     }
+    return json_safe(out)  # type: ignore[no-any-return]
 
 
 def event_json(e: EventRow) -> dict[str, Any]:
-    return {"id": e.id, "time": e.time, "kind": e.kind, "worker": e.worker_id, "data": e.data}
+    out = {"id": e.id, "time": e.time, "kind": e.kind, "worker": e.worker_id, "data": e.data}
+    return json_safe(out)  # type: ignore[no-any-return]

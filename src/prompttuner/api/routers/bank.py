@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from prompttuner.api.deps import Auth, ServiceDep, own_job
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import AUTH_ERRORS, ApiError, responses
 from prompttuner.api.schemas import BankAdd
 from prompttuner.core.types import Event, JobPhase
 from prompttuner.state.models import DataFile
@@ -16,7 +16,7 @@ from prompttuner.state.models import DataFile
 router = APIRouter(tags=["bank"])
 
 
-@router.get("/v1/bank/prompts")
+@router.get("/v1/bank/prompts", responses=responses(*AUTH_ERRORS, 501))
 def bank_list(service: ServiceDep, t: Auth) -> dict[str, Any]:
     """Prompt Bank entries this tenant may use: public ones and its own."""
     from prompttuner.api.bankview import BankUnavailable, list_entries
@@ -27,7 +27,7 @@ def bank_list(service: ServiceDep, t: Auth) -> dict[str, Any]:
         raise ApiError(501, str(e), "unavailable") from None
 
 
-@router.post("/v1/bank/prompts", status_code=201)
+@router.post("/v1/bank/prompts", status_code=201, responses=responses(*AUTH_ERRORS, 404, 409, 413, 422, 501))
 def bank_add(service: ServiceDep, t: Auth, body: BankAdd) -> dict[str, Any]:
     """Add a succeeded job's prompt to the bank (private to this tenant unless ``public``)."""
     from prompttuner.api.bankview import BankUnavailable, add_prompt

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from prompttuner.api.data import DataError, store_file
 from prompttuner.api.deps import Auth, ServiceDep
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import AUTH_ERRORS, ApiError, responses
 from prompttuner.api.limits import check_data_quota
 from prompttuner.api.serializers import file_json
 from prompttuner.state.models import DataFile
@@ -17,14 +17,19 @@ from prompttuner.state.models import DataFile
 router = APIRouter(tags=["files"])
 
 
-@router.post("/v1/files", status_code=201)
+@router.post("/v1/files", status_code=201, responses=responses(*AUTH_ERRORS, 400, 413, 422))
 def upload_file(
     service: ServiceDep,
     t: Auth,
-    file: Annotated[UploadFile, File()],
-    purpose: Annotated[str, Form()] = "prompt-tune",
+    file: Annotated[UploadFile, File(description='JSON Lines, one {"text", "label"} object a line')],
+    purpose: Annotated[str, Form(max_length=64)] = "prompt-tune",
 ) -> dict[str, Any]:
-    """Upload task data: JSON Lines of {"text", "label"}."""
+    """Upload task data: JSON Lines of {"text", "label"}.
+
+    400: the multipart body cannot be parsed (a part's headers over 4 KiB, e.g. a very long filename);
+    413: over the upload limit; 422: the data is not valid (the message names the line).  The filename
+    is kept without control characters, at most 255 characters of it.
+    """
     cfg, store = service.cfg, service.store
     raw = file.file.read(cfg.max_upload_bytes + 1)
     if len(raw) > cfg.max_upload_bytes:
@@ -43,7 +48,7 @@ def upload_file(
     return file_json(row)
 
 
-@router.get("/v1/files")
+@router.get("/v1/files", responses=responses(*AUTH_ERRORS))
 def list_files(service: ServiceDep, t: Auth) -> dict[str, Any]:
     with service.store.session() as s:
         rows = s.scalars(select(DataFile).where(DataFile.tenant_id == t.id).order_by(DataFile.created_at))

@@ -3,50 +3,65 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
 from prompttuner.api.deps import Auth, ServiceDep, own_job
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import AUTH_ERRORS, ApiError, responses
 from prompttuner.api.job_creation import submit_job
-from prompttuner.api.schemas import JobCreate
+from prompttuner.api.schemas import ID_PATTERN, INT64_MAX, MAX_ID_CHARS, JobCreate
 from prompttuner.api.serializers import event_json, job_json
 from prompttuner.core.types import JobPhase
 from prompttuner.state.models import EventRow, Job
 
 router = APIRouter(tags=["jobs"])
 
+JobId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 
-@router.post("/v1/jobs", status_code=201)
+
+@router.post("/v1/jobs", status_code=201, responses=responses(*AUTH_ERRORS, 404, 413, 422, 503))
 def create_job(service: ServiceDep, t: Auth, body: JobCreate) -> JSONResponse:
-    """Create a job; 201 with its quote, or 422 with the tightest feasible deadline."""
+    """Create a job; 201 with its quote, or 422 with the tightest feasible deadline.
+
+    404: the training or validation file does not exist; 503: the model cannot be loaded here.
+    """
     job_id = submit_job(service, t, body)
     with service.store.session() as s:
         return JSONResponse(job_json(s.get(Job, job_id)), 201)  # type: ignore[arg-type]
 
 
-@router.get("/v1/jobs")
-def list_jobs(service: ServiceDep, t: Auth, status: str | None = None, limit: int = 100) -> dict[str, Any]:
+@router.get("/v1/jobs", responses=responses(*AUTH_ERRORS, 422))
+def list_jobs(
+    service: ServiceDep,
+    t: Auth,
+    status: Annotated[JobPhase | None, Query(description="only jobs in this phase")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="newest first, this many at most")] = 100,
+) -> dict[str, Any]:
     with service.store.session() as s:
         q = select(Job).where(Job.tenant_id == t.id)
-        if status:
-            q = q.where(Job.phase == status)
-        rows = s.scalars(q.order_by(Job.created_at.desc()).limit(max(1, min(limit, 1000))))
+        if status is not None:
+            q = q.where(Job.phase == status.value)
+        rows = s.scalars(q.order_by(Job.created_at.desc()).limit(limit))
         return {"object": "list", "data": [job_json(r) for r in rows]}
 
 
-@router.get("/v1/jobs/{job_id}")
-def get_job(service: ServiceDep, t: Auth, job_id: str) -> dict[str, Any]:
+@router.get("/v1/jobs/{job_id}", responses=responses(*AUTH_ERRORS, 404, 422))
+def get_job(service: ServiceDep, t: Auth, job_id: JobId) -> dict[str, Any]:
     with service.store.session() as s:
         return job_json(own_job(s, t, job_id))
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get("/v1/jobs/{job_id}/events", responses=responses(*AUTH_ERRORS, 404, 422))
 def job_events(
-    service: ServiceDep, t: Auth, job_id: str, after: int = 0, limit: int = 1000
+    service: ServiceDep,
+    t: Auth,
+    job_id: JobId,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="the last event id you saw")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """State changes, allocations and progress, oldest first (``after``: the last id you saw)."""
     with service.store.session() as s:
@@ -55,13 +70,13 @@ def job_events(
             select(EventRow)
             .where(EventRow.job_id == job_id, EventRow.id > after)
             .order_by(EventRow.id)
-            .limit(max(1, min(limit, 10_000)))
+            .limit(limit)
         )
         return {"object": "list", "data": [event_json(e) for e in rows]}
 
 
-@router.post("/v1/jobs/{job_id}/cancel")
-def cancel_job(service: ServiceDep, t: Auth, job_id: str) -> dict[str, Any]:
+@router.post("/v1/jobs/{job_id}/cancel", responses=responses(*AUTH_ERRORS, 404, 409, 422))
+def cancel_job(service: ServiceDep, t: Auth, job_id: JobId) -> dict[str, Any]:
     with service.store.session() as s:
         row = own_job(s, t, job_id)
         if JobPhase(row.phase).terminal:
@@ -71,9 +86,16 @@ def cancel_job(service: ServiceDep, t: Auth, job_id: str) -> dict[str, Any]:
         return job_json(own_job(s, t, job_id))
 
 
-@router.get("/v1/jobs/{job_id}/prompt")
-def job_prompt(service: ServiceDep, t: Auth, job_id: str) -> FileResponse:
-    """The tuned soft prompt (safetensors)."""
+@router.get(
+    "/v1/jobs/{job_id}/prompt",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        **responses(*AUTH_ERRORS, 404, 409, 422),
+    },
+)
+def job_prompt(service: ServiceDep, t: Auth, job_id: JobId) -> FileResponse:
+    """The tuned soft prompt (safetensors); 409 while the job has none."""
     with service.store.session() as s:
         row = own_job(s, t, job_id)
         if row.prompt_path is None or not Path(row.prompt_path).exists():

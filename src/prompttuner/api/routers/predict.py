@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from prompttuner.api.deps import Auth, ServiceDep, own_job
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import AUTH_ERRORS, ApiError, responses
 from prompttuner.api.schemas import PredictRequest
 
 router = APIRouter(tags=["prompts"])
 
 
-@router.post("/v1/predict")
+@router.post("/v1/predict", responses=responses(*AUTH_ERRORS, 404, 409, 413, 422, 502, 503, 504))
 def predict(service: ServiceDep, t: Auth, body: PredictRequest) -> dict[str, Any]:
     """Classify texts with a job's tuned prompt (runs on a warm worker of the job's model)."""
     with service.store.session() as s:
