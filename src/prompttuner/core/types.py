@@ -117,6 +117,9 @@ class JobView:
     steps_done: float = 0.0
     workers: tuple[str, ...] = ()  # workers currently assigned
     admitted: bool = False
+    # the job's measured seconds per step over the profile's, once it has run (1.0 before): a job can
+    # run slower or faster than its model's profile says
+    step_time_factor: float = 1.0
 
     @property
     def job_id(self) -> str:
@@ -128,7 +131,9 @@ class JobView:
 
     @property
     def steps_left(self) -> float:
-        return max(0.0, self.spec.work_steps - self.steps_done)
+        """Estimated steps still to run, counted in steps of the profile's speed (so a policy can time
+        them with the profile): the estimate's remaining steps times ``step_time_factor``."""
+        return max(0.0, self.spec.work_steps - self.steps_done) * self.step_time_factor
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,7 @@ class Controller(Dispatch, Recovery, StatusView):
                 steps_done=float(rt.steps_done),
                 workers=tuple(rt.workers),
                 admitted=rt.admitted,
+                step_time_factor=rt.step_factor if rt.steps_done > 0 else 1.0,
             )
             for rt in self.jobs.values()
         ]

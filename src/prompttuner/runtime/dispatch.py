@@ -84,7 +84,10 @@ class Dispatch(ControllerBase):
         res = r.result
         if r.op in ("train", "apply"):
             if r.op == "train" and res["steps_run"]:
-                self.profiles.observe_step(rt.payload.model, elapsed / res["steps_run"])
+                per_step = elapsed / res["steps_run"]
+                nominal = self.profiles.profile(rt.payload.model).step_time_s[self.cfg.gpu_type]
+                rt.step_factor = per_step / nominal if nominal > 0 else 1.0  # this job against its model
+                self.profiles.observe_step(rt.payload.model, per_step)
             if r.op == "apply" and rt.round is not None:
                 # a data-parallel round of n replicas: the single-replica step time it implies (n shards of
                 # the slowest shard's time, plus applying); an estimate, used until chunks measure directly

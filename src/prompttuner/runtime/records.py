@@ -71,6 +71,7 @@ class JobRT:
     started_at: float | None = None
     late_noted: bool = False
     last_progress_event: float = 0.0
+    step_factor: float = 1.0  # its measured seconds per step over the model's profile (1.0 until measured)
 
     @property
     def done(self) -> bool:

@@ -54,6 +54,7 @@ class PromptTunerPolicy(WarmPools):
         pool_quantile: float = 0.9,
         arrival_window_s: float = 1800.0,
         margin: float = 0.05,
+        work_margin: float = 1.0,
         boost_efficiency: float = 0.6,
         admit_tolerance: float = 0.5,
         violation_cost_gpu_s: float = 600.0,
@@ -67,6 +68,7 @@ class PromptTunerPolicy(WarmPools):
         self.pool_quantile = pool_quantile
         self.arrival_window_s = arrival_window_s
         self.margin = margin
+        self.work_margin = work_margin
         self.boost_efficiency = boost_efficiency
         self.admit_tolerance = admit_tolerance
         self.violation_cost_gpu_s = violation_cost_gpu_s
@@ -96,6 +98,10 @@ class PromptTunerPolicy(WarmPools):
                     admissions.append(Admission(j.job_id, True, "queued until capacity frees", q))
                     continue
                 best = min((p for p in (plan, later) if p is not None), key=lambda p: p.finish, default=None)
+                if self.work_margin != 1.0:
+                    # the margin is for serving; a job is hopeless only if its estimate itself is
+                    plain = [self._plan(ctx, j, j.spec, f, work_margin=1.0) for f in (False, True)]
+                    best = min((p for p in plain if p is not None), key=lambda p: p.finish, default=best)
                 slack = self.admit_tolerance * max(0.0, j.deadline - snapshot.now)
                 hopeless = best is None or best.finish > j.deadline + slack
                 if self.admission and hopeless and not j.spec.slo.best_effort:

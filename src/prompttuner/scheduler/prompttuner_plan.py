@@ -115,6 +115,7 @@ class Knobs(Policy):
     pool_quantile: float
     arrival_window_s: float
     margin: float
+    work_margin: float
     boost_efficiency: float
     admit_tolerance: float
     violation_cost_gpu_s: float
@@ -154,13 +155,17 @@ class Planner(Knobs):
         evictable = max(0, ctx.idle_gpus.get(gpu, 0) - own)
         return (free + evictable) // g
 
-    def _plan(self, ctx: _Ctx, j: JobView, spec: JobSpec, with_future: bool) -> _Plan | None:
-        """Cheapest plan that meets the deadline (or the fastest, flagged infeasible)."""
+    def _plan(
+        self, ctx: _Ctx, j: JobView, spec: JobSpec, with_future: bool, work_margin: float | None = None
+    ) -> _Plan | None:
+        """Cheapest plan that meets the deadline (or the fastest, flagged infeasible) for the estimated
+        steps times ``work_margin`` (default: the policy's, a margin for the estimate's error)."""
         ix = ctx.ix
         snap = ix.snap
         now = snap.now
         prof = snap.models[spec.model]
-        steps = max(0.0, spec.work_steps - (j.steps_done if j is not None else 0.0))
+        wm = self.work_margin if work_margin is None else work_margin
+        steps = (j.steps_left if j is not None else max(0.0, spec.work_steps)) * wm
         own_ready, own_prov = self._own(ctx, spec.job_id) if j is not None else ([], [])
         types = [own_ready[0].gpu_type] if own_ready else [own_prov[0].gpu_type] if own_prov else None
         if types is None:
@@ -314,7 +319,7 @@ class Planner(Knobs):
                 continue
             prof = models[j.spec.model]
             gpu = ws[0].gpu_type
-            steps = j.steps_left
+            steps = j.steps_left * self.work_margin
             target = self._target(j, now)
             n_ready = 0
             prov: list[float] = []

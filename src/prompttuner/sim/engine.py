@@ -250,6 +250,7 @@ class Simulator:
                 steps_done=job.steps_done,
                 workers=tuple(job.workers),
                 admitted=job.admitted,
+                step_time_factor=job.slow if job.steps_done > 0 else 1.0,  # measured once it runs
             )
         return job.view
 
