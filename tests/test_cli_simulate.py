@@ -38,7 +38,7 @@ def test_simulate_json_and_outputs(tmp_path: Path) -> None:
     summ = json.loads(res.stdout)
     for name in ("prompttuner", "infless", "reserved"):
         assert 0 <= summ[name]["slo_violation_rate"] <= 1 and summ[name]["cost_gpu_hours"] > 0
-    assert set(summ["_ratios_to_prompttuner"]) == {"infless", "reserved"}
+    assert set(summ["_versus_prompttuner"]) == {"infless", "reserved"}
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["prompttuner"]["jobs"] == 60
     assert len((out / "jobs_infless.jsonl").read_text().splitlines()) == 60
@@ -101,3 +101,55 @@ def test_simulate_model_mix_and_mixed_gpu_types(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["prompttuner"]["unfinished"] == 0
     bad = runner.invoke(app, ["simulate", "--models", "gpt-9:1"])
     assert bad.exit_code == 2 and "unknown base LLM" in bad.output
+
+
+def test_trace_format_is_read_from_the_file_or_refused(tmp_path: Path) -> None:
+    from prompttuner.sim.workload import trace_kind
+
+    itp = tmp_path / "itp.csv"
+    itp.write_text(
+        "job_id,submission_time,duration,num_gpu\n" + "".join(f"j{i},{i * 7},10,1\n" for i in range(40))
+    )
+    azure = tmp_path / "azure.csv"
+    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,1,1\n")
+    ef = tmp_path / "ef.csv"
+    ef.write_text("job_id,submission_time,num_iteration,model_name,deadline,batch_size,num_gpu,duration\n")
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert trace_kind(itp) == "itp" and trace_kind(azure) == "azure"
+    args = ["simulate", "--jobs", "30", "--gpus", "a100:16", "--policies", "edf", "--json", "--trace"]
+    res = runner.invoke(app, [*args, str(itp)])  # the default --workload poisson does not ignore it
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["_workload"]["arrivals"] == "itp"
+    res = runner.invoke(app, [*args, str(ef)])
+    assert res.exit_code == 2 and "--elasticflow-trace" in " ".join(res.output.split())
+    res = runner.invoke(app, [*args, str(other)])
+    assert res.exit_code == 2 and "cannot tell the arrival format" in " ".join(res.output.split())
+    res = runner.invoke(app, [*args, str(itp), "--workload", "azure"])
+    assert res.exit_code == 2 and "is a itp" in " ".join(res.output.split())
+    res = runner.invoke(app, ["simulate", "--prediction", "lognormal:-1"])
+    assert res.exit_code == 2 and "lognormal:SIGMA" in res.output
+
+
+def test_a_violation_ratio_needs_ten_violating_jobs_on_both_sides() -> None:
+    from prompttuner.sim.runner import versus
+
+    def m(rate: float, declined: int, missed: int, cost: float) -> dict[str, float]:
+        return {
+            "slo_violation_rate": rate,
+            "declined": declined,
+            "missed": missed,
+            "unfinished": 0,
+            "cost": cost,
+            "cost_per_met_job": cost / 100,
+        }
+
+    v = versus(
+        {"prompttuner": m(0.02, 1, 1, 100.0), "infless": m(0.3, 0, 30, 130.0), "x": m(0.5, 25, 25, 90.0)}
+    )
+    assert v["infless"]["violation_ratio"] is None
+    assert v["infless"]["violation_ratio_text"] == "n/a (30 vs 2 jobs)"
+    assert v["infless"]["violation_pp"] == pytest.approx(28.0)
+    assert v["infless"]["cost_ratio"] == pytest.approx(1.3)
+    v = versus({"prompttuner": m(0.1, 5, 7, 100.0), "x": m(0.5, 25, 25, 90.0)})
+    assert v["x"]["violation_ratio"] == pytest.approx(50 / 12) and v["x"]["violation_ratio_text"] == "4.17x"

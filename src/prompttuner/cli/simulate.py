@@ -12,13 +12,14 @@ from prompttuner.cli.common import JSON_OPTION, console, emit_json, fail
 
 COLUMNS = [
     ("slo_violation_rate", "SLO viol.", "{:.3f}"),
+    ("declined", "declined", "{:.0f}"),
+    ("missed", "missed", "{:.0f}"),
     ("cost", "cost $", "{:.1f}"),
     ("cost_gpu_hours", "GPU-h", "{:.1f}"),
     ("cost_per_met_job", "$ / met job", "{:.2f}"),
     ("utilisation", "util.", "{:.2f}"),
     ("queueing_delay_mean_s", "queue s", "{:.1f}"),
     ("cold_starts", "cold starts", "{:.0f}"),
-    ("declined", "declined", "{:.0f}"),
 ]
 
 
@@ -42,10 +43,6 @@ def _capacity(text: str) -> dict[str, int]:
     return out
 
 
-def _ratio(x: float) -> str:
-    return "inf (PT has none)" if math.isinf(x) else f"{x:.2f}x"
-
-
 def _table(summ: dict[str, Any], policies: list[str]) -> None:
     from rich.table import Table
 
@@ -53,18 +50,23 @@ def _table(summ: dict[str, Any], policies: list[str]) -> None:
     t.add_column("policy")
     for _, head, _ in COLUMNS:
         t.add_column(head, justify="right")
-    t.add_column("viol. / PT", justify="right")
+    t.add_column("viol. vs PT", justify="right")
     t.add_column("cost / PT", justify="right")
-    rat = summ.get("_ratios_to_prompttuner", {})
+    rat = summ.get("_versus_prompttuner", {})
     for name in policies:
         m = summ[name]
         r = rat.get(name)
         cells = [fmt.format(m[k]) for k, _, fmt in COLUMNS]
-        cells += [_ratio(r["slo_violation_rate"]), _ratio(r["cost"])] if r else ["", ""]
+        if r:
+            cost = f"{r['cost_ratio']:.2f}x" if r["cost_ratio"] is not None else "n/a"
+            cells += [f"{r['violation_pp']:+.1f} pp, {r['violation_ratio_text']}", cost]
+        else:
+            cells += ["", ""]
         t.add_row(name, *cells)
     cb = summ.get("_clairvoyant_bound")
     if cb:
-        t.add_row("clairvoyant bound", "", f"{cb['cost']:.1f}", f"{cb['cost_gpu_hours']:.1f}", *[""] * 7)
+        cells = ["", "", "", f"{cb['cost']:.1f}", f"{cb['cost_gpu_hours']:.1f}"]
+        t.add_row("clairvoyant bound", *cells, *[""] * (len(COLUMNS) + 2 - len(cells)))
     from rich.console import Console
 
     Console(stderr=True, width=max(console.width, 150)).print(t)
@@ -76,7 +78,17 @@ def register(app: typer.Typer) -> None:
         workload: str = typer.Option(
             "poisson", "--workload", help="poisson | itp | azure (arrival process), or a workload JSON file"
         ),
-        trace: Path | None = typer.Option(None, "--trace", help="trace file for itp/azure arrivals"),
+        trace: Path | None = typer.Option(
+            None,
+            "--trace",
+            help="arrival trace file; its format (Microsoft ITP raw or Azure LLM) is read from its header",
+        ),
+        prediction: str = typer.Option(
+            "measured",
+            "--prediction",
+            help="what policies know of each job's work: measured (the predictor's measured error), "
+            "oracle (the truth, an ablation) or lognormal:SIGMA",
+        ),
         load: float = typer.Option(0.5, "--load", help="offered GPU load as a fraction of the cluster"),
         slo_tightness: float = typer.Option(
             2.0, "--slo-tightness", help="deadline = arrival + K x runtime alone at the reference size"
@@ -122,8 +134,9 @@ def register(app: typer.Typer) -> None:
 
         from prompttuner.scheduler import policy_names
         from prompttuner.sim.catalog import load_catalog
+        from prompttuner.sim.prediction import ErrorModel
         from prompttuner.sim.runner import run_workload, sweep, write_outputs
-        from prompttuner.sim.workload import WorkloadConfig, load_jobs
+        from prompttuner.sim.workload import WorkloadConfig, load_jobs, trace_kind
 
         names = [p.strip() for p in policies.split(",") if p.strip()]
         known = set(policy_names())
@@ -158,8 +171,24 @@ def register(app: typer.Typer) -> None:
                 fail(f"--workload must be poisson, itp, azure or a workload JSON file; {workload!r} is none")
             fixed_jobs = load_jobs(path)
             kind = "poisson"
-        if trace is not None and not trace.is_file():
-            fail(f"trace file not found: {trace}")
+        if trace is not None:
+            if not trace.is_file():
+                fail(f"trace file not found: {trace}")
+            try:
+                found = trace_kind(trace)
+            except ValueError as e:
+                fail(str(e))
+                raise
+            if fixed_jobs is not None:
+                fail("--trace gives arrivals; a workload JSON file already has them: give one of the two")
+            if workload == "poisson":
+                kind = found  # the file decides (the default --workload is poisson)
+            elif workload != found:
+                fail(f"--workload {workload} but {trace} is a {found} trace")
+        try:
+            ErrorModel.parse(prediction)
+        except ValueError as e:
+            fail(str(e))
         cfg = WorkloadConfig(
             arrivals=kind,
             n_jobs=jobs,
@@ -170,6 +199,7 @@ def register(app: typer.Typer) -> None:
             ref_gpu=next(iter(cap)),
             seed=seed,
             trace=str(trace) if trace else None,
+            prediction=prediction,
         )
         if mix:
             cfg.model_mix = mix

@@ -119,20 +119,44 @@ def simulate(
     return res
 
 
-def ratios(
-    metrics: Mapping[str, Mapping[str, float]], ref: str = "prompttuner"
-) -> dict[str, dict[str, float]]:
-    """Each baseline's violation rate and cost divided by PromptTuner's (>1: PromptTuner is better)."""
-    out: dict[str, dict[str, float]] = {}
+MIN_VIOLATING_JOBS = 10  # a violation ratio is printed only where both sides have at least this many
+
+
+def violating_jobs(m: Mapping[str, float]) -> int:
+    return int(round(m["missed"] + m["declined"] + m["unfinished"]))
+
+
+def versus(
+    metrics: Mapping[str, Mapping[str, float]], ref: str = "prompttuner", min_jobs: int = MIN_VIOLATING_JOBS
+) -> dict[str, dict[str, Any]]:
+    """Each baseline against ``ref`` (PromptTuner): the difference of violation rates in percentage
+    points, the violating jobs of both, their ratio only where both have at least ``min_jobs``
+    violating jobs (else None, and the text says ``n/a (x vs y jobs)``), and the cost ratios (>1: the
+    baseline costs more)."""
+    out: dict[str, dict[str, Any]] = {}
     if ref not in metrics:
         return out
     r = metrics[ref]
+    rv = violating_jobs(r)
     for name, m in metrics.items():
         if name == ref:
             continue
+        bv = violating_jobs(m)
+        ratio = bv / rv if rv >= min_jobs and bv >= min_jobs else None
         out[name] = {
-            k: (m[k] / r[k] if r[k] > 0 else (math.inf if m[k] > 0 else 1.0))
-            for k in ("slo_violation_rate", "cost", "cost_gpu_hours", "cost_per_met_job")
+            "violation_pp": 100.0 * (m["slo_violation_rate"] - r["slo_violation_rate"]),
+            "violating_jobs": bv,
+            "violating_jobs_ref": rv,
+            "violation_ratio": ratio,
+            "violation_ratio_text": f"{ratio:.2f}x" if ratio is not None else f"n/a ({bv} vs {rv} jobs)",
+            "cost_ratio": m["cost"] / r["cost"] if r["cost"] > 0 else None,
+            "cost_per_met_job_ratio": (
+                m["cost_per_met_job"] / r["cost_per_met_job"]
+                if math.isfinite(r.get("cost_per_met_job", math.inf))
+                and math.isfinite(m.get("cost_per_met_job", math.inf))
+                and r["cost_per_met_job"] > 0
+                else None
+            ),
         }
     return out
 
@@ -158,7 +182,7 @@ def summary(
     out: dict[str, Any] = {name: r.metrics for name, r in results.items()}
     _, _, slow = predict_jobs(jobs, ErrorModel.parse(cfg.prediction), cfg.seed)
     out["_clairvoyant_bound"] = clairvoyant(jobs, catalog.models, catalog.gpu_types, cfg.capacity, slow)
-    out["_ratios_to_prompttuner"] = ratios({n: r.metrics for n, r in results.items()})
+    out["_versus_prompttuner"] = versus({n: r.metrics for n, r in results.items()})
     meta = asdict(replace(cfg))
     meta["n_jobs"] = len(jobs)
     out["_workload"] = meta

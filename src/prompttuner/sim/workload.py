@@ -197,6 +197,28 @@ def read_azure_arrivals(path: Path) -> list[float]:
     return sorted(out)
 
 
+def trace_kind(path: Path) -> str:
+    """The arrival format of a trace file, from its header: ``itp`` (Microsoft ITP raw: job_id,
+    submission_time, ...) or ``azure`` (Azure LLM: TIMESTAMP, ...); a clear error for anything else
+    (an ElasticFlow-format trace, with deadlines and iterations, is replayed with --elasticflow-trace)."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    cols = {c.strip() for c in header}
+    if {"num_iteration", "deadline", "submission_time"} <= cols:
+        raise ValueError(
+            f"{path} is an ElasticFlow-format trace (iterations and deadlines); replay it with "
+            "--elasticflow-trace, or give a Microsoft ITP raw or an Azure LLM arrival trace"
+        )
+    if "submission_time" in cols:
+        return "itp"
+    if "TIMESTAMP" in cols:
+        return "azure"
+    raise ValueError(
+        f"cannot tell the arrival format of {path}: its header {sorted(cols)} has neither "
+        "'submission_time' (Microsoft ITP raw) nor 'TIMESTAMP' (Azure LLM)"
+    )
+
+
 def trace_arrivals(kind: str, trace: str | None) -> list[float]:
     if kind == "itp":
         path = Path(trace) if trace else shared_data() / "traces/microsoft-itp/raw/cluster04.csv"
