@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from prompttuner.sim.catalog import load_catalog
-from prompttuner.sim.runner import ratios, run_workload
+from prompttuner.sim.runner import run_workload, versus
 from prompttuner.sim.workload import WorkloadConfig
 
 VARIANTS = [
@@ -42,7 +42,7 @@ def main() -> None:
         cfg = replace(base, arrivals=kind)
         _, res = run_workload(cfg, cat, VARIANTS)
         metrics = {n: r.metrics for n, r in res.items()}
-        out["workloads"][kind] = {"metrics": metrics, "ratios_to_prompttuner": ratios(metrics)}  # type: ignore[index]
+        out["workloads"][kind] = {"metrics": metrics, "versus_prompttuner": versus(metrics)}  # type: ignore[index]
         for n in VARIANTS:
             m = metrics[n]
             print(

@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from prompttuner.sim.catalog import load_catalog
-from prompttuner.sim.runner import ratios, run_workload, summary, sweep, write_outputs
+from prompttuner.sim.runner import run_workload, summary, sweep, versus, write_outputs
 from prompttuner.sim.workload import WorkloadConfig
 
 POLICIES = ["prompttuner", "infless", "elasticflow", "edf", "reserved"]
@@ -64,7 +64,7 @@ def main() -> None:
             workloads[name] = {
                 "metrics": {p: s[p] for p in POLICIES},
                 "clairvoyant_bound": s["_clairvoyant_bound"],
-                "ratios_to_prompttuner": ratios({p: s[p] for p in POLICIES}),
+                "versus_prompttuner": versus({p: s[p] for p in POLICIES}),
             }
             print(
                 name,
