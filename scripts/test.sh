@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run every check CI runs: lint, types, the default test suite.
+# Set up (if needed) and run every check CI runs: lint, types, import contracts, the default test suite.
 #   bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +14,5 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy src/prompttuner
+.venv/bin/lint-imports  # the architecture: layers point down, no import cycles (contracts in pyproject.toml)
 .venv/bin/python -m pytest -q "$@"
