@@ -18,16 +18,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pg_support import DB_ENV, PgServer
+
 PG_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
-DB_ENV = "PROMPTTUNER_DB_URL"
 
 # The tests choose their databases themselves: a $PROMPTTUNER_DB_URL left in the shell (a real service's
 # database) must never be opened by a test that means its home folder's SQLite file.
@@ -55,39 +54,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("PostgreSQL tests SKIPPED", sep="!", red=True, bold=True)
         terminalreporter.line(_skipped_because[0], red=True, bold=True)
         terminalreporter.line("install Debian's postgresql package, or run bash scripts/test.sh as root")
-
-
-@dataclass(frozen=True)
-class PgServer:
-    url: str  # SQLAlchemy URL of the server's `postgres` database (superuser, psycopg 3)
-    dir: Path
-
-    def create_database(self) -> str:
-        """A new empty database; its SQLAlchemy URL."""
-        from psycopg import sql
-        from sqlalchemy import make_url
-
-        name = "pt_" + uuid.uuid4().hex[:12]
-        with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return make_url(self.url).set(database=name).render_as_string(hide_password=False)
-
-    def drop_database(self, url: str) -> None:
-        """Drop the database of ``url``, closing whatever connections a test left open to it."""
-        from psycopg import sql
-        from sqlalchemy import make_url
-
-        name = make_url(url).database
-        with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-    def admin(self, url: str | None = None) -> Any:
-        """A psycopg connection (autocommit) to the admin database or to ``url``'s."""
-        import psycopg
-        from sqlalchemy import make_url
-
-        u = make_url(url or self.url).set(drivername="postgresql")
-        return psycopg.connect(u.render_as_string(hide_password=False), autocommit=True)
 
 
 def _script(*args: str | Path, timeout: float) -> subprocess.CompletedProcess[str]:

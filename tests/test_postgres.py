@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
-from conftest import DB_ENV, PgServer
+from pg_support import DB_ENV, PgServer
 from prompttuner.state.models import Base, DataFile, EventRow, Job, Tenant
 from prompttuner.state.store import MIGRATIONS, Store, make_engine
 
