@@ -216,6 +216,15 @@ def test_numbers_and_fields_out_of_bounds_are_422(
     assert no_jobs(client)
 
 
+def test_integers_may_be_written_as_whole_floats_as_json_schema_allows(
+    svc: tuple[TestClient, Service],
+) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", json=job_body(max_steps=3.0, hyperparameters={"batch_size": 4.0}))
+    assert r.status_code == 201, r.text
+    assert r.json()["max_steps"] == 3 and r.json()["hyperparameters"]["batch_size"] == 4
+
+
 def test_predict_and_bank_bodies_are_bounded(svc: tuple[TestClient, Service]) -> None:
     client, _ = svc
     assert envelope(client.post("/v1/predict", json={"job": "job-x", "texts": []}), 422)["param"] == "texts"

@@ -98,7 +98,8 @@ def complete_openapi(schema: dict[str, Any], service: Service) -> None:
     """Declare what FastAPI leaves out, in place.
 
     Every operation answers 500 (an unexpected error, with the envelope) and, where FastAPI declared its
-    own 422 body, the envelope instead; the statuses its dependencies raise; and the service's models,
+    own 422 body, the envelope instead; one with a body also 400 (it cannot be parsed) and 413 (over the
+    body limit, ``middleware``); the statuses its dependencies raise; and the service's models,
     ``max_steps_limit`` and ``max_rows`` as bounds of a new job.
     """
     comps = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -123,7 +124,10 @@ def complete_openapi(schema: dict[str, Any], service: Service) -> None:
             v422 = json.dumps(resp.get("422", {}))
             if "HTTPValidationError" in v422:
                 resp["422"] = spec(422)
-            for status in sorted(dependency_statuses(route) | {500}):
+            implied = dependency_statuses(route) | {500}
+            if "requestBody" in op:  # a body that cannot be parsed (400) or is over the limit (413)
+                implied |= {400, 413}
+            for status in sorted(implied):
                 resp.setdefault(str(status), spec(status))
     text = json.dumps(schema.get("paths", {}))
     if "HTTPValidationError" not in text:

@@ -152,8 +152,8 @@ def _http_message(request: Request, e: StarletteHTTPException) -> str:
     if e.status_code == 405:
         return f"method {request.method} is not allowed on {request.url.path!r}"
     if e.status_code == 400:
-        cause = e.__context__.__cause__ if e.__context__ is not None else None
-        why = f" ({cause})" if cause is not None and str(cause) else ""
+        cause = e.__cause__ or (e.__context__.__cause__ or e.__context__ if e.__context__ else None)
+        why = f" ({cause})" if cause is not None and str(cause) and str(cause) != detail else ""
         return f"the request body cannot be parsed: {detail.rstrip('.')}{why}"
     return detail
 

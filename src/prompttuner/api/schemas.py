@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 # The patterns are matched with Python's re (regex_engine below), as a Python client and the checks in
 # job_creation read them.
@@ -40,6 +40,16 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pat
 LabelWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS, pattern=NONBLANK)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NONBLANK)]
 
+
+def _whole(v: object) -> object:
+    """2.0 is the integer 2, as JSON Schema has it (``true`` and ``"2"`` stay refused: types are strict)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
+
 # a time with a zone, RFC 3339 (what JSON Schema calls date-time): 2026-01-01T12:00:00Z
 # (matched whole, with fullmatch; ASCII digits only)
 DATE_TIME = re.compile(
@@ -51,13 +61,13 @@ DATE_TIME_NO_ZONE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
-    num_virtual_tokens: int = Field(8, ge=1, le=256, description="length of the soft prompt")
+    num_virtual_tokens: Int = Field(8, ge=1, le=256, description="length of the soft prompt")
     lr: float | None = Field(None, gt=0, le=10, description="learning rate; default: the engine's")
-    batch_size: int = Field(4, ge=1, le=256)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    eval_every: int = Field(5, ge=1, le=MAX_STEPS, description="steps between evaluations")
-    max_length: int = Field(64, ge=8, le=4096, description="tokens of a text")
-    max_eval: int = Field(64, ge=1, le=10_000, description="validation rows an evaluation uses")
+    batch_size: Int = Field(4, ge=1, le=256)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    eval_every: Int = Field(5, ge=1, le=MAX_STEPS, description="steps between evaluations")
+    max_length: Int = Field(64, ge=8, le=4096, description="tokens of a text")
+    max_eval: Int = Field(64, ge=1, le=10_000, description="validation rows an evaluation uses")
 
 
 class Row(BaseModel):
@@ -87,7 +97,7 @@ class JobCreate(BaseModel):
         description="distinct label words; default: the labels seen in the data",
     )
     target_accuracy: float | None = Field(None, gt=0, le=1)
-    max_steps: int = Field(100, ge=1, le=MAX_STEPS, description="the step budget")
+    max_steps: Int = Field(100, ge=1, le=MAX_STEPS, description="the step budget")
     deadline: (
         Annotated[float, Field(gt=0, le=MAX_EPOCH)]
         | Annotated[str, Field(max_length=40, json_schema_extra={"format": "date-time"})]
