@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import ApiError, raises
 from prompttuner.api.limits import (
     check_auth_allowed,
     check_request_rate,
@@ -52,6 +52,7 @@ def _key_from(authorization: str | None, x_api_key: str | None) -> str | None:
     return key or None
 
 
+@raises(401, 429)
 def current_principal(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -73,6 +74,7 @@ def current_principal(
     return Principal(row, tenant)
 
 
+@raises(403)
 def current_tenant(principal: Annotated[Principal, Depends(current_principal)]) -> Tenant:
     """The calling tenant (403 for the admin key: tenant routes need a tenant's key)."""
     if principal.tenant is None:
@@ -80,6 +82,7 @@ def current_tenant(principal: Annotated[Principal, Depends(current_principal)]) 
     return principal.tenant
 
 
+@raises(403)
 def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     """The operator (403 for a tenant's key)."""
     if not principal.admin:

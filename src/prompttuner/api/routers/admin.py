@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from prompttuner.api.deps import Admin, ServiceDep
-from prompttuner.api.errors import ApiError
+from prompttuner.api.errors import ApiError, responses
 from prompttuner.service import Service
 from prompttuner.state.models import ApiKey, Tenant
 from prompttuner.state.serial import iso_time
@@ -27,18 +27,18 @@ MAX_GRACE_S = 30 * 86400.0
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     label: str | None = Field(None, max_length=128, description="a note on the first key")
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     label: str | None = Field(None, max_length=128)
 
 
 class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     label: str | None = Field(None, max_length=128)
     grace_s: float = Field(0.0, ge=0, le=MAX_GRACE_S, description="the old keys keep working this long")
 
@@ -87,7 +87,7 @@ def list_tenants(service: ServiceDep, _admin: Admin) -> dict[str, Any]:
     return {"object": "list", "data": [tenant_json(service, t) for t in service.store.tenants()]}
 
 
-@router.post("/tenants", status_code=201)
+@router.post("/tenants", status_code=201, responses=responses(409))
 def create_tenant(service: ServiceDep, _admin: Admin, body: TenantCreate) -> dict[str, Any]:
     """Create a tenant with one key (its secret is in this answer only)."""
     try:
@@ -98,14 +98,14 @@ def create_tenant(service: ServiceDep, _admin: Admin, body: TenantCreate) -> dic
     return {**tenant_json(service, t), "key": key_json(key, secret=secret)}
 
 
-@router.get("/tenants/{tenant}/keys")
+@router.get("/tenants/{tenant}/keys", responses=responses(404))
 def list_keys(service: ServiceDep, _admin: Admin, tenant: str) -> dict[str, Any]:
     """The tenant's keys (by id or name), revoked ones included, oldest first."""
     t = _tenant(service, tenant)
     return {"object": "list", "data": [key_json(k) for k in service.store.keys(t.id)]}
 
 
-@router.post("/tenants/{tenant}/keys", status_code=201)
+@router.post("/tenants/{tenant}/keys", status_code=201, responses=responses(404))
 def create_key(
     service: ServiceDep, _admin: Admin, tenant: str, body: KeyCreate | None = None
 ) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def create_key(
     return key_json(row, secret=secret)
 
 
-@router.post("/tenants/{tenant}/keys/rotate", status_code=201)
+@router.post("/tenants/{tenant}/keys/rotate", status_code=201, responses=responses(404))
 def rotate_keys(
     service: ServiceDep, _admin: Admin, tenant: str, body: KeyRotate | None = None
 ) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def rotate_keys(
     return {**key_json(row, secret=secret), "replaced": [key_json(k) for k in ended]}
 
 
-@router.post("/keys/{key_id}/revoke")
+@router.post("/keys/{key_id}/revoke", responses=responses(404))
 def revoke_key(service: ServiceDep, _admin: Admin, key_id: str) -> dict[str, Any]:
     """Revoke a tenant's key now (admin keys: ``prompttuner admin-key --rotate``)."""
     k = service.store.get_key(key_id)
