@@ -241,3 +241,31 @@ def test_migrations_go_down_and_up_again_with_the_data(pg_url: str, tmp_path: Pa
     with again.session() as s:
         assert s.scalars(select(Tenant)).all() == []
     again.engine.dispose()
+
+
+def test_file_sizes_and_event_ids_are_64_bit(db_url: str, tmp_path: Path) -> None:
+    """A 3 GiB upload's size and an event id past 2**31 fit (32-bit INTEGER on PostgreSQL did not)."""
+    from prompttuner.core.types import Event
+    from prompttuner.state.models import DataFile, EventRow
+
+    store = Store(tmp_path / "home", db_url)
+    tenant, _ = store.create_tenant("big")
+    with store.session() as s:
+        s.add(
+            DataFile(
+                id="file-big",
+                tenant_id=tenant.id,
+                filename="x",
+                path="x",
+                bytes=3 << 30,
+                rows=1,
+                labels=["a"],
+                created_at=0.0,
+            )
+        )
+        s.add(EventRow(id=(1 << 31) + 5, time=0.0, kind="arrive", data={}))
+    store.add_events([Event(1.0, "arrive")])
+    with store.session() as s:
+        assert s.get(DataFile, "file-big").bytes == 3 << 30  # type: ignore[union-attr]
+        ids = sorted(e.id for e in s.query(EventRow).all())
+    assert len(ids) == 2 and (1 << 31) + 5 in ids  # stored and read back beside an ordinary event

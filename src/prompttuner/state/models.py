@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from prompttuner.core.slo import SLOOutcome, slo_outcome
@@ -64,7 +64,7 @@ class DataFile(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     filename: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(Text)  # under $PROMPTTUNER_HOME/files
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))  # 64-bit on both
     rows: Mapped[int] = mapped_column(Integer)
     labels: Mapped[list[str]] = mapped_column(JSON)  # distinct label words seen, sorted
     created_at: Mapped[float] = mapped_column(Float)
@@ -126,7 +126,11 @@ class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_job_time", "job_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # 64-bit on PostgreSQL; on SQLite an INTEGER primary key is the 64-bit rowid already (and only that
+    # spelling autoincrements there)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     time: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(32), index=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
