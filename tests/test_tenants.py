@@ -374,3 +374,19 @@ def test_database_data_and_key_files_are_private(tmp_path: Path) -> None:
         assert _mode(db) == 0o600 and _mode(home / "files") == 0o700
     finally:
         os.umask(old_umask)
+
+
+def test_tenant_names_are_checked_before_they_reach_the_database(db_url: str, tmp_path: Path) -> None:
+    """A name PostgreSQL's column cannot hold (or with odd characters) is refused with a clear error."""
+    from typer.testing import CliRunner
+
+    from prompttuner.cli import app
+    from prompttuner.state.store import Store
+
+    store = Store(tmp_path / "home", db_url)
+    for bad in ("x" * 200, "", "-lead", "white space", "ünï"):
+        with pytest.raises(ValueError, match="is not 1-128 letters"):
+            store.create_tenant(bad)
+    assert store.create_tenant("a" * 128)[0].name == "a" * 128
+    res = CliRunner().invoke(app, ["tenant", "y" * 200, "--home", str(tmp_path / "home"), "--db", db_url])
+    assert res.exit_code == 2 and "is not 1-128 letters" in " ".join(res.output.split())

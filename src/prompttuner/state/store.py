@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -201,7 +202,15 @@ class Store:
     # -- tenants and keys ----------------------------------------------------------------------------
 
     def create_tenant(self, name: str, label: str | None = None) -> tuple[Tenant, str]:
-        """Create a tenant with one API key; returns the tenant and the key (only its hash is stored)."""
+        """Create a tenant with one API key; returns the tenant and the key (only its hash is stored).
+
+        A name is 1-128 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit (the same
+        rule as the admin API's; a longer one would not fit the column on PostgreSQL)."""
+        if not TENANT_NAME.fullmatch(name):
+            raise ValueError(
+                f"tenant name {name[:40]!r}{'...' if len(name) > 40 else ''} is not 1-128 letters, digits, "
+                "'.', '_' or '-' starting with a letter or digit"
+            )
         now = time.time()
         tenant = Tenant(id="tn-" + secrets.token_hex(6), name=name, created_at=now)
         key, row = _new_key("tenant", tenant.id, label, now)
@@ -367,6 +376,9 @@ class Store:
 
 LAST_USED_EVERY_S = 60.0
 KEY_PREFIXES = {"tenant": "pt-", "admin": "pta-"}
+
+
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def hash_key(key: str) -> str:
