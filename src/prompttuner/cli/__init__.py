@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from prompttuner import __version__
-from prompttuner.cli import bank, serve, simulate, tune
+from prompttuner.cli import bank, serve, simulate, tenants, tune
 from prompttuner.cli.common import JSON_OPTION, console, emit_json
 
 app = typer.Typer(
@@ -36,7 +36,7 @@ def version(json_out: bool = JSON_OPTION) -> None:
         console.print(f"prompttuner {__version__}")
 
 
-for _module in (tune, bank, simulate, serve):
+for _module in (tune, bank, simulate, serve, tenants):
     _module.register(app)
 
 

@@ -5,6 +5,7 @@ that show its jobs and its worker pool.
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,22 @@ def cluster_line(c: dict[str, Any]) -> str:
         f"GPU-seconds held {c['gpu_seconds_held']:.1f}, busy {c['gpu_seconds_busy']:.1f}, "
         f"utilisation {c['utilisation']:.0%}"
     )
+
+
+def home_dir(home: Path | None) -> Path:
+    """``--home`` if given, else ``$PROMPTTUNER_HOME`` (default ``~/.prompttuner``); created if missing."""
+    from prompttuner import config
+
+    if home is None:
+        return config.home()
+    p = home.expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise ValueError(f"duration {text!r}: use a number of seconds or 30s, 15m, 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
