@@ -108,7 +108,7 @@ def simulate(
         cfg.capacity,
         true_work=true,
         slowdown=slow,
-        estimates=estimates,
+        estimates=estimates if cfg.refresh else None,
         progress=progress,
     )
     res = sim.run()

@@ -69,6 +69,7 @@ class WorkloadConfig:
     # what the policies know of each job's work and step time: "measured" (the predictor's measured
     # error, see sim/prediction.py), "oracle" (the truth; an ablation) or "lognormal:SIGMA"
     prediction: str = "oracle"
+    refresh: bool = True  # the estimate is refreshed from each job's progress (off: the ablation)
 
 
 @dataclass(frozen=True)
