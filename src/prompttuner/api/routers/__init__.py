@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from prompttuner.api.routers import admin, bank, cluster, files, jobs, ops, predict
+from prompttuner.api.routers import admin, bank, cluster, dashboard, files, jobs, ops, predict
 
-ROUTERS = (files.router, jobs.router, predict.router, bank.router, cluster.router, ops.router, admin.router)
+ROUTERS = (
+    files.router,
+    jobs.router,
+    predict.router,
+    bank.router,
+    cluster.router,
+    ops.router,
+    admin.router,
+    dashboard.router,
+)
 
 __all__ = ["ROUTERS"]
