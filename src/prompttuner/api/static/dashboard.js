@@ -505,15 +505,18 @@
       if (!text) return;
       const l = el("div", { class: "vlabel " + cls, text });
       l.style.left = at(t);
-      // a second label close to the first goes one line up
-      if (labels.some((x) => Math.abs(x - f(t)) < 0.2)) l.classList.add("up");
+      // a label near an edge stays inside; a second label close to the first goes one line up
+      if (f(t) > 0.8) l.classList.add("end");
+      else if (f(t) < 0.15) l.classList.add("start");
+      if (labels.some((x) => Math.abs(x - f(t)) < 0.25)) l.classList.add("up");
       labels.push(f(t));
       kids.push(l);
     };
     if (qf) vline(qf, "quote", "quoted finish " + clock(qf));
     if (deadlineOnScale) vline(j.deadline, "deadline", "deadline " + clock(j.deadline));
     else if (finite(j.deadline)) {
-      const l = el("div", { class: "vlabel deadline offscale", text: "deadline " + clock(j.deadline) + " →" });
+      // far beyond the job's activity: named at the right edge, a line above the other labels
+      const l = el("div", { class: "vlabel deadline offscale up", text: "deadline " + clock(j.deadline) + " →" });
       kids.push(l);
     }
     if (!TERMINAL.has(j.status)) vline(now, "now", null);
