@@ -47,19 +47,22 @@ def _kinds(client: Any, jid: str) -> list[str]:
     return [e["kind"] for e in client.get(f"/v1/jobs/{jid}/events").json()["data"]]
 
 
-def test_data_parallel_rounds_and_shrinking_match_single_worker_steps(tmp_path: Path) -> None:
+def test_data_parallel_rounds_and_shrinking_match_single_worker_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")  # slow enough that the job outlives the policy's change
     service = make_service(tmp_path / "home")
     policy = GreedyPolicy(per_job=2)
     service.policy = service.controller.policy = policy
     with TestClient(create_app(service)) as client:
         client.headers["Authorization"] = f"Bearer {service.default_key}"
         wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny") == 2)
-        job = client.post("/v1/jobs", json=job_body(max_steps=30)).json()
+        job = client.post("/v1/jobs", json=job_body(max_steps=60)).json()
         jid = job["id"]
         wait_for(lambda: client.get(f"/v1/jobs/{jid}").json()["progress"]["steps_done"] >= 3)
         policy.per_job = 1  # the policy shrinks the job to one worker: it goes on at a step boundary
         done = wait_done(client, jid)
-        assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 30
+        assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 60
         events = client.get(f"/v1/jobs/{jid}/events").json()["data"]
         allocs = [(e["data"]["workers"], e["data"]["previous"]) for e in events if e["kind"] == "allocate"]
         assert len(allocs[0][0]) == 2, allocs
@@ -67,7 +70,7 @@ def test_data_parallel_rounds_and_shrinking_match_single_worker_steps(tmp_path: 
         replicas = [e["data"]["replicas"] for e in events if e["kind"] == "progress"]
         assert 2 in replicas and replicas[-1] == 1
         w = _prompt_w(client.get(f"/v1/jobs/{jid}/prompt").content)
-        assert w == pytest.approx(expected_w(_payload(client, job, service), 30), rel=1e-12)
+        assert w == pytest.approx(expected_w(_payload(client, job, service), 60), rel=1e-12)
 
 
 def test_worker_killed_mid_job_resumes_from_checkpoint(
