@@ -360,14 +360,19 @@ class Controller(Dispatch, Recovery, StatusView):
         h = self.load_health.get(p.model)
         start_at = h.retry_at if h is not None and h.retry_at > now else None
         made = []
+        rt = self.jobs.get(p.job_id) if p.job_id is not None else None
+        before = list(rt.workers) if rt is not None else []
         for _ in range(p.count):
             wid = f"{self._prefix}{next(self._wid)}"
             why = "policy" if p.job_id is None else f"for {p.job_id}"
             rec = self._start_worker(wid, p.model, why, now, start_at)
-            if p.job_id is not None:
-                rec.job_id = p.job_id
-                self.jobs[p.job_id].workers.append(wid)
+            if rt is not None:
+                rec.job_id = rt.job_id
+                rt.workers.append(wid)
             made.append(wid)
+        if rt is not None and made:  # the new workers join the job's allocation as they are asked for
+            data = {"workers": list(rt.workers), "previous": before, "provisioned": made}
+            self._emit(Event(now, "allocate", rt.job_id, data=data))
         return tuple(made)
 
     def touched(self, job_ids: tuple[str, ...]) -> None:
