@@ -138,22 +138,6 @@ def test_prompttuner_beats_the_serverless_baselines_on_this_workload(small_resul
     assert all(r["tightest_deadline"] is None or r["tightest_deadline"] > r["deadline"] for r in declined)
 
 
-def test_elasticflow_waits_for_slot_boundaries_and_declines_a_slot_together() -> None:
-    m = CAT.model("llama-3.1-8b")
-    ok = JobSpec("ok", m.name, 10.0, SLO(5000.0), 200)
-    bad = JobSpec("bad", m.name, 20.0, SLO(60.0), 20_000)  # impossible
-    pol = make_policy("elasticflow", slot_s=60.0)
-    sim = Simulator(pol, [ok, bad], CAT.models, CAT.gpu_types, {"a100": 16})
-    res = sim.run()
-    rows = {r["job_id"]: r for r in res.jobs}
-    assert rows["ok"]["phase"] == "declined" and rows["bad"]["phase"] == "declined"
-    alone = Simulator(
-        make_policy("elasticflow", slot_s=60.0), [ok], CAT.models, CAT.gpu_types, {"a100": 16}
-    ).run()
-    row = alone.jobs[0]
-    assert row["met_slo"] and row["start"] >= 60.0  # admitted at the first boundary, then a cold start
-
-
 def test_ablation_switches_change_behaviour(small_results) -> None:
     jobs, results = small_results
     _, abl = run_workload(SMALL, CAT, ["prompttuner-no-warm-pool"], jobs=jobs)

@@ -1,27 +1,45 @@
 """ElasticFlow (ASPLOS'23) applied to prompt-tuning jobs, as ``design/baselines.md`` describes it.
 
 Serverless and slotted: decisions happen at scheduling-slot boundaries (events inside a slot wait for
-it).  At each boundary, all admitted jobs and the slot's arrivals are planned in deadline order on a
-timeline of free GPUs with the *minimum satisfactory share*: the smallest legal (power-of-two) replica
-count q such that giving the job min(q, free) in every slot from its deadline backwards covers its
-remaining steps.  If any arrival of the slot cannot be planned to its deadline, all of that slot's
-arrivals are declined (admission control).  Each job then runs at its plan's size for the current slot,
-and leftover GPUs are handed out one power-of-two step at a time (work conserving).
+it).  At each boundary:
 
-In the prompt-tuning world it has no warm pool: every GPU added to a job is a fresh worker that pays a
-cold start (instance start plus loading the base LLM), workers are released as soon as no job holds them,
-and every rescale is a checkpoint-restart (:meth:`rescale_overhead_s`).
+1. **Plans.**  The admitted jobs are planned in deadline order (EDF) with their *minimum satisfactory
+   share* (:func:`~prompttuner.scheduler.elasticflow_plan.min_share`): the smallest power-of-two replica
+   count q such that ``min(q, free)`` in the slots before the deadline, filled from the deadline
+   backwards, finishes in time, counting what the runtime will charge: the restart pause of every change
+   of the job's replicas (:meth:`rescale_overhead_s`), the cold start of every replica it adds (not only
+   the first), replicas still provisioning and a pause under way.  A job no share can save is planned
+   past its deadline after all the others, so it takes nothing a feasible job needs.
+2. **Admission, per job** (the default, ``admission="job"``; the paper's promise).  Each arrival of the
+   slot, in deadline order, is inserted at its EDF place against the plans of the admitted jobs; it is
+   admitted when its plan meets its deadline and every admitted job keeps a feasible plan, else it alone
+   is declined; the quote is its plan's finish.  ``admission="slot"`` is the released code's rule: if
+   any arrival of the slot cannot meet its deadline, all of them are declined.
+3. **Leftover GPUs** (work conserving).  A job the plan shrinks first keeps what it holds, when that is
+   free and does not delay its planned finish (a job started early is not stopped and cold-started
+   again).  Then the paper's diminishing-returns greedy: the bump to the next power of two with the
+   fewest extra GPU-seconds per extra GPU goes first (a job with no replica first); a bump counts its
+   cold start and restart, must shorten the job's finish if it kept the size, and must not delay its
+   planned finish if the next slot goes back to the plan.  (The released code sorts the other way, and
+   the trace replay, ``efsim``, follows it; here every bump pays a cold start and a restart, so buying
+   the most time per GPU is what keeps the promises.)
 
-Interpretations (documented in benchmarks/results/sim_headline.md): the leftover hand-out follows the
-paper's diminishing-returns greedy (the bump that costs the fewest extra GPU-seconds per extra GPU goes
-first; ElasticFlow's released code sorts the other way, which the trace-replay compatibility mode
-follows); the plan subtracts the cold start from the first slot of a job that has no ready replica; the
-cluster is treated as homogeneous (the GPU type with the most capacity).
+The serverless runtime has no warm pool: every added replica is a fresh worker with a cold start, idle
+workers are released at once, every rescale is a checkpoint-restart.  ``warm_runtime=True`` (registered
+as ``elasticflow-warm``) runs the same policy on PromptTuner's warm runtime with a platform keep-alive:
+idle workers stay warm for ``keep_alive_s`` and are reused before fresh ones are provisioned, and a
+rescale costs the warm move (:meth:`Policy.rescale_overhead_s`), separating what the system costs
+ElasticFlow from what its policy costs.  ``count_overheads=False`` keeps the old planner (only a job's
+first cold start counted).  The cluster is treated as homogeneous (the GPU type with the most
+capacity).  :func:`~prompttuner.scheduler.elasticflow_plan.infeasible_alone` names the jobs no slotted,
+cold-starting system could meet.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import dataclass, replace
 
 from prompttuner.core.types import (
     Admission,
@@ -32,223 +50,450 @@ from prompttuner.core.types import (
     Provision,
     Quote,
     WorkerState,
+    WorkerView,
 )
 from prompttuner.scheduler.base import Policy, register
-from prompttuner.scheduler.common import Index, keep_warm_floor
+from prompttuner.scheduler.common import Index, keep_warm_floor, rates
+from prompttuner.scheduler.elasticflow_plan import (
+    RESTART_S,
+    TOL,
+    JobStart,
+    Overheads,
+    Plan,
+    Run,
+    Timeline,
+    best_effort,
+    checkpoint_restart_s,
+    infeasible_alone,
+    job_start,
+    legal_floor,
+    legal_sizes,
+    min_share,
+    run_sizes,
+)
 
+__all__ = ["ElasticFlowPolicy", "ElasticFlowWarmPolicy", "infeasible_alone", "legal_floor", "legal_sizes"]
 
-def legal_sizes(prof: ModelProfile) -> list[int]:
-    out = []
-    n = 1
-    while n <= prof.max_replicas:
-        out.append(n)
-        n *= 2
-    return out
-
-
-def legal_floor(n: int) -> int:
-    """Largest power of two <= n (0 for n < 1)."""
-    return 0 if n < 1 else 1 << (n.bit_length() - 1)
+KEEP_ALIVE_S = 600.0  # a platform keep-alive of ten minutes (the warm variant)
+MIN_STEPS = 1.0  # a running job whose estimate is used up still needs its replicas
 
 
 @register("elasticflow")
 class ElasticFlowPolicy(Policy):
-    def __init__(self, slot_s: float = 60.0, restart_s: float = 10.0, horizon_slots: int = 2000) -> None:
-        self.slot = slot_s
-        self.restart_s = restart_s
-        self.horizon = horizon_slots
+    def __init__(
+        self,
+        slot_s: float = 60.0,
+        restart_s: float = RESTART_S,
+        admission: str = "job",
+        count_overheads: bool = True,
+        warm_runtime: bool = False,
+        keep_alive_s: float = KEEP_ALIVE_S,
+    ) -> None:
+        if admission not in ("job", "slot"):
+            raise ValueError(f"admission must be 'job' or 'slot', not {admission!r}")
+        self.slot, self.restart_s, self.admission = slot_s, restart_s, admission
+        self.count_overheads, self.warm, self.keep_alive_s = count_overheads, warm_runtime, keep_alive_s
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
-        """Checkpoint-restart: ElasticFlow's base and per-size scaling overhead plus a process restart."""
+        """Checkpoint-restart (ElasticFlow's scaling overhead plus a process restart); on the warm runtime
+        the warm move of the base class."""
+        if self.warm:
+            return super().rescale_overhead_s(profile, gpu_type, old_n, new_n)
         if old_n == new_n:
             return 0.0
-        n = max(1, new_n * profile.gpus_per_replica)
-        return 2.0 + 2.0 * (math.log2(n) + 1) + self.restart_s
+        return checkpoint_restart_s(profile, new_n, self.restart_s)
 
-    # ------------------------------------------------------------------ planning on a slot timeline
-    def _plan(
-        self,
-        prof: ModelProfile,
-        gpu: str,
-        steps: float,
-        deadline: float,
-        start: float,
-        free: list[int],
-        first_slot_loss: float,
-    ) -> tuple[list[int], float] | None:
-        """Minimum satisfactory share: per-slot replica counts and the finish, or None if infeasible."""
-        g = prof.gpus_per_replica
-        last = min(len(free), int(math.ceil((deadline - start) / self.slot)))
-        if last <= 0:
-            return None
-        for q in legal_sizes(prof):
-            alloc = [0] * last
-            left = steps
-            for s in range(last - 1, -1, -1):
-                n = legal_floor(min(q, free[s] // g))
-                if n <= 0:
-                    continue
-                t0 = start + s * self.slot
-                span = min(self.slot, deadline - t0) - (first_slot_loss if s == 0 else 0.0)
-                if span <= 0:
-                    continue
-                alloc[s] = n
-                left -= prof.throughput(gpu, n) * span
-                if left <= 1e-9:
-                    # finish: this slot end minus the unused part (the plan is filled backwards)
-                    return alloc, self._finish(prof, gpu, steps, start, alloc, first_slot_loss)
-        return None
-
-    def _finish(
-        self, prof: ModelProfile, gpu: str, steps: float, start: float, alloc: list[int], loss: float
-    ) -> float:
-        left = steps
-        for s, n in enumerate(alloc):
-            if n <= 0:
-                continue
-            span = self.slot - (loss if s == 0 else 0.0)
-            r = prof.throughput(gpu, n)
-            if r * span >= left:
-                return start + s * self.slot + (loss if s == 0 else 0.0) + left / r
-            left -= r * span
-        return math.inf
-
-    def _best_effort(
-        self, prof: ModelProfile, gpu: str, steps: float, start: float, free: list[int], loss: float
-    ) -> list[int]:
-        """Planned past the deadline: the largest legal size that fits, slot after slot."""
-        g = prof.gpus_per_replica
-        alloc = [0] * len(free)
-        left = steps
-        for s in range(len(free)):
-            n = legal_floor(min(prof.max_replicas, free[s] // g))
-            if n <= 0:
-                continue
-            alloc[s] = n
-            left -= prof.throughput(gpu, n) * (self.slot - (loss if s == 0 else 0.0))
-            if left <= 0:
-                break
-        return alloc
+    def expired(self, w: WorkerView, now: float) -> bool:
+        """An idle worker the runtime lets go (serverless: at once; warm: after the keep-alive)."""
+        since = w.idle_since if w.idle_since is not None else now
+        return not self.warm or now - since >= self.keep_alive_s - 1e-9
 
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         now = snapshot.now
         ix = Index.build(snapshot)
-        release = [w.worker_id for lst in ix.idle.values() for w in lst]  # no warm pool
         boundary = math.ceil(now / self.slot - 1e-9) * self.slot
         if now < boundary - 1e-6:  # inside a slot: events wait for the boundary
-            has_work = bool(ix.active)
-            return keep_warm_floor(
-                snapshot, Decisions(release=tuple(release), wake_at=boundary if has_work else None)
+            idle = sorted(
+                (w for lst in ix.idle.values() for w in lst),
+                key=lambda w: (w.idle_since if w.idle_since is not None else now, w.worker_id),
             )
-        gpu = max(snapshot.capacity, key=lambda t: snapshot.capacity[t])
-        total = snapshot.capacity[gpu]
-        admitted = [j for j in ix.active if j.admitted and j.job_id not in ix.new and j.steps_left > 0]
-        new = [j for j in ix.active if j.job_id in ix.new]
+            release = [w.worker_id for w in idle if self.expired(w, now)]
+            d = keep_warm_floor(snapshot, Decisions(release=tuple(release)))
+            wake = boundary if ix.active else None
+            return replace(d, wake_at=self._wake(snapshot, d, wake))
+        return _Round(self, snapshot, ix).decide()
 
-        def plan_all(jobs: list[JobView], strict_new: bool) -> tuple[dict[str, list[int]], bool]:
-            free = [total] * self.horizon
-            plans: dict[str, list[int]] = {}
-            for j in sorted(jobs, key=lambda j: (j.deadline, j.job_id)):
-                prof = snapshot.models[j.spec.model]
-                ready = [w for w in ix.by_job.get(j.job_id, []) if w.state != WorkerState.PROVISIONING]
-                loss = 0.0 if ready else prof.cold_start_s[gpu]
-                p = self._plan(prof, gpu, j.steps_left, j.deadline, now, free, loss)
-                if p is None:
-                    if strict_new and j.job_id in ix.new:
-                        return plans, False
-                    alloc = self._best_effort(prof, gpu, j.steps_left, now, free, loss)
-                else:
-                    alloc = p[0]
-                g = prof.gpus_per_replica
-                for s, n in enumerate(alloc):
-                    free[s] -= n * g
-                plans[j.job_id] = alloc
-            return plans, True
+    def _wake(self, snap: ClusterSnapshot, d: Decisions, wake: float | None) -> float | None:
+        """``wake`` or, on the warm runtime, the next keep-alive expiry of an idle worker if sooner."""
+        if not self.warm:
+            return wake
+        gone = set(d.release)
+        taken = {w for ws in d.allocations.values() for w in ws}
+        for w in snap.workers:
+            if w.state == WorkerState.IDLE and w.job_id is None and w.worker_id not in gone | taken:
+                t = (w.idle_since if w.idle_since is not None else snap.now) + self.keep_alive_s
+                if t > snap.now + 1e-9 and (wake is None or t < wake):
+                    wake = t
+        return wake
 
-        plans, ok = plan_all(admitted + new, strict_new=True)
-        accepted = ok
-        if not ok:
-            plans, _ = plan_all(admitted, strict_new=False)
-        admissions: list[Admission] = []
-        for j in new:
-            if accepted:
-                prof = snapshot.models[j.spec.model]
-                f = self._finish(prof, gpu, j.steps_left, now, plans[j.job_id], prof.cold_start_s[gpu])
-                admissions.append(Admission(j.job_id, True, "", Quote(f, 0.0, 0, True)))
+
+@register("elasticflow-warm")
+class ElasticFlowWarmPolicy(ElasticFlowPolicy):
+    """ElasticFlow's policy on PromptTuner's warm runtime, with a platform keep-alive (system vs policy)."""
+
+    def __init__(self, keep_alive_s: float = KEEP_ALIVE_S, **kwargs: object) -> None:
+        kwargs.setdefault("warm_runtime", True)
+        super().__init__(keep_alive_s=keep_alive_s, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Entry:
+    job: JobView
+    plan: Plan
+    level: int = 0  # how far the plan had to relax (see _Round.plan)
+
+
+class _Round:
+    """One decision at a slot boundary."""
+
+    def __init__(self, p: ElasticFlowPolicy, snap: ClusterSnapshot, ix: Index) -> None:
+        self.p, self.snap, self.ix, self.now = p, snap, ix, snap.now
+        self.gpu = max(snap.capacity, key=lambda t: snap.capacity[t])
+        self.warm0: dict[str, int] = {}
+        self.starts: dict[str, JobStart] = {}
+        # GPUs this decision cannot use: free workers still provisioning (the warm floor's) and, on the
+        # serverless runtime, the idle workers the warm floor keeps
+        unusable = 0
+        for w in snap.workers:
+            if w.gpu_type == self.gpu and w.job_id is None and w.state == WorkerState.PROVISIONING:
+                unusable += ix.gpus(w.model) if w.model else 1
+        for (model, gtype), lst in ix.idle.items():
+            if gtype != self.gpu:
+                continue
+            if p.warm:
+                self.warm0[model] = len(lst)
             else:
-                admissions.append(
-                    Admission(
-                        j.job_id,
-                        False,
-                        "admission control: some arrival of this slot cannot meet its deadline",
-                    )
-                )
-        running = admitted + (new if accepted else [])
-        size = {j.job_id: (plans.get(j.job_id) or [0])[0] for j in running}
-        # hand out leftover GPUs: cheapest extra GPU-seconds per extra GPU first (paper's greedy)
-        used = sum(size[j.job_id] * snapshot.models[j.spec.model].gpus_per_replica for j in running)
-        left = total - used
+                unusable += min(len(lst), snap.min_warm.get(model, 0)) * ix.gpus(model)
+        self.cap = max(0, snap.capacity[self.gpu] - unusable)
+
+    # ------------------------------------------------------------------ the model of one job
+    def prof(self, j: JobView) -> ModelProfile:
+        return self.snap.models[j.spec.model]
+
+    @staticmethod
+    def levels(entries: list[_Entry]) -> dict[str, int]:
+        return {e.job.job_id: e.level for e in entries}
+
+    def steps(self, j: JobView) -> float:
+        """Steps left, counting only completed steps (what a restart resumes from, and what the live
+        runtime reports)."""
+        return max(j.spec.work_steps - math.floor(j.steps_done + 1e-9), MIN_STEPS)
+
+    def start(self, j: JobView) -> JobStart:
+        s = self.starts.get(j.job_id)
+        if s is None:
+            prof, gpu = self.prof(j), self.gpu
+            s = job_start(
+                self.ix.by_job.get(j.job_id, []), self.now, self.p.slot,
+                lambda a, b: self.p.rescale_overhead_s(prof, gpu, a, b),
+            )  # fmt: skip
+            self.starts[j.job_id] = s
+        return s
+
+    def oh(self, j: JobView, warm: int) -> Overheads:
+        prof = self.prof(j)
+        gpu = self.gpu
+
+        def pause(a: int, b: int) -> float:
+            return self.p.rescale_overhead_s(prof, gpu, a, b)
+
+        return Overheads(prof.cold_start_s[gpu], pause, warm if self.p.warm else 0, self.p.count_overheads)
+
+    def plan(
+        self, j: JobView, free: Timeline, warm: dict[str, int], most: int = 2
+    ) -> tuple[Plan, int] | None:
+        """The minimum satisfactory share and how far it had to relax (at most ``most``) for its count:
+        0, it finishes a step (on one replica) before the deadline; 1, by the deadline; 2, by the
+        deadline once the step under way is done.
+
+        The policy counts only completed steps, so its estimate of a running job's work is up to one step
+        high: an arrival gets the slack of level 0, and the admission of others may not relax an admitted
+        job's plan further than its own re-plan had to.  Only past level 2 is a job planned past its
+        deadline.
+        """
+        oh = self.oh(j, warm.get(j.spec.model, 0))
+        prof = self.prof(j)
+        steps = self.steps(j)
+        goals = [(steps, prof.step_time(self.gpu, 1))]
+        if j.job_id not in self.ix.new and most >= 1:
+            goals.append((steps, 0.0))
+        args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh)
+        got = min_share(prof, self.gpu, goals, *args)
+        if got is None and most >= 2 and self.start(j).ready > 0 and steps > MIN_STEPS:
+            got = min_share(prof, self.gpu, [(steps - 1, 0.0)], *args)
+            return (got[0], 2) if got is not None else None
+        return got
+
+    def late(self, j: JobView, free: Timeline, warm: dict[str, int]) -> Plan:
+        oh = self.oh(j, warm.get(j.spec.model, 0))
+        return best_effort(
+            self.prof(j), self.gpu, self.steps(j), self.now, self.p.slot, free, self.start(j), oh
+        )
+
+    def take(self, e: _Entry, free: Timeline, warm: dict[str, int]) -> None:
+        free.take(e.plan.sizes, self.prof(e.job).gpus_per_replica)
+        if e.plan.warm_used:
+            warm[e.job.spec.model] = warm.get(e.job.spec.model, 0) - e.plan.warm_used
+
+    def prefix(self, entries: list[_Entry], k: int) -> tuple[Timeline, dict[str, int]]:
+        free, warm = Timeline(self.cap), dict(self.warm0)
+        for e in entries[:k]:
+            self.take(e, free, warm)
+        return free, warm
+
+    def replan(
+        self,
+        jobs: list[JobView],
+        free: Timeline,
+        warm: dict[str, int],
+        stop_on: set[str],
+        most: dict[str, int] | None = None,
+    ) -> tuple[list[_Entry], list[JobView], str | None]:
+        """Plan ``jobs`` in order on ``free``, each relaxed at most ``most[job]``; (feasible entries,
+        infeasible jobs, first of ``stop_on`` that failed, which ends the pass)."""
+        out: list[_Entry] = []
+        bad: list[JobView] = []
+        for j in jobs:
+            got = self.plan(j, free, warm, (most or {}).get(j.job_id, 2))
+            if got is None:
+                if j.job_id in stop_on:
+                    return out, bad, j.job_id
+                bad.append(j)
+                continue
+            e = _Entry(j, *got)
+            self.take(e, free, warm)
+            out.append(e)
+        return out, bad, None
+
+    # ------------------------------------------------------------------ the decision
+    def decide(self) -> Decisions:
+        ix = self.ix
+
+        def key(j: JobView) -> tuple[float, str]:
+            return (j.deadline, j.job_id)
+
+        admitted = sorted((j for j in ix.active if j.admitted and j.job_id not in ix.new), key=key)
+        new = sorted((j for j in ix.active if j.job_id in ix.new), key=key)
+        feasible, late, _ = self.replan(admitted, Timeline(self.cap), dict(self.warm0), set())
+        feasible, late, pinned = self.repair(feasible, late)
+        admissions: list[Admission] = []
+        if new and self.p.admission == "slot":
+            front = [e.job for e in feasible[:pinned]]
+            others = sorted([j for j in admitted if j not in front] + new, key=key)
+            trial, trial_late, failed = self.replan(
+                front + others,
+                Timeline(self.cap),
+                dict(self.warm0),
+                {j.job_id for j in new},
+                self.levels(feasible),
+            )
+            if failed is None:
+                feasible, late = trial, trial_late
+                admissions = [self._admit(e) for e in trial if e.job.job_id in ix.new]
+            else:
+                why = f"arrival {failed} of this slot cannot meet its deadline"
+                admissions = [self._decline(j, feasible, why) for j in new]
+        for j in new if self.p.admission == "job" else ():
+            keys = [key(e.job) for e in feasible[pinned:]]
+            k = pinned + bisect.bisect_left(keys, key(j))
+            free, warm = self.prefix(feasible, k)
+            got = self.plan(j, free, warm)
+            if got is None:
+                admissions.append(self._decline(j, feasible, "cannot meet its deadline"))
+                continue
+            e = _Entry(j, *got)
+            self.take(e, free, warm)
+            rest = [x.job for x in feasible[k:]]
+            tail, _, failed = self.replan(rest, free, warm, {x.job_id for x in rest}, self.levels(feasible))
+            if failed is not None:
+                admissions.append(self._decline(j, feasible, f"admitting it would make {failed} miss"))
+                continue
+            feasible = feasible[:k] + [e] + tail
+            admissions.append(self._admit(e))
+        free, warm = self.prefix(feasible, len(feasible))
+        entries = list(feasible)
+        for j in sorted(late, key=key):
+            e = _Entry(j, self.late(j, free, warm))
+            self.take(e, free, warm)
+            entries.append(e)
+        return self._apply(entries, warm, tuple(admissions))
+
+    def repair(self, feasible: list[_Entry], late: list[JobView]) -> tuple[list[_Entry], list[JobView], int]:
+        """Re-planning in EDF order can leave an admitted job without a share (a job ahead of it that got
+        ahead of its plan now takes a smaller share over more slots).  Such a job, if it could still make
+        it alone, goes to the front of the order when everybody else keeps a share there; (plans, jobs
+        still late, how many jobs lead the order)."""
+        pinned = 0
+        for j in list(late):
+            if j.deadline <= self.now or self.plan(j, Timeline(self.cap), dict(self.warm0)) is None:
+                continue
+            order = [e.job for e in feasible[:pinned]] + [j] + [e.job for e in feasible[pinned:]]
+            ids = {x.job_id for x in order}
+            trial, _, failed = self.replan(order, Timeline(self.cap), dict(self.warm0), ids)
+            if failed is None:
+                feasible, pinned = trial, pinned + 1
+                late.remove(j)
+        return feasible, late, pinned
+
+    def _quote(self, j: JobView, plan: Plan, ok: bool) -> Quote:
+        price = self.snap.gpu_types[self.gpu].price_per_hour
+        peak = max(plan.sizes, default=0) * self.prof(j).gpus_per_replica
+        tight = None if ok or not math.isfinite(plan.finish) else plan.finish
+        return Quote(plan.finish, plan.gpu_s / 3600 * price, peak, ok, tight)
+
+    def _admit(self, e: _Entry) -> Admission:
+        return Admission(e.job.job_id, True, "", self._quote(e.job, e.plan, True))
+
+    def _decline(self, j: JobView, feasible: list[_Entry], why: str) -> Admission:
+        free, warm = self.prefix(feasible, len(feasible))
+        quote = self._quote(j, self.late(j, free, warm), False)
+        return Admission(j.job_id, False, f"admission control: {why}", quote)
+
+    # ------------------------------------------------------------------ leftover GPUs and workers
+    def _run(self, e: _Entry, sizes: tuple[int, ...], warm: int) -> Run:
+        prof, steps = self.prof(e.job), self.steps(e.job)
+        oh = self.oh(e.job, warm)
+        args = (prof.gpus_per_replica, steps, self.now, self.p.slot, sizes, self.start(e.job), oh)
+        return run_sizes(rates(prof, self.gpu), *args)
+
+    def _safe(self, e: _Entry, n: int, warm: int) -> bool:
+        """Holding ``n`` replicas this slot, then the plan, does not delay the planned finish."""
+        if not math.isfinite(e.plan.finish):
+            return True
+        return self._run(e, (n,) + e.plan.sizes[1:], warm).finish <= e.plan.finish + TOL
+
+    def _hold(self, e: _Entry, n: int, warm: int) -> Run:
+        """The job holding ``n`` replicas from now on."""
+        slots = int(self.steps(e.job) * self.prof(e.job).step_time(self.gpu, n) / self.p.slot) + 4
+        return self._run(e, (n,) * slots, warm)
+
+    def _apply(
+        self, entries: list[_Entry], warm: dict[str, int], admissions: tuple[Admission, ...]
+    ) -> Decisions:
+        size = {e.job.job_id: (e.plan.sizes[0] if e.plan.sizes else 0) for e in entries}
+        claim = {e.job.job_id: e.plan.warm_used for e in entries}
+        held = {e.job.job_id: self.start(e.job).held for e in entries}
+        g = {e.job.job_id: self.prof(e.job).gpus_per_replica for e in entries}
+        left = self.cap - sum(size[k] * g[k] for k in size)
+        for e in entries:  # keep what a job holds when the plan shrinks it and nobody needs it
+            jid = e.job.job_id
+            if (
+                held[jid] > size[jid]
+                and (held[jid] - size[jid]) * g[jid] <= left
+                and self._safe(e, held[jid], 0)
+            ):
+                left -= (held[jid] - size[jid]) * g[jid]
+                size[jid] = held[jid]
+        cands: dict[str, tuple[float, int] | None] = {}
+        rank = {e.job.job_id: i for i, e in enumerate(entries)}
         while left > 0:
-            best: tuple[float, str] | None = None
-            for j in running:
-                prof = snapshot.models[j.spec.model]
-                n = size[j.job_id]
-                nxt = 1 if n == 0 else n * 2
-                if nxt > prof.max_replicas or (nxt - n) * prof.gpus_per_replica > left:
-                    continue
-                if n == 0:
-                    key = -math.inf
-                else:
-                    t_n = j.steps_left / prof.throughput(gpu, n)
-                    t_2 = j.steps_left / prof.throughput(gpu, nxt)
-                    extra = nxt * t_2 - n * t_n
-                    key = extra / ((nxt - n) * prof.gpus_per_replica)
-                if best is None or key < best[0]:
-                    best = (key, j.job_id)
-            if best is None:
+            for e in entries:
+                jid = e.job.job_id
+                if jid not in cands:
+                    cands[jid] = self._bump(e, size[jid], claim[jid] + warm.get(e.job.spec.model, 0))
+            fits = [
+                (c[0], rank[jid], jid, c[1])
+                for jid, c in cands.items()
+                if c is not None and (c[1] - size[jid]) * g[jid] <= left
+            ]
+            if not fits:
                 break
-            jid = best[1]
-            jv = next(j for j in running if j.job_id == jid)
-            prof = snapshot.models[jv.spec.model]
-            n = size[jid]
-            nxt = 1 if n == 0 else n * 2
-            left -= (nxt - n) * prof.gpus_per_replica
-            size[jid] = nxt
-        # turn sizes into workers: shrink releases, growth provisions fresh workers (cold start each)
+            _, _, jid, m = min(fits)
+            e = entries[rank[jid]]
+            model = e.job.spec.model
+            extra = max(0, m - held[jid]) - max(0, size[jid] - held[jid])
+            got = min(extra, warm.get(model, 0)) if self.p.warm else 0
+            if got:
+                warm[model] -= got
+                claim[jid] += got
+                for x in entries:
+                    if x.job.spec.model == model:
+                        cands.pop(x.job.job_id, None)
+            left -= (m - size[jid]) * g[jid]
+            size[jid] = m
+            cands.pop(jid, None)
+        return self._workers(entries, size, claim, admissions)
+
+    def _bump(self, e: _Entry, n: int, warm: int) -> tuple[float, int] | None:
+        """(extra GPU-seconds per extra GPU, new size) of the next power-of-two step, or None."""
+        prof = self.prof(e.job)
+        m = 1 if n == 0 else 2 * n
+        if m > prof.max_replicas or m * prof.gpus_per_replica > self.cap or not self._safe(e, m, warm):
+            return None
+        if n == 0:
+            return (-math.inf, m)
+        now, bumped = self._hold(e, n, warm), self._hold(e, m, warm)
+        if not bumped.finish < now.finish - TOL:
+            return None
+        return ((bumped.gpu_s - now.gpu_s) / ((m - n) * prof.gpus_per_replica), m)
+
+    def _workers(
+        self,
+        entries: list[_Entry],
+        size: dict[str, int],
+        claim: dict[str, int],
+        admissions: tuple[Admission, ...],
+    ) -> Decisions:
+        snap, ix, now = self.snap, self.ix, self.now
+        pool = {m: list(lst) for (m, t), lst in ix.idle.items() if t == self.gpu} if self.p.warm else {}
         alloc: dict[str, tuple[str, ...]] = {}
         provisions: list[Provision] = []
-        freed_gpus = 0
-        for j in running:
-            ws = ix.by_job.get(j.job_id, [])
-            n = size[j.job_id]
-            if len(ws) > n:
-                keep = sorted(ws, key=lambda w: w.state == WorkerState.PROVISIONING)[:n]
-                drop = [w for w in ws if w not in keep]
-                alloc[j.job_id] = tuple(w.worker_id for w in keep)
-                release.extend(w.worker_id for w in drop)
-                freed_gpus += sum(snapshot.models[j.spec.model].gpus_per_replica for _ in drop)
-        free_now = (
-            ix.free.get(gpu, 0)
-            + freed_gpus
-            + sum(
-                snapshot.models[w.model].gpus_per_replica for lst in ix.idle.values() for w in lst if w.model
+        release: list[str] = []
+        for e in entries:
+            jid, model = e.job.job_id, e.job.spec.model
+            ws = sorted(
+                ix.by_job.get(jid, []), key=lambda w: (w.state == WorkerState.PROVISIONING, w.ready_at)
             )
+            n = size[jid]
+            if n < len(ws):
+                alloc[jid] = tuple(w.worker_id for w in ws[:n])
+                release.extend(w.worker_id for w in ws[n:])
+            elif n > len(ws):
+                take = [
+                    pool[model].pop() for _ in range(min(claim[jid], n - len(ws), len(pool.get(model, []))))
+                ]
+                if take:
+                    alloc[jid] = tuple(w.worker_id for w in ws) + tuple(w.worker_id for w in take)
+                if n - len(ws) - len(take) > 0:
+                    provisions.append(Provision(model, self.gpu, n - len(ws) - len(take), job_id=jid))
+        taken = {w for ws in alloc.values() for w in ws}
+        idle = sorted(
+            (w for lst in ix.idle.values() for w in lst if w.worker_id not in taken),
+            key=lambda w: (w.idle_since if w.idle_since is not None else now, w.worker_id),
         )
-        for j in sorted(running, key=lambda j: (j.deadline, j.job_id)):
-            ws = ix.by_job.get(j.job_id, [])
-            n = size[j.job_id]
-            g = snapshot.models[j.spec.model].gpus_per_replica
-            add = min(n - len(ws), free_now // g)
-            if add > 0:
-                provisions.append(Provision(j.spec.model, gpu, add, job_id=j.job_id))
-                free_now -= add * g
-        return keep_warm_floor(
-            snapshot,
-            Decisions(
-                allocations=alloc,
-                provision=tuple(provisions),
-                release=tuple(dict.fromkeys(release)),
-                admissions=tuple(admissions),
-                wake_at=boundary + self.slot if (running or ix.active) else None,
-            ),
-        )
+        release.extend(w.worker_id for w in idle if self.p.expired(w, now))
+        d = self._fit(Decisions(alloc, tuple(provisions), tuple(dict.fromkeys(release)), admissions), idle)
+        wake = now + self.p.slot if ix.active else None
+        return replace(d, wake_at=self.p._wake(snap, d, wake))
+
+    def _fit(self, d: Decisions, idle: list[WorkerView]) -> Decisions:
+        """Release idle workers (oldest first) and, if the warm floor keeps some, cut provisions (the
+        last jobs' first) until what is held fits the capacity."""
+        snap = self.snap
+        extra = [w.worker_id for w in idle if w.worker_id not in set(d.release)]
+
+        def over(x: Decisions) -> int:
+            ws = [snap.worker_index[w] for w in x.release]
+            gone = sum(self.ix.gpus(w.model) for w in ws if w.gpu_type == self.gpu and w.model)
+            add = sum(p.count * self.ix.gpus(p.model) for p in x.provision if p.gpu_type == self.gpu)
+            return snap.gpus_held(self.gpu) - gone + add - snap.capacity[self.gpu]
+
+        while over(keep_warm_floor(snap, d)) > 0 and extra:
+            d = replace(d, release=d.release + (extra.pop(0),))
+        out = keep_warm_floor(snap, d)
+        while over(out) > 0 and d.provision:
+            last = d.provision[-1]
+            cut = (last.count - 1,) if last.count > 1 else ()
+            d = replace(d, provision=d.provision[:-1] + tuple(replace(last, count=c) for c in cut))
+            out = keep_warm_floor(snap, d)
+        return out

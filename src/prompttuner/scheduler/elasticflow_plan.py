@@ -1,0 +1,357 @@
+"""The planning arithmetic of the ElasticFlow baseline (:mod:`prompttuner.scheduler.elasticflow`).
+
+A plan gives a job a replica count for each scheduling slot from now on.  :func:`run_sizes` plays such a
+plan forward exactly the way the drivers will execute it, so a deadline check counts every overhead the
+runtime charges:
+
+- at each slot boundary the job is set to the slot's count: replicas it loses go first from those still
+  provisioning (the latest first), then from the ready ones; replicas it gains are fresh workers that
+  are ready one cold start later (or, on a warm runtime, idle workers that join at once);
+- every change of the number of *ready* replicas pauses the job for the policy's rescale overhead (on a
+  serverless runtime a checkpoint-restart), starting when the change happens (pauses queue up);
+- progress is the profile's throughput at the ready count outside pauses.
+
+:func:`min_share` is ElasticFlow's *minimum satisfactory share* on top of it: the smallest legal
+(power-of-two) count q such that the plan that gives the job ``min(q, free)`` in the slots before its
+deadline, filled from the deadline backwards, finishes by the deadline once those overheads are counted
+(the fill grows towards now until the forward check passes).  :func:`infeasible_alone` says which jobs no
+plan could meet even on an empty cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from prompttuner.core.types import GPUType, JobSpec, ModelProfile, WorkerState, WorkerView
+from prompttuner.scheduler.common import rates
+
+TOL = 1e-6  # seconds: finish times this close to a deadline meet it (the drivers' tolerance)
+RESTART_S = 10.0  # process restart of a checkpoint-restart, on top of ElasticFlow's scaling overhead
+
+Pause = Callable[[int, int], float]  # (ready replicas before, after) -> seconds without progress
+
+
+def legal_sizes(prof: ModelProfile, max_gpus: int | None = None) -> list[int]:
+    """Power-of-two replica counts up to the model's cap (and, when given, ``max_gpus`` GPUs)."""
+    out = []
+    n = 1
+    while n <= prof.max_replicas and (max_gpus is None or n * prof.gpus_per_replica <= max_gpus):
+        out.append(n)
+        n *= 2
+    return out
+
+
+def legal_floor(n: int) -> int:
+    """Largest power of two <= n (0 for n < 1)."""
+    return 0 if n < 1 else 1 << (n.bit_length() - 1)
+
+
+def checkpoint_restart_s(prof: ModelProfile, new_n: int, restart_s: float = RESTART_S) -> float:
+    """ElasticFlow's scaling overhead (2 s base plus 2 s per doubling of the GPUs) plus a restart."""
+    n = max(1, new_n * prof.gpus_per_replica)
+    return 2.0 + 2.0 * (math.log2(n) + 1) + restart_s
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """A job at the start of a plan: ready replicas, replicas still provisioning, a pause under way."""
+
+    ready: int = 0
+    pending: tuple[tuple[int, float], ...] = ()  # (count, ready_at), sorted by ready_at
+    paused_until: float = -math.inf
+
+    @property
+    def held(self) -> int:
+        return self.ready + sum(c for c, _ in self.pending)
+
+
+def job_start(workers: Sequence[WorkerView], now: float, slot: float, pause: Pause) -> JobStart:
+    """A job's start from its workers: replicas that became ready in the last slot paused it (the driver
+    pauses a job whenever its ready replicas change), and that pause may still run."""
+    ready = [w for w in workers if w.state != WorkerState.PROVISIONING]
+    pend = Counter(w.ready_at for w in workers if w.state == WorkerState.PROVISIONING)
+    pu = -math.inf
+    for tr in sorted({w.ready_at for w in ready if now - slot < w.ready_at <= now + 1e-9}):
+        before = sum(1 for w in ready if w.ready_at < tr - 1e-9)
+        after = before + sum(1 for w in ready if abs(w.ready_at - tr) <= 1e-9)
+        pu = max(pu, tr) + pause(before, after)
+    return JobStart(len(ready), tuple((c, t) for t, c in sorted(pend.items())), pu)
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """What a change of a job's replicas costs.  ``warm`` idle workers can join at the first boundary
+    without a cold start; with ``counted`` False the plan ignores every overhead but a job's first cold
+    start (the old planner, kept to show the difference)."""
+
+    cold_s: float
+    pause: Pause
+    warm: int = 0
+    counted: bool = True
+
+
+@dataclass(frozen=True)
+class Run:
+    finish: float  # inf when the plan does not finish the work (by ``cutoff``)
+    left: float  # steps left at the finish (0) or at the cutoff / the end of the plan
+    gpu_s: float  # GPU-seconds held from now to the finish (or the cutoff / end of the plan)
+    warm_used: int  # warm workers the first slot takes
+
+
+def run_sizes(
+    rt: Sequence[float],
+    g: int,
+    steps: float,
+    t0: float,
+    slot: float,
+    sizes: Sequence[int],
+    start: JobStart,
+    oh: Overheads,
+    cutoff: float = math.inf,
+) -> Run:
+    """Play ``sizes`` (one replica count per slot, slot 0 starting at ``t0``) forward from ``start``."""
+    if steps <= 0:
+        return Run(t0, 0.0, 0.0, 0)
+    left = steps
+    ready = start.ready
+    pend = [list(p) for p in start.pending]
+    pu = start.paused_until
+    gpu_s = 0.0
+    warm_used = 0
+    for s, k in enumerate(sizes):
+        b = t0 + s * slot
+        if b >= cutoff:
+            break
+        e = min(b + slot, cutoff)
+        held = ready + sum(int(c) for c, _ in pend)
+        if k < held:
+            drop = held - k
+            while drop > 0 and pend:
+                take = min(int(pend[-1][0]), drop)
+                pend[-1][0] -= take
+                if pend[-1][0] <= 0:
+                    pend.pop()
+                drop -= take
+            if drop > 0:
+                new = ready - drop
+                if new > 0 and oh.counted:
+                    pu = max(pu, b) + oh.pause(ready, new)
+                ready = new
+        elif k > held:
+            add = k - held
+            warm = min(add, oh.warm) if s == 0 else 0
+            if s == 0:
+                warm_used = warm
+            if not oh.counted and held > 0:
+                warm = add  # the old planner: replicas added to a running job join at once, for free
+            if warm > 0:
+                new = ready + warm
+                if oh.counted:
+                    pu = max(pu, b) + oh.pause(ready, new)
+                ready = new
+                add -= warm
+            if add > 0:
+                pend.append([add, b + oh.cold_s])
+                pend.sort(key=lambda p: p[1])
+        held = ready + sum(int(c) for c, _ in pend)
+        t = b
+        while True:
+            nxt = pend[0][1] if pend and pend[0][1] < e else e
+            a = max(t, pu)
+            if ready > 0 and nxt > a:
+                rate = rt[ready]
+                if rate * (nxt - a) >= left:
+                    fin = a + left / rate
+                    return Run(fin, 0.0, gpu_s + held * g * (fin - b), warm_used)
+                left -= rate * (nxt - a)
+            t = nxt
+            if nxt >= e:
+                break
+            joined = 0
+            while pend and pend[0][1] <= nxt + 1e-9:
+                joined += int(pend.pop(0)[0])
+            old, ready = ready, ready + joined
+            if oh.counted:
+                pu = max(pu, nxt) + oh.pause(old, ready)
+        gpu_s += held * g * (e - b)
+    return Run(math.inf, left, gpu_s, warm_used)
+
+
+class Timeline:
+    """Free GPUs per slot from now on (slots past the stored ones have the whole capacity)."""
+
+    def __init__(self, total: int, free: Iterable[int] = ()) -> None:
+        self.total = total
+        self.free = list(free)
+
+    def get(self, s: int) -> int:
+        return self.free[s] if s < len(self.free) else self.total
+
+    def take(self, sizes: Sequence[int], g: int) -> None:
+        if len(self.free) < len(sizes):
+            self.free.extend([self.total] * (len(sizes) - len(self.free)))
+        for s, n in enumerate(sizes):
+            if n:
+                self.free[s] -= n * g
+
+    def copy(self) -> Timeline:
+        return Timeline(self.total, self.free)
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]  # replicas per slot, zero after the finish
+    finish: float
+    gpu_s: float
+    warm_used: int
+    feasible: bool  # finishes by the deadline
+
+
+def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
+    end = int(math.floor((finish - t0) / slot - 1e-9)) + 1 if math.isfinite(finish) else len(sizes)
+    return tuple(n if s < end else 0 for s, n in enumerate(sizes))
+
+
+def min_share(
+    prof: ModelProfile,
+    gpu: str,
+    goals: Sequence[tuple[float, float]],
+    deadline: float,
+    t0: float,
+    slot: float,
+    free: Timeline,
+    start: JobStart,
+    oh: Overheads,
+) -> tuple[Plan, int] | None:
+    """ElasticFlow's minimum satisfactory share, overheads counted, and which goal it meets; None when no
+    legal count meets any goal on ``free``.
+
+    A goal is (steps, margin): that work done ``margin`` seconds before the deadline.  For each count q,
+    smallest first, the goals are tried in order; the share is filled from ``deadline`` backwards.
+    """
+    g = prof.gpus_per_replica
+    rt = rates(prof, gpu)
+    last = int(math.ceil((deadline - t0) / slot - 1e-9))
+    if last <= 0:
+        return None
+    spans = [min(slot, deadline - (t0 + s * slot)) for s in range(last)]
+    for q in legal_sizes(prof, free.total):
+        caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
+        for level, (steps, margin) in enumerate(goals):
+            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh)
+            if plan is not None:
+                return plan, level
+    return None
+
+
+def _fill(
+    rt: Sequence[float],
+    g: int,
+    caps: Sequence[int],
+    spans: Sequence[float],
+    steps: float,
+    by: float,
+    t0: float,
+    slot: float,
+    start: JobStart,
+    oh: Overheads,
+) -> Plan | None:
+    """``caps`` filled from the last slot backwards until the forward check finishes ``steps`` by ``by``."""
+    last = len(caps)
+    want = steps
+    force = last  # the fill reaches back at least to this slot
+    prev: list[int] | None = None
+    while True:
+        sizes = [0] * last
+        acc = 0.0
+        full = True
+        for s in range(last - 1, -1, -1):
+            n = caps[s]
+            if n > 0:
+                sizes[s] = n
+                acc += rt[n] * spans[s]
+            if acc >= want and s <= force:
+                full = s == 0
+                break
+        run = run_sizes(rt, g, steps, t0, slot, sizes, start, oh, cutoff=by + TOL)
+        if run.finish <= by + TOL:
+            # the share stays reserved up to the deadline, as ElasticFlow fills it: a job that gets ahead
+            # of its plan re-plans later in the same slots, never into slots others hold
+            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True)
+        if full:
+            return None  # every slot before the deadline is in the plan: not enough
+        if sizes == prev:
+            force = min(force, next(s for s, n in enumerate(sizes) if n > 0) if any(sizes) else last) - 1
+        prev = sizes
+        want += max(run.left, 1e-6)
+
+
+def best_effort(
+    prof: ModelProfile,
+    gpu: str,
+    steps: float,
+    t0: float,
+    slot: float,
+    free: Timeline,
+    start: JobStart,
+    oh: Overheads,
+    max_slots: int = 100_000,
+) -> Plan:
+    """Planned past its deadline: the largest legal count that fits, slot after slot, until done."""
+    g = prof.gpus_per_replica
+    rt = rates(prof, gpu)
+    horizon = max(4, len(free.free) + 1)
+    while True:
+        sizes = [legal_floor(min(prof.max_replicas, free.get(s) // g)) for s in range(horizon)]
+        run = run_sizes(rt, g, steps, t0, slot, sizes, start, oh)
+        if math.isfinite(run.finish) or horizon >= max_slots:
+            return Plan(_trim(sizes, t0, slot, run.finish), run.finish, run.gpu_s, run.warm_used, False)
+        horizon *= 4
+
+
+def infeasible_alone(
+    jobs: Iterable[JobSpec],
+    models: Mapping[str, ModelProfile],
+    gpu_types: Mapping[str, GPUType],
+    capacity: Mapping[str, int],
+    slot_s: float = 60.0,
+    restart_s: float = RESTART_S,
+    overhead: Callable[[ModelProfile, str, int, int], float] | None = None,
+) -> set[str]:
+    """Ids of the jobs that ElasticFlow could not finish by their deadlines even alone on an empty cluster.
+
+    Alone, a job waits for the first slot boundary at or after its arrival (``slot_s`` slots from t=0),
+    asks there for q fresh replicas of the GPU type with the most capacity (q a legal power of two, at
+    most the model's ``max_replicas``, ``q x gpus_per_replica`` at most that type's capacity), waits for
+    their cold start (``cold_start_s``), pauses for the restart that starts a job (ElasticFlow's scaling
+    overhead plus ``restart_s``; pass ``overhead(profile, gpu, old_n, new_n)`` to use another runtime's,
+    e.g. ``policy.rescale_overhead_s``) and then runs ``work_steps`` at the throughput of q replicas.  A
+    job is infeasible alone when no q finishes by its deadline.  Changing q along the way only adds
+    cold starts and pauses, so no plan of a slotted, cold-starting system meets those jobs: they are
+    structural misses, not the policy's.  ``gpu_types`` is accepted for symmetry with the simulator's
+    arguments (prices do not matter here).
+    """
+    del gpu_types
+    gpu = max(capacity, key=lambda t: capacity[t])
+    total = capacity[gpu]
+    out: set[str] = set()
+    for j in jobs:
+        prof = models[j.model]
+        if gpu not in prof.step_time_s:
+            out.add(j.job_id)
+            continue
+        start = math.ceil(j.arrival / slot_s - 1e-9) * slot_s
+        best = math.inf
+        for q in legal_sizes(prof, total):
+            pause = (
+                overhead(prof, gpu, 0, q)
+                if overhead is not None
+                else checkpoint_restart_s(prof, q, restart_s)
+            )
+            best = min(best, start + prof.cold_start_s[gpu] + pause + j.work_steps / prof.throughput(gpu, q))
+        if best > j.deadline + TOL:
+            out.add(j.job_id)
+    return out
