@@ -38,7 +38,7 @@ from prompttuner.scheduler.common import Index, keep_warm_floor
 from prompttuner.scheduler.prompttuner_plan import _Ctx, _Plan
 from prompttuner.scheduler.prompttuner_pools import WarmPools, arrival_rate, poisson_quantile
 
-__all__ = ["PromptTunerPolicy", "arrival_rate", "poisson_quantile"]
+__all__ = ["PromptTunerNoPoolPolicy", "PromptTunerPolicy", "arrival_rate", "poisson_quantile"]
 
 
 @register("prompttuner")
@@ -161,3 +161,16 @@ class PromptTunerPolicy(WarmPools):
             if later is not None and (plan is None or later.finish < plan.finish):
                 plan = later
         return self._quote_of(snapshot, job, plan)
+
+
+@register("prompttuner-nopool")
+class PromptTunerNoPoolPolicy(PromptTunerPolicy):
+    """PromptTuner's policy without its warm pool: idle workers are released at once, nothing pre-warmed.
+
+    The system-vs-policy comparison: what the pool buys is PromptTuner minus this; what the policy buys
+    is this against ElasticFlow and INFless, which also start every worker cold.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("warm_pool", False)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
