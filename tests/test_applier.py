@@ -107,6 +107,7 @@ def test_a_valid_decision_moves_releases_and_provisions_in_order() -> None:
     assert [p.count for p in c.provision] == [1]  # count 0 is nothing to do
     assert c.touched == ("a", "b")
     assert c.idle_gaps == ((MODEL, 50.0),)  # w2 was idle since t=0
+    assert c.released_idle == (("other", 50.0),)  # w3 was released idle: a censored sample
     # the release of w3 makes room: the provision fits although 3 of 4 GPUs were held
     assert validate(BASE, Decisions(release=("w3",), provision=(Provision(MODEL, GPU, 2),))).release == (
         "w3",

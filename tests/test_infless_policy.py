@@ -176,3 +176,53 @@ def test_fixed_keep_alive_ignores_the_histogram_and_bad_settings_are_refused() -
         make_policy("infless", prewarm_percentile=50.0, keepalive_percentile=40.0)
     with pytest.raises(ValueError):
         make_policy("infless", min_samples=0)
+
+
+# ---------------------------------------------------------------- censored idle times (Kaplan-Meier)
+
+
+def test_kaplan_meier_percentile_counts_releases_as_at_least_that_long() -> None:
+    from prompttuner.scheduler.infless import km_percentile
+
+    # without releases it is the plain histogram
+    assert km_percentile(GAPS, [], 50.0) == pytest.approx(percentile(GAPS, 50.0))
+    # 4 ended at 10, 20, 30, 40 s; 4 released at 15 s: S drops 1/8 at 10, then 3 at risk: 1/3 each
+    ended, released = [10.0, 20.0, 30.0, 40.0], [15.0] * 4
+    assert km_percentile(ended, released, 12.5) == 10.0
+    assert km_percentile(ended, released, 40.0) == 20.0  # 1 - 7/8 * 2/3 = 0.417
+    assert km_percentile(ended, released, 99.0) == 40.0  # the last sample ended: S = 0
+    # a release longer than every ended idle time: the tail is unknown
+    assert km_percentile([10.0, 20.0], [500.0], 99.0) is None
+    # ignoring the releases would say 20 s covers 99 % of idle periods
+    assert percentile([10.0, 20.0], 99.0) < 20.0 + 1e-9
+
+
+def test_releases_stop_the_keep_alive_ratcheting_down() -> None:
+    # instances taken after 10-200 s, and as many released after a 600 s keep-alive with no taker
+    st = ArrivalStats(MODEL, tuple(ARRIVALS), tuple(GAPS), released_idle=(660.0,) * 20)
+    censored = make_policy("infless", short_term=0)
+    plain = make_policy("infless", short_term=0, censored=False)
+    _, keep_plain = plain.windows(st)
+    _, keep_cens = censored.windows(st)
+    assert keep_plain == pytest.approx(1.1 * percentile(GAPS, 99.0))  # ~218 s: below every release
+    assert keep_cens == pytest.approx(660.0)  # the estimate never reaches 99 %: the longest sample
+    # with few, short releases the estimate is reached among the ended times
+    st2 = ArrivalStats(MODEL, tuple(ARRIVALS), tuple(GAPS), released_idle=(5.0, 5.0))
+    _, keep2 = censored.windows(st2)
+    assert keep2 == pytest.approx(1.1 * 200.0)
+
+
+def test_the_simulator_records_idle_instances_it_releases_as_censored_samples() -> None:
+    from prompttuner.sim.engine import Simulator
+    from prompttuner.sim.workload import WorkloadConfig, generate
+
+    cfg = WorkloadConfig(n_jobs=150, load=0.3, seed=3)
+    jobs = generate(cfg, CAT)
+    pol = make_policy("infless", fixed_keepalive_s=30.0)  # short: idle instances get released
+    sim = Simulator(pol, jobs, CAT.models, CAT.gpu_types, cfg.capacity)
+    sim.run()
+    stats = sim.book.stats()
+    released = [x for st in stats.values() for x in st.released_idle]
+    assert released, "no idle instance was released"
+    # each release came after the fixed keep-alive (decisions happen at events, so at or after it)
+    assert min(released) >= 30.0 - 1e-6

@@ -155,11 +155,14 @@ class ArrivalStats:
 
     model: str
     recent_arrivals: tuple[float, ...] = ()  # arrival times, oldest first
-    idle_gaps: tuple[float, ...] = ()  # observed idle times of this model's workers
+    idle_gaps: tuple[float, ...] = ()  # observed idle times of this model's workers (ended by a job)
     # aligned with recent_arrivals when known: each job's deadline and estimated work in steps (lets a
     # policy see how many of this model's jobs could not afford a cold start)
     recent_deadlines: tuple[float, ...] = ()
     recent_work: tuple[float, ...] = ()
+    # idle times of this model's workers that ended in a release: right-censored samples (the worker
+    # would have waited at least this long for a job), oldest first
+    released_idle: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ Rules that hold in both drivers:
 
 Idle workers that a decision puts to work record how long they were idle in the shared
 :class:`~prompttuner.scheduler.snapshot.ArrivalBook`, so both drivers fill ``ArrivalStats.idle_gaps``
-the same way.
+the same way; idle workers a decision releases record their idle time as a censored sample
+(``ArrivalStats.released_idle``: the worker would have waited at least that long).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class ChangeSet:
     touched: tuple[str, ...]  # jobs whose workers changed (allocation or provision for them)
     idle_gaps: tuple[tuple[str, float], ...]  # (model, seconds idle) of idle workers put to work
     wake_at: float | None
+    released_idle: tuple[tuple[str, float], ...] = ()  # (model, seconds idle) of idle workers released
 
     @property
     def admitted_ids(self) -> tuple[str, ...]:
@@ -185,6 +187,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
 
     # 3. releases
     release = tuple(dict.fromkeys(d.release))
+    released_idle: list[tuple[str, float]] = []
     freed: dict[str, int] = {}
     for wid in release:
         rw = workers.get(wid)
@@ -193,6 +196,8 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
         if owner(wid) is not None:
             raise PolicyError(f"release of worker {wid} still allocated to {owner(wid)}")
         freed[rw.gpu_type] = freed.get(rw.gpu_type, 0) + _gpus(snapshot, rw.model)
+        if rw.state == WorkerState.IDLE and rw.idle_since is not None and rw.model is not None:
+            released_idle.append((rw.model, now - rw.idle_since))
     held: dict[str, int] = {}
     if any(p.count for p in d.provision):
         for w in snapshot.workers:
@@ -252,6 +257,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
         provision=tuple(provision),
         touched=tuple(dict.fromkeys(touched)),
         idle_gaps=tuple(gaps),
+        released_idle=tuple(released_idle),
         wake_at=d.wake_at,
     )
 
@@ -274,6 +280,8 @@ def execute(changes: ChangeSet, driver: Driver, book: ArrivalBook | None = None)
     if book is not None:
         for model, gap in changes.idle_gaps:
             book.note_idle_gap(model, gap)
+        for model, gap in changes.released_idle:
+            book.note_released_idle(model, gap)
     driver.touched(changes.touched)
 
 

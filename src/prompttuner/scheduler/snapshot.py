@@ -3,7 +3,8 @@
 A driver keeps its own records of jobs and workers (simulated ones, or live ones backed by real workers
 and database rows) and turns them into :class:`JobView` / :class:`WorkerView`; :func:`build_snapshot`
 assembles the rest the same way for both: the recent arrivals of each base LLM with their deadlines and
-estimated work, the idle gaps of its workers, the warm minimum and the jobs that await admission.
+estimated work, the idle gaps of its workers (and the idle times that ended in a release), the warm
+minimum and the jobs that await admission.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ArrivalBook:
         self.history = history
         self._arrivals: dict[str, deque[tuple[float, float, float]]] = {}
         self._gaps: dict[str, deque[float]] = {}
+        self._released: dict[str, deque[float]] = {}
         self._stats: dict[str, ArrivalStats] = {}
 
     def note_arrival(self, spec: JobSpec) -> None:
@@ -46,6 +48,12 @@ class ArrivalBook:
         if model in self._arrivals:
             self._stats.pop(model, None)
 
+    def note_released_idle(self, model: str, seconds: float) -> None:
+        """An idle worker of ``model`` was released after ``seconds`` idle (a censored idle time)."""
+        self._released.setdefault(model, deque(maxlen=self.history)).append(seconds)
+        if model in self._arrivals:
+            self._stats.pop(model, None)
+
     def stats(self) -> Mapping[str, ArrivalStats]:
         """Per model that has seen arrivals: its recent arrivals (oldest first), deadlines, work, gaps."""
         for model, recent in self._arrivals.items():
@@ -56,6 +64,7 @@ class ArrivalBook:
                     tuple(self._gaps.get(model, ())),
                     recent_deadlines=tuple(d for _, d, _ in recent),
                     recent_work=tuple(w for _, _, w in recent),
+                    released_idle=tuple(self._released.get(model, ())),
                 )
         return self._stats
 
