@@ -112,7 +112,7 @@ def _with_service_facts(case: Case) -> None:
         body["file"] = JSONL.decode()  # a str, as schemathesis generates a binary part (it revalidates)
     elif op in (("POST", "/v1/predict"), ("POST", "/v1/bank/prompts")) and isinstance(body, dict):
         body["job"] = _pick(case, [FACTS["succeeded"], FACTS["succeeded"], "job-0"])
-    elif op == ("POST", "/v1/jobs") and isinstance(body, dict):
+    elif op in (("POST", "/v1/jobs"), ("POST", "/v1/quotes")) and isinstance(body, dict):
         _valid_job(case, body)
 
 

@@ -122,7 +122,10 @@ class FixedProfiles(ProfileBook):
     def profile(self, model: str) -> ModelProfile:
         return PROFILE
 
-    def observe_step(self, model: str, seconds_per_step: float, weak: bool = False) -> None:
+    def planning_profile(self, model: str) -> ModelProfile:
+        return PROFILE
+
+    def observe_step(self, model: str, seconds_per_step: float, weak: bool = False, busy: int = 1) -> None:
         pass
 
     def observe_load(self, model: str, seconds: float) -> None:

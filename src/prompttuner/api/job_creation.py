@@ -8,9 +8,12 @@ written together, so a rejected request leaves nothing behind, and the job goes 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,11 @@ from prompttuner.api.deps import own_file
 from prompttuner.api.errors import ApiError
 from prompttuner.api.limits import check_job_quota
 from prompttuner.api.schemas import DATE_TIME, DATE_TIME_NO_ZONE, MAX_DEADLINE_AHEAD_S, JobCreate
-from prompttuner.core.types import SLO, JobPhase, JobSpec
+from prompttuner.core.types import SLO, JobPhase, JobSpec, Quote
+from prompttuner.runtime.engine import JobPayload
 from prompttuner.service import Service
 from prompttuner.state.models import Job, Tenant
-from prompttuner.state.serial import finite, iso_time, quote_json
+from prompttuner.state.serial import finite, iso_time, json_safe, quote_json
 
 
 def parse_time(text: str) -> float:
@@ -100,10 +104,9 @@ def parse_deadline(body: JobCreate, now: float) -> float:
     return t
 
 
-def submit_job(service: Service, t: Tenant, body: JobCreate) -> str:
-    """Create and submit the job ``body`` for tenant ``t``; returns its id (``ApiError`` if refused)."""
+def _check_request(service: Service, t: Tenant, body: JobCreate, now: float) -> float:
+    """What both a job and a quote check first; the deadline in epoch seconds."""
     cfg, ctl = service.cfg, service.controller
-    now = time.time()
     known = set(service.models)
     if body.model not in known:
         raise ApiError(422, f"unknown model {body.model!r}; available: {sorted(known)}", param="model")
@@ -124,34 +127,57 @@ def submit_job(service: Service, t: Tenant, body: JobCreate) -> str:
     deadline = parse_deadline(body, now)
     if (body.training_file is None) == (body.training_data is None):
         raise ApiError(422, "give exactly one of training_file and training_data", param="training_file")
+    return deadline
+
+
+def selection_key(t: Tenant, body: JobCreate) -> str:
+    """What a Prompt Bank selection depends on: the tenant, model, data, labels, target and settings (not
+    the deadline), so a quote's selection is used by the job submitted with the same request."""
+    parts = body.model_dump(mode="json", exclude={"deadline", "duration_s", "best_effort"})
+    raw = json.dumps({"tenant": t.id, **parts}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def submit_job(service: Service, t: Tenant, body: JobCreate) -> str:
+    """Create and submit the job ``body`` for tenant ``t``; returns its id (``ApiError`` if refused)."""
+    now = time.time()
+    deadline = _check_request(service, t, body, now)
     check_job_quota(service, t, body)  # 429: batch tokens, jobs in flight, data stored (api.limits)
     job_id = "job-" + secrets.token_hex(8)
     written: list[Path] = []
+    key = selection_key(t, body)
+    selection = service.controller.take_selection(key) if body.bank_warm_start else None
     try:
-        _create_job_rows(service, t, body, job_id, deadline, now, written)
+        info = _create_job_rows(service, t, body, job_id, deadline, now, written, selection)
     except BaseException:
         for p in written:  # nothing half-written: a rejected job leaves no file behind
             p.unlink(missing_ok=True)
+        if selection is not None:  # a refused job leaves its quote's selection for the next try
+            service.controller.selections.setdefault(key, selection)
         raise
-    ctl.submit(job_id)
+    service.controller.submit(job_id, selection, info)
     return job_id
 
 
-def _create_job_rows(
-    service: Service,
-    t: Tenant,
-    body: JobCreate,
-    job_id: str,
-    deadline: float,
-    now: float,
-    written: list[Path],
-) -> None:
-    """Validate (reads only), quote (no transaction open), then write file and job in one transaction."""
-    cfg, ctl, store = service.cfg, service.controller, service.store
+@dataclass
+class _Checked:
+    raw: bytes | None  # inline training data as JSONL (to be written with the job)
+    train_id: str | None
+    train_path: str | None
+    val_id: str | None
+    val_path: str | None
+    labels: list[str]
+
+
+def _check_data(service: Service, t: Tenant, body: JobCreate) -> _Checked:
+    """The job's data: its files are the tenant's, its labels two or more and in every row (reads only)."""
+    cfg, store = service.cfg, service.store
     raw: bytes | None = None
     train_id: str | None = None
+    train_path: str | None = None
     train_rows = 0
     val_id: str | None = None
+    val_path: str | None = None
     try:
         if body.training_data is not None:
             raw = rows_to_jsonl([r.model_dump() for r in body.training_data])
@@ -168,9 +194,11 @@ def _create_job_rows(
                     train.rows,
                     train.id,
                 )
+                train_path = train.path
             val = own_file(s, t, body.validation_file, "validation_file") if body.validation_file else None
             val_raw = Path(val.path).read_bytes() if val is not None else None
             val_id = val.id if val is not None else None
+            val_path = val.path if val is not None else None
         labels = body.labels or seen
         if len(labels) < 2:
             raise DataError(f"training data has only the label(s) {labels}; a task needs two or more")
@@ -181,18 +209,96 @@ def _create_job_rows(
             raise DataError("training data needs at least 2 rows")
     except DataError as e:
         raise ApiError(422, str(e), param="training_data") from None
+    return _Checked(raw, train_id, train_path, val_id, val_path, labels)
+
+
+def _quote(
+    service: Service,
+    t: Tenant,
+    body: JobCreate,
+    job_id: str,
+    deadline: float,
+    now: float,
+    selection: dict[str, Any] | None,
+) -> tuple[Quote, dict[str, Any], dict[str, Any]]:
+    """The policy's quote of the job planned with its predicted steps (``max_steps`` only the cap): the
+    quote, its JSON (with how the work was predicted) and that prediction alone."""
+    ctl = service.controller
+    eval_every = body.hyperparameters.eval_every
+    work, info = ctl.plan_work(body.model, body.bank_warm_start, body.max_steps, eval_every, selection)
     spec = JobSpec(
         job_id=job_id,
         model=body.model,
         arrival=now,
         slo=SLO(deadline, body.target_accuracy, body.best_effort),
-        work_steps=float(body.max_steps),
+        work_steps=work,
         max_steps=body.max_steps,
         tenant=t.id,
         init="bank" if body.bank_warm_start else "random",
     )
     quote = ctl.quote(spec)
-    qj = quote_json(quote, with_iso=True)
+    info = {**info, "work_steps": round(work, 3)}
+    return quote, {**quote_json(quote, with_iso=True), **info}, info
+
+
+def quote_request(service: Service, t: Tenant, body: JobCreate) -> dict[str, Any]:
+    """``POST /v1/quotes``: what ``POST /v1/jobs`` with this body would be quoted, creating nothing.
+
+    With ``bank_warm_start`` and an uploaded training file, the Prompt Bank's selection runs now on a warm
+    worker (its probes on the job's rows), so the quote plans with the bank's own prediction; the selection
+    is kept for the job submitted with the same request (``ControllerConfig.selection_ttl_s``) and its time
+    is charged to that job.  Otherwise the quote includes the selection still to run."""
+    now = time.time()
+    deadline = _check_request(service, t, body, now)
+    data = _check_data(service, t, body)
+    selection: dict[str, Any] | None = None
+    if body.bank_warm_start and data.train_path is not None:
+        payload = JobPayload(
+            job_id="quote-" + secrets.token_hex(8),
+            model=body.model,
+            train_path=data.train_path,
+            test_path=data.val_path,
+            labels=tuple(data.labels),
+            max_steps=body.max_steps,
+            target_accuracy=body.target_accuracy,
+            warm_start=True,
+            bank_dir=service.controller.cfg.bank_dir,
+            tenant=t.id,
+            **{k: v for k, v in body.hyperparameters.model_dump().items() if v is not None},
+        )
+        try:
+            selection = service.controller.preselect(selection_key(t, body), {"job": payload})
+        except (LookupError, TimeoutError, RuntimeError) as e:
+            raise ApiError(503, f"the Prompt Bank's selection could not run: {e}", "unavailable") from None
+    quote, qj, info = _quote(service, t, body, "quote-" + secrets.token_hex(8), deadline, now, selection)
+    out: dict[str, Any] = {"object": "quote", **qj, "deadline": deadline, "deadline_iso": iso_time(deadline)}
+    if selection is not None:
+        out["selection"] = {
+            "init": selection.get("init"),
+            "entry_task": selection.get("entry_task"),
+            "probe_accuracy": selection.get("probe_accuracy"),
+            "predicted_steps": selection.get("predicted_steps"),
+            "note": selection.get("note"),
+            "seconds": round(float(selection.get("elapsed", 0.0)), 3),
+        }
+    return json_safe(out)  # type: ignore[no-any-return]
+
+
+def _create_job_rows(
+    service: Service,
+    t: Tenant,
+    body: JobCreate,
+    job_id: str,
+    deadline: float,
+    now: float,
+    written: list[Path],
+    selection: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate (reads only), quote (no transaction open), then write file and job in one transaction;
+    returns how the job's work was predicted."""
+    cfg, store = service.cfg, service.store
+    d = _check_data(service, t, body)
+    quote, qj, info = _quote(service, t, body, job_id, deadline, now, selection)
     if not quote.feasible and not body.best_effort:
         tight = finite(quote.tightest_deadline)
         msg = "the deadline cannot be met"
@@ -206,12 +312,16 @@ def _create_job_rows(
             {"tightest_deadline": tight, "quote": qj},
         )
     with store.session() as s:
-        if raw is not None:
-            f = store_file(s, store.home, t.id, f"{job_id}-train.jsonl", raw, cfg.max_rows)
+        train_id = d.train_id
+        if d.raw is not None:
+            f = store_file(s, store.home, t.id, f"{job_id}-train.jsonl", d.raw, cfg.max_rows)
             written.append(Path(f.path))
             train_id = f.id
         assert train_id is not None
-        s.add(_job_row(t, body, job_id, train_id, val_id, labels, deadline, qj, now))
+        row = _job_row(t, body, job_id, train_id, d.val_id, d.labels, deadline, qj, now)
+        row.work_steps = float(info["work_steps"])
+        s.add(row)
+    return info
 
 
 def _job_row(

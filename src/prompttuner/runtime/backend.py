@@ -199,4 +199,3 @@ def _process_entry(conn: Connection, worker_id: str, model: str, engine_spec: st
     from prompttuner.runtime.worker import process_main
 
     process_main(conn, worker_id, model, engine_spec, threads)
-

@@ -45,6 +45,7 @@ from prompttuner.runtime.profiles import ProfileBook
 from prompttuner.runtime.records import ControllerConfig, JobRT, LoadHealth, WorkerRec, worker_state
 from prompttuner.runtime.recovery import Recovery, default_payload
 from prompttuner.runtime.status import StatusView
+from prompttuner.runtime.work import WorkPredictor
 from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
@@ -68,6 +69,7 @@ class Controller(Dispatch, Recovery, StatusView):
         on_finish: Callable[[JobRT, str], None] | None = None,
         clock: Callable[[], float] = time.time,
         profiles: ProfileBook | None = None,
+        work: WorkPredictor | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -79,6 +81,8 @@ class Controller(Dispatch, Recovery, StatusView):
         self.profiles = profiles or ProfileBook(
             store.home / "profiles.json", self.cfg.gpu_type, self.cfg.max_workers
         )
+        self.work = work or WorkPredictor()
+        self.selections: dict[str, dict[str, Any]] = {}  # selections run for quotes, by request key
         self.lock = threading.RLock()
         self.jobs: dict[str, JobRT] = {}
         self.workers: dict[str, WorkerRec] = {}
@@ -158,14 +162,21 @@ class Controller(Dispatch, Recovery, StatusView):
 
     # ------------------------------------------------------------------ API entry points
 
-    def submit(self, job_id: str) -> None:
-        """A job row was just committed (queued, not admitted): take it over."""
+    def submit(
+        self, job_id: str, selection: dict[str, Any] | None = None, work_info: dict[str, Any] | None = None
+    ) -> None:
+        """A job row was just committed (queued, not admitted): take it over.  ``selection``: the Prompt
+        Bank's choice already made for it at a quote (its state and the time it took, charged to the job);
+        ``work_info``: how its work was predicted (kept in its quote)."""
         with self.store.session() as s:
             row = s.get(Job, job_id)
             if row is None:
                 raise KeyError(job_id)
             rt = self._rt_from_row(row, s)
+        rt.work_info = dict(work_info or {})
         with self.lock:
+            if selection is not None:
+                self._take_selection(rt, selection)
             self.jobs[job_id] = rt
             self.new_ids.append(job_id)
             self.book.note_arrival(self._spec(rt))
@@ -177,6 +188,80 @@ class Controller(Dispatch, Recovery, StatusView):
         with self.lock:
             snap = self._snapshot(self.clock(), extra=spec)
         return self.policy.quote(snap, spec)
+
+    def plan_work(
+        self,
+        model: str,
+        warm_start: bool,
+        max_steps: int,
+        eval_every: int,
+        selection: dict[str, Any] | None = None,
+    ) -> tuple[float, dict[str, Any]]:
+        """The steps a new job is admitted and quoted with, and how they were predicted.
+
+        With a selection already made (at a quote): the bank's prediction, nothing left to select.  A bank
+        job without one: the population prediction of a bank start plus the selection still to run, in
+        steps (its measured time over the planned step time).  Otherwise the population prediction of a
+        random start.  ``max_steps`` only caps it."""
+        if selection is not None and selection.get("state") is not None:
+            raw = float(selection.get("predicted_steps") or 0.0)
+            if raw > 0:
+                steps = self.work.fit(raw, max_steps, eval_every)
+                return steps, {"predicted_steps": steps, "prediction": "prompt bank", "selection_s": 0.0}
+        kind = self.work.kind(warm_start and selection is None)
+        pred = self.work.predict(model, kind, max_steps, eval_every)
+        info: dict[str, Any] = {"predicted_steps": pred.steps, "prediction": pred.source, "selection_s": 0.0}
+        work = pred.steps
+        if kind == "bank" and self.cfg.bank_dir is not None:
+            sel_s = self.profiles.planning_select_s(model)
+            work += sel_s / max(1e-9, self.profiles.planning_step_s(model))
+            info["selection_s"] = round(sel_s, 3)
+        return work, info
+
+    def preselect(self, key: str, args: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Run the Prompt Bank's selection for a job not yet submitted (a quote with the bank), on a warm
+        worker of its model, and keep it under ``key`` for the job that follows (``selection_ttl_s``)."""
+        with self.lock:
+            self._drop_stale_selections()
+            hit = self.selections.get(key)
+            if hit is not None:
+                return hit
+            job = args["job"]
+            if not any(w.model == job.model for w in self.workers.values()):
+                raise LookupError(f"no worker holds model {job.model!r}")
+            fut: Future[Any] = Future()
+            self.requests.append((job.model, {"op": "select", "job": job}, fut))
+        self._wake.set()
+        res = dict(fut.result(timeout=timeout or self.cfg.predict_timeout_s))
+        res["at"] = self.clock()
+        with self.lock:
+            self.selections[key] = res
+        return res
+
+    def take_selection(self, key: str) -> dict[str, Any] | None:
+        """The selection made for ``key`` at a quote (once: the job that uses it takes it)."""
+        with self.lock:
+            self._drop_stale_selections()
+            return self.selections.pop(key, None)
+
+    def _drop_stale_selections(self) -> None:
+        now = self.clock()
+        for k in [k for k, v in self.selections.items() if now - v["at"] > self.cfg.selection_ttl_s]:
+            self.selections.pop(k)
+
+    def _take_selection(self, rt: JobRT, res: dict[str, Any]) -> None:
+        now = self.clock()
+        if res.get("state") is not None:
+            rt.state = res["state"]
+            rt.version += 1
+        rt.init = str(res.get("init", "random"))
+        rt.selected = True
+        rt.gpu_seconds += float(res.get("elapsed", 0.0))  # the probes ran for this job
+        self._checkpoint(rt)
+        data = {k: v for k, v in res.items() if k not in ("state", "elapsed", "at")}
+        data.update(at_quote=True, selection_s=round(float(res.get("elapsed", 0.0)), 3))
+        self._emit(Event(now, "warm_start", rt.job_id, data=data))
+        self._save(rt, now, init=rt.init, gpu_seconds=rt.gpu_seconds)
 
     def broken_model(self, model: str) -> str | None:
         """Why ``model`` cannot take new jobs now (its last cold starts failed, none of its workers is
@@ -283,7 +368,7 @@ class Controller(Dispatch, Recovery, StatusView):
             now,
             jobs,
             workers,
-            {m: self.profiles.profile(m) for m in sorted(models)},
+            {m: self.profiles.planning_profile(m) for m in sorted(models)},
             {gpu: GPUType(gpu, self.cfg.price_per_hour)},
             {gpu: max(0, self.cfg.max_workers - draining)},
             self.book,
@@ -314,7 +399,7 @@ class Controller(Dispatch, Recovery, StatusView):
     def admit(self, a: Admission) -> None:
         rt = self.jobs[a.job_id]
         rt.admitted = True
-        quote = quote_json(a.quote) if a.quote is not None else None
+        quote = {**quote_json(a.quote), **rt.work_info} if a.quote is not None else None
         self._save(rt, self._now, admitted=True, **({"quote": quote} if quote else {}))
         self._emit(Event(self._now, "admit", rt.job_id, data={"reason": a.reason, "quote": quote}))
 

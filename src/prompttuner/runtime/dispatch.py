@@ -56,11 +56,13 @@ class Dispatch(ControllerBase):
         w.busy_s += elapsed
         job_id, fut = w.op_job, w.op_future
         w.op, w.op_job, w.op_future = None, None, None
+        if r.op == "select" and r.ok:
+            self.profiles.observe_select(w.model, elapsed)  # quotes of bank jobs include this time
         if w.releasing and w.job_id is None:
             self._release_worker(w, now)
         if fut is not None:
             if r.ok:
-                fut.set_result(r.result)
+                fut.set_result({**r.result, "elapsed": elapsed})
             else:
                 fut.set_exception(RuntimeError(r.error))
             return
@@ -87,7 +89,7 @@ class Dispatch(ControllerBase):
                 per_step = elapsed / res["steps_run"]
                 nominal = self.profiles.profile(rt.payload.model).step_time_s[self.cfg.gpu_type]
                 rt.step_factor = per_step / nominal if nominal > 0 else 1.0  # this job against its model
-                self.profiles.observe_step(rt.payload.model, per_step)
+                self.profiles.observe_step(rt.payload.model, per_step, busy=max(1, w.peak_busy))
             if r.op == "apply" and rt.round is not None:
                 # a data-parallel round of n replicas: the single-replica step time it implies (n shards of
                 # the slowest shard's time, plus applying); an estimate, used until chunks measure directly
@@ -123,13 +125,7 @@ class Dispatch(ControllerBase):
             self._checkpoint(rt)
             data = {k: v for k, v in res.items() if k not in ("state", "elapsed")}
             self._emit(Event(now, "warm_start", rt.job_id, w.worker_id, data=data))
-            predicted = res.get("predicted_steps")
-            extra: dict[str, Any] = {"init": rt.init}
-            if isinstance(predicted, int | float) and predicted > 0:
-                rt.work_steps = float(min(predicted, rt.payload.max_steps))
-                extra["work_steps"] = rt.work_steps
-                self._need_decide = True
-            self._save(rt, now, **extra)
+            self._save(rt, now, init=rt.init, **self._selected_work(rt, res))
         elif r.op == "export":
             self._finish(rt, str(res["path"]), now)
 
@@ -184,6 +180,11 @@ class Dispatch(ControllerBase):
             rt.accuracy = float(res["accuracy"])
             target = rt.payload.target_accuracy
             rt.target_reached = target is not None and rt.accuracy >= target
+        if not rt.done and rt.steps_done >= rt.work_steps:  # past its estimate, target not reached yet
+            p = rt.payload
+            rt.work_steps = self.work.refresh(rt.work_steps, rt.steps_done, p.max_steps, p.eval_every)
+            self._save(rt, now, work_steps=rt.work_steps)
+            self._need_decide = True
         self._checkpoint(rt)
         self._save(
             rt,
@@ -217,8 +218,28 @@ class Dispatch(ControllerBase):
         if rt.admitted and rt.phase in (JobPhase.QUEUED, JobPhase.RUNNING, JobPhase.SELECTING):
             self._set_phase(rt, JobPhase.RUNNING if rt.selected else JobPhase.SELECTING, now)
 
+    def _selected_work(self, rt: JobRT, res: dict[str, Any]) -> dict[str, Any]:
+        """A job's selection came back: it plans with the bank's prediction, or, without one (no bank, or
+        the job's own init won), with the population prediction of a random start; no selection is left."""
+        p = rt.payload
+        predicted = res.get("predicted_steps")
+        if isinstance(predicted, int | float) and predicted > 0 and res.get("state") is not None:
+            steps = self.work.fit(float(predicted), p.max_steps, p.eval_every)
+            rt.work_info = {"predicted_steps": steps, "prediction": "prompt bank", "selection_s": 0.0}
+        else:
+            pred = self.work.predict(p.model, "random", p.max_steps, p.eval_every)
+            steps = pred.steps
+            rt.work_info = {"predicted_steps": steps, "prediction": pred.source, "selection_s": 0.0}
+        rt.work_steps = max(steps, float(rt.steps_done + 1))
+        self._need_decide = True
+        return {"work_steps": rt.work_steps}
+
     def _send(self, w: WorkerRec, rt: JobRT | None, op: str, args: dict[str, Any], now: float) -> None:
         w.op, w.op_job, w.op_started = op, (rt.job_id if rt else None), now
+        busy = [x for x in self.workers.values() if x.op is not None]
+        w.peak_busy = 0
+        for x in busy:  # every request in flight has run with at least this many workers busy
+            x.peak_busy = max(x.peak_busy, len(busy))
         if rt is not None:
             rt.inflight.add(w.worker_id)
         self.backend.send(w.worker_id, op, args)
@@ -244,7 +265,8 @@ class Dispatch(ControllerBase):
                 continue
             w = free[0]
             w.op_future = fut
-            self._send(w, None, "predict", args, now)
+            op = str(args.get("op", "predict"))  # a prediction, or a selection for a quote
+            self._send(w, None, op, {k: v for k, v in args.items() if k != "op"}, now)
         self.requests = pending
 
         for rt in list(self.jobs.values()):

@@ -21,6 +21,7 @@ from prompttuner.runtime.backend import Backend
 from prompttuner.runtime.checkpoint import write_checkpoint
 from prompttuner.runtime.profiles import ProfileBook
 from prompttuner.runtime.records import ControllerConfig, JobRT, LoadHealth, WorkerRec
+from prompttuner.runtime.work import WorkPredictor
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook
 from prompttuner.state.models import Job
@@ -33,6 +34,7 @@ class ControllerBase:
     policy: Policy
     cfg: ControllerConfig
     profiles: ProfileBook
+    work: WorkPredictor  # predicted steps to target (admission, quotes, refreshes)
     clock: Callable[[], float]
     lock: threading.RLock
     jobs: dict[str, JobRT]
@@ -99,6 +101,9 @@ class ControllerBase:
         target = rt.payload.target_accuracy
         reached = rt.target_reached if target is not None else None
         outcome = slo_outcome(rt.deadline, now, reached)
+        if target is not None:  # what the next job of this model and init is predicted with
+            kind = self.work.kind(rt.payload.warm_start)
+            self.work.observe(rt.payload.model, kind, rt.steps_done, bool(reached), rt.payload.max_steps)
         self._close(
             rt,
             JobPhase.SUCCEEDED,

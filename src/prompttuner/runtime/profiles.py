@@ -3,20 +3,34 @@
 The policies plan with :class:`~prompttuner.core.types.ModelProfile`; on the live service the numbers
 come from what the workers report (moving averages of seconds per step and per model load), kept in
 ``$PROMPTTUNER_HOME/profiles.json`` so a restarted service plans with what it learned before.
+
+What the policies plan and quote with (:meth:`ProfileBook.planning_profile`) is not the plain average: two
+workers on a 2-core CPU slow each other, so every direct step time is kept with the number of workers that
+were busy while it ran, and plans use the times measured with the most workers busy the service may run
+(an unmeasured level is the highest measured one scaled linearly, until measured); a safety margin of
+``z`` times the measured spread (sigma of the log of recent samples; the simulator's measured step-time
+noise until there are three) is added on top.  The Prompt Bank's selection time is measured the same way
+(:meth:`ProfileBook.planning_select_s`), so a bank job's quote includes it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prompttuner.core.types import ModelProfile
 
 DEFAULT_STEP_S = 1.0
 DEFAULT_COLD_START_S = 30.0
+DEFAULT_SELECT_S = 30.0  # the bank's default probe budget on this project's 2-core CPU (bank_latency.md)
+DEFAULT_SIGMA = 0.39  # step-time noise measured over the convergence profiles (work_prediction.md)
+MARGIN_Z = 1.645  # a one-sided 95 % margin on a log-normal spread
+KEEP = 16  # recent samples kept per level
 
 
 @dataclass
@@ -26,11 +40,26 @@ class _Measured:
     step_samples: int = 0
     load_samples: int = 0
     weak_samples: int = 0
+    levels: dict[str, list[float]] = field(default_factory=dict)  # busy workers -> recent log step times
+    select_logs: list[float] = field(default_factory=list)  # recent log selection times
+
+
+def _spread_margin(logs: list[float], z: float) -> float:
+    sigma = statistics.pstdev(logs) if len(logs) >= 3 else DEFAULT_SIGMA
+    return math.exp(z * sigma)
 
 
 class ProfileBook:
-    def __init__(self, path: Path | None, gpu_type: str, max_replicas: int, alpha: float = 0.3) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        gpu_type: str,
+        max_replicas: int,
+        alpha: float = 0.3,
+        margin_z: float = MARGIN_Z,
+    ) -> None:
         self.path = path
+        self.margin_z = margin_z
         self.gpu_type = gpu_type
         self.max_replicas = max_replicas
         self.alpha = alpha
@@ -46,10 +75,15 @@ class ProfileBook:
     def _get(self, model: str) -> _Measured:
         return self._m.setdefault(model, _Measured())
 
-    def observe_step(self, model: str, seconds_per_step: float, weak: bool = False) -> None:
-        """A measured step time; ``weak`` ones (derived, not direct) only count until a direct one exists."""
+    def observe_step(self, model: str, seconds_per_step: float, weak: bool = False, busy: int = 1) -> None:
+        """A measured step time, run while ``busy`` workers were busy; ``weak`` ones (derived, not direct)
+        only count until a direct one exists and are not kept for planning."""
         with self._lock:
             m = self._get(model)
+            if not weak and seconds_per_step > 0:
+                logs = m.levels.setdefault(str(max(1, busy)), [])
+                logs.append(math.log(seconds_per_step))
+                del logs[:-KEEP]
             if weak and m.step_samples > 0:
                 return
             if not weak and m.step_samples == 0:
@@ -77,18 +111,61 @@ class ProfileBook:
             )
             m.load_samples += 1
 
-    def profile(self, model: str) -> ModelProfile:
+    def observe_select(self, model: str, seconds: float) -> None:
+        """How long a Prompt Bank selection (its probes on a worker) took."""
+        if seconds > 0:
+            with self._lock:
+                logs = self._get(model).select_logs
+                logs.append(math.log(seconds))
+                del logs[:-KEEP]
+
+    def planning_step_s(self, model: str, busy: int | None = None) -> float:
+        """Seconds per step to plan with when ``busy`` workers run (default: all the service may hold):
+        the geometric mean of recent direct samples at that level (or the highest measured level below,
+        scaled linearly), times the margin from their spread; the average alone when nothing is kept."""
+        want = max(1, busy if busy is not None else self.max_replicas)
         with self._lock:
             m = self._get(model)
-            return ModelProfile(
-                name=model,
-                params_b=0.0,
-                gpus_per_replica=1,
-                cold_start_s={self.gpu_type: m.cold_start_s},
-                step_time_s={self.gpu_type: m.step_s},
-                max_replicas=self.max_replicas,
-                sync_overhead_s=0.05 * m.step_s,
-            )
+            levels = {int(k): v for k, v in m.levels.items() if v}
+            below = [k for k in levels if k <= want]
+            if not below:
+                return m.step_s * math.exp(self.margin_z * DEFAULT_SIGMA) if levels else m.step_s
+            lvl = max(below)
+            logs = levels[lvl]
+            mean = math.exp(statistics.fmean(logs)) * want / lvl
+            return mean * _spread_margin(logs, self.margin_z)
+
+    def planning_select_s(self, model: str) -> float:
+        """Seconds a selection takes, with the margin from the measured spread (a default until one ran)."""
+        with self._lock:
+            logs = list(self._get(model).select_logs)
+        if not logs:
+            return DEFAULT_SELECT_S
+        return math.exp(statistics.fmean(logs)) * _spread_margin(logs, self.margin_z)
+
+    def profile(self, model: str) -> ModelProfile:
+        """The measured averages (no margin): what a job's own step times are compared with."""
+        with self._lock:
+            m = self._get(model)
+            step = m.step_s
+        return self._profile(model, step)
+
+    def planning_profile(self, model: str) -> ModelProfile:
+        """What the policy plans and quotes with: :meth:`planning_step_s` at full load."""
+        return self._profile(model, self.planning_step_s(model))
+
+    def _profile(self, model: str, step: float) -> ModelProfile:
+        with self._lock:
+            cold = self._get(model).cold_start_s
+        return ModelProfile(
+            name=model,
+            params_b=0.0,
+            gpus_per_replica=1,
+            cold_start_s={self.gpu_type: cold},
+            step_time_s={self.gpu_type: step},
+            max_replicas=self.max_replicas,
+            sync_overhead_s=0.05 * step,
+        )
 
     def save(self) -> None:
         if self.path is None:

@@ -31,6 +31,7 @@ class WorkerRec:
     releasing: bool = False  # released by the policy; goes once its request in flight returns
     pid: int | None = None
     start_at: float | None = None  # its cold start waits for the model's load backoff to end
+    peak_busy: int = 0  # the most workers busy at once while its request in flight ran
 
 
 @dataclass
@@ -72,6 +73,7 @@ class JobRT:
     late_noted: bool = False
     last_progress_event: float = 0.0
     step_factor: float = 1.0  # its measured seconds per step over the model's profile (1.0 until measured)
+    work_info: dict[str, Any] = field(default_factory=dict)  # how work_steps was predicted (for quotes)
 
     @property
     def done(self) -> bool:
@@ -98,6 +100,7 @@ class ControllerConfig:
     chunk_s: float = 4.0
     progress_event_every_s: float = 2.0
     predict_timeout_s: float = 120.0
+    selection_ttl_s: float = 600.0  # a selection made at a quote waits this long for its job
     bank_dir: str | None = None  # the Prompt Bank used for warm starts (None: warm starts unavailable)
     max_load_failures: int = 3  # failed cold starts in a row after which a model is reported not ready
     load_backoff_s: float = 1.0  # wait before the next cold start of a model after a failed one, doubling

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from prompttuner.api.deps import Auth, ServiceDep, own_job
 from prompttuner.api.errors import AUTH_ERRORS, ApiError, responses
-from prompttuner.api.job_creation import submit_job
+from prompttuner.api.job_creation import quote_request, submit_job
 from prompttuner.api.schemas import ID_PATTERN, INT64_MAX, MAX_ID_CHARS, JobCreate
 from prompttuner.api.serializers import event_json, job_json
 from prompttuner.core.types import JobPhase
@@ -32,6 +32,19 @@ def create_job(service: ServiceDep, t: Auth, body: JobCreate) -> JSONResponse:
     job_id = submit_job(service, t, body)
     with service.store.session() as s:
         return JSONResponse(job_json(s.get(Job, job_id)), 201)  # type: ignore[arg-type]
+
+
+@router.post("/v1/quotes", responses=responses(*AUTH_ERRORS, 404, 413, 422, 503))
+def create_quote(service: ServiceDep, t: Auth, body: JobCreate) -> dict[str, Any]:
+    """The quote ``POST /v1/jobs`` would give this body, creating nothing: finish time, cost, replicas,
+    feasibility, and the predicted steps it plans with (``prediction`` names the source).
+
+    With ``bank_warm_start`` and a ``training_file`` the Prompt Bank's selection runs now (``selection``:
+    the chosen start, its probe accuracy and the seconds it took) and is kept for the job submitted next
+    with the same body.  404: a file does not exist; 503: the model cannot be loaded, or the selection
+    could not run.
+    """
+    return quote_request(service, t, body)
 
 
 @router.get("/v1/jobs", responses=responses(*AUTH_ERRORS, 422))
