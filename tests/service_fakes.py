@@ -43,6 +43,7 @@ class FakeSession:
         self.n = _rows(job.train_path)
         st = json.loads(state) if state else {"step": 0, "w": 0.0, "pos": 0}
         self.step_no, self.w, self.pos = int(st["step"]), float(st["w"]), int(st["pos"])
+        self.bank = bool(st.get("bank", False))  # started from the fake bank (FAKE_BANK_BONUS)
         self.step_s = float(os.environ.get("FAKE_STEP_S", "0.02"))
 
     @property
@@ -75,10 +76,14 @@ class FakeSession:
 
     def evaluate(self) -> float:
         per = float(os.environ.get("FAKE_ACC_PER_STEP", "0.02"))
-        return min(1.0, 0.3 + per * self.step_no)
+        bonus = float(os.environ.get("FAKE_BANK_BONUS", "0")) if self.bank else 0.0
+        return min(1.0, 0.3 + per * self.step_no + bonus)
 
     def state(self) -> bytes:
-        return json.dumps({"step": self.step_no, "w": self.w, "pos": self.pos}).encode()
+        st: dict[str, Any] = {"step": self.step_no, "w": self.w, "pos": self.pos}
+        if self.bank:
+            st["bank"] = True
+        return json.dumps(st).encode()
 
     def export_prompt(self, path: str) -> None:
         from safetensors.numpy import save_file
@@ -107,7 +112,7 @@ class FakeEngine:
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank configured")
         return {
-            "state": json.dumps({"step": 0, "w": 1.0, "pos": 0}).encode(),
+            "state": json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode(),
             "init": "bank:fake",
             "predicted_steps": 3,
         }

@@ -300,32 +300,6 @@ def test_profile_book_prefers_direct_measurements_and_persists(tmp_path: Path) -
     assert again.profile("m").cold_start_s["cpu"] == 30.0
 
 
-def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
-    """README command 1 (with the fake engine, so it is fast): jobs with different deadlines, a table."""
-    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}", FAKE_STEP_S="0.05")
-    cmd = [
-        sys.executable,
-        "-m",
-        "prompttuner",
-        "demo",
-        "--home",
-        str(tmp_path / "demo"),
-        "--workers",
-        "2",
-        "--engine",
-        FAKE_ENGINE,
-        "--json",
-    ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout)
-    assert len(result["jobs"]) == 4 and {j["status"] for j in result["jobs"]} == {"succeeded"}
-    assert {j["task"] for j in result["jobs"]} == {"sst2", "sms_spam", "subj", "cr"}
-    assert any("refused" in n for n in result["notes"])  # the too-tight deadline got a 422 first
-    assert 0 < result["gpu_seconds_jobs"] <= result["gpu_seconds_held"]
-    assert "SLO met (target reached by the deadline):" in out.stderr and "GPU-seconds" in out.stderr
-
-
 def test_policy_sees_recent_arrivals_with_their_deadlines_and_work(tmp_path: Path) -> None:
     """Pool sizing needs each recent job's deadline and work, aligned with its arrival (as in the sim)."""
 

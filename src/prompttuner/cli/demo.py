@@ -1,13 +1,22 @@
-"""``prompttuner demo``: the service end to end on this machine, in a few minutes.
+"""``prompttuner demo``: the product end to end on this machine, in a few minutes.
 
 Starts the service (API + controller + 2-4 local workers holding the bundled LLM) in this process, on a
-fresh ``$PROMPTTUNER_HOME`` sub-folder, then acts as a user over HTTP: submits prompt-tuning jobs on the
-bundled task slices with different deadlines (one of them tighter than the service can promise, to show
-the 422 with the tightest feasible deadline, then resubmitted as best effort), shows live progress, and
-ends with a table of jobs, deadlines met or missed, and GPU-seconds used.
+fresh ``$PROMPTTUNER_HOME`` sub-folder, then acts as a user over HTTP, on bundled slices of shared tasks:
 
-Deadlines are set from the step time the workers measure on the first job, so the demo tells the same
-story on a slow laptop and on a fast server.
+1. two earlier jobs (``mr``, ``subj``) from random init, with targets they can reach; each prompt that
+   reaches its target goes to the Prompt Bank;
+2. one later job on a related task (``sst2``, movie-review sentiment like ``mr``) is quoted twice
+   (``POST /v1/quotes``): with the bank (its selection runs now, on the job's rows, and the quote plans with
+   the bank's predicted steps) and from random init (the population prediction);
+3. its deadline is set between the two quoted finishes, so only the bank's start is quoted to meet it; the
+   job runs from the bank, and the same job runs from random init as its twin (refused with 422 at that
+   deadline, then resubmitted as best effort): whether only the bank's start meets it is measured, not
+   asserted;
+4. with ``--jobs`` above 4, more later jobs (``cr``, ``sms_spam``) start from the bank with relaxed deadlines.
+
+One live board shows it all; the end is a table of target reached, deadline met, SLO met and GPU-seconds
+per job (``--json``: the same as one line of JSON on stdout).  Quotes plan with step times the workers
+measure as they run (both busy), so they scale to a slow laptop or a fast server.
 """
 
 from __future__ import annotations
@@ -20,11 +29,17 @@ from typing import Any
 
 from prompttuner import config
 from prompttuner.cli.common import console
-from prompttuner.cli.service_common import build_service, cluster_line, jobs_table
+from prompttuner.cli.demo_view import board, final_table, job_result, quote_summary, quotes_table
+from prompttuner.cli.service_common import build_service
 
 DEMO_TASKS = config.REPO_DATA / "demo_tasks"
-TASKS = ("sst2", "sms_spam", "subj", "cr")
-STEPS, EVAL_EVERY, TARGET = 12, 4, 0.7
+EARLY = ("mr", "subj")  # fill the bank, from random init
+LATER = "sst2"  # related to mr: the bank's start beside its random-init twin
+MORE = ("cr", "sms_spam")  # further later jobs from the bank (--jobs > 4)
+TASKS = (*EARLY, LATER, *MORE)
+STEPS, EVAL_EVERY, TARGET = 24, 4, 0.625
+HP = {"batch_size": 4, "num_virtual_tokens": 8, "eval_every": EVAL_EVERY, "max_length": 64, "max_eval": 24}
+ENDED = ("succeeded", "failed", "cancelled", "declined")
 
 
 def _free_port() -> int:
@@ -70,140 +85,182 @@ def run_demo(
     from rich.live import Live
 
     from prompttuner.api.app import create_app
+    from prompttuner.runtime.engine import REAL_ENGINE
 
+    t0 = time.time()
     home = home or config.home() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     home.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]PromptTuner demo[/]: state in {home}; {workers} local workers on {model}")
     service = build_service(home, workers, workers, model, "local", policy, None, engine, plugins or [], 3.0)
+    auto_bank = service.cfg.bank_auto_add
+    auto_bank = (service.cfg.engine == REAL_ENGINE) if auto_bank is None else auto_bank
     port = _free_port()
     server = _Server(create_app(service), port)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {service.default_key}"}, timeout=120)
-    names: dict[str, str] = {}
+    c = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {service.default_key}"},
+        timeout=600,
+    )
+    labels: dict[str, str] = {}
     notes: list[str] = []
+    state = {"phase": f"loading {model} on {workers} workers (a cold start)...", "killed": False}
+
+    def show(live: Any) -> None:
+        jobs = [j for j in c.get("/v1/jobs").json()["data"] if j["id"] in labels]
+        info = c.get("/v1/cluster").json()
+        live.update(board(jobs, labels, info, f"[{time.time() - t0:.0f}s] {state['phase']}"))
+        if kill_worker and not state["killed"]:
+            busy = [w for w in info["workers"] if w["job"] and w["op"] == "train"]
+            if busy and any(j["progress"]["steps_done"] >= 2 for j in jobs):
+                service.controller.kill_worker(busy[0]["id"])
+                notes.append(f"killed worker {busy[0]['id']} while it ran {busy[0]['job']}")
+                state["killed"] = True
+
+    def follow(live: Any, until: Any, timeout: float = 1800) -> None:
+        end = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > end:
+                raise TimeoutError(f"gave up after {timeout:.0f}s: {state['phase']}")
+            show(live)
+            time.sleep(0.5)
+        show(live)
+
+    def ended(ids: list[str]) -> bool:
+        return all(c.get(f"/v1/jobs/{i}").json()["status"] in ENDED for i in ids)
+
+    def body(task: str, bank: bool, duration: float, best_effort: bool = False) -> dict[str, Any]:
+        return {
+            "model": model,
+            "training_file": files[task][0],
+            "validation_file": files[task][1],
+            "target_accuracy": TARGET,
+            "max_steps": steps,
+            "duration_s": duration,
+            "best_effort": best_effort,
+            "bank_warm_start": bank,
+            "hyperparameters": HP,
+        }
+
+    def submit(task: str, b: dict[str, Any], label: str) -> httpx.Response:
+        r = c.post("/v1/jobs", json=b)
+        if r.status_code == 201:
+            labels[r.json()["id"]] = label
+        return r
+
+    def submit_or_run_anyway(task: str, bank: bool, deadline: float, label: str) -> httpx.Response:
+        """Submit at ``deadline``; when refused (422: infeasible), say so and run it as best effort."""
+        r = submit(task, body(task, bank, deadline), label)
+        if r.status_code != 201:
+            err = r.json()["error"]
+            live.console.print(f"{label} at {deadline:.0f}s: [yellow]{r.status_code}[/] {err['message']}")
+            notes.append(f"{label}: refused at {deadline:.0f}s ({err['type']}); ran as best effort")
+            r = submit(task, body(task, bank, deadline, best_effort=True), label)
+        r.raise_for_status()
+        return r
+
+    def relaxed(task: str, bank: bool) -> str:
+        """A job with a relaxed deadline: twice its quote."""
+        asked = time.time()
+        q = c.post("/v1/quotes", json=body(task, bank, 3600.0)).json()
+        deadline = max(60.0, 2.0 * (q["finish_time"] - asked))
+        r = submit(task, body(task, bank, deadline), f"{task} / {'bank' if bank else 'random'}")
+        r.raise_for_status()
+        live.console.print(
+            f"{task}: quoted {q['finish_time'] - asked:.0f}s ({q['predicted_steps']:.0f} steps predicted: "
+            f"{q['prediction']}); deadline {deadline:.0f}s"
+        )
+        return str(r.json()["id"])
+
+    comparison: dict[str, Any] = {}
     try:
-        with console.status(f"loading {model} on {workers} workers (a cold start)..."):
-            _wait(lambda: c.get("/v1/cluster").json()["warm_models"].get(model, 0) >= workers, 900)
-        info = c.get("/v1/cluster").json()
-        console.print(
-            f"workers warm after {time.time() - service.controller.started_at:.1f}s: " + cluster_line(info)
-        )
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            follow(live, lambda: c.get("/v1/cluster").json()["warm_models"].get(model, 0) >= workers, 900)
+            live.console.print(f"workers warm after {time.time() - t0:.0f}s")
+            files = {t: _upload(c, t) for t in TASKS}
 
-        files = {t: _upload(c, t) for t in TASKS}
-
-        def submit(task: str, duration: float | None, best_effort: bool = False) -> httpx.Response:
-            body = {
-                "model": model,
-                "training_file": files[task][0],
-                "validation_file": files[task][1],
-                "target_accuracy": TARGET,
-                "max_steps": steps,
-                "duration_s": duration,
-                "best_effort": best_effort,
-                "hyperparameters": {
-                    "batch_size": 4,
-                    "num_virtual_tokens": 8,
-                    "eval_every": EVAL_EVERY,
-                    "max_length": 64,
-                    "max_eval": 24,
-                    "lr": 0.03,
-                },
-            }
-            r = c.post("/v1/jobs", json=body)
-            if r.status_code == 201:
-                names[r.json()["id"]] = task
-            return r
-
-        tasks = [TASKS[i % len(TASKS)] for i in range(n_jobs)]
-        first = submit(tasks[0], 3600.0)
-        first.raise_for_status()
-        console.print(
-            f"submitted {first.json()['id']} ({tasks[0]}), deadline in 1h; measuring the step time..."
-        )
-        with console.status("first job: measuring seconds per step"):
-            _wait(lambda: c.get("/v1/cluster").json()["profiles"][model]["measured"], 900)
-        step_s = float(c.get("/v1/cluster").json()["profiles"][model]["step_s"])
-        solo = steps * step_s * 1.3  # a job alone on one worker, evaluations included
-        console.print(f"measured {step_s:.2f}s per step: a {steps}-step job alone takes about {solo:.0f}s")
-
-        # the others: relaxed, moderate, and one tighter than any allocation can meet
-        factors = [3.0, 1.6, 0.25, 2.2, 1.2, 4.0, 0.8][: max(0, n_jobs - 1)]
-        for task, f in zip(tasks[1:], factors, strict=False):
-            r = submit(task, solo * f)
-            if r.status_code == 201:
-                q = r.json()["quote"]
-                console.print(
-                    f"submitted {r.json()['id']} ({task}): deadline in {solo * f:.0f}s, quoted finish "
-                    f"in {q['finish_time'] - time.time():.0f}s on {q['gpus']} worker(s)"
+            # 1. earlier jobs fill the bank
+            state["phase"] = "earlier jobs (random init) tune; prompts that reach the target go to the bank"
+            early = [relaxed(t, False) for t in EARLY[: max(1, min(len(EARLY), n_jobs - 2))]]
+            follow(live, lambda: ended(early))
+            if auto_bank:
+                reached = [i for i in early if c.get(f"/v1/jobs/{i}").json()["target_reached"]]
+                follow(live, lambda: all(_banked(c, i) for i in reached), 120)
+                live.console.print(
+                    f"the bank holds the prompts of {len(reached)} of {len(early)} earlier jobs"
                 )
-            else:
-                err = r.json()["error"]
-                msg = (
-                    f"[yellow]{r.status_code}[/] for {task} with a {solo * f:.0f}s deadline: {err['message']}"
-                )
-                console.print(msg)
+
+            # 2. one later job, quoted with and without the bank
+            state["phase"] = f"{LATER}: the Prompt Bank selects a start on the job's rows (for the quote)"
+            show(live)
+            asked = time.time()
+            qb = c.post("/v1/quotes", json=body(LATER, True, 1.0))  # 1s: no plan meets it, so the
+            # quote names the tightest deadline it could meet: the earliest finish, every worker used
+            qb.raise_for_status()
+            with_bank = quote_summary(qb.json(), asked)
+            asked = time.time()
+            without = quote_summary(c.post("/v1/quotes", json=body(LATER, False, 1.0)).json(), asked)
+            b_s, r_s = with_bank["quoted_s"], without["quoted_s"]
+            # a deadline between the two quoted finishes: only the bank's start is quoted to meet it
+            deadline = (b_s * r_s) ** 0.5 if b_s < 0.9 * r_s else 1.2 * b_s
+            if b_s >= 0.9 * r_s:
                 notes.append(
-                    f"{task}: refused at {solo * f:.0f}s ({err['type']}); resubmitted as best effort"
+                    "the bank's quote was not shorter than random init's: no deadline separates them"
                 )
-                r2 = submit(task, solo * f, best_effort=True)
-                r2.raise_for_status()
-                console.print(f"resubmitted as best effort: {r2.json()['id']}")
-            time.sleep(1.0)  # staggered arrivals: the policy re-plans at each one
+            live.console.print(quotes_table(with_bank, without, deadline))
 
-        killed = False
-        with Live(console=console, refresh_per_second=2, transient=True) as live:
-            while True:
-                jobs = [j for j in c.get("/v1/jobs").json()["data"] if j["id"] in names]
-                info = c.get("/v1/cluster").json()
-                live.update(_view(jobs, names, info, jobs_table, cluster_line))
-                if kill_worker and not killed:
-                    busy = [w for w in info["workers"] if w["job"] and w["op"] == "train"]
-                    if busy and any(j["progress"]["steps_done"] >= 2 for j in jobs):
-                        service.controller.kill_worker(busy[0]["id"])
-                        notes.append(f"killed worker {busy[0]['id']} while it ran {busy[0]['job']}")
-                        killed = True
-                if all(j["status"] in ("succeeded", "failed", "cancelled", "declined") for j in jobs):
-                    break
-                time.sleep(0.5)
-        jobs = [j for j in c.get("/v1/jobs").json()["data"] if j["id"] in names]
-        jobs.sort(key=lambda j: j["created_at"])
+            # 3. the job from the bank, and its random-init twin, at that deadline
+            state["phase"] = f"{LATER} from the bank beside its random-init twin, deadline {deadline:.0f}s"
+            rb = submit_or_run_anyway(LATER, True, deadline, f"{LATER} / bank")
+            rr = submit_or_run_anyway(LATER, False, deadline, f"{LATER} / random (twin)")
+            pair = [str(rb.json()["id"]), str(rr.json()["id"])]
+            later = list(pair)
+            for t in MORE[: max(0, n_jobs - 4)]:
+                later.append(relaxed(t, True))
+            follow(live, lambda: ended(later))
+            state["phase"] = "done"
+            show(live)
+        jobs = {j["id"]: j for j in c.get("/v1/jobs").json()["data"] if j["id"] in labels}
+        rows = [job_result(j, labels[j["id"]]) for j in sorted(jobs.values(), key=lambda j: j["created_at"])]
         info = c.get("/v1/cluster").json()
+        console.print(final_table(rows))
+        bank_job, twin = (job_result(jobs[i], labels[i]) for i in pair)
+        comparison = {
+            "task": LATER,
+            "deadline_s": round(deadline, 1),
+            "quote_with_bank": with_bank,
+            "quote_random": without,
+            "bank_job": bank_job["id"],
+            "twin_job": twin["id"],
+            "bank_slo_met": bank_job["slo_met"],
+            "twin_slo_met": twin["slo_met"],
+            "only_bank_met": bool(bank_job["slo_met"]) and not twin["slo_met"],
+        }
+        met = sum(1 for r in rows if r["slo_met"])
+        job_s = sum(r["gpu_seconds"] or 0.0 for r in rows)
         console.print(
-            jobs_table(jobs, title="PromptTuner demo: jobs (ids shortened)", names=names, short=True)
+            f"{LATER} at a {deadline:.0f}s deadline: from the bank "
+            f"{'met' if bank_job['slo_met'] else 'missed'} its SLO in {bank_job['actual_s']:.0f}s, "
+            f"from random init {'met' if twin['slo_met'] else 'missed'} it in {twin['actual_s']:.0f}s"
         )
-        met = sum(1 for j in jobs if j["slo_met"])
-        on_time = sum(1 for j in jobs if j["deadline_met"])
-        job_s = sum(j["gpu_seconds"] for j in jobs)
         console.print(
-            f"SLO met (target reached by the deadline): {met}/{len(jobs)} (finished by the deadline: "
-            f"{on_time}/{len(jobs)}); GPU-seconds: {job_s:.1f} charged to jobs, "
-            f"{info['gpu_seconds_held']:.1f} held by the warm pool (utilisation {info['utilisation']:.0%})"
+            f"SLO met (target reached by the deadline): {met}/{len(rows)}; GPU-seconds: {job_s:.1f} "
+            f"charged to jobs, {info['gpu_seconds_held']:.1f} held by the warm pool; "
+            f"whole demo {time.time() - t0:.0f}s"
         )
         for n in notes:
             console.print(f"note: {n}")
-        console.print(
-            f"state kept in {home}; run it yourself: prompttuner serve --home {home} (then submit / status)"
-        )
+        console.print(f"state kept in {home}; run it yourself: prompttuner serve --home {home}")
+        step = info["profiles"].get(model, {})
         return {
             "home": str(home),
-            "step_s": step_s,
-            "jobs": [
-                {
-                    "id": j["id"],
-                    "task": names[j["id"]],
-                    "status": j["status"],
-                    "steps": j["progress"]["steps_done"],
-                    "accuracy": j["progress"]["accuracy"],
-                    "target_reached": j["target_reached"],
-                    "deadline_met": j["deadline_met"],
-                    "slo_met": j["slo_met"],
-                    "gpu_seconds": j["gpu_seconds"],
-                }
-                for j in jobs
-            ],
+            "step_s": step.get("step_s"),
+            "wall_s": round(time.time() - t0, 1),
+            "jobs": rows,
+            "bank_vs_random": comparison,
             "slo_met": met,
-            "deadlines_met": on_time,
+            "deadlines_met": sum(1 for r in rows if r["deadline_met"]),
+            "targets_reached": sum(1 for r in rows if r["target_reached"]),
             "gpu_seconds_jobs": job_s,
             "gpu_seconds_held": info["gpu_seconds_held"],
             "notes": notes,
@@ -211,6 +268,12 @@ def run_demo(
     finally:
         c.close()
         server.stop()
+
+
+def _banked(c: Any, job_id: str) -> bool:
+    """Whether the job's prompt was added to the bank (or adding it failed: nothing more to wait for)."""
+    events = c.get(f"/v1/jobs/{job_id}/events").json()["data"]
+    return any(e["kind"] == "bank" for e in events)
 
 
 def _upload(c: Any, task: str) -> tuple[str, str]:
@@ -229,13 +292,3 @@ def _wait(cond: Any, timeout: float) -> None:
         if time.monotonic() > end:
             raise TimeoutError(f"gave up after {timeout:.0f}s")
         time.sleep(0.25)
-
-
-def _view(
-    jobs: list[dict[str, Any]], names: dict[str, str], info: dict[str, Any], table: Any, line: Any
-) -> Any:
-    from rich.console import Group
-    from rich.text import Text
-
-    jobs = sorted(jobs, key=lambda j: j["created_at"])
-    return Group(table(jobs, title="jobs (live)", names=names, short=True), Text(line(info)))

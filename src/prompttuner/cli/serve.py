@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -243,8 +244,9 @@ def demo_cmd(
         )
     except (ValueError, RuntimeError, TimeoutError) as e:
         fail(str(e))
-    if json_out:
-        emit_json(result)
+    if json_out:  # one line: the last line of the demo's output
+        sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -130,6 +130,25 @@ def _eval_due(job: JobPayload, steps_done: int) -> bool:
     return steps_done >= job.max_steps or (job.eval_every > 0 and steps_done % job.eval_every == 0)
 
 
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",  # tqdm (transformers' weight loading, gguf conversion)
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries() -> None:
+    """No library progress bars or advice from a worker: its output would interleave with the service's
+    (two workers loading a model print two bars over each other).  Before the libraries are imported."""
+    for k, v in QUIET_ENV.items():
+        os.environ[k] = v
+    tf = sys.modules.get("transformers")  # already imported (a worker in this process): tell it directly
+    if tf is not None:
+        tf.utils.logging.disable_progress_bar()
+        tf.utils.logging.set_verbosity_error()
+
+
 def format_error(e: BaseException) -> str:
     """One line naming the problem, plus where it came from (the last frame), for events and the API."""
     tb = traceback.extract_tb(e.__traceback__)
@@ -140,6 +159,7 @@ def format_error(e: BaseException) -> str:
 def process_main(conn: Any, worker_id: str, model: str, engine_spec: str, threads: int) -> None:
     """Entry point of a local worker process: load once, then answer requests until told to stop."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported (by the engine)
+    quiet_libraries()
     try:
         core = WorkerCore(worker_id, model, engine_spec)
     except BaseException as e:  # the model could not be loaded: say why, then exit

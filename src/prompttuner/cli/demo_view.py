@@ -1,0 +1,153 @@
+"""What the demo shows: one live board, the two quotes side by side, the final table and its JSON.
+
+Everything the demo prints goes through one ``rich`` console on stderr (``--json`` writes one line of JSON
+on stdout at the end); the workers' library progress bars are silenced where they run
+(``runtime.worker``), so nothing interleaves with the board.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prompttuner.cli.service_common import cluster_line
+
+
+def _dur(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}s"
+
+
+def quote_summary(q: dict[str, Any], asked_at: float) -> dict[str, Any]:
+    """A quote from ``POST /v1/quotes`` as the demo reports it (durations from when it was asked).  Asked
+    with a deadline no plan meets, its ``tightest_deadline`` is the earliest finish with every worker."""
+    sel = q.get("selection") or {}
+    fin = q.get("finish_time") if q.get("feasible") else (q.get("tightest_deadline") or q.get("finish_time"))
+    return {
+        "predicted_steps": q.get("predicted_steps"),
+        "prediction": q.get("prediction"),
+        "start": sel.get("init") or "random",
+        "probe_accuracy": sel.get("probe_accuracy"),
+        "selection_s": sel.get("seconds", q.get("selection_s")),
+        "workers": q.get("gpus"),
+        "feasible": q.get("feasible"),
+        "quoted_s": (fin - asked_at) if isinstance(fin, int | float) else None,
+    }
+
+
+def quotes_table(with_bank: dict[str, Any], without: dict[str, Any], deadline_s: float) -> Any:
+    """The quote of one job with and without the Prompt Bank, side by side."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="one job (sst2), two quotes", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("")
+    t.add_column("with the Prompt Bank", overflow="fold")
+    t.add_column("from random init", overflow="fold")
+    acc = with_bank.get("probe_accuracy")
+    rows = [
+        ("start", with_bank["start"] + (f" (probe acc {acc:.2f})" if acc is not None else ""), "random"),
+        ("predicted steps", f"{with_bank['predicted_steps']:.0f}", f"{without['predicted_steps']:.0f}"),
+        ("from", str(with_bank["prediction"]), str(without["prediction"])),
+        ("selection", f"{with_bank['selection_s'] or 0:.1f}s (done at the quote)", "-"),
+        ("earliest quoted finish", _dur(with_bank["quoted_s"]), _dur(without["quoted_s"])),
+        (
+            f"deadline {deadline_s:.0f}s",
+            "[green]feasible[/]" if with_bank["quoted_s"] <= deadline_s else "[red]infeasible[/]",
+            "[green]feasible[/]" if without["quoted_s"] <= deadline_s else "[red]infeasible[/]",
+        ),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def board(jobs: list[dict[str, Any]], labels: dict[str, str], info: dict[str, Any], phase: str) -> Any:
+    """The live board: a line per job, the pool in one line, what the demo is doing."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="jobs (live)")
+    for col in ("job", "task / start", "status", "steps", "acc/target", "quoted", "deadline"):
+        t.add_column(col, no_wrap=True)
+    now = time.time()
+    for j in sorted(jobs, key=lambda j: j["created_at"]):
+        p = j["progress"]
+        acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
+        q = j.get("quote") or {}
+        quoted = q.get("finish_time")
+        left = j["deadline"] - (j["finished_at"] or now)
+        dl = f"{left:.0f}s left" if j["finished_at"] is None else ("met" if j["deadline_met"] else "missed")
+        t.add_row(
+            j["id"][4:12],
+            labels.get(j["id"], "?"),
+            j["status"],
+            f"{p['steps_done']}/{j['max_steps']}",
+            f"{acc}/{j['target_accuracy']:.2f}" if j.get("target_accuracy") else acc,
+            _dur(quoted - j["created_at"]) if isinstance(quoted, int | float) else "-",
+            dl,
+        )
+    return Group(t, Text(cluster_line(info)), Text(phase, style="bold"))
+
+
+def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
+    """One job of the final table (and of the JSON line)."""
+    q = j.get("quote") or {}
+    end = j["finished_at"]
+    return {
+        "id": j["id"],
+        "task": label.split(" ")[0],
+        "start": j["init"],
+        "bank_warm_start": j["bank_warm_start"],
+        "best_effort": j["best_effort"],
+        "status": j["status"],
+        "steps": j["progress"]["steps_done"],
+        "accuracy": j["progress"]["accuracy"],
+        "target": j["target_accuracy"],
+        "target_reached": j["target_reached"],
+        "deadline_met": j["deadline_met"],
+        "slo_met": j["slo_met"],
+        "gpu_seconds": j["gpu_seconds"],
+        "deadline_s": round(j["deadline"] - j["created_at"], 1),
+        "quoted_s": round(q["finish_time"] - j["created_at"], 1) if q.get("finish_time") else None,
+        "actual_s": round(end - j["created_at"], 1) if end is not None else None,
+    }
+
+
+def final_table(rows: list[dict[str, Any]]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    yes = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
+    t = Table(title="PromptTuner demo: jobs", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in (
+        "task",
+        "start",
+        "steps",
+        "acc/target",
+        "quoted",
+        "took",
+        "deadline",
+        "target",
+        "deadline met",
+    ):
+        t.add_column(col, no_wrap=True)
+    t.add_column("SLO met", no_wrap=True)
+    t.add_column("GPU-s", justify="right", no_wrap=True)
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}"
+        t.add_row(
+            r["task"],
+            str(r["start"]) + (" (best effort)" if r["best_effort"] else ""),
+            str(r["steps"]),
+            f"{acc}/{r['target']:.2f}",
+            _dur(r["quoted_s"]),
+            _dur(r["actual_s"]),
+            _dur(r["deadline_s"]),
+            yes[r["target_reached"]],
+            yes[r["deadline_met"]],
+            yes[r["slo_met"]],
+            f"{r['gpu_seconds']:.1f}",
+        )
+    return t
