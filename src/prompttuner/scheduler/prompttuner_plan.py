@@ -7,16 +7,14 @@ Part of the PromptTuner policy (``scheduler/prompttuner.py``); the warm pools ar
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
+import operator
 
 from prompttuner.core.types import (
     ClusterSnapshot,
     JobSpec,
     JobView,
+    ModelProfile,
     Provision,
     Quote,
     WorkerState,
@@ -24,83 +22,19 @@ from prompttuner.core.types import (
 )
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.common import (
-    Index,
-    Key,
     finish_time,
     min_replicas,
     prefix_groups,
     rates,
     scan,
 )
+from prompttuner.scheduler.prompttuner_ctx import _Ctx, _Plan
+
+__all__ = ["Knobs", "Planner", "_Ctx", "_Plan"]
 
 
-@dataclass
-class _Plan:
-    gpu: str
-    n: int
-    finish: float
-    groups: list[tuple[int, float]]
-    feasible: bool
-    cost: float
-
-
-@dataclass
-class _Ctx:
-    """State of one decision: who has surplus, what frees up later, what was handed out."""
-
-    ix: Index
-    excess: dict[Key, list[tuple[float, str, int]]] = field(default_factory=lambda: defaultdict(list))
-    future: dict[str, list[tuple[float, int, str]]] = field(default_factory=lambda: defaultdict(list))
-    alloc: dict[str, list[str]] = field(default_factory=dict)  # job -> workers (changed jobs only)
-    provisions: list[Provision] = field(default_factory=list)
-    release: list[str] = field(default_factory=list)
-    taken: set[str] = field(default_factory=set)
-    idle_n: dict[Key, int] = field(default_factory=dict)  # untaken idle workers per (model, GPU type)
-    idle_gpus: dict[str, int] = field(default_factory=dict)  # untaken idle GPUs per GPU type
-    _fut_sorted: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
-    claims: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
-    _claim_prefix: dict[str, list[int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for (m, t), lst in self.ix.idle.items():
-            self.idle_n[(m, t)] = len(lst)
-            self.idle_gpus[t] = self.idle_gpus.get(t, 0) + len(lst) * self.ix.gpus(m)
-
-    def take(self, w: WorkerView) -> None:
-        """Mark a worker as handed out (or released) in this decision, keeping the idle counters."""
-        if w.worker_id in self.taken:
-            return
-        self.taken.add(w.worker_id)
-        if w.state == WorkerState.IDLE and w.job_id is None and w.model is not None:
-            key = (w.model, w.gpu_type)
-            self.idle_n[key] = self.idle_n.get(key, 0) - 1
-            self.idle_gpus[w.gpu_type] = self.idle_gpus.get(w.gpu_type, 0) - self.ix.gpus(w.model)
-
-    def claim(self, gpu: str, deadline: float, gpus: int) -> None:
-        """Record that a queued job with ``deadline`` will take ``gpus`` of the capacity freed later."""
-        lst = self.claims.setdefault(gpu, [])
-        bisect.insort(lst, (deadline, gpus))
-        self._claim_prefix.pop(gpu, None)
-
-    def claimed_before(self, gpu: str, deadline: float) -> int:
-        lst = self.claims.get(gpu)
-        if not lst:
-            return 0
-        pre = self._claim_prefix.get(gpu)
-        if pre is None:
-            pre = list(itertools.accumulate(g for _, g in lst))
-            self._claim_prefix[gpu] = pre
-        k = bisect.bisect_right(lst, (deadline, math.inf))
-        return pre[k - 1] if k > 0 else 0
-
-    def future_sorted(self, gpu: str) -> list[tuple[float, int, str]]:
-        got = self._fut_sorted.get(gpu)
-        if got is None:
-            got = sorted(self.future.get(gpu, []))
-            self._fut_sorted[gpu] = got
-        return got
-
-    keep_s: dict[str, float] = field(default_factory=dict)  # keep-alive per model, set by the pools
+_at = operator.itemgetter(1)
+LATE_TOL = 1e-6  # seconds: the bound of _surely_late stays clear of rounding
 
 
 class Knobs(Policy):
@@ -143,10 +77,21 @@ class Planner(Knobs):
         return spec.deadline - self.margin * max(0.0, spec.deadline - now)
 
     def _own(self, ctx: _Ctx, job_id: str) -> tuple[list[WorkerView], list[WorkerView]]:
-        ws = ctx.ix.by_job.get(job_id, [])
-        ready = [w for w in ws if w.state != WorkerState.PROVISIONING and w.worker_id not in ctx.taken]
-        prov = [w for w in ws if w.state == WorkerState.PROVISIONING and w.worker_id not in ctx.taken]
-        return ready, prov
+        """A job's (ready, provisioning) workers.  Only workers without a job are ever taken in a
+        decision, so this is the same all decision long and kept (callers do not modify it)."""
+        got = ctx.own.get(job_id)
+        if got is not None:
+            return got
+        ws = ctx.ix.by_job.get(job_id)
+        if not ws:
+            got = ([], [])
+        else:
+            taken = ctx.taken
+            ready = [w for w in ws if w.state != WorkerState.PROVISIONING and w.worker_id not in taken]
+            prov = [w for w in ws if w.state == WorkerState.PROVISIONING and w.worker_id not in taken]
+            got = (ready, prov)
+        ctx.own[job_id] = got
+        return got
 
     def _cold_count(self, ctx: _Ctx, model: str, gpu: str) -> int:
         g = ctx.ix.gpus(model)
@@ -154,6 +99,58 @@ class Planner(Knobs):
         own = ctx.idle_n.get((model, gpu), 0) * g
         evictable = max(0, ctx.idle_gpus.get(gpu, 0) - own)
         return (free + evictable) // g
+
+    def _consts(self, ctx: _Ctx, prof: ModelProfile, gpu: str) -> tuple[float, float, float, float, float]:
+        """(cold start, start pause, join pause, price per replica-second, top rate) of a model on a
+        GPU type, once per decision."""
+        got = ctx.consts.get((prof.name, gpu))
+        if got is None:
+            got = (
+                prof.cold_start_s[gpu],
+                self.rescale_overhead_s(prof, gpu, 0, 1),
+                self.rescale_overhead_s(prof, gpu, 1, 2),
+                ctx.ix.snap.gpu_types[gpu].price_per_hour / 3600.0 * prof.gpus_per_replica,
+                max(rates(prof, gpu)),
+            )
+            ctx.consts[(prof.name, gpu)] = got
+        return got
+
+    def _types(self, ctx: _Ctx, prof: ModelProfile) -> list[str]:
+        got = ctx.types.get(prof.name)
+        if got is None:
+            got = [t for t in ctx.ix.snap.capacity if t in prof.step_time_s]
+            ctx.types[prof.name] = got
+        return got
+
+    def _surely_late(self, ctx: _Ctx, j: JobView) -> bool:
+        """True when ``_plan(ctx, j, j.spec, False)`` is certainly a plan that misses the deadline (no
+        replica count, even all at the top rate from now, finishes by it) and not None (some GPU type has
+        something to hand out); False when unsure.  Saves the first, discarded, plan of a late job."""
+        ix = ctx.ix
+        now = ix.snap.now
+        spec = j.spec
+        prof = ix.snap.models[spec.model]
+        steps = j.steps_left * self.work_margin
+        if steps <= 0:
+            return False
+        own_ready, own_prov = self._own(ctx, spec.job_id)
+        types = [own_ready[0].gpu_type] if own_ready else [own_prov[0].gpu_type] if own_prov else None
+        if types is None:
+            types = self._types(ctx, prof)
+        g = prof.gpus_per_replica
+        something = False
+        for gpu in types:
+            _, pause0, _, _, top = self._consts(ctx, prof, gpu)
+            if now + (0.0 if own_ready else pause0) + steps / top <= spec.deadline + LATE_TOL:
+                return False
+            key = (spec.model, gpu)
+            idle = ctx.idle_n.get(key, 0)
+            warm_now = len(own_ready) + idle + (ctx.excess_n.get(key, 0) if self.elastic else 0)
+            evictable = max(0, ctx.idle_gpus.get(gpu, 0) - idle * g)
+            cold_n = (max(0, ix.free.get(gpu, 0)) + evictable) // g
+            if warm_now or own_prov or ix.prov_free.get(key) or cold_n:
+                something = True
+        return something
 
     def _plan(
         self, ctx: _Ctx, j: JobView, spec: JobSpec, with_future: bool, work_margin: float | None = None
@@ -165,38 +162,56 @@ class Planner(Knobs):
         now = snap.now
         prof = snap.models[spec.model]
         wm = self.work_margin if work_margin is None else work_margin
+        cap = prof.max_replicas
         steps = (j.steps_left if j is not None else max(0.0, spec.work_steps)) * wm
         own_ready, own_prov = self._own(ctx, spec.job_id) if j is not None else ([], [])
         types = [own_ready[0].gpu_type] if own_ready else [own_prov[0].gpu_type] if own_prov else None
         if types is None:
-            types = [t for t in snap.capacity if t in prof.step_time_s]
+            types = self._types(ctx, prof)
         best: _Plan | None = None
         fast: _Plan | None = None
-        target = self._target(spec, now)
+        target = spec.deadline - self.margin * max(0.0, spec.deadline - now)  # self._target
+        g = prof.gpus_per_replica
         for gpu in types:
             key = (spec.model, gpu)
+            cs, pause0, jp, price, _ = ctx.consts.get(key) or self._consts(ctx, prof, gpu)
             idle = ctx.idle_n.get(key, 0)
-            excess = sum(c for _, _, c in ctx.excess.get(key, [])) if self.elastic else 0
+            excess = ctx.excess_n.get(key, 0) if self.elastic else 0
             warm_now = len(own_ready) + idle + excess
-            prov_times = sorted(
-                [w.ready_at for w in own_prov]
-                + [w.ready_at for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken]
-            )
-            cs = prof.cold_start_s[gpu]
-            cold_n = self._cold_count(ctx, spec.model, gpu)
+            # replicas past the first max_replicas (in time order) are never reached by the scan;
+            # the warm ones come first when nothing provisioning is overdue
+            prov_times = ctx.prov_times(key, cap)
+            if own_prov:
+                prov_times = sorted([w.ready_at for w in own_prov] + prov_times)
+            if prov_times and prov_times[0] >= now:
+                del prov_times[max(0, cap - warm_now) :]
+            # self._cold_count(ctx, spec.model, gpu), inline
+            evictable = max(0, ctx.idle_gpus.get(gpu, 0) - idle * g)
+            cold_n = (max(0, ix.free.get(gpu, 0)) + evictable) // g
             if not with_future and warm_now == 0 and not prov_times and cold_n == 0:
                 # nothing to hand out now; same-model workers that free soon are picked up by the
                 # decision at their release (admission of new jobs plans again with the future)
                 continue
             groups: list[tuple[int, float]] = [(warm_now, now)] + [(1, t) for t in prov_times]
             groups.append((cold_n, now + cs))
-            g = prof.gpus_per_replica
             acc = 0
             # capacity that frees later is first spoken for by queued jobs with earlier deadlines
             skip = ctx.claimed_before(gpu, spec.deadline) if with_future else 0
-            for t, gp, m in ctx.future_sorted(gpu):
-                if not with_future and t >= now + cs:
-                    break
+            if not with_future:
+                # only workers of this model that free before a cold start is ready count now
+                if self.warm_pool:
+                    lim = now + cs
+                    got = warm_now  # replicas before this one in time order, at least
+                    for t, gp in ctx.future_of(gpu, spec.model):
+                        if t >= lim or got >= cap:
+                            break
+                        groups.append((gp // g, t))
+                        got += gp // g
+            lim = now + cs
+            total = warm_now  # replicas that come before the next group, at least
+            for t, gp, m in ctx.future_sorted(gpu) if with_future else ():
+                if total >= cap and (t >= lim or not self.warm_pool):
+                    break  # every later group comes after max_replicas others: never reached
                 if skip > 0:
                     used = min(skip, gp)
                     skip -= used
@@ -206,15 +221,15 @@ class Planner(Knobs):
                 if m == spec.model and self.warm_pool and t < now + cs:
                     # a worker of this model frees before a cold start would be ready: wait for it
                     groups.append((gp // g, t))
+                    total += gp // g
                 elif with_future:
                     acc += gp
                     if acc >= g:
                         groups.append((acc // g, t + cs))
+                        total += acc // g
                         acc %= g
-            groups = sorted([x for x in groups if x[0] > 0], key=lambda x: x[1])
-            pause = 0.0 if own_ready else self.rescale_overhead_s(prof, gpu, 0, 1)
-            jp = self.rescale_overhead_s(prof, gpu, 1, 2)
-            price = snap.gpu_types[gpu].price_per_hour / 3600.0 * prof.gpus_per_replica
+            groups = sorted([x for x in groups if x[0] > 0], key=_at)
+            pause = 0.0 if own_ready else pause0
             r, (n, f) = scan(prof, gpu, steps, now, groups, pause, jp, target if self.min_gpus else None)
             if r is not None:
                 rn, rf = r
@@ -254,6 +269,7 @@ class Planner(Knobs):
             dl, donor, cnt = donors.pop()  # latest deadline first
             cur = ctx.alloc.get(donor) or [w.worker_id for w in ix.by_job.get(donor, [])]
             give = min(cnt, want - len(chosen))
+            ctx.excess_n[key] -= give
             moved = [wid for wid in cur if ix.workers[wid].state != WorkerState.PROVISIONING][-give:]
             ctx.alloc[donor] = [wid for wid in cur if wid not in moved]
             chosen.extend(moved)
@@ -287,17 +303,24 @@ class Planner(Knobs):
         g = ix.gpus(model)
         need = count * g - max(0, ix.free.get(gpu, 0))
         if need > 0:
-            victims = [
-                w
-                for (m, t), lst in ix.idle.items()
-                if t == gpu and m != model
-                for w in lst
-                if w.worker_id not in ctx.taken
-            ]
-            victims.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
-            for w in victims:
+            # the idle workers of every model on this GPU type, longest idle first (sorted once per
+            # decision; filtering a stable sort keeps the order a sort of the filtered list gives)
+            victims = ctx.victims.get(gpu)
+            if victims is None:
+                victims = [w for (m, t), lst in ix.idle.items() if t == gpu for w in lst]
+                victims.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
+                ctx.victims[gpu] = victims
+                ctx.victim_at[gpu] = 0
+            i = ctx.victim_at[gpu]
+            while i < len(victims) and victims[i].worker_id in ctx.taken:
+                i += 1  # a taken prefix is skipped for good
+            ctx.victim_at[gpu] = i
+            for k in range(i, len(victims)):
                 if need <= 0:
                     break
+                w = victims[k]
+                if w.model == model or w.worker_id in ctx.taken:
+                    continue
                 ctx.take(w)
                 ctx.release.append(w.worker_id)
                 gw = ix.gpus(w.model) if w.model else 1
@@ -356,8 +379,9 @@ class Planner(Knobs):
                 n = r[0]
             if n_ready > n and self.min_gpus:
                 ctx.excess[(j.spec.model, gpu)].append((j.deadline, j.job_id, n_ready - n))
-        for lst in ctx.excess.values():
+        for k, lst in ctx.excess.items():
             lst.sort()
+            ctx.excess_n[k] = sum(c for _, _, c in lst)
         return short
 
     def _serve_short(self, ctx: _Ctx, short: list[JobView]) -> None:
@@ -367,11 +391,14 @@ class Planner(Knobs):
         queued jobs of that model are skipped without planning (a long backlog stays cheap).
         """
         exhausted: set[str] = set()
-        late: list[tuple[JobView, _Plan]] = []
+        late: list[tuple[JobView, _Plan | None]] = []
         for j in short:
             queued = not ctx.ix.by_job.get(j.job_id)
             if queued and j.spec.model in exhausted:
                 self._claim_estimate(ctx, j)
+                continue
+            if self._surely_late(ctx, j):
+                late.append((j, None))  # cannot make it now: serve the jobs that still can first
                 continue
             plan = self._plan(ctx, j, j.spec, with_future=False)
             if plan is not None and not plan.feasible:
