@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from prompttuner.core.types import (
     ClusterSnapshot,
     Decisions,
+    JobPhase,
     JobView,
     ModelProfile,
     Provision,
@@ -25,6 +26,7 @@ from prompttuner.core.types import (
 )
 
 Key = tuple[str, str]  # (model, gpu_type)
+_TERMINAL = frozenset(p for p in JobPhase if p.terminal)
 
 
 @dataclass
@@ -45,18 +47,20 @@ class Index:
         ix = cls(snap=snap)
         ix.new = set(snap.new_job_ids)
         held: dict[str, int] = defaultdict(int)
+        ix.workers = dict(snap.worker_index)  # a copy: the snapshot's own index stays as it is
+        g_of = {m: p.gpus_per_replica for m, p in snap.models.items()}
+        by_job, idle, prov_free = ix.by_job, ix.idle, ix.prov_free
+        idle_state, prov_state = WorkerState.IDLE, WorkerState.PROVISIONING
         for w in snap.workers:
-            ix.workers[w.worker_id] = w
-            prof = snap.models.get(w.model) if w.model is not None else None
-            held[w.gpu_type] += prof.gpus_per_replica if prof is not None else 1
+            model = w.model
+            held[w.gpu_type] += g_of.get(model, 1) if model is not None else 1
             if w.job_id is not None:
-                ix.by_job[w.job_id].append(w)
-            elif w.model is not None:
-                key = (w.model, w.gpu_type)
-                if w.state == WorkerState.IDLE:
-                    ix.idle[key].append(w)
-                elif w.state == WorkerState.PROVISIONING:
-                    ix.prov_free[key].append(w)
+                by_job[w.job_id].append(w)
+            elif model is not None:
+                if w.state == idle_state:
+                    idle[(model, w.gpu_type)].append(w)
+                elif w.state == prov_state:
+                    prov_free[(model, w.gpu_type)].append(w)
         # most recently idle last, so pop() reuses the warmest worker and releases take the oldest first
         for lst in ix.idle.values():
             lst.sort(key=lambda w: w.idle_since if w.idle_since is not None else -math.inf)
@@ -64,7 +68,7 @@ class Index:
             lst.sort(key=lambda w: -w.ready_at)  # pop() gives the one ready soonest
         for gname, cap in snap.capacity.items():
             ix.free[gname] = cap - held.get(gname, 0)
-        ix.active = [j for j in snap.jobs if not j.phase.terminal]
+        ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
         return ix
 
     def gpus(self, model: str) -> int:

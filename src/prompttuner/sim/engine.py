@@ -8,8 +8,11 @@ the clock and how a change reaches the workers: a change of a job's ready replic
 policy's :meth:`~prompttuner.scheduler.base.Policy.rescale_overhead_s` names, progress is the model
 profile's throughput, and a job stops at its true work (or the user's ``max_steps``, below its target).
 
-Cost is every GPU-second from a worker's request to its release times its type's price.  Views of jobs
-and workers are cached and rebuilt only when they change, so one event costs O(active jobs + workers).
+Cost is every GPU-second from a worker's request to its release times its type's price; the part of
+it before the worker was ready is reported as loading.  Views of jobs and workers are cached and rebuilt
+only when they change; progress, completions and estimate refreshes walk only the running jobs, and
+readiness only the provisioning workers, so the simulator's own work per event is O(running jobs +
+changed workers) (the snapshot's tuples are still O(active jobs + workers)).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class _Job:
     slow: float = 1.0  # true step time / the profile's (measured step-time noise)
     estimate0: float = 0.0  # the work estimate at admission (the policies see spec.work_steps)
     next_check: float = math.inf  # steps after which the estimate is refreshed
+    r: float = 0.0  # steps per second now (``rate``, kept by the simulator when ready_n or gpu change)
 
     def rate(self, models: Mapping[str, ModelProfile]) -> float:
         if self.ready_n <= 0 or self.gpu is None:
@@ -136,6 +140,11 @@ class Simulator:
         self.cost = 0.0
         self.held_gpu_s = 0.0
         self.busy_gpu_s = 0.0
+        self.loading_gpu_s = 0.0
+        self._running: dict[str, _Job] = {}  # active jobs with ready replicas
+        self._prov: dict[str, _Worker] = {}  # provisioning workers
+        self._wviews: dict[str, WorkerView | None] = {}  # in self.workers' order; None: to rebuild
+        self._wdirty: set[str] = set()
         self.cold_starts = 0
         self.decisions = 0
         self.timeline: list[tuple[float, int, int]] = []
@@ -171,7 +180,10 @@ class Simulator:
                 w.idle_since = self.now
             else:
                 self.cold_starts += 1
+                self._prov[wid] = w
             self.workers[wid] = w
+            self._wviews[wid] = None
+            self._wdirty.add(wid)
             self._held += w.gpus
             self._held_by_type[gpu] = self._held_by_type.get(gpu, 0) + w.gpus
             made.append(wid)
@@ -184,23 +196,28 @@ class Simulator:
 
     def _release(self, wid: str) -> None:
         w = self.workers.pop(wid)
+        self._prov.pop(wid, None)
+        del self._wviews[wid]
+        self._wdirty.discard(wid)
         price = self.gpu_types[w.gpu_type].price_per_hour
         dur = self.now - w.requested_at
         self.cost += dur * w.gpus * price / 3600.0
         self.held_gpu_s += dur * w.gpus
+        self.loading_gpu_s += (min(self.now, w.ready_at) - w.requested_at) * w.gpus
         self._held -= w.gpus
         self._held_by_type[w.gpu_type] -= w.gpus
 
     def _advance(self, t: float) -> None:
-        """Progress every running job to time ``t``."""
-        for job in self.active.values():
-            if job.ready_n > 0:
-                start = max(job.last_t, job.paused_until)
-                if t > start:
-                    job.steps_done += (t - start) * job.rate(self.models)
-                g = self.models[job.spec.model].gpus_per_replica
-                job.busy_gpu_s += (t - job.last_t) * job.ready_n * g
-                job.view = None
+        """Progress every running job to time ``t`` (a job without ready replicas stands still; its
+        ``last_t`` is set when it starts to run)."""
+        models = self.models
+        for job in self._running.values():
+            start = max(job.last_t, job.paused_until)
+            if t > start:
+                job.steps_done += (t - start) * job.r
+            g = models[job.spec.model].gpus_per_replica
+            job.busy_gpu_s += (t - job.last_t) * job.ready_n * g
+            job.view = None
             job.last_t = t
         self.busy_gpu_s += (t - self.now) * self._busy
         self.now = t
@@ -215,6 +232,8 @@ class Simulator:
             prof = self.models[job.spec.model]
             g = prof.gpus_per_replica
             self._busy += (n - job.ready_n) * g
+            if job.ready_n == 0:
+                job.last_t = self.now  # it stood still until now
             if n > 0 and job.gpu is not None:
                 pause = self.policy.rescale_overhead_s(prof, job.gpu, job.ready_n, n)
                 job.paused_until = max(job.paused_until, self.now) + pause if pause > 0 else job.paused_until
@@ -224,6 +243,11 @@ class Simulator:
             job.ready_n = n
             job.phase = JobPhase.RUNNING if n > 0 else JobPhase.QUEUED
             job.view = None
+            if n > 0:
+                self._running[job.spec.job_id] = job
+            else:
+                self._running.pop(job.spec.job_id, None)
+        job.r = job.rate(self.models)
 
     def _finish(self, job: _Job, phase: JobPhase) -> None:
         job.phase = phase
@@ -231,15 +255,21 @@ class Simulator:
         for wid in job.workers:
             w = self.workers[wid]
             w.job_id = None
-            w.view = None
+            self._dirty(w)
             if w.state == WorkerState.BUSY:
                 w.state = WorkerState.IDLE
                 w.idle_since = self.now
         self._busy -= job.ready_n * self.models[job.spec.model].gpus_per_replica
         job.ready_n = 0
+        job.r = 0.0
+        self._running.pop(job.spec.job_id, None)
         job.workers = []
         job.view = None
         self.active.pop(job.spec.job_id, None)
+
+    def _dirty(self, w: _Worker) -> None:
+        w.view = None
+        self._wdirty.add(w.worker_id)
 
     # ------------------------------------------------------------------ snapshot and decisions
     def _job_view(self, job: _Job) -> JobView:
@@ -274,7 +304,8 @@ class Simulator:
         est = self.estimates
         if est is None or est.oracle:
             return
-        for job in self.active.values():
+        # only jobs that ran since the last refresh can have reached their next check
+        for job in self._running.values():
             if job.steps_done >= job.next_check:
                 new = est.refresh(job.estimate0, job.steps_done)
                 if new != job.spec.work_steps:
@@ -284,10 +315,15 @@ class Simulator:
 
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
         self._refresh()
+        wv = self._wviews
+        for wid in self._wdirty:
+            wv[wid] = self._worker_view(self.workers[wid])
+        self._wdirty.clear()
+        jv = self._job_view
         return build_snapshot(
             self.now,
-            (self._job_view(j) for j in self.active.values()),
-            (self._worker_view(w) for w in self.workers.values()),
+            [j.view if j.view is not None else jv(j) for j in self.active.values()],
+            wv.values(),  # type: ignore[arg-type]  # every entry was rebuilt above
             self.models,
             self.gpu_types,
             self.capacity,
@@ -310,7 +346,7 @@ class Simulator:
         w = self.workers[worker_id]
         if w.job_id == job_id:
             w.job_id = None
-            w.view = None
+            self._dirty(w)
             if w.state == WorkerState.BUSY:
                 w.state = WorkerState.IDLE
                 w.idle_since = self.now
@@ -322,7 +358,7 @@ class Simulator:
         for wid in worker_ids:
             w = self.workers[wid]
             w.job_id = job_id
-            w.view = None
+            self._dirty(w)
             if w.state == WorkerState.IDLE:
                 w.state = WorkerState.BUSY
                 w.idle_since = None
@@ -342,9 +378,9 @@ class Simulator:
     # ------------------------------------------------------------------ main loop
     def _next_completion(self) -> float:
         best = math.inf
-        for job in self.active.values():
+        for job in self._running.values():
             if job.ready_n > 0:
-                r = job.rate(self.models)
+                r = job.r
                 if r > 0:
                     t = max(self.now, job.paused_until) + max(0.0, job.stop - job.steps_done) / r
                     if t < best:
@@ -359,10 +395,7 @@ class Simulator:
         while True:
             t_arr = self.specs[i].arrival if i < n else math.inf
             t_done = self._next_completion()
-            next_ready = min(
-                (w.ready_at for w in self.workers.values() if w.state == WorkerState.PROVISIONING),
-                default=math.inf,
-            )
+            next_ready = min((w.ready_at for w in self._prov.values()), default=math.inf)
             t_wake = self._wake if self._wake is not None and self._wake > self.now else math.inf
             t = min(t_arr, t_done, next_ready, t_wake)
             if math.isinf(t):
@@ -375,20 +408,22 @@ class Simulator:
             if t > self.max_time:
                 t = self.max_time
             self._advance(t)
-            # workers that became ready
-            for w in self.workers.values():
-                if w.state == WorkerState.PROVISIONING and w.ready_at <= t + EPS:
-                    w.view = None
-                    if w.job_id is not None:
-                        w.state = WorkerState.BUSY
-                    else:
-                        w.state = WorkerState.IDLE
-                        w.idle_since = w.ready_at
-            for job in list(self.active.values()):
-                if job.workers and any(self.workers[x].view is None for x in job.workers):
-                    self._set_ready(job)
+            # workers that became ready (a job's other changes were recounted when they were applied)
+            became: list[str] = []
+            for w in [w for w in self._prov.values() if w.ready_at <= t + EPS]:
+                del self._prov[w.worker_id]
+                self._dirty(w)
+                if w.job_id is not None:
+                    w.state = WorkerState.BUSY
+                    became.append(w.job_id)
+                else:
+                    w.state = WorkerState.IDLE
+                    w.idle_since = w.ready_at
+            for jid in dict.fromkeys(became):
+                if jid in self.active:
+                    self._set_ready(self.active[jid])
             # completions
-            for job in list(self.active.values()):
+            for job in list(self._running.values()):
                 if job.ready_n > 0 and job.steps_done >= job.stop - EPS * max(1.0, job.stop):
                     self._finish(job, JobPhase.SUCCEEDED)
                     done += 1
@@ -474,6 +509,7 @@ class Simulator:
             "cost": self.cost,
             "cost_gpu_hours": self.held_gpu_s / 3600.0,
             "busy_gpu_hours": self.busy_gpu_s / 3600.0,
+            "loading_gpu_hours": self.loading_gpu_s / 3600.0,
             "utilisation": self.busy_gpu_s / self.held_gpu_s if self.held_gpu_s > 0 else 0.0,
             "queueing_delay_mean_s": sum(qdelays) / len(qdelays) if qdelays else 0.0,
             "queueing_delay_p95_s": qdelays[int(0.95 * (len(qdelays) - 1))] if qdelays else 0.0,
