@@ -6,7 +6,9 @@ Mechanisms (each can be switched off for the ablation):
   (the ``pool_quantile`` of Poisson arrivals during one cold start, times the replicas a job of that model
   takes now), pre-warm up to that size, and release idle workers above it once they have been idle
   ``keep_factor`` cold starts (keeping longer costs more than the cold starts they save).  Off: idle
-  workers are released at once and nothing is pre-warmed.
+  workers are released at once and nothing is pre-warmed.  ``count_frees`` (off by default) counts the
+  replicas that running jobs of the model free within one cold start as part of the pool, so the pool
+  does not grow with the arrival rate when completions already supply warm workers.
 - ``min_gpus``: each job gets the fewest replicas that meet its deadline (with a safety ``margin``),
   in earliest-deadline-first order.  Off: each job takes the fastest allocation it can get.
 - ``elastic``: at every decision, jobs that fall behind grow, taking warm idle workers or the surplus of
@@ -58,6 +60,7 @@ class PromptTunerPolicy(WarmPools):
         boost_efficiency: float = 0.6,
         admit_tolerance: float = 0.5,
         violation_cost_gpu_s: float = 600.0,
+        count_frees: bool = False,
     ) -> None:
         self.warm_pool = warm_pool
         self.min_gpus = min_gpus
@@ -72,6 +75,7 @@ class PromptTunerPolicy(WarmPools):
         self.boost_efficiency = boost_efficiency
         self.admit_tolerance = admit_tolerance
         self.violation_cost_gpu_s = violation_cost_gpu_s
+        self.count_frees = count_frees
         self._tight_memo: dict[tuple[str, str, float, int], tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ decide

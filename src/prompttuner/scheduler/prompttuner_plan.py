@@ -53,6 +53,7 @@ class Knobs(Policy):
     boost_efficiency: float
     admit_tolerance: float
     violation_cost_gpu_s: float
+    count_frees: bool
     _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
 
 
@@ -335,15 +336,21 @@ class Planner(Knobs):
         models = ix.snap.models
         short: list[JobView] = []
         prov_state = WorkerState.PROVISIONING
+        by_job = ix.by_job
+        wm, margin, elastic = self.work_margin, self.margin, self.elastic
+        rates_of: dict[tuple[str, str], tuple[float, ...]] = {}
         for j in jobs:
-            ws = ix.by_job.get(j.job_id)
+            spec = j.spec
+            ws = by_job.get(spec.job_id)
             if not ws:
                 short.append(j)
                 continue
-            prof = models[j.spec.model]
+            prof = models[spec.model]
             gpu = ws[0].gpu_type
-            steps = j.steps_left * self.work_margin
-            target = self._target(j, now)
+            # j.steps_left * work_margin and self._target(j, now), inline (the same arithmetic)
+            steps = max(0.0, spec.work_steps - j.steps_done) * j.step_time_factor * wm
+            deadline = spec.slo.deadline
+            target = deadline - margin * max(0.0, deadline - now)
             n_ready = 0
             prov: list[float] = []
             for w in ws:
@@ -352,11 +359,13 @@ class Planner(Knobs):
                 else:
                     n_ready += 1
             if not prov:
-                rt = rates(prof, gpu)
+                rt = rates_of.get((spec.model, gpu))  # type: ignore[assignment]
+                if rt is None:
+                    rt = rates_of[(spec.model, gpu)] = rates(prof, gpu)
                 top = min(n_ready, prof.max_replicas)
                 f_all = now + steps / rt[top] if top > 0 else math.inf
-                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
-                if not self.elastic:
+                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, spec.model))
+                if not elastic:
                     continue
                 if f_all > target:
                     short.append(j)

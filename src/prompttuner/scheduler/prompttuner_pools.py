@@ -119,6 +119,14 @@ class WarmPools(Planner):
             prov = sum(1 for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken)
             target = targets.get(key, 0)
             warm = len(idle) + surplus + prov
+            if self.count_frees and target > 0:
+                # replicas of this model that running jobs free within one cold start serve arrivals
+                # as warm as an idle worker does (at scale, completions alone cover most of them)
+                lim = now + prof.cold_start_s[gpu]
+                for t, gp in ctx.future_of(gpu, model):
+                    if t >= lim or warm >= target:
+                        break
+                    warm += gp // prof.gpus_per_replica
             if warm < target:
                 room = self._make_room(ctx, model, gpu, target - warm)
                 if room > 0:
