@@ -40,7 +40,7 @@ def test_demo_shows_the_bank_against_its_twin_and_ends_with_a_table_and_one_json
         ("sst2", True),
         ("sst2", False),
     ]
-    assert {j["status"] for j in jobs} == {"succeeded"}
+    assert {j["status"] for j in jobs[:3]} == {"succeeded"}  # the twin may be declined beside the bank job
     for j in jobs:
         assert {"target_reached", "deadline_met", "slo_met", "gpu_seconds"} <= set(j)
         assert j["slo_met"] == (bool(j["target_reached"]) and bool(j["deadline_met"]))
@@ -55,7 +55,8 @@ def test_demo_shows_the_bank_against_its_twin_and_ends_with_a_table_and_one_json
     assert qb["quoted_s"] < cmp["deadline_s"] < qr["quoted_s"]
     assert bank["deadline_s"] == twin["deadline_s"] == cmp["deadline_s"]
     assert twin["best_effort"] and any("twin" in n and "refused" in n for n in result["notes"])
-    assert cmp["only_bank_met"] == (bool(bank["slo_met"]) and not twin["slo_met"])
+    ran = twin["status"] == "succeeded"
+    assert cmp["only_bank_met"] == (bool(bank["slo_met"]) and ran and not twin["slo_met"])
     assert 0 < result["gpu_seconds_jobs"] <= result["gpu_seconds_held"]
     for text in ("one job (sst2), two quotes", "with the Prompt Bank", "PromptTuner demo: jobs", "SLO met"):
         assert text in out.stderr

@@ -17,14 +17,18 @@ import statistics
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
 from prompttuner.config import REPO_DATA
+from prompttuner.core.types import JobPhase
+from prompttuner.runtime.backend import Reply
+from prompttuner.runtime.engine import JobPayload
 from prompttuner.runtime.profiles import DEFAULT_SELECT_S, DEFAULT_SIGMA, MARGIN_Z, ProfileBook
+from prompttuner.runtime.records import JobRT, WorkerRec
 from prompttuner.runtime.work import WorkPredictor, population_priors
 from prompttuner.service import Service
 from test_api_service import ROWS, job_body, make_service, wait_done, wait_for
@@ -191,12 +195,34 @@ def test_a_quote_with_the_bank_runs_the_selection_and_the_job_then_uses_it(
     assert service.controller.profiles.planning_select_s("tiny") != DEFAULT_SELECT_S
 
 
-def test_two_jobs_side_by_side_measure_the_step_time_with_two_workers_busy(
-    svc: tuple[TestClient, Service],
-) -> None:
-    client, service = svc
-    ids = [client.post("/v1/jobs", json=job_body(max_steps=16, duration_s=3600)).json()["id"] for _ in (0, 1)]
-    for jid in ids:
-        wait_done(client, jid)
-    levels: dict[str, Any] = service.controller.profiles._get("tiny").levels
-    assert "2" in levels and levels["2"]  # step times measured while both workers ran
+def test_a_step_time_is_kept_with_the_number_of_workers_busy_while_it_ran(tmp_path: Path) -> None:
+    """Two workers each running a chunk: the reply's step time counts as measured with two busy; a chunk
+    that ran alone counts as one (the controller driven directly, no process, no timing)."""
+    service = make_service(tmp_path / "home")
+    ctl = service.controller
+    sent: list[tuple[str, str]] = []
+    ctl.backend = SimpleNamespace(send=lambda wid, op, args: sent.append((wid, op)))  # type: ignore[assignment]
+    for wid in ("a", "b"):
+        ctl.workers[wid] = WorkerRec(wid, "tiny", requested_at=0.0, ready_at=0.0)
+    jobs = []
+    for jid in ("j1", "j2"):
+        payload = JobPayload(jid, "tiny", "train.jsonl", None, ("bad", "good"), max_steps=40)
+        rt = JobRT(jid, "t", payload, 0.0, 100.0, False, 8.0, JobPhase.RUNNING, admitted=True, selected=True)
+        ctl.jobs[jid] = rt
+        jobs.append(rt)
+
+    def reply(wid: str, elapsed: float) -> Reply:
+        res = {"elapsed": elapsed, "steps_run": 2, "state": b"s", "version": 1, "steps_done": 2}
+        return Reply(wid, "train", True, {**res, "loss": 0.5, "accuracy": None})
+
+    ctl._send(ctl.workers["a"], jobs[0], "train", {}, 0.0)
+    ctl._send(ctl.workers["b"], jobs[1], "train", {}, 0.0)
+    ctl._on_reply(reply("a", 6.0), 6.0)  # ran while b was busy too
+    ctl._on_reply(reply("b", 6.0), 6.0)
+    ctl._send(ctl.workers["a"], jobs[0], "train", {}, 7.0)  # alone this time
+    ctl._on_reply(reply("a", 2.0), 9.0)
+    levels = ctl.profiles._get("tiny").levels
+    assert sent == [("a", "train"), ("b", "train"), ("a", "train")]
+    assert levels["2"] == pytest.approx([math.log(3.0), math.log(3.0)])
+    assert levels["1"] == pytest.approx([math.log(1.0)])
+    service.store.engine.dispose()

@@ -61,6 +61,11 @@ def quotes_table(with_bank: dict[str, Any], without: dict[str, Any], deadline_s:
     return t
 
 
+def _short(start: str) -> str:
+    """A bank entry's id cut to its first 8 digits (the JSON keeps it whole)."""
+    return start[:13] if start.startswith("bank:") else start
+
+
 def board(jobs: list[dict[str, Any]], labels: dict[str, str], info: dict[str, Any], phase: str) -> Any:
     """The live board: a line per job, the pool in one line, what the demo is doing."""
     from rich import box
@@ -94,6 +99,7 @@ def board(jobs: list[dict[str, Any]], labels: dict[str, str], info: dict[str, An
 def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
     """One job of the final table (and of the JSON line)."""
     q = j.get("quote") or {}
+    fin = q.get("finish_time") or q.get("tightest_deadline")  # infeasible (best effort): the tightest
     end = j["finished_at"]
     return {
         "id": j["id"],
@@ -110,7 +116,7 @@ def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
         "slo_met": j["slo_met"],
         "gpu_seconds": j["gpu_seconds"],
         "deadline_s": round(j["deadline"] - j["created_at"], 1),
-        "quoted_s": round(q["finish_time"] - j["created_at"], 1) if q.get("finish_time") else None,
+        "quoted_s": round(fin - j["created_at"], 1) if isinstance(fin, int | float) else None,
         "actual_s": round(end - j["created_at"], 1) if end is not None else None,
     }
 
@@ -137,9 +143,10 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
     t.add_column("GPU-s", justify="right", no_wrap=True)
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}"
+        start = _short(str(r["start"]))
         t.add_row(
             r["task"],
-            str(r["start"]) + (" (best effort)" if r["best_effort"] else ""),
+            start + (" (best effort)" if r["best_effort"] else ""),
             str(r["steps"]),
             f"{acc}/{r['target']:.2f}",
             _dur(r["quoted_s"]),
