@@ -54,6 +54,8 @@ class Knobs(Policy):
     admit_tolerance: float
     violation_cost_gpu_s: float
     count_frees: bool
+    min_cold_use: float
+    cancel_prov: bool
     _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
 
 
@@ -290,6 +292,11 @@ class Planner(Knobs):
             chosen.append(w.worker_id)
         cold_planned = sum(c for c, t in plan.groups if now < t <= now + prof.cold_start_s[plan.gpu] + 1e-9)
         cold = min(want - len(chosen), cold_planned) if want > len(chosen) else 0
+        if cold > 0 and chosen and self.min_cold_use > 0:
+            # a job that already runs adds cold replicas only when they would work a while once ready
+            cs = prof.cold_start_s[plan.gpu]
+            if plan.finish - (now + cs) < self.min_cold_use * cs:
+                cold = 0
         cold = self._make_room(ctx, spec.model, plan.gpu, cold)
         if cold > 0:
             ctx.provisions.append(Provision(spec.model, plan.gpu, cold, job_id=spec.job_id))

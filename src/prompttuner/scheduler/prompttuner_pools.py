@@ -144,6 +144,19 @@ class WarmPools(Planner):
                     ctx.release.append(w.worker_id)
                     ix.free[gpu] = ix.free.get(gpu, 0) + prof.gpus_per_replica
                     warm -= 1
+            if self.cancel_prov and warm > target:
+                # workers still loading that no job holds and the pool does not need: stop paying now
+                # (latest ready first; idle workers wait out their keep-alive, these have not begun)
+                pf = ix.prov_free.get(key, [])
+                while warm > target and pf:
+                    w = pf.pop(0)
+                    if w.worker_id in ctx.taken:
+                        continue
+                    ctx.take(w)
+                    ctx.release.append(w.worker_id)
+                    ix.free[gpu] = ix.free.get(gpu, 0) + prof.gpus_per_replica
+                    warm -= 1
+                ctx._prov_asc.pop(key, None)
             if self.boost:
                 self._boost(ctx, key, jobs)
 
