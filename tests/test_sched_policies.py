@@ -56,11 +56,25 @@ def test_prompttuner_uses_fewest_warm_workers_that_meet_the_deadline() -> None:
     # 400 steps, 1 replica takes ~467 s; a deadline of 300 s needs 2 replicas, both warm
     j = job("j1", 400, 300.0)
     s = snap([j], [idle(f"w{i}") for i in range(6)], new=["j1"])
-    d = make_policy("prompttuner", boost=False).decide(s)
+    d = make_policy("prompttuner", boost=False, work_margin=1.0).decide(s)
     assert d.admissions[0].admitted and d.admissions[0].quote is not None
     assert len(d.allocations["j1"]) == 2
     assert not d.provision  # warm workers suffice: no cold start
     assert d.admissions[0].quote.finish_time <= 300.0
+
+
+def test_the_work_margin_sizes_for_more_steps_than_the_estimate() -> None:
+    # the default plans for 1.3 x 400 = 520 steps: 2 replicas (~234 s for 400) no longer cover 520 in 300 s
+    j = job("j1", 400, 300.0)
+    s = snap([j], [idle(f"w{i}") for i in range(6)], new=["j1"])
+    d = make_policy("prompttuner", boost=False).decide(s)
+    assert d.admissions[0].admitted
+    n = len(d.allocations["j1"])
+    assert n > 2
+    # the fewest that cover 520 steps by the deadline (with the 5 % time margin)
+    pause = make_policy("prompttuner").rescale_overhead_s(CAT.models[MODEL], "a100", 0, 1)
+    assert pause + 520 * step(n) <= 300.0 * 0.95 + 1e-6 or n == 6
+    assert pause + 520 * step(n - 1) > 300.0 * 0.95 - 1e-6
 
 
 def test_prompttuner_cold_starts_only_what_the_warm_pool_cannot_cover() -> None:
@@ -89,7 +103,7 @@ def test_infeasible_deadline_is_declined_with_the_tightest_feasible_deadline() -
 
 
 def test_quote_counts_cost_and_gpus() -> None:
-    pol = make_policy("prompttuner")
+    pol = make_policy("prompttuner", work_margin=1.0)
     spec = JobSpec("q", MODEL, 0.0, SLO(10_000.0), 400)
     q = pol.quote(snap([], [idle("w0")]), spec)
     assert q.feasible and q.gpus == 1
