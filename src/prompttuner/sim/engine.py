@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from prompttuner.core.slo import slo_outcome
@@ -32,7 +32,6 @@ from prompttuner.core.types import (
     JobView,
     ModelProfile,
     Provision,
-    Quote,
     WorkerState,
     WorkerView,
 )
@@ -40,63 +39,11 @@ from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
 from prompttuner.sim.prediction import ErrorModel
+from prompttuner.sim.records import SimResult, _Job, _Worker
 
 __all__ = ["PolicyError", "SimResult", "Simulator"]
 
 EPS = 1e-6
-
-
-@dataclass
-class _Job:
-    spec: JobSpec
-    work: float  # true work in steps (to the target)
-    stop: float = math.inf  # steps after which it stops: its work, or the user's max_steps if fewer
-    phase: JobPhase = JobPhase.QUEUED
-    admitted: bool = False
-    steps_done: float = 0.0
-    last_t: float = 0.0
-    workers: list[str] = field(default_factory=list)
-    ready_n: int = 0
-    gpu: str | None = None
-    paused_until: float = 0.0
-    first_start: float | None = None
-    finish: float | None = None
-    reason: str = ""
-    quote: Quote | None = None
-    busy_gpu_s: float = 0.0
-    rescales: int = 0
-    view: JobView | None = None
-    slow: float = 1.0  # true step time / the profile's (measured step-time noise)
-    estimate0: float = 0.0  # the work estimate at admission (the policies see spec.work_steps)
-    next_check: float = math.inf  # steps after which the estimate is refreshed
-    r: float = 0.0  # steps per second now (``rate``, kept by the simulator when ready_n or gpu change)
-
-    def rate(self, models: Mapping[str, ModelProfile]) -> float:
-        if self.ready_n <= 0 or self.gpu is None:
-            return 0.0
-        return models[self.spec.model].throughput(self.gpu, self.ready_n) / self.slow
-
-
-@dataclass
-class _Worker:
-    worker_id: str
-    gpu_type: str
-    model: str
-    gpus: int
-    state: WorkerState
-    requested_at: float
-    ready_at: float
-    idle_since: float | None = None
-    job_id: str | None = None
-    view: WorkerView | None = None
-
-
-@dataclass
-class SimResult:
-    policy: str
-    jobs: list[dict[str, Any]]
-    metrics: dict[str, float]
-    timeline: list[tuple[float, int, int]]  # (time, GPUs held, GPUs busy)
 
 
 class Simulator:
