@@ -4,7 +4,8 @@ INFless keeps idle instances alive for a high percentile of their idle-time hist
 ``scheduler/infless.py``); the percentile trades cost (idle GPUs) against violations (cold starts), so one
 point says little.  This runs INFless at several keep-alive percentiles and fixed keep-alive times, plus
 the half-SLO configuration variant (a sensitivity check), and PromptTuner once, on the headline setting:
-``WorkloadConfig(n_jobs=2000, load=0.6, slo_tightness=1.0, work="distribution")`` (128 A100), Poisson
+``WorkloadConfig(n_jobs=2000, load=0.6, slo_tightness=1.0, work="distribution")`` (128 A100), the
+measured prediction error (``--prediction``, policies see estimates only), Poisson
 and ITP arrivals, seeds 0..4.  The simulator is deterministic: the spread is over job draws (seeds).
 
     nice -n 10 .venv/bin/python benchmarks/infless_frontier.py [--seeds 0,1,2,3,4] [--jobs 2000]
@@ -41,6 +42,7 @@ POINTS: list[tuple[str, dict[str, Any], str]] = [
     *((f"p{p:g}", {"keepalive_percentile": p}, "percentile") for p in (50.0, 75.0, 90.0, 95.0, 99.0, 99.9)),
     *((f"fixed {s:g} s", {"fixed_keepalive_s": s}, "fixed") for s in (0.0, 60.0, 300.0, 600.0, 1800.0)),
     ("p99 half-SLO", {"half_slo": True}, "half"),
+    ("p99 uncensored", {"censored": False}, "uncensored"),
 ]
 DEFAULT = "p99"  # the INFless defaults: must reproduce run_workload's "infless" exactly
 KEYS = ("cost", "cost_gpu_hours", "slo_violation_rate", "missed", "declined", "unfinished", "cold_starts")
@@ -144,7 +146,9 @@ def write_md(path: Path, result: dict[str, Any], cmd: str) -> None:
         "(+10 % margin, pre-warm at the 5th percentile, 600 s default below 10 samples; `p99` is the "
         "default INFless); `fixed N s` = a fixed keep-alive of N seconds for every function (no histogram); "
         "`p99 half-SLO` = the default with INFless's batching feasibility (a configuration must execute "
-        "within half the SLO). Every INFless point keeps one instance per function (busy or idle). "
+        "within half the SLO); `p99 uncensored` = the default with a histogram of the idle periods a job "
+        "ended only (releases not counted as censored samples, the previous reading). Every INFless point "
+        "keeps one instance per function (busy or idle). "
         f"Code at commit `{result['git']['commit'][:10]}`"
         + (
             "; uncommitted in sim/, scheduler/, core/ at run time: "
@@ -226,6 +230,7 @@ def plot(path: Path, result: dict[str, Any]) -> None:
         "percentile": ("tab:blue", "o", "-"),
         "fixed": ("tab:orange", "s", "--"),
         "half": ("tab:red", "D", ""),
+        "uncensored": ("tab:purple", "v", ""),
     }
     for ax, kind in zip(axes, WORKLOADS, strict=True):
         w = result["workloads"][kind]
@@ -244,6 +249,7 @@ def plot(path: Path, result: dict[str, Any]) -> None:
             ("percentile", "INFless, keep-alive percentile"),
             ("fixed", "INFless, fixed keep-alive"),
             ("half", "INFless p99, half-SLO"),
+            ("uncensored", "INFless p99, releases not counted"),
         ):
             labs = [lab for lab, _, g in POINTS if g == group]
             color, marker, ls = style[group]
@@ -304,6 +310,7 @@ def command(seeds: Sequence[int], jobs: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--prediction", default="measured", help="measured | oracle | lognormal:SIGMA")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--name", default="infless_frontier")
@@ -316,7 +323,9 @@ def main() -> None:
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     cat = load_catalog()
-    base = WorkloadConfig(n_jobs=args.jobs, load=0.6, slo_tightness=1.0, work="distribution")
+    base = WorkloadConfig(
+        n_jobs=args.jobs, load=0.6, slo_tightness=1.0, work="distribution", prediction=args.prediction
+    )
     t0 = time.time()
     result: dict[str, Any] = {
         "config": asdict(base),
