@@ -196,8 +196,10 @@ def summarize(runs: Path) -> None:
                 }
             )
         pt = tot.get("prompttuner")
-        ia = [
-            r["elasticflow_infeasible_alone"] for r in rs if r.get("elasticflow_infeasible_alone") is not None
+        ia = [  # one count per seed: from the rows that ran ElasticFlow
+            r["elasticflow_infeasible_alone"]
+            for r in rs
+            if r.get("elasticflow_infeasible_alone") is not None and "elasticflow" in r["policies"]
         ]
         for p in pols:
             if p == "prompttuner" or pt is None:
@@ -215,6 +217,7 @@ def summarize(runs: Path) -> None:
                 f"| {wl} | {t:g} | {p} | {pp:+.1f} pp, {ratio} | {b['cost'] / pt['cost']:.2f}x | {extra} |"
             )
     md += vs_lines
+    md += goals(table, by)
     md += [
         "",
         f"Machine: {platform.machine()}, shared 2-core CPU; the simulator is deterministic (no timing "
@@ -224,6 +227,65 @@ def summarize(runs: Path) -> None:
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"rows": table}, indent=1) + "\n")
     print("\n".join(md))
+
+
+def _viol_jobs(by: dict[tuple[str, float], list[dict[str, Any]]], key: tuple[str, float], p: str) -> float:
+    ms = [r["policies"][p] for r in by[key] if p in r["policies"]]
+    return sum(m["declined"] + m["missed"] + m["unfinished"] for m in ms)
+
+
+def goals(table: list[dict[str, Any]], by: dict[tuple[str, float], list[dict[str, Any]]]) -> list[str]:
+    """The issue's goals, checked per workload and tightness: >= 5x fewer violating jobs than INFless and
+    >= 10x fewer than ElasticFlow (where a ratio is n/a: PromptTuner's rate <= 1 % and <= the baseline's),
+    cost <= 1.15x the clairvoyant bound, INFless cost >= 1.3x PromptTuner's."""
+    rows = {(r["workload"], r["tightness"], r["policy"]): r for r in table}
+    out = [
+        "",
+        "## Goals",
+        "",
+        "Per workload and tightness: yes / no against each goal (violating jobs summed over the seeds; "
+        "where either side has fewer than "
+        f"{MIN_VIOLATING_JOBS} the ratio goal holds if PromptTuner's rate is <= 1 % and <= the baseline's).",
+        "",
+        "| workload | T | >= 5x fewer than INFless | >= 10x fewer than ElasticFlow | cost <= 1.15x bound "
+        "| INFless cost >= 1.3x |",
+        "|---|---|---|---|---|---|",
+    ]
+    met = [0, 0, 0, 0]
+    n = 0
+    for wl, t in sorted(by):
+        pt = rows.get((wl, t, "prompttuner"))
+        if pt is None:
+            continue
+        n += 1
+        cells = []
+        for i, (base, factor) in enumerate((("infless", 5.0), ("elasticflow", 10.0))):
+            b = rows.get((wl, t, base))
+            if b is None:
+                cells.append("-")
+                continue
+            vp, vb = _viol_jobs(by, (wl, t), "prompttuner"), _viol_jobs(by, (wl, t), base)
+            if vp >= MIN_VIOLATING_JOBS and vb >= MIN_VIOLATING_JOBS:
+                ok = vb >= factor * vp
+                txt = f"{vb / vp:.1f}x"
+            else:
+                ok = pt["slo_violation_rate"] <= 0.01 and pt["slo_violation_rate"] <= b["slo_violation_rate"]
+                txt = f"n/a ({vb:.0f} vs {vp:.0f} jobs)"
+            met[i] += ok
+            cells.append(f"{'yes' if ok else 'no'}: {txt}")
+        ok_b = pt["cost_over_bound"] <= 1.15
+        met[2] += ok_b
+        cells.append(f"{'yes' if ok_b else 'no'}: {pt['cost_over_bound']:.2f}x")
+        inf = rows.get((wl, t, "infless"))
+        if inf is not None:
+            r = inf["cost"] / pt["cost"]
+            met[3] += r >= 1.3
+            cells.append(f"{'yes' if r >= 1.3 else 'no'}: {r:.2f}x")
+        else:
+            cells.append("-")
+        out.append(f"| {wl} | {t:g} | " + " | ".join(cells) + " |")
+    out += ["", f"Met in {met[0]} / {met[1]} / {met[2]} / {met[3]} of {n} workload x tightness cells."]
+    return out
 
 
 def main() -> None:
