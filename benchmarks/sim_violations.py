@@ -142,14 +142,10 @@ def analyse(
 
 
 def workloads() -> dict[str, tuple[str, str | None]]:
-    from prompttuner.config import shared_data
+    """The comparison's workloads by name: (arrivals, trace file)."""
+    from sim_comparison import workloads as comparison_workloads  # benchmarks/ is on the path
 
-    raw = shared_data() / "traces/microsoft-itp/raw"
-    w: dict[str, tuple[str, str | None]] = {"poisson": ("poisson", None)}
-    for p in sorted(raw.glob("cluster*.csv")):
-        w[f"itp-{p.stem}"] = ("itp", str(p))
-    w["azure-conv"] = ("azure", str(shared_data() / "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"))
-    return w
+    return {name: (arrivals, trace) for name, arrivals, trace in comparison_workloads()}
 
 
 def report(rows: list[dict[str, Any]], policies: list[str], seeds: int) -> list[str]:
