@@ -25,6 +25,9 @@ bank_app = typer.Typer(
 
 BANK_OPTION = typer.Option(None, "--bank", help="Bank folder (default: $PROMPTTUNER_HOME/bank).")
 MODEL_OPTION = typer.Option("smollm2-135m", "--model", help="Base model (bundled name or path).")
+DTYPE_OPTION = typer.Option(
+    None, "--dtype", help="fp32 (default, or $PROMPTTUNER_DTYPE) | bf16 | auto (bf16 on a CPU with AMX-BF16)."
+)
 
 
 def _bank_dir(bank: Path | None) -> Path:
@@ -47,12 +50,12 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _load_model(name: str) -> Any:
+def _load_model(name: str, dtype: str | None = None) -> Any:
     _offline()
     from prompttuner.tuning import load_model
 
     try:
-        return load_model(name)
+        return load_model(name, dtype=dtype)
     except Exception as e:  # ModelNotFoundError and loader failures: one line for the user
         fail(f"cannot load model {name!r}: {e}")
 
@@ -118,6 +121,7 @@ def build(
     init: str = typer.Option("text", "--init", help="Init when tuning: random | text | text:<instruction>."),
     keep_all: bool = typer.Option(False, "--keep-all", help="Also keep prompts that missed the target."),
     owner: str = typer.Option("public", "--owner"),
+    dtype: str | None = DTYPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fill a bank from task folders: tune each task (or import its tuned prompts) and add the results."""
@@ -135,7 +139,7 @@ def build(
             parse_init(init)
         except ValueError as e:
             fail(f"--init: {e}")
-    loaded = _load_model(model)
+    loaded = _load_model(model, dtype)
     b = _open(bank, create=True)
     added: list[dict[str, Any]] = []
     for folder in folders:
@@ -350,6 +354,7 @@ def search(
     members: int | None = typer.Option(None, "--members", help="Cluster members probed (default 4)."),
     no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
     max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
+    dtype: str | None = DTYPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
@@ -365,7 +370,7 @@ def search(
 
     b = _open(bank)
     tk = _load_task(task, labels)
-    loaded = _load_model(model)
+    loaded = _load_model(model, dtype)
     given: dict[str, Any] = {"rep_probes": reps, "member_probes": members, "sample_rows": rows}
     budget = dataclasses.replace(Budget(), **{k: v for k, v in given.items() if v is not None})
     try:

@@ -9,6 +9,7 @@ the same time both end up with one complete copy.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -96,9 +97,43 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype is None or dtype == "auto":
-        return torch.float32
+DTYPE_ENV = "PROMPTTUNER_DTYPE"  # overrides DEFAULT_DTYPE when no dtype is passed: auto | fp32 | bf16 | fp16
+# fp32: on this AMX CPU bf16 steps cost 1.7x less CPU, but bf16 did not converge like fp32 (bf16_cpu.md in
+# benchmarks/results: median final accuracy 6 points lower, 3 tasks x 2 seeds), so bf16 is opt-in ("auto").
+DEFAULT_DTYPE = "fp32"
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def auto_dtype(device: torch.device, flags: Callable[[], frozenset[str]] = cpu_flags) -> torch.dtype:
+    """What ``dtype="auto"`` loads: bf16 on a CPU with AMX-BF16, fp32 elsewhere.
+
+    On CUDA the weights stay fp32 (``--dtype bf16`` there runs the forward under bf16 autocast); on CPUs
+    without AMX, bf16 matmuls are emulated and slower.  Not the default: see ``DEFAULT_DTYPE``.
+    """
+    if device.type == "cpu" and "amx_bf16" in flags():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _resolve_dtype(
+    dtype: str | None, device: torch.device, flags: Callable[[], frozenset[str]] = cpu_flags
+) -> torch.dtype:
+    if dtype is None:
+        dtype = os.environ.get(DTYPE_ENV) or DEFAULT_DTYPE
+    if dtype == "auto":
+        return auto_dtype(device, flags)
     table = {
         "float32": torch.float32,
         "fp32": torch.float32,
@@ -184,6 +219,8 @@ def _offline() -> bool:
 
 def load_model(name_or_path: str, *, device: str = "auto", dtype: str | None = None) -> LoadedModel:
     """Load ``name_or_path`` frozen on ``device``: a bundled name, a local HF folder or a hub id.
+
+    ``dtype`` None: ``$PROMPTTUNER_DTYPE``, else ``DEFAULT_DTYPE`` (fp32); ``"auto"``: :func:`auto_dtype`.
 
     Loading the same model twice in one process returns the same object (workers keep one warm copy).
     """

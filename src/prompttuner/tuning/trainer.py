@@ -47,7 +47,7 @@ class TuningConfig:
     max_steps: int = 200
     init: Init = RandomInit()  # RandomInit() | TextInit(text) | FileInit(path) | TensorInit(tensor, ...)
     device: str | None = None  # None: the model's device
-    dtype: str | None = None  # None: the model's dtype; "bf16" runs the forward in bfloat16 (CUDA)
+    dtype: str | None = None  # None: the model's dtype (load_model's); "bf16" adds bf16 autocast on CUDA
     eval_batch_size: int = 32
 
 
