@@ -318,9 +318,8 @@ def _create_job_rows(
             written.append(Path(f.path))
             train_id = f.id
         assert train_id is not None
-        row = _job_row(t, body, job_id, train_id, d.val_id, d.labels, deadline, qj, now)
-        row.work_steps = float(info["work_steps"])
-        s.add(row)
+        work = float(info["work_steps"])  # the predicted steps, not the max_steps cap
+        s.add(_job_row(t, body, job_id, train_id, d.val_id, d.labels, deadline, qj, now, work))
     return info
 
 
@@ -334,6 +333,7 @@ def _job_row(
     deadline: float,
     quote: dict[str, Any],
     now: float,
+    work_steps: float,
 ) -> Job:
     return Job(
         id=job_id,
@@ -348,7 +348,7 @@ def _job_row(
         bank_warm_start=body.bank_warm_start,
         best_effort=body.best_effort,
         deadline=deadline,
-        work_steps=float(body.max_steps),
+        work_steps=work_steps,
         quote=quote,
         phase=JobPhase.QUEUED.value,
         admitted=False,
