@@ -67,11 +67,12 @@ Interpretations (each a choice where the papers leave room or do not fit prompt 
    and the pre-warm window is 0.  Without any release among the samples the estimate is the plain
    histogram (linear percentiles as before).  The short-term histogram takes the most recent
    ``short_term`` samples of each kind.  ``censored=False`` keeps the histogram of ended idle periods
-   only (the reading of the previous version).  Measured (2,000 jobs, 128 A100, load 0.6, tightness
-   1.0, measured prediction, seeds 0-1): censored vs plain, violations 31.0 / 32.1 % vs 31.4 / 33.1 %
-   on Poisson and 82.1 / 80.5 % vs 82.3 / 80.7 % on ITP cluster04, cost +4 to +7 % (Poisson) and +2
-   to +4 % (cluster04), 7-36 % fewer cold starts: the keep-alive is not what INFless's violations come
-   from.
+   only (the reading of the previous version).  Measured (``benchmarks/sim_knobs.py``: 2,000 jobs,
+   128 A100, load 0.6, tightness 1.0, measured prediction, seeds 0-1): censored vs plain, violations
+   31.0 / 32.1 % vs 31.4 / 33.1 % on Poisson and 82.1 / 80.5 % vs 82.3 / 80.7 % on ITP cluster04, cost
+   +4 to +7 % (Poisson) and +2 to +4 % (cluster04); fewer cold starts (5 seeds, ``infless_frontier.md``:
+   1,535 vs 2,099 on Poisson, 2,243 vs 2,328 on cluster04): the keep-alive is not what INFless's
+   violations come from.
 7. ``half_slo=True`` is INFless's batching feasibility as a sensitivity check: a configuration is feasible
    only if the job's execution from now (cold start included) fits half its SLO (``(deadline -
    arrival) / 2``) and its deadline.  When none does, the cheapest configuration that meets the deadline

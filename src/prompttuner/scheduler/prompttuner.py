@@ -17,9 +17,10 @@ Mechanisms (each can be switched off for the ablation):
   predictor's measured ``actual / predicted`` over its median (1.56 / 1.21, ``data/work_prediction.json``):
   the estimate errs low more often than not.  Chosen on tuning seeds 100-101 (disjoint from the
   comparison's 0-4; 2,000 jobs, tightness 1): violations on Poisson 7.3 -> 5.4 %, Azure conv 11.9 ->
-  9.1 %, ITP cluster04 42.1 -> 39.7 %, cost -1 to +0.5 %; at tightness 2 on Poisson 0.35 -> 0.13 % at
-  +3.5 % cost (margins 1.15 / 1.5 / 2.0 measured beside it; 2.0 costs more and loses on Poisson).  A job is
-  declined only if even its plain estimate is hopeless.
+  9.1 %, ITP cluster04 42.1 -> 39.7 %, cost -1 to +0.5 %; at tightness 2 on Poisson 0.35 -> 0.12 % at
+  +3.5 % cost (``benchmarks/sim_knobs.py``; margins 1.15 / 1.5 are within 0.2-1 point of 1.3, 2.0 costs
+  more and loses on Poisson: 1.3 is the quantile rule, not the sweep's best cell).  A job is declined
+  only if even its plain estimate is hopeless.
 - ``min_gpus``: each job gets the fewest replicas that meet its deadline (with a safety ``margin``),
   in earliest-deadline-first order.  Off: each job takes the fastest allocation it can get.
 - ``elastic``: at every decision, jobs that fall behind grow, taking warm idle workers or the surplus of
