@@ -221,3 +221,64 @@ def test_service_warm_start_follows_the_bank_and_the_lr_rule(
     train, val = training_split(engine._task(job), 16)
     assert seen[0]["examples"] == train and not any(v in seen[0]["examples"] for v in val)
     assert seen[0]["max_length"] == 32 and seen[0]["tenant"] == "acme"
+
+
+def test_warm_start_races_the_best_entry_against_the_cold_inits_and_counts_every_step(
+    loaded, task, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Below the target: the best start, the text init and random init train the same steps, the better
+    half goes on; the losers' steps are the job's too.  At the target: no race, the entry at the warm lr.
+    With no bank: text against random."""
+    from prompttuner.bank import RaceSettings, warm_start
+
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=24, eval_size=8, batch_size=2, seed=5)
+    with PromptBank(tmp_path / "bank") as bank:
+        for s in (11, 12):
+            t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=s)
+            bank.add(t, model=loaded.name, task_description="r", labels=task.labels, task_name=f"r{s}")
+    race = RaceSettings(candidates=3, steps=1)
+    hard = dataclasses.replace(cfg, target_accuracy=1.01)  # no start meets it: they race
+    ws = warm_start(tmp_path / "bank", loaded, task, hard, race=race)
+    assert ws.info["raced"] and ws.trainer.step_count == 2  # 1 step in each of the 2 rounds
+    entrants = [c for c in ws.candidates if c.race]
+    assert {c.kind for c in entrants} >= {"text", "random"} and len(entrants) == 3
+    assert ws.extra_steps == 1 + 2  # the first round's loser (1 step), the second's (2 steps)
+    assert ws.chosen in entrants and len(ws.chosen.race) == 2
+    assert {c.name for c in ws.candidates} >= {"blend", "text", "random"}
+    _, val = training_split(task, cfg.eval_size)
+    assert ws.trainer.val == val  # the trainer's own validation rows, never probed
+    easy = dataclasses.replace(cfg, target_accuracy=0.0)  # every start meets it: the best entry, warm
+    ws2 = warm_start(tmp_path / "bank", loaded, task, easy, race=race)
+    assert not ws2.info["raced"] and ws2.extra_steps == 0 and ws2.trainer.step_count == 0
+    assert ws2.chosen.kind == "warm" and ws2.trainer.lr == pytest.approx(0.003)
+    cold = warm_start(None, loaded, task, hard, race=race)
+    assert cold.info["raced"] and {c.kind for c in cold.candidates} == {"text", "random"}
+    assert cold.extra_steps == 1 and cold.trainer.step_count == 1 and cold.trainer.lr == pytest.approx(0.03)
+    assert ws.summary()["extra_steps"] == 3 and ws.summary()["chosen"] == ws.chosen.name
+
+
+def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from prompttuner.cli import app
+    from prompttuner.config import REPO_DATA
+    from prompttuner.tuning import load_task
+
+    folder = REPO_DATA / "demo_tasks" / "sst2"
+    small = load_task(folder)
+    with PromptBank(tmp_path / "bank") as bank:
+        for s in (1, 2):
+            t = resolve_init(RandomInit(), loaded, small, num_virtual_tokens=4, seed=s)
+            bank.add(t, model=loaded.name, task_description="r", labels=small.labels, task_name=f"r{s}")
+    args = ["bank", "search", "--task", str(folder), "--bank", str(tmp_path / "bank"), "--race"]
+    args += ["--target", "1.01", "--race-steps", "1", "--tokens", "4", "--max-length", "24"]
+    out = CliRunner().invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    raced = [c for c in got["candidates"] if c.get("race")]
+    assert got["raced"] and {c["kind"] for c in raced} >= {"text", "random"} and len(raced) == 3
+    assert got["chosen"] in {c["name"] for c in raced} and got["extra_steps"] == 3
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0 and "chosen:" in text.output and "race steps of the losers 3" in text.output

@@ -5,7 +5,9 @@ Entry points:
 - :func:`select_for_task`: choose for a loaded model and a task (runs the probes);
 - :func:`select_init`: the bank's choice for a job, an entry's tensor or the job's own cold init;
 - :func:`bank_init`: that choice as the trainer's ``TensorInit`` (with its learning rate, :func:`start_lr`):
-  what ``prompttuner tune --init bank:DIR`` and the service's warm start call before building the trainer.
+  what ``prompttuner tune --init bank:DIR`` and the service's warm start call before building the trainer;
+- :func:`warm_start` (``race.py``): cheaper selection, a blend, a short race among the best starts and the
+  job's cold inits, a learning rate from the start's fit: a trainer ready to go on.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from prompttuner.bank.errors import (
     ModelMismatchError,
     NoCandidatesError,
 )
-from prompttuner.bank.select import Budget, JobQuery, ProbeRecord, ProbeScore, Selection, rank_key, select
+from prompttuner.bank.race import RaceSettings, WarmStart, warm_start
+from prompttuner.bank.select import (
+    CHEAP,
+    Budget,
+    JobQuery,
+    ProbeRecord,
+    ProbeScore,
+    Selection,
+    rank_key,
+    select,
+)
 from prompttuner.bank.store import PromptBank
 from prompttuner.bank.tables import PUBLIC
 
@@ -33,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CHEAP",
     "COLD_INIT",
     "PUBLIC",
     "BankError",
@@ -48,13 +61,16 @@ __all__ = [
     "ProbeRecord",
     "ProbeScore",
     "PromptBank",
+    "RaceSettings",
     "Selection",
+    "WarmStart",
     "bank_init",
     "default_bank_dir",
     "job_query",
     "select_for_task",
     "select_init",
     "start_lr",
+    "warm_start",
 ]
 
 
@@ -105,6 +121,7 @@ def select_for_task(
     max_steps: int | None = None,
     cold_init: str | None = None,
     examples: Any = None,
+    probe: Any = None,
 ) -> Selection:
     """Choose the start prompt for ``task``; probes run on ``loaded`` (``probes=False``: features only).
 
@@ -112,7 +129,7 @@ def select_for_task(
     of ``num_tokens`` tokens; its probe score (loss and accuracy) is in
     ``info["baseline_scores"][cold_init]``.  ``examples``: the rows the probes may sample (default: the
     task's training data; :func:`bank_init` passes the trainer's training split, so its validation rows
-    stay unseen).
+    stay unseen).  ``probe``: one made already (``bank.probe.make_probe``) for the same rows and budget.
     """
     from prompttuner.bank.probe import make_probe
 
@@ -126,7 +143,10 @@ def select_for_task(
         num_tokens=num_tokens,
         max_steps=max_steps,
     )
-    probe = make_probe(loaded, task, b, max_length=max_length, examples=examples) if probes else None
+    if not probes:
+        probe = None
+    elif probe is None:
+        probe = make_probe(loaded, task, b, max_length=max_length, examples=examples)
     baselines = None
     if cold_init is not None and probes:
         from prompttuner.tuning import parse_init, resolve_init
@@ -150,6 +170,10 @@ def cold_init_wins(sel: Selection) -> ProbeScore | None:
     start cold), else None."""
     cold = sel.info.get("baseline_scores", {}).get(COLD_INIT)
     if cold is None:
+        return None
+    rows = sel.info.get("baseline_rows", {}).get(COLD_INIT)
+    best_rows = max((p.rows or 0) for p in sel.probes if p.loss is not None) if sel.probes else 0
+    if rows is not None and rows < best_rows:  # it fell out of the race over rows: an entry beat it
         return None
     cs = ProbeScore(**cold)
     best = ProbeScore(loss=sel.loss, accuracy=sel.info.get("accuracy", float("nan")))

@@ -74,6 +74,28 @@ class LLMProbe:
         self.max_batch_rows = max_batch_rows
         self.evaluations = 0
 
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def split(self, first: int) -> tuple[LLMProbe, LLMProbe | None]:
+        """Two probes over the first ``first`` rows of the sample and over the rest (None when none are
+        left): the race over rows (``Budget.first_rows``).  The sample is round-robin over labels, so the
+        first rows hold every label when ``first`` >= the number of labels."""
+        k = max(1, min(first, self.rows))
+        return self._part(0, k), (self._part(k, self.rows) if k < self.rows else None)
+
+    def _part(self, a: int, b: int) -> LLMProbe:
+        p = object.__new__(LLMProbe)
+        p.loaded, p.verbalizer, p.max_batch_rows, p.evaluations = (
+            self.loaded,
+            self.verbalizer,
+            self.max_batch_rows,
+            0,
+        )
+        p.ids, p.targets = self.ids[a:b], self.targets[a:b]
+        return p
+
     @torch.no_grad()
     def logits(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Label-word logits ``[len(prompts), rows, labels]`` of the sample under each prompt (CPU)."""

@@ -53,6 +53,12 @@ def _score(x: ProbeScore | float) -> ProbeScore:
     return x if isinstance(x, ProbeScore) else ProbeScore(loss=float(x), accuracy=float("nan"))
 
 
+def merge_scores(a: ProbeScore, na: int, b: ProbeScore, nb: int) -> ProbeScore:
+    """The score over ``na + nb`` rows from the scores of two disjoint parts of them."""
+    w = na + nb
+    return ProbeScore(loss=(a.loss * na + b.loss * nb) / w, accuracy=(a.accuracy * na + b.accuracy * nb) / w)
+
+
 def rank_key(score: ProbeScore, by: str = "accuracy") -> tuple[float, ...]:
     """Sort key of a probe score, best first: ``accuracy`` (then loss to break ties, which are common on a
     few rows) or ``loss`` alone.  A score without an accuracy ranks by its loss."""
@@ -85,6 +91,16 @@ class Budget:
     max_words: int | None = None  # cut probe texts to this many words (None: the engine's max_length only)
     seed: int = 0
     rank_by: str = "accuracy"  # "accuracy" (then loss) or "loss": how probed prompts are ranked
+    # a race over rows: every candidate is probed on the first ``first_rows`` rows of the sample, and only
+    # the ``survivors`` best go on to the rest (None: every candidate on every row, the former rule)
+    first_rows: int | None = None
+    survivors: int = 3
+
+
+CHEAP = Budget(rep_probes=3, member_probes=3, sample_rows=10, first_rows=4, survivors=3)
+"""The budget of ``bank.warm_start`` (issue 12: selection within ~3 steps of time): 3 representatives,
+3 members and the text init, each on 4 rows (28 sequences); the 3 best on 6 rows more (18); with the
+blend's 10, 56 sequences instead of the 144 of :class:`Budget`'s defaults."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,7 @@ class ProbeRecord:
     task_name: str
     error: str | None = None
     accuracy: float | None = None  # on the probe sample (None: the probe gave a loss only)
+    rows: int | None = None  # how many rows of the sample it was scored on (the race over rows)
 
     def score(self) -> ProbeScore:
         acc = float("nan") if self.accuracy is None else self.accuracy
@@ -223,6 +240,15 @@ def select(
 
     base_names = list(baselines or {}) if probe is not None else []
     base_scores: dict[str, ProbeScore] = {}
+    base_rows: dict[str, int] = {}
+    # the race over rows: the first rows for every candidate, the rest for the survivors
+    head: ProbeFn | None = probe
+    tail: ProbeFn | None = None
+    n_head = n_tail = int(getattr(probe, "rows", 0) or 0)
+    if probe is not None and b.first_rows is not None and hasattr(probe, "split"):
+        head, tail = probe.split(b.first_rows)
+        n_head = int(getattr(head, "rows", 0))
+        n_tail = int(getattr(tail, "rows", 0)) if tail is not None else 0
 
     def run(batch: list[ProbeRecord], extra: Sequence[str] = ()) -> None:
         nonlocal probe_s
@@ -234,15 +260,17 @@ def select(
                 ok.append(rec)
             except CorruptEntryError as e:  # one broken entry must not fail the job: skip and report it
                 rec.error = str(e)
-        if probe is not None and (ok or extra):
+        if head is not None and (ok or extra):
             tp = time.perf_counter()
             batch_tensors = [tensors[r.entry_id] for r in ok] + [(baselines or {})[n] for n in extra]
-            got = [_score(x) for x in probe(batch_tensors)]
+            got = [_score(x) for x in head(batch_tensors)]
             probe_s += time.perf_counter() - tp
             for r, sc in zip(ok, got[: len(ok)], strict=True):
                 r.loss = sc.loss
                 r.accuracy = None if sc.accuracy != sc.accuracy else sc.accuracy
+                r.rows = n_head or None
             base_scores.update(zip(extra, got[len(ok) :], strict=True))
+            base_rows.update((n, n_head) for n in extra)
         elif ok:  # features only: the similarity stands in for the loss
             for r in ok:
                 r.loss = -r.similarity
@@ -301,6 +329,29 @@ def select(
     timings["index_s"] += time.perf_counter() - ti
     run(layer2)
 
+    if tail is not None and n_tail > 0:  # the survivors of the first rows are scored on the rest
+        tp = time.perf_counter()
+        pool: list[tuple[tuple[float, ...], ProbeRecord | str]] = [
+            (key(r), r) for r in probes if r.loss is not None
+        ]
+        pool += [(rank_key(sc, b.rank_by), name) for name, sc in base_scores.items()]
+        pool.sort(key=lambda x: x[0])
+        surv = [x[1] for x in pool[: max(1, b.survivors)]]
+        got = [
+            _score(x)
+            for x in tail(
+                [tensors[x.entry_id] if isinstance(x, ProbeRecord) else (baselines or {})[x] for x in surv]
+            )
+        ]
+        for x, sc in zip(surv, got, strict=True):
+            if isinstance(x, ProbeRecord):
+                merged = merge_scores(x.score(), n_head, sc, n_tail)
+                x.loss, x.accuracy, x.rows = merged.loss, merged.accuracy, n_head + n_tail
+            else:
+                base_scores[x] = merge_scores(base_scores[x], n_head, sc, n_tail)
+                base_rows[x] = n_head + n_tail
+        probe_s += time.perf_counter() - tp
+
     done = [r for r in probes if r.loss is not None]
     if not done:
         errors = "; ".join(r.error or "" for r in probes)
@@ -312,7 +363,8 @@ def select(
     for r in probes:
         if r.entry_id in entries:
             r.task_name = entries[r.entry_id].task_name
-    best = min(done, key=key)
+    most = max((r.rows or 0) for r in done)  # the choice is among the candidates scored on the most rows
+    best = min((r for r in done if (r.rows or 0) == most), key=key)
     pred = predictor or StepsPredictor()
     steps = pred.predict(
         best.loss if probe is not None else float("nan"),  # type: ignore[arg-type]
@@ -333,9 +385,13 @@ def select(
         info={
             "probe_evaluations": (len(done) + len(base_scores)) if probe is not None else 0,
             "rank_by": b.rank_by,
+            "rows": {"first": n_head, "rest": n_tail} if tail is not None else {"all": n_head},
             **({"accuracy": best.accuracy} if best.accuracy is not None else {}),
             **(
-                {"baseline_scores": {k: dict(v.__dict__) for k, v in base_scores.items()}}
+                {
+                    "baseline_scores": {k: dict(v.__dict__) for k, v in base_scores.items()},
+                    "baseline_rows": base_rows,
+                }
                 if base_scores
                 else {}
             ),

@@ -355,9 +355,23 @@ def search(
     no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
     max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
     dtype: str | None = DTYPE_OPTION,
+    race: bool = typer.Option(
+        False,
+        "--race",
+        help="As a job starts (bank.warm_start): the cheap selection, the blend, the race among the best "
+        "starts and the job's text and random inits, and the chosen start and learning rate.",
+    ),
+    target: float | None = typer.Option(None, "--target", help="With --race: the job's target accuracy."),
+    race_steps: int = typer.Option(2, "--race-steps", help="With --race: steps per round, per start."),
+    seed: int = typer.Option(0, "--seed", help="With --race: the job's seed."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
+    if race:
+        _search_race(
+            task, bank, model, labels, tokens or 16, max_length, dtype, target, race_steps, seed, json_out
+        )
+        return
     from prompttuner.bank import (
         COLD_INIT,
         BankError,
@@ -423,6 +437,55 @@ def search(
             else "the chosen entry beats it: `tune --init bank:DIR` starts from the entry"
         )
         console.print(f"job's own text init: probe {describe(ProbeScore(**text_score))}; {verdict}")
+
+
+def _search_race(
+    task: Path,
+    bank: Path | None,
+    model: str,
+    labels: str | None,
+    tokens: int,
+    max_length: int,
+    dtype: str | None,
+    target: float | None,
+    race_steps: int,
+    seed: int,
+    json_out: bool,
+) -> None:
+    from prompttuner.bank import BankError, RaceSettings, default_bank_dir, warm_start
+    from prompttuner.tuning import TuningConfig
+
+    folder = bank or default_bank_dir()
+    tk = _load_task(task, labels)
+    loaded = _load_model(model, dtype)
+    cfg = TuningConfig(num_virtual_tokens=tokens, max_length=max_length, target_accuracy=target, seed=seed)
+    try:
+        ws = warm_start(folder, loaded, tk, cfg, race=RaceSettings(steps=race_steps))
+    except BankError as e:
+        fail(str(e))
+    out = ws.summary()
+    if json_out:
+        emit_json(out)
+        return
+    table = Table(title=f"starts (probed on {ws.info['selection']['rows']} training rows)")
+    for col in ("start", "kind", "probe accuracy", "probe loss", "race (steps: accuracy)"):
+        table.add_column(col)
+    for c in ws.candidates:
+        sc = c.score
+        rounds = ", ".join(f"{int(r['steps'])}: {r['accuracy']:.3f}" for r in c.race)
+        table.add_row(
+            c.name,
+            c.kind,
+            "-" if sc is None else f"{sc.accuracy:.3f}",
+            "-" if sc is None else f"{sc.loss:.3f}",
+            rounds or "-",
+        )
+    console.print(table)
+    why = "raced" if out["raced"] else "no race: it meets the target on the probe rows"
+    console.print(
+        f"chosen: [bold]{ws.chosen.name}[/] ({why}); lr {ws.trainer.lr:.4g}; race steps of the losers "
+        f"{ws.extra_steps}, of the chosen {ws.trainer.step_count}; selection {out['select_cpu_s']:.2f} CPU-s"
+    )
 
 
 @bank_app.command("reindex")

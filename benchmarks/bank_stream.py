@@ -1,0 +1,520 @@
+"""The Prompt Bank measured the way a service meets its jobs: a stream of related jobs, the bank growing.
+
+Protocol (issue 12, "service stream"); every setting is in ``benchmarks/bank_stream_settings.json``,
+committed before any bank run:
+
+- **Jobs**: exactly 2 per shared task (16 tasks, 32 jobs): the task's training rows shuffled once
+  (``subset_seed``) and cut in two disjoint halves; job ``task#s`` trains on half ``s`` with its own seed
+  (``seed_base + s``), its validation rows (``eval_size``, stratified) held out from that half.
+- **Baselines** (do not depend on the order, run once): every job from random init and from text init,
+  same settings and seed.  The random-init runs go the whole budget without stopping (their curves fix
+  the per-task targets, below); the text-init runs stop at the target.
+- **Targets** (``targets`` in the settings, made by ``--phase targets`` from the random-init curves before
+  any bank run, by the rule written there): high enough that random init needs >= 20 steps in the median.
+- **Stream**: for each order (a random permutation of the 32 jobs), a bank that starts empty; each job in
+  turn asks it for a start exactly as the service does (``bank.bank_init``: selection, then the race
+  among the best starts, the chosen learning rate), is tuned to its target, and -- if it reached it -- its
+  prompt enters the bank.  The race's steps count as the job's steps; selection and race time are in its
+  time.
+- **Time** is the worker process's CPU seconds (``time.process_time``; one torch thread per worker, so
+  they are the compute a job used whatever else ran on the machine); wall seconds are recorded beside.
+
+Runs append one JSON line each to ``benchmarks/results/bank_stream.runs.jsonl``; finished runs are
+skipped, so every phase resumes after an interruption, and ``--shard K/N`` runs a part (each phase's
+shards fit in 45 minutes on the 2-core machine at ``--workers 2``).
+
+    python benchmarks/bank_stream.py --phase random --workers 2     # baselines: random init, full curves
+    python benchmarks/bank_stream.py --phase targets                # targets from them -> settings file
+    python benchmarks/bank_stream.py --phase stream --workers 2     # text init + one stream per worker
+    python benchmarks/bank_stream.py --summarize                    # bank_stream.json / .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SETTINGS = ROOT / "benchmarks" / "bank_stream_settings.json"
+RUNS = RESULTS / "bank_stream.runs.jsonl"
+DATA = ROOT.parent / "shared" / "data" / "tasks"
+
+
+# ---- settings and jobs ------------------------------------------------------------------------------
+def settings() -> dict[str, Any]:
+    return json.loads(SETTINGS.read_text())
+
+
+def job_ids(st: dict[str, Any]) -> list[str]:
+    return [f"{t}#{s}" for t in st["tasks"] for s in range(st["jobs_per_task"])]
+
+
+def job_task(st: dict[str, Any], job: str, data: Path = DATA) -> tuple[Any, int]:
+    """The job's task (its half of the shared task's training rows) and its seed."""
+    from prompttuner.tuning import load_task
+    from prompttuner.tuning.data import Task
+
+    name, s = job.split("#")
+    full = load_task(data / name)
+    rows = list(full.train)
+    random.Random(st["subset_seed"]).shuffle(rows)
+    k = st["jobs_per_task"]
+    part = rows[int(s) :: k]
+    task = Task(name=name, labels=list(full.labels), train=part, test=[], meta=dict(full.meta))
+    return task, st["seed_base"] + int(s)
+
+
+def config(st: dict[str, Any], init: Any, seed: int, target: float | None) -> Any:
+    from prompttuner.tuning import TuningConfig, parse_init
+
+    return TuningConfig(
+        num_virtual_tokens=st["num_virtual_tokens"],
+        batch_size=st["batch_size"],
+        seed=seed,
+        max_length=st["max_length"],
+        eval_every=st["eval_every"],
+        eval_size=st["eval_size"],
+        target_accuracy=target,
+        max_steps=st["max_steps"],
+        init=parse_init(init) if isinstance(init, str) else init,
+    )
+
+
+def target_of(st: dict[str, Any], job: str) -> float:
+    t = st.get("targets", {}).get(job.split("#")[0])
+    if t is None:
+        raise SystemExit("no targets in the settings yet: run --phase random, then --phase targets")
+    return float(t)
+
+
+# ---- runs -------------------------------------------------------------------------------------------
+def read_runs() -> list[dict[str, Any]]:
+    if not RUNS.exists():
+        return []
+    return [json.loads(x) for x in RUNS.read_text().splitlines() if x.strip()]
+
+
+def append(rec: dict[str, Any]) -> None:
+    RUNS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RUNS, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # workers share the file: one whole line at a time
+        f.write(json.dumps(rec) + "\n")
+
+
+def key(rec: dict[str, Any]) -> tuple[str, str, str]:
+    return (rec["job"], rec["init"], rec.get("order", ""))
+
+
+def curve_of(res: Any) -> list[list[float]]:
+    return [[p.step, round(p.val_accuracy, 4), round(p.wall_s, 2)] for p in res.curve]
+
+
+class StepClock:
+    """The CPU seconds of every plain training step (the trainer's progress callback; a step followed by
+    an evaluation is not counted), for the selection's cost in steps of the same job."""
+
+    def __init__(self) -> None:
+        self.last = time.process_time()
+        self.steps: list[float] = []
+
+    def __call__(self, step: Any, point: Any) -> None:
+        now = time.process_time()
+        if step is not None and point is None:
+            self.steps.append(now - self.last)
+        self.last = now
+
+    def median(self) -> float | None:
+        return round(statistics.median(self.steps), 3) if self.steps else None
+
+
+def baseline_run(st: dict[str, Any], loaded: Any, job: str, init: str, work: Path) -> dict[str, Any]:
+    """``job`` from ``init`` (random: the whole budget, no target; text: to the target)."""
+    from prompttuner.tuning import PromptTrainer, save_prompt
+
+    task, seed = job_task(st, job)
+    target = None if init == "random" else target_of(st, job)
+    c0, w0 = time.process_time(), time.perf_counter()
+    tr = PromptTrainer(loaded, task, config(st, init, seed, target))
+    clock = StepClock()
+    res = tr.train_to_target(clock)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    save_prompt(
+        work / "prompts" / job.replace("#", "-") / init, tr.prompt(), tr.metadata(accuracy=res.accuracy)
+    )
+    return {
+        "target": target,
+        "reached": res.reached,
+        "steps": res.steps,
+        "accuracy": res.accuracy,
+        "curve": curve_of(res),
+        "lr": tr.lr,
+        "train_rows": len(tr.train),
+        "val_rows": len(tr.val),
+        "cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "step_cpu_s": clock.median(),
+    }
+
+
+def prompt_file(order: str, job: str) -> Path:
+    return RUNS.parent / "bank_stream_prompts" / f"order-{order}" / f"{job.replace('#', '-')}.safetensors"
+
+
+def stream_bank(st: dict[str, Any], loaded: Any, order: str, work: Path) -> Path:
+    """The stream's bank folder, rebuilt from the committed prompts of its reached jobs when it is missing
+    (a resumed stream on a fresh machine continues with the bank its earlier jobs filled)."""
+    from prompttuner.bank import PromptBank
+    from prompttuner.tuning import load_prompt
+
+    folder = work / "banks" / f"order-{order}"
+    done = sorted(
+        (r for r in read_runs() if r["init"] == "bank" and r["order"] == order and "error" not in r),
+        key=lambda r: r["position"],
+    )
+    if folder.exists() or not any(r["reached"] for r in done):
+        return folder
+    for r in done:
+        if r["reached"]:
+            task, _ = job_task(st, r["job"])
+            add_to_bank(folder, loaded, task, load_prompt(prompt_file(order, r["job"]))[0], r, order)
+    with PromptBank(folder) as bank:
+        assert bank.count(loaded.name) == sum(r["reached"] for r in done)
+    return folder
+
+
+def add_to_bank(folder: Path, loaded: Any, task: Any, tensor: Any, rec: dict[str, Any], order: str) -> None:
+    """A finished job that reached its target adds its prompt, as the service does."""
+    from prompttuner.bank import NewEntry, PromptBank
+
+    with PromptBank(folder) as bank:
+        bank.add_many(
+            [
+                NewEntry(
+                    tensor=tensor,
+                    model=loaded.name,
+                    task_description=task.description,
+                    labels=task.labels,
+                    accuracy=rec["accuracy"],
+                    steps=rec["steps"],
+                    task_name=task.name,
+                    sample_texts=[e.text for e in task.train[:8]],
+                    source_job=rec["job"],
+                    extra={"order": order, "position": rec["position"]},
+                )
+            ]
+        )
+
+
+def stream_run(
+    st: dict[str, Any], loaded: Any, job: str, order: str, position: int, work: Path
+) -> dict[str, Any]:
+    """``job`` at ``position`` of stream ``order``: start from the stream's bank (as the service does),
+    tune to the target, add the prompt to the bank if it reached it."""
+    from prompttuner.bank import PromptBank, warm_start
+    from prompttuner.tuning import save_prompt
+
+    task, seed = job_task(st, job)
+    target = target_of(st, job)
+    folder = stream_bank(st, loaded, order, work)
+    c0, w0 = time.process_time(), time.perf_counter()
+    cfg = config(st, "random", seed, target)
+    n_entries = 0
+    if folder.exists():
+        with PromptBank(folder, create=False) as bank:
+            n_entries = bank.count(loaded.name)
+    start = warm_start(folder if n_entries else None, loaded, task, cfg, race=st["race"])
+    trainer = start.trainer
+    clock = StepClock()
+    res = trainer.train_to_target(clock)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    steps = res.steps + start.extra_steps  # the race's losers trained too: their steps are the job's
+    rec: dict[str, Any] = {
+        "job": job,
+        "position": position,
+        "bank_entries": n_entries,
+        "target": target,
+        "reached": res.reached,
+        "steps": steps,
+        "winner_steps": res.steps,
+        "race_extra_steps": start.extra_steps,
+        "accuracy": res.accuracy,
+        "curve": curve_of(res),
+        "lr": trainer.lr,
+        "start": start.summary(),
+        "probes": [
+            {k: p.get(k) for k in ("task_name", "layer", "rows", "accuracy", "loss")}
+            for p in start.info.get("selection", {}).get("probes", [])
+        ],
+        "select_cpu_s": round(start.info["select_cpu_s"], 3),
+        "race_cpu_s": round(start.info.get("race_cpu_s", 0.0), 3),
+        "step_cpu_s": clock.median(),
+        "cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+    }
+    save_prompt(prompt_file(order, job), trainer.prompt(), trainer.metadata(accuracy=res.accuracy))
+    if res.reached:
+        add_to_bank(folder, loaded, task, trainer.prompt(), rec, order)
+    del rec["job"]
+    return rec
+
+
+def worker(args: argparse.Namespace, shard: int) -> None:
+    import torch
+
+    from prompttuner.tuning import load_model
+
+    torch.set_num_threads(args.threads)
+    st = settings()
+    work = Path(args.work)
+    loaded = load_model(st["model"])
+    jobs = job_ids(st)
+    todo: list[tuple[str, str, str, int]] = []  # (job, init, order, position)
+    if args.phase == "random":
+        todo = [(j, "random", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
+    elif args.phase == "stream":
+        # worker k runs stream k (its jobs in order: each needs the bank its predecessors filled), then
+        # its share of the text-init baselines
+        orders = st["orders"]
+        for k in range(shard, len(orders), args.workers):
+            todo += [(j, "bank", str(k), p) for p, j in enumerate(orders[k])]
+        todo += [(j, "text", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
+    if args.only:
+        keep = set(args.only.split(","))
+        todo = [t for t in todo if t[0].split("#")[0] in keep or t[0] in keep]
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        todo = todo[len(todo) * k // n : len(todo) * (k + 1) // n]
+    for job, init, order, pos in todo:
+        done = {key(r) for r in read_runs() if "error" not in r}
+        if (job, init, order) in done:
+            continue
+        try:
+            if init == "bank":
+                rec = stream_run(st, loaded, job, order, pos, work)
+            else:
+                rec = baseline_run(st, loaded, job, init, work)
+        except Exception as e:  # keep going: one failed run must not lose the others
+            import traceback
+
+            rec = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+            if init == "bank":  # a stream is sequential: a failed job would change every later bank
+                append({"job": job, "init": init, "order": order, **rec})
+                raise
+        rec = {"job": job, "init": init, "order": order, **rec}
+        rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        append(rec)
+        print(
+            f"[{shard}] {job} {init}{order} steps={rec.get('steps')} reached={rec.get('reached')} "
+            f"acc={rec.get('accuracy')} cpu={rec.get('cpu_s')} {rec.get('error', '')}",
+            flush=True,
+        )
+
+
+# ---- targets ----------------------------------------------------------------------------------------
+def steps_to(curve: list[list[float]], target: float) -> int | None:
+    for step, acc, *_ in curve:
+        if acc >= target - 1e-9:
+            return int(step)
+    return None
+
+
+def make_targets(st: dict[str, Any]) -> dict[str, float]:
+    """Per task, from its 2 random-init curves (validation rows of each job): the rule in ``target_rule``.
+
+    ``A`` = the mean over the two jobs of the best accuracy random init reaches within the budget, ``m``
+    = the mean accuracy at step 0; target = ``m + frac * (A - m)``, rounded *down* to the resolution of
+    the validation set (so it is a reachable accuracy), and at least one validation row above ``m``.
+    """
+    runs = {r["job"]: r for r in read_runs() if r["init"] == "random" and "error" not in r}
+    out: dict[str, float] = {}
+    for t in st["tasks"]:
+        rs = [runs.get(f"{t}#{s}") for s in range(st["jobs_per_task"])]
+        if any(r is None for r in rs):
+            raise SystemExit(f"random-init runs of {t} missing: run --phase random first")
+        best = statistics.mean(max(c[1] for c in r["curve"]) for r in rs)  # type: ignore[index]
+        m = statistics.mean(r["curve"][0][1] for r in rs)  # type: ignore[index]
+        n = min(r["val_rows"] for r in rs)  # type: ignore[index]
+        raw = m + st["target_frac"] * (best - m)
+        tgt = max(math.floor(raw * n + 1e-9) / n, (math.floor(m * n + 1e-9) + 1) / n)
+        out[t] = round(tgt, 4)
+    return out
+
+
+# ---- summary ----------------------------------------------------------------------------------------
+def cost_steps(steps: int | None, budget: int) -> float:
+    """Steps to target; a miss counts as the whole budget (a ratio against a missed baseline is a lower
+    bound), a start already at the target as 1 step."""
+    return float(max(1, budget if steps is None else steps))
+
+
+def cpu_to(run: dict[str, Any], steps: int | None) -> float:
+    """CPU seconds until the target: a run that stopped there, its CPU; a random-init run (which went the
+    whole budget) its CPU up to that evaluation, in proportion of its wall clock; a miss, all of it."""
+    if steps is None or run["init"] != "random":
+        return float(run["cpu_s"])
+    wall = {int(c[0]): c[2] for c in run["curve"]}
+    return float(run["cpu_s"]) * wall[steps] / max(1e-9, run["curve"][-1][2])
+
+
+def gmean(xs: list[float]) -> float:
+    return math.exp(statistics.mean(math.log(x) for x in xs)) if xs else float("nan")
+
+
+def stats(xs: list[float]) -> dict[str, Any]:
+    if not xs:
+        return {"n": 0}
+    return {
+        "n": len(xs),
+        "median": round(statistics.median(xs), 3),
+        "gmean": round(gmean(xs), 3),
+        "min": round(min(xs), 3),
+        "max": round(max(xs), 3),
+        "won": sum(x > 1 for x in xs),
+        "tied": sum(x == 1 for x in xs),
+        "lost": sum(x < 1 for x in xs),
+    }
+
+
+def summarize(args: argparse.Namespace) -> dict[str, Any]:
+    st = settings()
+    budget = st["max_steps"]
+    runs = [r for r in read_runs() if "error" not in r]
+    rnd = {r["job"]: r for r in runs if r["init"] == "random"}
+    txt = {r["job"]: r for r in runs if r["init"] == "text"}
+    bank = [r for r in runs if r["init"] == "bank"]
+    rows: list[dict[str, Any]] = []
+    for r in sorted(bank, key=lambda r: (r["order"], r["position"])):
+        job = r["job"]
+        tgt = r["target"]
+        order = st["orders"][int(r["order"])]
+        first = next(j for j in order if j.split("#")[0] == job.split("#")[0]) == job
+        row: dict[str, Any] = {
+            "order": r["order"],
+            "position": r["position"],
+            "job": job,
+            "first_of_task": first,
+            "bank_entries": r["bank_entries"],
+            "chosen": r["start"]["chosen"],
+            "raced": r["start"]["raced"],
+            "bank_steps": r["steps"] if r["reached"] else None,
+            "race_extra_steps": r["race_extra_steps"],
+            "bank_cpu_s": r["cpu_s"],
+            "select_cpu_s": r["select_cpu_s"],
+            "select_in_steps": round(r["select_cpu_s"] / r["step_cpu_s"], 2) if r.get("step_cpu_s") else None,
+        }
+        b = cost_steps(row["bank_steps"], budget)
+        if job in rnd:
+            rs = steps_to(rnd[job]["curve"], tgt)
+            row["random_steps"] = rs
+            row["ratio_vs_random"] = round(cost_steps(rs, budget) / b, 3)
+            row["wall_ratio_vs_random"] = round(cpu_to(rnd[job], rs) / r["cpu_s"], 3)
+        if job in txt:
+            ts = txt[job]["steps"] if txt[job]["reached"] else None
+            row["text_steps"] = ts
+            row["ratio_vs_text"] = round(cost_steps(ts, budget) / b, 3)
+            row["wall_ratio_vs_text"] = round(cpu_to(txt[job], ts) / r["cpu_s"], 3)
+        rows.append(row)
+
+    def pick(sel: list[dict[str, Any]], k: str) -> list[float]:
+        return [x[k] for x in sel if x.get(k) is not None]
+
+    groups = {"all": rows, "first_of_task": [x for x in rows if x["first_of_task"]]}
+    groups["repeat"] = [x for x in rows if not x["first_of_task"]]
+    out: dict[str, Any] = {
+        "settings": {k: st[k] for k in st if k not in ("orders",)},
+        "jobs": len(job_ids(st)),
+        "orders_run": sorted({x["order"] for x in rows}),
+        "bank_runs": len(rows),
+        "random_runs": len(rnd),
+        "text_runs": len(txt),
+        "random_median_steps_to_target": statistics.median(
+            cost_steps(steps_to(r["curve"], target_of(st, j)), budget) for j, r in rnd.items()
+        )
+        if rnd and st.get("targets")
+        else None,
+        "reached": {
+            "bank": sum(x["bank_steps"] is not None for x in rows),
+            "random": sum(x.get("random_steps") is not None for x in rows if "random_steps" in x),
+            "text": sum(x.get("text_steps") is not None for x in rows if "text_steps" in x),
+            "of": len(rows),
+        },
+    }
+    for g, sel in groups.items():
+        out[g] = {
+            k: stats(pick(sel, k))
+            for k in ("ratio_vs_random", "ratio_vs_text", "wall_ratio_vs_random", "wall_ratio_vs_text")
+        }
+        out[g]["select_in_steps"] = stats(pick(sel, "select_in_steps"))
+    a = out["all"]
+    out["median_steps_ratio_vs_random"] = a["ratio_vs_random"].get("median")
+    out["median_steps_ratio_vs_text"] = a["ratio_vs_text"].get("median")
+    out["median_wall_ratio_vs_random"] = a["wall_ratio_vs_random"].get("median")
+    out["median_selection_in_steps"] = a["select_in_steps"].get("median")
+    out["per_position"] = [
+        {
+            "position": p,
+            **{
+                k: stats(pick([x for x in rows if x["position"] == p], k))
+                for k in ("ratio_vs_random", "ratio_vs_text")
+            },
+        }
+        for p in sorted({x["position"] for x in rows})
+    ]
+    out["rows"] = rows
+    (RUNS.parent / "bank_stream.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(
+        json.dumps({k: v for k, v in out.items() if k not in ("rows", "per_position", "settings")}, indent=1)
+    )
+    return out
+
+
+def main() -> None:
+    global SETTINGS, RUNS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phase", choices=["random", "targets", "stream"], default=None)
+    ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shard", default=None, help="K/N: run the K-th of N parts of this phase's list")
+    ap.add_argument("--only", default=None, help="comma-separated tasks or jobs")
+    ap.add_argument("--work", default="/tmp/prompttuner-bank-stream")
+    ap.add_argument("--settings", default=str(SETTINGS), help="(a smoke run's own settings)")
+    ap.add_argument("--runs", default=str(RUNS), help="(a smoke run's own runs file)")
+    args = ap.parse_args()
+    SETTINGS, RUNS = Path(args.settings), Path(args.runs)
+    if args.phase == "targets":
+        st = settings()
+        if any(r["init"] == "bank" for r in read_runs()):
+            raise SystemExit("bank runs exist: the targets are fixed before any bank run")
+        st["targets"] = make_targets(st)
+        SETTINGS.write_text(json.dumps(st, indent=1) + "\n")
+        print(json.dumps(st["targets"], indent=1))
+        return
+    if args.phase:
+        if args.workers == 1:
+            worker(args, 0)
+        else:
+            procs = [mp.Process(target=worker, args=(args, k)) for k in range(args.workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+    if args.summarize:
+        summarize(args)
+
+
+if __name__ == "__main__":
+    main()

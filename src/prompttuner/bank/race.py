@@ -1,0 +1,234 @@
+"""A job's start, chosen the way the service chooses it: selection, a blend, a short race, a learning rate.
+
+:func:`warm_start` turns a job (a loaded model, its task, its :class:`~prompttuner.tuning.TuningConfig`)
+into a trainer ready to go on:
+
+1. **Selection** (``select.py``, the cheap budget :data:`~prompttuner.bank.select.CHEAP`): the bank's
+   candidates and the job's text init, probed on a few of the job's training rows, the survivors on more.
+2. **Blend**: the probe-weighted mean of the two best entries, probed on the same rows; a candidate like
+   any other (kept when it scores best).
+3. **Race** (successive halving): unless the best start already meets the target on the probe rows, the
+   ``RaceSettings.candidates`` best starts -- always including the job's text init and a random init --
+   each train ``RaceSettings.steps`` steps (the same batches: one seed), are probed again, and the better
+   half goes on, until one is left.  Every race step is one of the job's steps
+   (:attr:`WarmStart.extra_steps` counts the losers'; the winner's are in its trainer).
+4. **Learning rate** from how well the start fits: a fraction ``f`` of the way from chance to the target
+   on the probe rows gives ``lr = cold * (warm / cold) ** f`` (a start at the target keeps the warm rate,
+   one no better than chance the cold rate) -- the continuous form of the former two-level rule.
+
+No validation row is ever probed: every probe reads the trainer's training split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prompttuner.bank.select import CHEAP, Budget, ProbeScore, rank_key
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    candidates: int = 3  # starts in the race: the best from the bank (or blend), the text init, random
+    steps: int = 2  # steps per round, per start (3 starts: 2 + 2 rounds, 6 steps of the losers)
+    blend: bool = True  # offer the blend of the two best entries as a candidate
+    skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
+
+    @staticmethod
+    def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:
+        if x is None:
+            return RaceSettings()
+        if isinstance(x, RaceSettings):
+            return x
+        return RaceSettings(**x)
+
+
+@dataclass
+class Candidate:
+    name: str  # "entry:<task>/<id>", "blend", "text", "random"
+    kind: str  # "warm" (a bank prompt or blend), "text", "random"
+    tensor: torch.Tensor
+    score: ProbeScore | None = None
+    entry_id: str | None = None
+    race: list[dict[str, float]] = field(default_factory=list)  # probe after each round
+
+    def brief(self) -> dict[str, Any]:
+        sc = self.score
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            **({"entry_id": self.entry_id} if self.entry_id else {}),
+            **({"accuracy": sc.accuracy, "loss": sc.loss} if sc else {}),
+            **({"race": self.race} if self.race else {}),
+        }
+
+
+@dataclass
+class WarmStart:
+    trainer: Any  # the PromptTrainer to go on with (its step count includes its race steps)
+    chosen: Candidate
+    extra_steps: int  # steps the race's losers took: the job's steps too
+    candidates: list[Candidate]
+    info: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen.name,
+            "kind": self.chosen.kind,
+            "lr": self.trainer.lr,
+            "raced": bool(self.info.get("raced")),
+            "extra_steps": self.extra_steps,
+            "candidates": [c.brief() for c in self.candidates],
+            **{k: v for k, v in self.info.items() if k not in ("selection",)},
+        }
+
+
+def fit_lr(score: ProbeScore | None, target: float | None, labels: int, cold: float, warm: float) -> float:
+    """``cold * (warm / cold) ** f``, ``f`` the fraction of the way from chance (``1 / labels``: the probe
+    sample is balanced over labels) to ``target`` that ``score``'s accuracy covers, clipped to [0, 1]."""
+    if score is None or target is None or score.accuracy != score.accuracy:
+        return cold
+    chance = 1.0 / max(1, labels)
+    if target <= chance:
+        return warm
+    f = min(1.0, max(0.0, (score.accuracy - chance) / (target - chance)))
+    return cold * (warm / cold) ** f
+
+
+def blend(tensors: list[torch.Tensor], scores: list[ProbeScore], labels: int) -> torch.Tensor:
+    """The mean of ``tensors`` weighted by how far above chance each one's probe accuracy is (equal
+    weights when none is)."""
+    chance = 1.0 / max(1, labels)
+    w = [max(0.0, s.accuracy - chance) if s.accuracy == s.accuracy else 0.0 for s in scores]
+    if sum(w) <= 0:
+        w = [1.0] * len(tensors)
+    tot = sum(w)
+    return sum((wi / tot) * t.float() for wi, t in zip(w, tensors, strict=True))  # type: ignore[return-value]
+
+
+def warm_start(
+    bank_dir: str | Path | None,
+    loaded: Any,
+    task: Any,
+    config: Any,
+    *,
+    race: RaceSettings | dict[str, Any] | None = None,
+    budget: Budget | None = None,
+    tenant: str | None = None,
+) -> WarmStart:
+    """The start of ``task``'s job from the bank at ``bank_dir`` (None: no bank, the race is between the
+    job's text and random inits), as a trainer that goes on from there."""
+    from prompttuner.bank import PUBLIC, PromptBank, select_for_task
+    from prompttuner.bank.probe import make_probe
+    from prompttuner.tuning import (
+        DEFAULT_LR,
+        PromptTrainer,
+        TensorInit,
+        default_lr,
+        parse_init,
+        resolve_init,
+        training_split,
+    )
+
+    rs = RaceSettings.of(race)
+    b = budget or CHEAP
+    target = config.target_accuracy
+    labels = len(task.labels)
+    n = config.num_virtual_tokens
+    c0, w0 = time.process_time(), time.perf_counter()
+    train, _ = training_split(task, config.eval_size)
+    probe = make_probe(loaded, task, b, max_length=config.max_length, examples=train)
+    text_t = resolve_init(parse_init("text"), loaded, task, num_virtual_tokens=n, seed=config.seed)
+    rand_t = resolve_init(parse_init("random"), loaded, task, num_virtual_tokens=n, seed=config.seed)
+    cands: list[Candidate] = []
+    info: dict[str, Any] = {}
+    if bank_dir is not None:
+        with PromptBank(Path(bank_dir), create=False) as bank:
+            sel = select_for_task(
+                bank,
+                loaded,
+                task,
+                tenant=tenant or PUBLIC,
+                budget=b,
+                num_tokens=n,
+                max_length=config.max_length,
+                cold_init="text",
+                examples=train,
+                probe=probe,
+            )
+            info["selection"] = sel.to_dict()
+            most = max((p.rows or 0) for p in sel.probes if p.loss is not None)
+            top = sorted(
+                (p for p in sel.probes if p.loss is not None and (p.rows or 0) == most),
+                key=lambda p: rank_key(p.score(), b.rank_by),
+            )
+            for p in top:
+                cands.append(
+                    Candidate(
+                        f"entry:{p.task_name}/{p.entry_id[:8]}",
+                        "warm",
+                        bank.load_tensor(p.entry_id).float(),
+                        p.score(),
+                        p.entry_id,
+                    )
+                )
+        tb = sel.info.get("baseline_scores", {}).get("text")
+        text_score = ProbeScore(**tb) if tb and sel.info["baseline_rows"].get("text") == most else None
+        if rs.blend and len(cands) >= 2:
+            bt = blend([c.tensor for c in cands[:2]], [c.score for c in cands[:2]], labels)  # type: ignore[misc]
+            cands.insert(0, Candidate("blend", "warm", bt, probe([bt])[0]))
+    else:
+        text_score = None
+    # the cold inits always enter the race, so they are not probed again here (text keeps the score it
+    # had when it survived the race over rows)
+    cold = [Candidate("text", "text", text_t, text_score), Candidate("random", "random", rand_t)]
+    cands += cold
+    cands.sort(key=lambda c: rank_key(c.score, b.rank_by) if c.score else (math.inf,))
+    info["select_cpu_s"] = time.process_time() - c0
+    info["select_wall_s"] = time.perf_counter() - w0
+    warm_lr = default_lr("warm")
+
+    def trainer_for(c: Candidate) -> Any:
+        lr = fit_lr(c.score, target, labels, DEFAULT_LR, warm_lr) if c.kind == "warm" else DEFAULT_LR
+        init = TensorInit(c.tensor, lr=lr, kind=c.kind, meta={"start": c.name})
+        return PromptTrainer(loaded, task, replace(config, init=init))
+
+    best = cands[0]
+    at_target = (
+        best.kind == "warm"
+        and target is not None
+        and best.score is not None
+        and best.score.accuracy >= target
+    )
+    if (at_target and rs.skip_at_target) or rs.candidates <= 1:
+        info["raced"] = False
+        return WarmStart(trainer_for(best), best, 0, cands, info)
+
+    # the race: the best bank start (if any), the text init and random init, then the next best
+    entrants: list[Candidate] = []
+    for c in [next((c for c in cands if c.kind == "warm"), None)] + cold + cands:
+        if c is not None and c not in entrants and len(entrants) < rs.candidates:
+            entrants.append(c)
+    alive = [(c, trainer_for(c)) for c in entrants]
+    extra = 0
+    c1 = time.process_time()
+    while len(alive) > 1:
+        for _, tr in alive:
+            for _ in range(rs.steps):
+                tr.step()
+        scores = probe([tr.prompt() for _, tr in alive])
+        for (c, _), sc in zip(alive, scores, strict=True):
+            c.race.append({"steps": float(alive[0][1].step_count), "accuracy": sc.accuracy, "loss": sc.loss})
+        ranked = sorted(zip(alive, scores, strict=True), key=lambda x: rank_key(x[1], b.rank_by))
+        keep = max(1, math.ceil(len(alive) / 2))
+        extra += sum(tr.step_count for (_, tr), _ in ranked[keep:])
+        alive = [x for x, _ in ranked[:keep]]
+    info["raced"] = True
+    info["race_cpu_s"] = time.process_time() - c1
+    winner, tr = alive[0]
+    return WarmStart(tr, winner, extra, cands, info)
