@@ -25,8 +25,15 @@ shards fit in 45 minutes on the 2-core machine at ``--workers 2``).
 
     python benchmarks/bank_stream.py --phase random --workers 2     # baselines: random init, full curves
     python benchmarks/bank_stream.py --phase targets                # targets from them -> settings file
-    python benchmarks/bank_stream.py --phase stream --workers 2     # text init + one stream per worker
+    python benchmarks/bank_stream.py --phase text --workers 2       # baselines: text init, to the target
+    python benchmarks/bank_stream.py --phase stream --threads 2 --workers 1 --orders 0   # one stream
+    python benchmarks/bank_stream.py --phase novel --workers 2      # the novel-task protocol
     python benchmarks/bank_stream.py --summarize                    # bank_stream.json / .md
+
+The *novel-task* protocol (``--phase novel``) runs in the same harness on the same jobs, targets and
+baselines: job ``T#s`` starts from a bank seeded with the other 15 tasks' baseline prompts (random and
+text init, both jobs of each task, those that ended at or above their task's target: several prompts per
+task, from other seeds and data), never with a prompt of ``T``.
 """
 
 from __future__ import annotations
@@ -218,17 +225,14 @@ def add_to_bank(folder: Path, loaded: Any, task: Any, tensor: Any, rec: dict[str
         )
 
 
-def stream_run(
-    st: dict[str, Any], loaded: Any, job: str, order: str, position: int, work: Path
-) -> dict[str, Any]:
-    """``job`` at ``position`` of stream ``order``: start from the stream's bank (as the service does),
-    tune to the target, add the prompt to the bank if it reached it."""
+def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[dict[str, Any], Any, Any]:
+    """``job`` started from the bank at ``folder`` exactly as the service starts it (``bank.warm_start``:
+    selection, blend, race, lr; an empty or missing bank: the race of the job's text and random inits),
+    then tuned to its target: ``(record, trainer, task)``."""
     from prompttuner.bank import PromptBank, warm_start
-    from prompttuner.tuning import save_prompt
 
     task, seed = job_task(st, job)
     target = target_of(st, job)
-    folder = stream_bank(st, loaded, order, work)
     c0, w0 = time.process_time(), time.perf_counter()
     cfg = config(st, "random", seed, target)
     n_entries = 0
@@ -237,13 +241,13 @@ def stream_run(
             n_entries = bank.count(loaded.name)
     start = warm_start(folder if n_entries else None, loaded, task, cfg, race=st["race"])
     trainer = start.trainer
+    # the race's losers trained too: their steps are the job's, out of the same budget
+    trainer.config.max_steps = max(trainer.step_count, st["max_steps"] - start.extra_steps)
     clock = StepClock()
     res = trainer.train_to_target(clock)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    steps = res.steps + start.extra_steps  # the race's losers trained too: their steps are the job's
+    steps = res.steps + start.extra_steps
     rec: dict[str, Any] = {
-        "job": job,
-        "position": position,
         "bank_entries": n_entries,
         "target": target,
         "reached": res.reached,
@@ -264,10 +268,67 @@ def stream_run(
         "cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
     }
-    save_prompt(prompt_file(order, job), trainer.prompt(), trainer.metadata(accuracy=res.accuracy))
-    if res.reached:
-        add_to_bank(folder, loaded, task, trainer.prompt(), rec, order)
-    del rec["job"]
+    return rec, trainer, task
+
+
+def stream_run(
+    st: dict[str, Any], loaded: Any, job: str, order: str, position: int, work: Path
+) -> dict[str, Any]:
+    """``job`` at ``position`` of stream ``order``: start from the stream's bank (as the service does),
+    tune to the target, add the prompt to the bank if it reached it."""
+    from prompttuner.tuning import save_prompt
+
+    folder = stream_bank(st, loaded, order, work)
+    rec, trainer, task = bank_job(st, loaded, job, folder)
+    rec["position"] = position
+    save_prompt(prompt_file(order, job), trainer.prompt(), trainer.metadata(accuracy=rec["accuracy"]))
+    if rec["reached"]:
+        add_to_bank(folder, loaded, task, trainer.prompt(), {"job": job, **rec}, order)
+    return rec
+
+
+def novel_bank(st: dict[str, Any], loaded: Any, held_out: str, work: Path) -> tuple[Path, list[str]]:
+    """The novel-task protocol's bank for ``held_out``: the other 15 tasks' baseline prompts (random and
+    text init, both jobs of each task: the bank seeded "from task folders" with several prompts per task,
+    from other seeds and data) that ended at or above their task's target."""
+    from prompttuner.bank import NewEntry, PromptBank
+    from prompttuner.tuning import load_prompt
+
+    folder = work / "banks" / f"novel-{held_out}"
+    names: list[str] = []
+    items = []
+    for r in read_runs():
+        t = r["job"].split("#")[0]
+        if r["init"] not in ("random", "text") or "error" in r or t == held_out:
+            continue
+        if r["accuracy"] < target_of(st, r["job"]):
+            continue
+        f = work / "prompts" / r["job"].replace("#", "-") / r["init"] / "prompt.safetensors"
+        task, _ = job_task(st, r["job"])
+        items.append(
+            NewEntry(
+                tensor=load_prompt(f)[0],
+                model=loaded.name,
+                task_description=task.description,
+                labels=task.labels,
+                accuracy=r["accuracy"],
+                steps=r["steps"],
+                task_name=t,
+                sample_texts=[e.text for e in task.train[:8]],
+                source_job=f"{r['job']}/{r['init']}",
+            )
+        )
+        names.append(f"{r['job']}/{r['init']}")
+    if not folder.exists():
+        with PromptBank(folder) as bank:
+            bank.add_many(items)
+    return folder, names
+
+
+def novel_run(st: dict[str, Any], loaded: Any, job: str, work: Path) -> dict[str, Any]:
+    folder, names = novel_bank(st, loaded, job.split("#")[0], work)
+    rec, _, _ = bank_job(st, loaded, job, folder)
+    rec["bank_sources"] = names
     return rec
 
 
@@ -284,13 +345,17 @@ def worker(args: argparse.Namespace, shard: int) -> None:
     todo: list[tuple[str, str, str, int]] = []  # (job, init, order, position)
     if args.phase == "random":
         todo = [(j, "random", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
+    elif args.phase == "text":
+        todo = [(j, "text", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
     elif args.phase == "stream":
-        # worker k runs stream k (its jobs in order: each needs the bank its predecessors filled), then
-        # its share of the text-init baselines
-        orders = st["orders"]
-        for k in range(shard, len(orders), args.workers):
-            todo += [(j, "bank", str(k), p) for p, j in enumerate(orders[k])]
-        todo += [(j, "text", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
+        # worker k runs the k-th of the chosen orders (its jobs in order: each needs the bank its
+        # predecessors filled)
+        orders = [int(x) for x in args.orders.split(",")] if args.orders else range(len(st["orders"]))
+        for n, k in enumerate(orders):
+            if n % args.workers == shard:
+                todo += [(j, "bank", str(k), p) for p, j in enumerate(st["orders"][k])]
+    elif args.phase == "novel":
+        todo = [(j, "novel", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
     if args.only:
         keep = set(args.only.split(","))
         todo = [t for t in todo if t[0].split("#")[0] in keep or t[0] in keep]
@@ -304,6 +369,8 @@ def worker(args: argparse.Namespace, shard: int) -> None:
         try:
             if init == "bank":
                 rec = stream_run(st, loaded, job, order, pos, work)
+            elif init == "novel":
+                rec = novel_run(st, loaded, job, work)
             else:
                 rec = baseline_run(st, loaded, job, init, work)
         except Exception as e:  # keep going: one failed run must not lose the others
@@ -395,17 +462,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     rnd = {r["job"]: r for r in runs if r["init"] == "random"}
     txt = {r["job"]: r for r in runs if r["init"] == "text"}
     bank = [r for r in runs if r["init"] == "bank"]
-    rows: list[dict[str, Any]] = []
-    for r in sorted(bank, key=lambda r: (r["order"], r["position"])):
+
+    def row_of(r: dict[str, Any]) -> dict[str, Any]:
         job = r["job"]
         tgt = r["target"]
-        order = st["orders"][int(r["order"])]
-        first = next(j for j in order if j.split("#")[0] == job.split("#")[0]) == job
         row: dict[str, Any] = {
-            "order": r["order"],
-            "position": r["position"],
             "job": job,
-            "first_of_task": first,
             "bank_entries": r["bank_entries"],
             "chosen": r["start"]["chosen"],
             "raced": r["start"]["raced"],
@@ -426,7 +488,17 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             row["text_steps"] = ts
             row["ratio_vs_text"] = round(cost_steps(ts, budget) / b, 3)
             row["wall_ratio_vs_text"] = round(cpu_to(txt[job], ts) / r["cpu_s"], 3)
-        rows.append(row)
+        chosen = next(c for c in r["start"]["candidates"] if c["name"] == r["start"]["chosen"])
+        rounds = len(chosen.get("race", []))
+        row["race_steps"] = r["race_extra_steps"] + rounds * st["race"]["steps"]  # losers' + winner's
+        return row
+
+    rows: list[dict[str, Any]] = []
+    for r in sorted(bank, key=lambda r: (r["order"], r["position"])):
+        order = st["orders"][int(r["order"])]
+        first = next(j for j in order if j.split("#")[0] == r["job"].split("#")[0]) == r["job"]
+        rows.append({"order": r["order"], "position": r["position"], "first_of_task": first, **row_of(r)})
+    novel = [row_of(r) for r in runs if r["init"] == "novel"]
 
     def pick(sel: list[dict[str, Any]], k: str) -> list[float]:
         return [x[k] for x in sel if x.get(k) is not None]
@@ -473,6 +545,23 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
         for p in sorted({x["position"] for x in rows})
     ]
+    if novel:
+        worse = []
+        for x in novel:
+            if "random_steps" not in x or "text_steps" not in x:
+                continue
+            better = min(cost_steps(x["random_steps"], budget), cost_steps(x["text_steps"], budget))
+            if cost_steps(x["bank_steps"], budget) > better + x["race_steps"]:
+                worse.append(x["job"])
+        out["novel_task"] = {
+            **{
+                k: stats(pick(novel, k)) for k in ("ratio_vs_random", "ratio_vs_text", "wall_ratio_vs_random")
+            },
+            "select_in_steps": stats(pick(novel, "select_in_steps")),
+            "reached": sum(x["bank_steps"] is not None for x in novel),
+            "worse_than_better_baseline_by_more_than_the_race": worse,
+        }
+        out["novel_rows"] = novel
     out["rows"] = rows
     (RUNS.parent / "bank_stream.json").write_text(json.dumps(out, indent=1) + "\n")
     print(
@@ -484,7 +573,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     global SETTINGS, RUNS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phase", choices=["random", "targets", "stream"], default=None)
+    ap.add_argument("--phase", choices=["random", "targets", "text", "stream", "novel"], default=None)
+    ap.add_argument("--orders", default=None, help="with --phase stream: which orders (default: all)")
     ap.add_argument("--summarize", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -497,7 +587,7 @@ def main() -> None:
     SETTINGS, RUNS = Path(args.settings), Path(args.runs)
     if args.phase == "targets":
         st = settings()
-        if any(r["init"] == "bank" for r in read_runs()):
+        if any(r["init"] in ("bank", "novel") for r in read_runs()):
             raise SystemExit("bank runs exist: the targets are fixed before any bank run")
         st["targets"] = make_targets(st)
         SETTINGS.write_text(json.dumps(st, indent=1) + "\n")

@@ -282,3 +282,33 @@ def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: 
     assert got["chosen"] in {c["name"] for c in raced} and got["extra_steps"] == 3
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0 and "chosen:" in text.output and "race steps of the losers 3" in text.output
+
+
+def test_bank_build_seeds_several_prompts_per_task_and_states_the_cost(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from prompttuner.bank import PromptBank
+    from prompttuner.cli import app
+    from prompttuner.config import REPO_DATA
+
+    folder = REPO_DATA / "demo_tasks" / "sst2"
+    args = ["bank", "build", "--tasks", str(folder), "--bank", str(tmp_path / "b"), "--seeds", "0,1"]
+    args += ["--subsets", "2", "--max-steps", "1", "--tokens", "4", "--max-length", "24", "--batch-size", "2"]
+    out = CliRunner().invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    runs = got["seeding"]["runs"]
+    assert sorted((r["seed"], r["part"]) for r in runs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert got["seeding"]["steps"] == 4 and got["seeding"]["cpu_s"] > 0
+    with PromptBank(tmp_path / "b", create=False) as bank:
+        entries = bank.list()
+        assert len(entries) == 4  # no target: every run is kept
+        assert sorted((e.extra["seed"], e.extra["part"]) for e in entries) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        tensors = {tuple(bank.load_tensor(e.id).flatten()[:4].tolist()) for e in entries}
+        assert len(tensors) == 4  # four different prompts
+    bad = CliRunner().invoke(
+        app, ["bank", "build", "--tasks", str(folder), "--bank", str(tmp_path / "c"), "--seeds", "x"]
+    )
+    assert bad.exit_code != 0 and "--seeds" in bad.output

@@ -120,11 +120,22 @@ def build(
     max_length: int = typer.Option(48, "--max-length"),
     init: str = typer.Option("text", "--init", help="Init when tuning: random | text | text:<instruction>."),
     keep_all: bool = typer.Option(False, "--keep-all", help="Also keep prompts that missed the target."),
+    seeds: str = typer.Option("0", "--seeds", help="When tuning: one prompt per seed (e.g. 0,1,2)."),
+    subsets: int = typer.Option(
+        1,
+        "--subsets",
+        help="When tuning: cut each task's training rows into this many disjoint parts, "
+        "one prompt per part and seed (prompts that saw different data).",
+    ),
     owner: str = typer.Option("public", "--owner"),
     dtype: str | None = DTYPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Fill a bank from task folders: tune each task (or import its tuned prompts) and add the results."""
+    """Fill a bank from task folders: tune each task (or import its tuned prompts) and add the results.
+
+    Seeding a bank with several well-converged prompts per task: ``--seeds 0,1 --subsets 2 --target T
+    --max-steps N`` tunes every task 4 times (2 seeds x 2 disjoint halves of its rows) and keeps those
+    that reached ``T``; the cost (steps and CPU seconds of the tuning) is printed per task and in total."""
     from prompttuner.bank import BankError, NewEntry
 
     # `--tasks A B C` as in the issue: typer takes one value per flag, the rest arrive as extra arguments
@@ -142,6 +153,7 @@ def build(
     loaded = _load_model(model, dtype)
     b = _open(bank, create=True)
     added: list[dict[str, Any]] = []
+    seeding: list[dict[str, Any]] = []  # what tuning the bank's content cost
     for folder in folders:
         task = _load_task(folder)
         sample = [e.text for e in task.train[:8]]
@@ -172,44 +184,81 @@ def build(
                     )
                 )
         else:
+            import dataclasses as dc
+            import time
+
             from prompttuner.tuning import PromptTrainer, TuningConfig
 
-            cfg = TuningConfig(
-                num_virtual_tokens=tokens,
-                batch_size=batch_size,
-                max_length=max_length,
-                target_accuracy=target,
-                max_steps=max_steps,
-                init=parse_init(init),
-            )
-            console.print(f"tuning {task.name} ({init}, up to {max_steps} steps)")
-            trainer = PromptTrainer(loaded, task, cfg)
-            res = trainer.train_to_target()
-            if res.reached or target is None or keep_all:
-                items.append(
-                    NewEntry(
-                        trainer.prompt(),
-                        loaded.name,
-                        task.description,
-                        task.labels,
-                        res.accuracy,
-                        res.steps,
-                        owner,
-                        task.name,
-                        None,
-                        sample,
-                        extra={"init": init},
+            try:
+                seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+            except ValueError:
+                fail(f"--seeds: comma-separated integers, not {seeds!r}")
+            if subsets < 1 or not seed_list:
+                fail("--subsets must be >= 1 and --seeds must name at least one seed")
+            for part in range(subsets):
+                rows = task.train[part::subsets]
+                sub = dc.replace(task, train=rows) if subsets > 1 else task
+                for seed in seed_list:
+                    cfg = TuningConfig(
+                        num_virtual_tokens=tokens,
+                        batch_size=batch_size,
+                        max_length=max_length,
+                        target_accuracy=target,
+                        max_steps=max_steps,
+                        init=parse_init(init),
+                        seed=seed,
                     )
-                )
+                    what = f"seed {seed}" + (
+                        f", part {part + 1}/{subsets} ({len(rows)} rows)" if subsets > 1 else ""
+                    )
+                    if not json_out:  # --json prints one JSON document, nothing else
+                        console.print(f"tuning {task.name} ({init}, {what}, up to {max_steps} steps)")
+                    c0 = time.process_time()
+                    trainer = PromptTrainer(loaded, sub, cfg)
+                    res = trainer.train_to_target()
+                    cost = {"steps": res.steps, "cpu_s": round(time.process_time() - c0, 2)}
+                    seeding.append(
+                        {"task": task.name, "seed": seed, "part": part, "reached": res.reached, **cost}
+                    )
+                    if res.reached or target is None or keep_all:
+                        items.append(
+                            NewEntry(
+                                trainer.prompt(),
+                                loaded.name,
+                                task.description,
+                                task.labels,
+                                res.accuracy,
+                                res.steps,
+                                owner,
+                                task.name,
+                                None,
+                                sample,
+                                extra={"init": init, "seed": seed, "part": part, "parts": subsets},
+                            )
+                        )
         try:
             ids = b.add_many(items)
         except BankError as e:
             fail(f"{folder}: {e}")
         added += [{"id": i, "task": task.name} for i in ids]
-        console.print(f"{task.name}: {len(ids)} prompt(s) added")
+        if not json_out:
+            console.print(f"{task.name}: {len(ids)} prompt(s) added")
+    cost = {
+        "runs": len(seeding),
+        "steps": sum(x["steps"] for x in seeding),
+        "cpu_s": round(sum(x["cpu_s"] for x in seeding), 2),
+    }
     if json_out:
-        emit_json({"bank": str(_bank_dir(bank)), "added": added, "entries": b.count()})
+        out: dict[str, Any] = {"bank": str(_bank_dir(bank)), "added": added, "entries": b.count()}
+        if seeding:
+            out["seeding"] = {"runs": seeding, **cost}
+        emit_json(out)
     else:
+        if seeding:
+            console.print(
+                f"seeding cost: {cost['runs']} tuning runs, {cost['steps']} steps, {cost['cpu_s']:.1f} CPU-s "
+                f"({sum(x['reached'] for x in seeding)} reached the target)"
+            )
         console.print(f"bank {_bank_dir(bank)}: {b.count()} entries")
 
 
