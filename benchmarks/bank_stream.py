@@ -563,11 +563,166 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
         out["novel_rows"] = novel
     out["rows"] = rows
+    if args.write_data:  # the simulator's bank-init work (sim/workload.py: load_bank_pairs)
+        pairs = [
+            [cost_steps(x["random_steps"], budget), max(cost_steps(x["bank_steps"], budget), 1.0)]
+            for x in rows
+            if "random_steps" in x
+        ]
+        data = {
+            "about": "Per-job (random-init steps, bank-init steps) of the service stream "
+            "(benchmarks/bank_stream.py --summarize --write-data); a miss counts as the step budget, a start "
+            "already at the target as 1 step. The simulator draws a bank job's work as a random-init job's "
+            "times one pair's ratio.",
+            "budget": budget,
+            "orders": out["orders_run"],
+            "pairs": pairs,
+        }
+        (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
     (RUNS.parent / "bank_stream.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(
-        json.dumps({k: v for k, v in out.items() if k not in ("rows", "per_position", "settings")}, indent=1)
-    )
+    (RUNS.parent / "bank_stream.md").write_text(report(out, st))
+    brief = {k: v for k, v in out.items() if k not in ("rows", "novel_rows", "per_position", "settings")}
+    print(json.dumps(brief, indent=1))
     return out
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    if not d or not d.get("n"):
+        return "n/a"
+    return (
+        f"**{d['median']:.2f}x** (gmean {d['gmean']:.2f}x, {d['min']:.2f}-{d['max']:.2f}x, "
+        f"won/tied/lost {d['won']}/{d['tied']}/{d['lost']}, n={d['n']})"
+    )
+
+
+def _steps(v: Any) -> str:
+    return "miss" if v is None else str(v)
+
+
+def report(out: dict[str, Any], st: dict[str, Any]) -> str:
+    """``bank_stream.md``: what was run, the results per group and position, the goals, every job."""
+    budget = st["max_steps"]
+    done = [r for r in read_runs() if "error" not in r]
+    cpu_h = sum(r["cpu_s"] for r in done) / 3600
+    race = st["race"]
+    few = sorted(
+        {(r["job"].split("#")[0], r["val_rows"]) for r in done if r.get("val_rows", 0) < st["eval_size"]}
+    )
+    small = ", ".join(f"{t}: {n}, its half is small" for t, n in few)
+    lines = [
+        "# Prompt Bank: the service stream (and the novel-task protocol)",
+        "",
+        "Written by `python benchmarks/bank_stream.py --summarize --write-data` from "
+        "`bank_stream.runs.jsonl` (one line per run, resumable); settings, targets and orders are in "
+        "`benchmarks/bank_stream_settings.json`, committed before any bank run. Machine: the shared 2-core "
+        "x86_64 CPU, torch 2.13.0 CPU, smollm2-135m in fp32, one torch thread per worker process (the stream "
+        f"worker: two). CPU so far: {cpu_h:.2f} CPU-hours over {len(done)} runs.",
+        "",
+        "## Protocol",
+        "",
+        f"- {len(st['tasks'])} shared tasks x {st['jobs_per_task']} jobs on disjoint halves of each task's "
+        f"training rows (seed {st['seed_base']} + half); "
+        f"{st['eval_size']} stratified validation rows held out "
+        f"of the job's half ({small or 'every job'}), evaluated every {st['eval_every']} steps; "
+        f"{st['num_virtual_tokens']} virtual tokens, batch "
+        f"{st['batch_size']}, texts cut to {st['max_length']} "
+        f"tokens, a {budget}-step budget.",
+        f"- Targets: {st['target_rule']} (target_frac = {st['target_frac']}).",
+        "- Baselines, the same data and seed, independent of the order: random init (run the whole budget; "
+        "steps to target read from its curve) and text init (to the target).",
+        "- Stream: the bank starts empty; each job starts through `bank.warm_start`: the cheap selection "
+        "(`bank.CHEAP`: 3 representatives, 3 members and the text init on 4 rows, the 3 best on 6 more), the "
+        "blend of the two best entries, and -- unless the best start meets the target on the probe rows -- a "
+        f"race of {race['candidates']} starts (the best bank start, text init, random init), {race['steps']} "
+        "steps per round, halving; the learning rate from the "
+        "start's fit. The race's steps are the job's, out "
+        "of its budget. A job that reaches its target adds its prompt to the bank.",
+        "- Ratios: baseline steps / bank steps (a miss counts as the budget, so a ratio against a missed "
+        "baseline is a lower bound; a start already at the target as 1 step). Time ratios: CPU seconds to "
+        "the target, the bank's with its selection and race.",
+        "",
+        "## Results",
+        "",
+        f"Orders run: {', '.join(out['orders_run']) or 'none'} ({out['bank_runs']} stream jobs); baselines: "
+        f"{out['random_runs']} random-init and {out['text_runs']} text-init runs. Random init's median steps "
+        f"to target: {out['random_median_steps_to_target']}. Targets reached by the stream's jobs: bank "
+        f"{out['reached']['bank']}, random {out['reached']['random']}, text {out['reached']['text']} of "
+        f"{out['reached']['of']}.",
+        "",
+        "| jobs | steps vs random | steps vs text | CPU time "
+        "vs random (selection incl.) | selection in steps |",
+        "|---|---|---|---|---|",
+    ]
+
+    def sel_cell(sel: dict[str, Any]) -> str:
+        return f"{sel['median']:.2f} ({sel['min']:.2f}-{sel['max']:.2f})" if sel.get("n") else "n/a"
+
+    for g in ("all", "first_of_task", "repeat"):
+        d = out[g]
+        lines.append(
+            f"| {g.replace('_', ' ')} | {_fmt(d['ratio_vs_random'])} | {_fmt(d['ratio_vs_text'])} | "
+            f"{_fmt(d['wall_ratio_vs_random'])} | {sel_cell(d['select_in_steps'])} |"
+        )
+    nov = out.get("novel_task")
+    if nov:
+        lines.append(
+            f"| novel task (bank of the other tasks) | {_fmt(nov['ratio_vs_random'])} | "
+            f"{_fmt(nov['ratio_vs_text'])} | {_fmt(nov['wall_ratio_vs_random'])} | "
+            f"{sel_cell(nov['select_in_steps'])} |"
+        )
+    lines += ["", "By arrival position (ratios over the orders' jobs at those positions):", ""]
+    lines += ["| positions | vs random: median, gmean | vs text: median, gmean | jobs |", "|---|---|---|---|"]
+    rows = out["rows"]
+
+    def mg(xs: list[float]) -> str:
+        d = stats(xs)
+        return f"{d['median']:.2f}x, {d['gmean']:.2f}x" if d.get("n") else "n/a"
+
+    for lo in range(0, len(job_ids(st)), 8):
+        part = [x for x in rows if lo <= x["position"] < lo + 8]
+        if part:
+            lines.append(
+                f"| {lo + 1}-{lo + 8} | "
+                f"{mg([x['ratio_vs_random'] for x in part if 'ratio_vs_random' in x])} | "
+                f"{mg([x['ratio_vs_text'] for x in part if 'ratio_vs_text' in x])} | {len(part)} |"
+            )
+    a, f = out["all"], out["first_of_task"]
+    goals = [
+        ("median >= 2x fewer steps than random init", a["ratio_vs_random"].get("median"), 2.0),
+        ("median >= 1.5x fewer steps than text init", a["ratio_vs_text"].get("median"), 1.5),
+        ("first-of-task jobs >= 1.2x fewer steps than text init", f["ratio_vs_text"].get("median"), 1.2),
+        (
+            "CPU time with selection >= 1.5x better than random init",
+            a["wall_ratio_vs_random"].get("median"),
+            1.5,
+        ),
+    ]
+    lines += ["", "## Goals (service stream)", ""]
+    for name, v, want in goals:
+        verdict = "n/a" if v is None else ("**met**" if v >= want else "**not met**")
+        lines.append(f"- {name}: {verdict}" + ("" if v is None else f" ({v:.2f}x)"))
+    sm = out.get("median_selection_in_steps")
+    if sm is not None:
+        lines.append(
+            f"- selection <= 3 steps of time: {'**met**' if sm <= 3 else '**not met**'} (median {sm:.2f})"
+        )
+    lines += [
+        "",
+        "## Every stream job",
+        "",
+        "| order | pos | job | first | entries | start | raced "
+        "| race steps | bank | random | text | sel. (steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in rows:
+        lines.append(
+            f"| {x['order']} | {x['position'] + 1} | {x['job']} | {'y' if x['first_of_task'] else ''} | "
+            f"{x['bank_entries']} | {x['chosen']} | {'y' if x['raced'] else ''} | {x['race_steps']} | "
+            f"{_steps(x['bank_steps'])} | {_steps(x.get('random_steps'))} | {_steps(x.get('text_steps'))} | "
+            f"{x['select_in_steps'] if x['select_in_steps'] is not None else '-'} |"
+        )
+    lines += ["", "Targets: " + ", ".join(f"{t} {v}" for t, v in st.get("targets", {}).items()), ""]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -576,6 +731,7 @@ def main() -> None:
     ap.add_argument("--phase", choices=["random", "targets", "text", "stream", "novel"], default=None)
     ap.add_argument("--orders", default=None, help="with --phase stream: which orders (default: all)")
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--write-data", action="store_true", help="with --summarize: the simulator's pairs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shard", default=None, help="K/N: run the K-th of N parts of this phase's list")

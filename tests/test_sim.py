@@ -180,6 +180,27 @@ def test_missed_targets_count_as_their_budget_and_the_bank_factor_is_measured(tm
     assert load_work_model(profiles_file=pf, bank_file=tmp_path / "none.json").bank_over_text == 1.5
 
 
+def test_bank_jobs_draw_their_work_from_the_measured_pairs(tmp_path: Path) -> None:
+    """With measured (random, bank) pairs a bank job is a random-init job's work times one pair's ratio:
+    the same draw of the base, so a pair of 10 -> 5 halves it and 10 -> 20 doubles it."""
+    import random
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[10, 5], [10, 20]]}))
+    none = tmp_path / "none.json"
+    wm = load_work_model(profiles_file=none, bank_pairs_file=pairs)
+    assert wm.bank_pairs == ((10.0, 5.0), (10.0, 20.0))
+    assert wm.init_factor["bank"] == pytest.approx((0.5 + 2.0) / 2)  # calibrates the arrival rate
+    got = {
+        round(wm.sample(random.Random(s), "bank") / wm.sample(random.Random(s), "random"), 3)
+        for s in range(40)
+    }
+    assert got == {0.5, 2.0}
+    assert load_work_model(profiles_file=none, bank_pairs_file=none).bank_pairs == ()  # no file: none
+    jobs = generate(WorkloadConfig(n_jobs=30, work="distribution", init_mix={"bank": 1.0}, seed=2), CAT, wm)
+    assert {j.init for j in jobs} == {"bank"} and all(j.work_steps >= 1 for j in jobs)
+
+
 def test_workload_can_ignore_the_profiles(tmp_path: Path) -> None:
     cfg = WorkloadConfig(n_jobs=50, work="distribution", seed=3)
     jobs = generate(cfg, CAT)

@@ -36,6 +36,7 @@ WORK_FILE = REPO_DATA / "job_work.json"
 INITS = ("random", "text", "bank")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
 BANK_FILE = REPO_DATA / "bank_speedup.json"
+BANK_PAIRS_FILE = REPO_DATA / "bank_stream_pairs.json"  # benchmarks/bank_stream.py --summarize --write-data
 _NO_FILE = Path("/nonexistent/prompttuner/no-profiles.json")  # forces the documented distribution
 
 DEFAULT_MIX: dict[str, float] = {
@@ -85,8 +86,15 @@ class WorkModel:
     init_factor: Mapping[str, float]
     bank_over_text: float
     profile_scale: float = 1.0  # per-task profile steps x this = simulated steps
+    # measured (random-init steps, bank-init steps) of the same jobs (the service stream): a bank job's
+    # work is a random-init job's times the ratio of one pair drawn at random
+    bank_pairs: tuple[tuple[float, float], ...] = ()
 
     def sample(self, rng: random.Random, init: str) -> float:
+        if init == "bank" and self.bank_pairs:
+            base = self.sample(rng, "random")
+            r, b = rng.choice(self.bank_pairs)
+            return max(1.0, base * b / r)
         if self.per_task:
             task = rng.choice(sorted(self.per_task))
             row = self.per_task[task]
@@ -141,7 +149,10 @@ def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, flo
 
 
 def load_work_model(
-    work_file: Path | None = None, profiles_file: Path | None = None, bank_file: Path | None = None
+    work_file: Path | None = None,
+    profiles_file: Path | None = None,
+    bank_file: Path | None = None,
+    bank_pairs_file: Path | None = None,
 ) -> WorkModel:
     w = json.loads(Path(work_file or WORK_FILE).read_text())
     d = w["steps_random_init"]
@@ -163,6 +174,10 @@ def load_work_model(
         measured = json.loads(bf.read_text()).get("bank_speedup_over_text")
         if isinstance(measured, int | float) and measured > 0:
             bank_over_text = float(measured)
+    factors = {k: float(v) for k, v in w["init_factor"].items() if k != "why"}
+    pairs = load_bank_pairs(bank_pairs_file)
+    if pairs:  # the arrival rate is calibrated with the measured mean work of a bank job
+        factors["bank"] = statistics.mean(b / r for r, b in pairs)
     return WorkModel(
         source=source,
         per_task=per_task,
@@ -170,10 +185,21 @@ def load_work_model(
         sigma=float(d["sigma"]),
         lo=float(d["min"]),
         hi=float(d["max"]),
-        init_factor={k: float(v) for k, v in w["init_factor"].items() if k != "why"},
+        init_factor=factors,
         bank_over_text=bank_over_text,
         profile_scale=scale,
+        bank_pairs=pairs,
     )
+
+
+def load_bank_pairs(path: Path | None = None) -> tuple[tuple[float, float], ...]:
+    """The measured per-job ``(random-init steps, bank-init steps)`` pairs (a miss counts as the step
+    budget, a start already at the target as 1 step), or none when the file is absent."""
+    p = Path(path or BANK_PAIRS_FILE)
+    if not p.exists():
+        return ()
+    raw = json.loads(p.read_text())
+    return tuple((float(r), float(b)) for r, b in raw["pairs"] if r > 0 and b > 0)
 
 
 def _pick(rng: random.Random, mix: Mapping[str, float]) -> str:
