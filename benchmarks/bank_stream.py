@@ -606,7 +606,11 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
     cpu_h = sum(r["cpu_s"] for r in done) / 3600
     race = st["race"]
     few = sorted(
-        {(r["job"].split("#")[0], r["val_rows"]) for r in done if r.get("val_rows", 0) < st["eval_size"]}
+        {
+            (r["job"].split("#")[0], r["val_rows"])
+            for r in done
+            if r.get("val_rows", st["eval_size"]) < st["eval_size"]
+        }
     )
     small = ", ".join(f"{t}: {n}, its half is small" for t, n in few)
     lines = [
