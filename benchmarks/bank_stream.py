@@ -497,7 +497,22 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     for r in sorted(bank, key=lambda r: (r["order"], r["position"])):
         order = st["orders"][int(r["order"])]
         first = next(j for j in order if j.split("#")[0] == r["job"].split("#")[0]) == r["job"]
-        rows.append({"order": r["order"], "position": r["position"], "first_of_task": first, **row_of(r)})
+        earlier = {
+            x["job"].split("#")[0]
+            for x in bank
+            if x["order"] == r["order"] and x["position"] < r["position"] and x["reached"]
+        }
+        rows.append(
+            {
+                "order": r["order"],
+                "position": r["position"],
+                "first_of_task": first,
+                "same_task_in_bank": r["job"].split("#")[0] in earlier,
+                # the first evaluation of the chosen start (after its race steps) already met the target
+                "winner_at_start": bool(r["reached"] and r["curve"][0][1] >= r["target"]),
+                **row_of(r),
+            }
+        )
     novel = [row_of(r) for r in runs if r["init"] == "novel"]
 
     def pick(sel: list[dict[str, Any]], k: str) -> list[float]:
@@ -562,6 +577,24 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "worse_than_better_baseline_by_more_than_the_race": worse,
         }
         out["novel_rows"] = novel
+
+    def chain(sel: list[dict[str, Any]]) -> dict[str, int]:
+        def task_of(name: str) -> str:
+            return name.split(":", 1)[1].split("/")[0] if name.startswith("entry:") else ""
+
+        return {
+            "jobs": len(sel),
+            "same_task_in_bank": sum(x["same_task_in_bank"] for x in sel),
+            "same_task_chosen": sum(task_of(x["chosen"]) == x["job"].split("#")[0] for x in sel),
+            "other_entry": sum(task_of(x["chosen"]) not in ("", x["job"].split("#")[0]) for x in sel),
+            "blend": sum(x["chosen"] == "blend" for x in sel),
+            "text": sum(x["chosen"] == "text" for x in sel),
+            "random": sum(x["chosen"] == "random" for x in sel),
+            "raced": sum(bool(x["raced"]) for x in sel),
+            "at_target_at_start": sum(x["winner_at_start"] for x in sel),
+        }
+
+    out["chain"] = {g: chain(groups[g]) for g in ("first_of_task", "repeat")}
     out["rows"] = rows
     if args.write_data:  # the simulator's bank-init work (sim/workload.py: load_bank_pairs)
         pairs = [
@@ -690,6 +723,19 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
                 f"{mg([x['ratio_vs_random'] for x in part if 'ratio_vs_random' in x])} | "
                 f"{mg([x['ratio_vs_text'] for x in part if 'ratio_vs_text' in x])} | {len(part)} |"
             )
+    lines += ["", "## The chain: content, selection, start", ""]
+    for g in ("first_of_task", "repeat"):
+        c = out["chain"][g]
+        if not c["jobs"]:
+            continue
+        lines.append(
+            f"- {g.replace('_', ' ')} ({c['jobs']} jobs): the bank held an entry of the same task for "
+            f"{c['same_task_in_bank']}; the start chosen was an entry of the same task for "
+            f"{c['same_task_chosen']}, another task's entry for {c['other_entry']}, the blend for "
+            f"{c['blend']}, text init for {c['text']}, "
+            f"random init for {c['random']}; raced {c['raced']}; at the target from the start (0 steps after "
+            f"the race) {c['at_target_at_start']}."
+        )
     a, f = out["all"], out["first_of_task"]
     goals = [
         ("median >= 2x fewer steps than random init", a["ratio_vs_random"].get("median"), 2.0),
