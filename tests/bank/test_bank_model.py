@@ -255,6 +255,11 @@ def test_warm_start_races_the_best_entry_against_the_cold_inits_and_counts_every
     assert cold.info["raced"] and {c.kind for c in cold.candidates} == {"text", "random"}
     assert cold.extra_steps == 1 and cold.trainer.step_count == 1 and cold.trainer.lr == pytest.approx(0.03)
     assert ws.summary()["extra_steps"] == 3 and ws.summary()["chosen"] == ws.chosen.name
+    with PromptBank(tmp_path / "other") as bank:  # only prompts of another length: nothing to select
+        t8 = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=8, seed=1)
+        bank.add(t8, model=loaded.name, task_description="r", labels=task.labels, task_name="r8")
+    none = warm_start(tmp_path / "other", loaded, task, hard, race=race)
+    assert "no_candidates" in none.info and {c.kind for c in none.candidates} == {"text", "random"}
 
 
 def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -276,7 +281,7 @@ def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: 
     args += ["--target", "1.01", "--race-steps", "1", "--tokens", "4", "--max-length", "24"]
     out = CliRunner().invoke(app, [*args, "--json"])
     assert out.exit_code == 0, out.output
-    got = json.loads(out.output)
+    got = json.loads(out.stdout)
     raced = [c for c in got["candidates"] if c.get("race")]
     assert got["raced"] and {c["kind"] for c in raced} >= {"text", "random"} and len(raced) == 3
     assert got["chosen"] in {c["name"] for c in raced} and got["extra_steps"] == 3
@@ -298,7 +303,7 @@ def test_bank_build_seeds_several_prompts_per_task_and_states_the_cost(tmp_path:
     args += ["--subsets", "2", "--max-steps", "1", "--tokens", "4", "--max-length", "24", "--batch-size", "2"]
     out = CliRunner().invoke(app, [*args, "--json"])
     assert out.exit_code == 0, out.output
-    got = json.loads(out.output)
+    got = json.loads(out.stdout)
     runs = got["seeding"]["runs"]
     assert sorted((r["seed"], r["part"]) for r in runs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert got["seeding"]["steps"] == 4 and got["seeding"]["cpu_s"] > 0

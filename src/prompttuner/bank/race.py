@@ -111,6 +111,26 @@ def blend(tensors: list[torch.Tensor], scores: list[ProbeScore], labels: int) ->
     return sum((wi / tot) * t.float() for wi, t in zip(w, tensors, strict=True))  # type: ignore[return-value]
 
 
+def _select(
+    bank_dir: str | Path, loaded: Any, task: Any, config: Any, b: Budget, probe: Any, train: Any, tenant: str
+) -> Any:
+    from prompttuner.bank import PromptBank, select_for_task
+
+    with PromptBank(Path(bank_dir), create=False) as bank:
+        return select_for_task(
+            bank,
+            loaded,
+            task,
+            tenant=tenant,
+            budget=b,
+            num_tokens=config.num_virtual_tokens,
+            max_length=config.max_length,
+            cold_init="text",
+            examples=train,
+            probe=probe,
+        )
+
+
 def warm_start(
     bank_dir: str | Path | None,
     loaded: Any,
@@ -123,7 +143,7 @@ def warm_start(
 ) -> WarmStart:
     """The start of ``task``'s job from the bank at ``bank_dir`` (None: no bank, the race is between the
     job's text and random inits), as a trainer that goes on from there."""
-    from prompttuner.bank import PUBLIC, PromptBank, select_for_task
+    from prompttuner.bank import PUBLIC, NoCandidatesError, PromptBank
     from prompttuner.bank.probe import make_probe
     from prompttuner.tuning import (
         DEFAULT_LR,
@@ -147,20 +167,14 @@ def warm_start(
     rand_t = resolve_init(parse_init("random"), loaded, task, num_virtual_tokens=n, seed=config.seed)
     cands: list[Candidate] = []
     info: dict[str, Any] = {}
+    sel = None
     if bank_dir is not None:
-        with PromptBank(Path(bank_dir), create=False) as bank:
-            sel = select_for_task(
-                bank,
-                loaded,
-                task,
-                tenant=tenant or PUBLIC,
-                budget=b,
-                num_tokens=n,
-                max_length=config.max_length,
-                cold_init="text",
-                examples=train,
-                probe=probe,
-            )
+        try:
+            sel = _select(bank_dir, loaded, task, config, b, probe, train, tenant or PUBLIC)
+        except NoCandidatesError as e:  # nothing of this model / tenant / length: the cold inits race
+            info["no_candidates"] = str(e)
+    if sel is not None:
+        with PromptBank(Path(bank_dir), create=False) as bank:  # type: ignore[arg-type]
             info["selection"] = sel.to_dict()
             most = max((p.rows or 0) for p in sel.probes if p.loss is not None)
             top = sorted(

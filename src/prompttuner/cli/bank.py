@@ -244,7 +244,7 @@ def build(
         if not json_out:
             console.print(f"{task.name}: {len(ids)} prompt(s) added")
     cost = {
-        "runs": len(seeding),
+        "tunings": len(seeding),
         "steps": sum(x["steps"] for x in seeding),
         "cpu_s": round(sum(x["cpu_s"] for x in seeding), 2),
     }
@@ -256,7 +256,7 @@ def build(
     else:
         if seeding:
             console.print(
-                f"seeding cost: {cost['runs']} tuning runs, {cost['steps']} steps, {cost['cpu_s']:.1f} CPU-s "
+                f"seeding cost: {cost['tunings']} tuning runs, {cost['steps']} steps, {cost['cpu_s']:.1f} CPU-s "
                 f"({sum(x['reached'] for x in seeding)} reached the target)"
             )
         console.print(f"bank {_bank_dir(bank)}: {b.count()} entries")
