@@ -346,7 +346,10 @@ def worker(args: argparse.Namespace, shard: int) -> None:
     if args.phase == "random":
         todo = [(j, "random", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
     elif args.phase == "text":
-        todo = [(j, "text", "", 0) for i, j in enumerate(jobs) if i % args.workers == shard]
+        # the jobs the streams meet first come first (a stream cut short still has its baselines)
+        first = {j: min(o.index(j) for o in st["orders"]) for j in jobs}
+        by_arrival = sorted(jobs, key=lambda j: (first[j], jobs.index(j)))
+        todo = [(j, "text", "", 0) for i, j in enumerate(by_arrival) if i % args.workers == shard]
     elif args.phase == "stream":
         # worker k runs the k-th of the chosen orders (its jobs in order: each needs the bank its
         # predecessors filled)
