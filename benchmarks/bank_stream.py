@@ -46,12 +46,17 @@ import multiprocessing as mp
 import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bank_speedup import config_for  # noqa: E402  (the same engine settings as the former protocol)
+from bank_speedup import read_runs as read_runs_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,19 +90,8 @@ def job_task(st: dict[str, Any], job: str, data: Path = DATA) -> tuple[Any, int]
 
 
 def config(st: dict[str, Any], init: Any, seed: int, target: float | None) -> Any:
-    from prompttuner.tuning import TuningConfig, parse_init
-
-    return TuningConfig(
-        num_virtual_tokens=st["num_virtual_tokens"],
-        batch_size=st["batch_size"],
-        seed=seed,
-        max_length=st["max_length"],
-        eval_every=st["eval_every"],
-        eval_size=st["eval_size"],
-        target_accuracy=target,
-        max_steps=st["max_steps"],
-        init=parse_init(init) if isinstance(init, str) else init,
-    )
+    """The engine settings of ``st`` (as ``bank_speedup.config_for`` reads them), for ``init``."""
+    return config_for(st, init, seed, target)
 
 
 def target_of(st: dict[str, Any], job: str) -> float:
@@ -109,9 +103,7 @@ def target_of(st: dict[str, Any], job: str) -> float:
 
 # ---- runs -------------------------------------------------------------------------------------------
 def read_runs() -> list[dict[str, Any]]:
-    if not RUNS.exists():
-        return []
-    return [json.loads(x) for x in RUNS.read_text().splitlines() if x.strip()]
+    return read_runs_at(RUNS)
 
 
 def append(rec: dict[str, Any]) -> None:
