@@ -194,24 +194,33 @@ def stream_bank(st: dict[str, Any], loaded: Any, order: str, work: Path) -> Path
     return folder
 
 
+def entry_of(loaded: Any, task: Any, tensor: Any, accuracy: float, steps: int, **kw: Any) -> Any:
+    """A bank entry for a prompt tuned on ``task`` (what the service adds for a finished job)."""
+    from prompttuner.bank import NewEntry
+
+    return NewEntry(
+        tensor=tensor,
+        model=loaded.name,
+        task_description=task.description,
+        labels=task.labels,
+        accuracy=accuracy,
+        steps=steps,
+        task_name=task.name,
+        sample_texts=[e.text for e in task.train[:8]],
+        **kw,
+    )
+
+
 def add_to_bank(folder: Path, loaded: Any, task: Any, tensor: Any, rec: dict[str, Any], order: str) -> None:
     """A finished job that reached its target adds its prompt, as the service does."""
-    from prompttuner.bank import NewEntry, PromptBank
+    from prompttuner.bank import PromptBank
 
+    extra = {"order": order, "position": rec["position"]}
     with PromptBank(folder) as bank:
         bank.add_many(
             [
-                NewEntry(
-                    tensor=tensor,
-                    model=loaded.name,
-                    task_description=task.description,
-                    labels=task.labels,
-                    accuracy=rec["accuracy"],
-                    steps=rec["steps"],
-                    task_name=task.name,
-                    sample_texts=[e.text for e in task.train[:8]],
-                    source_job=rec["job"],
-                    extra={"order": order, "position": rec["position"]},
+                entry_of(
+                    loaded, task, tensor, rec["accuracy"], rec["steps"], source_job=rec["job"], extra=extra
                 )
             ]
         )
@@ -283,7 +292,7 @@ def novel_bank(st: dict[str, Any], loaded: Any, held_out: str, work: Path) -> tu
     """The novel-task protocol's bank for ``held_out``: the other 15 tasks' baseline prompts (random and
     text init, both jobs of each task: the bank seeded "from task folders" with several prompts per task,
     from other seeds and data) that ended at or above their task's target."""
-    from prompttuner.bank import NewEntry, PromptBank
+    from prompttuner.bank import PromptBank
     from prompttuner.tuning import load_prompt
 
     folder = work / "banks" / f"novel-{held_out}"
@@ -297,19 +306,8 @@ def novel_bank(st: dict[str, Any], loaded: Any, held_out: str, work: Path) -> tu
             continue
         f = work / "prompts" / r["job"].replace("#", "-") / r["init"] / "prompt.safetensors"
         task, _ = job_task(st, r["job"])
-        items.append(
-            NewEntry(
-                tensor=load_prompt(f)[0],
-                model=loaded.name,
-                task_description=task.description,
-                labels=task.labels,
-                accuracy=r["accuracy"],
-                steps=r["steps"],
-                task_name=t,
-                sample_texts=[e.text for e in task.train[:8]],
-                source_job=f"{r['job']}/{r['init']}",
-            )
-        )
+        src = f"{r['job']}/{r['init']}"
+        items.append(entry_of(loaded, task, load_prompt(f)[0], r["accuracy"], r["steps"], source_job=src))
         names.append(f"{r['job']}/{r['init']}")
     if not folder.exists():
         with PromptBank(folder) as bank:
