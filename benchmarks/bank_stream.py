@@ -430,7 +430,7 @@ def cpu_to(run: dict[str, Any], steps: int | None) -> float:
 
 
 def gmean(xs: list[float]) -> float:
-    return math.exp(statistics.mean(math.log(x) for x in xs)) if xs else float("nan")
+    return math.exp(statistics.mean(math.log(max(x, 1e-3)) for x in xs)) if xs else float("nan")
 
 
 def stats(xs: list[float]) -> dict[str, Any]:
@@ -588,6 +588,20 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     out["chain"] = {g: chain(groups[g]) for g in ("first_of_task", "repeat")}
+    free_r, free_t = [], []
+    for x in rows:
+        b = cost_steps(
+            x["bank_steps"] - x["race_extra_steps"] if x["bank_steps"] is not None else None, budget
+        )
+        if "random_steps" in x:
+            free_r.append(cost_steps(x["random_steps"], budget) / b)
+        if "text_steps" in x:
+            free_t.append(cost_steps(x["text_steps"], budget) / b)
+    out["race_free"] = {
+        "extra_steps_median": statistics.median([x["race_extra_steps"] for x in rows]) if rows else None,
+        "vs_random": stats(free_r),
+        "vs_text": stats(free_t),
+    }
     out["rows"] = rows
     if args.write_data:  # the simulator's bank-init work (sim/workload.py: load_bank_pairs)
         pairs = [
@@ -728,6 +742,15 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
             f"{c['blend']}, text init for {c['text']}, "
             f"random init for {c['random']}; raced {c['raced']}; at the target from the start (0 steps after "
             f"the race) {c['at_target_at_start']}."
+        )
+    fr = out["race_free"]
+    if fr["vs_random"].get("n"):
+        lines.append(
+            f"- the race's price: the losers' steps (median {fr['extra_steps_median']}; the chosen "
+            "start's own race steps stay counted). Were they free, the median ratios would be "
+            f"{fr['vs_random']['median']:.2f}x vs random and "
+            f"{fr['vs_text'].get('median', float('nan')):.2f}x "
+            "vs text (a diagnostic, not a result: the losers' steps are the job's)."
         )
     a, f = out["all"], out["first_of_task"]
     goals = [
