@@ -17,6 +17,7 @@ changed workers) (the snapshot's tuples are still O(active jobs + workers)).
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -90,6 +91,10 @@ class Simulator:
         self.loading_gpu_s = 0.0
         self._running: dict[str, _Job] = {}  # active jobs with ready replicas
         self._prov: dict[str, _Worker] = {}  # provisioning workers
+        self._prov_heap: list[tuple[float, int, str]] = []  # (ready_at, seq, worker); stale once ready
+        self._done_heap: list[tuple[float, int, int, str]] = []  # (finish, seq, job version, job)
+        self._check_heap: list[tuple[float, int, int, str]] = []  # (next estimate refresh, seq, ver, job)
+        self._hseq = 0
         self._wviews: dict[str, WorkerView | None] = {}  # in self.workers' order; None: to rebuild
         self._wdirty: set[str] = set()
         self.cold_starts = 0
@@ -128,6 +133,7 @@ class Simulator:
             else:
                 self.cold_starts += 1
                 self._prov[wid] = w
+                heapq.heappush(self._prov_heap, (ready, self._seq, wid))
             self.workers[wid] = w
             self._wviews[wid] = None
             self._wdirty.add(wid)
@@ -155,24 +161,48 @@ class Simulator:
         self._held_by_type[w.gpu_type] -= w.gpus
 
     def _advance(self, t: float) -> None:
-        """Progress every running job to time ``t`` (a job without ready replicas stands still; its
-        ``last_t`` is set when it starts to run)."""
-        models = self.models
-        for job in self._running.values():
-            start = max(job.last_t, job.paused_until)
-            if t > start:
-                job.steps_done += (t - start) * job.r
-            g = models[job.spec.model].gpus_per_replica
-            job.busy_gpu_s += (t - job.last_t) * job.ready_n * g
-            job.view = None
-            job.last_t = t
+        """Move the clock to ``t``.  Running jobs progress in closed form (``steps_at``); a job's record
+        is settled only when its progress model changes (``_settle``), so an event costs O(1) here."""
         self.busy_gpu_s += (t - self.now) * self._busy
         self.now = t
 
+    def steps_at(self, job: _Job, t: float) -> float:
+        """Steps ``job`` has run by ``t`` (a job without ready replicas stands still)."""
+        if job.ready_n <= 0:
+            return job.steps_done
+        start = max(job.last_t, job.paused_until)
+        return job.steps_done + (t - start) * job.r if t > start else job.steps_done
+
+    def _settle(self, job: _Job) -> None:
+        """Fold the progress and busy GPU-seconds since ``last_t`` into the job's record (at ``now``)."""
+        t = self.now
+        if job.ready_n > 0:
+            start = max(job.last_t, job.paused_until)
+            if t > start:
+                job.steps_done += (t - start) * job.r
+            job.busy_gpu_s += (t - job.last_t) * job.ready_n * self.models[job.spec.model].gpus_per_replica
+        job.last_t = t
+
+    def _schedule(self, job: _Job) -> None:
+        """(Re)schedule a running job's completion and its next estimate refresh (after ``_settle``)."""
+        job.ver += 1
+        if job.ready_n <= 0 or job.r <= 0:
+            return
+        start = max(self.now, job.paused_until)
+        self._hseq += 1
+        t = start + max(0.0, job.stop - job.steps_done) / job.r
+        heapq.heappush(self._done_heap, (t, self._hseq, job.ver, job.spec.job_id))
+        if self.estimates is not None and not self.estimates.oracle and math.isfinite(job.next_check):
+            left = job.next_check - job.steps_done
+            tc = start + left / job.r if left > 0 else self.now  # a check due now is made now
+            heapq.heappush(self._check_heap, (tc, self._hseq, job.ver, job.spec.job_id))
+
     def _set_ready(self, job: _Job) -> None:
         """Recount a job's ready replicas; a change costs the policy's rescale pause."""
+        self._settle(job)
         ready = [self.workers[w] for w in job.workers if self.workers[w].state != WorkerState.PROVISIONING]
         n = len(ready)
+        changed = n != job.ready_n
         if job.workers:
             job.gpu = self.workers[job.workers[0]].gpu_type  # one GPU type per job (the applier checks)
         if n != job.ready_n:
@@ -194,9 +224,14 @@ class Simulator:
                 self._running[job.spec.job_id] = job
             else:
                 self._running.pop(job.spec.job_id, None)
-        job.r = job.rate(self.models)
+        r = job.rate(self.models)
+        if r != job.r or changed:
+            job.r = r
+            self._schedule(job)
 
     def _finish(self, job: _Job, phase: JobPhase) -> None:
+        self._settle(job)
+        job.ver += 1
         job.phase = phase
         job.finish = self.now
         for wid in job.workers:
@@ -220,14 +255,16 @@ class Simulator:
 
     # ------------------------------------------------------------------ snapshot and decisions
     def _job_view(self, job: _Job) -> JobView:
-        if job.view is None:
+        if job.view is None or (job.ready_n > 0 and job.view_t != self.now):
+            job.view_t = self.now
+            done = self.steps_at(job, self.now)
             job.view = JobView(
                 spec=job.spec,
                 phase=job.phase,
-                steps_done=job.steps_done,
+                steps_done=done,
                 workers=tuple(job.workers),
                 admitted=job.admitted,
-                step_time_factor=job.slow if job.steps_done > 0 else 1.0,  # measured once it runs
+                step_time_factor=job.slow if done > 0 else 1.0,  # measured once it runs
             )
         return job.view
 
@@ -251,14 +288,27 @@ class Simulator:
         est = self.estimates
         if est is None or est.oracle:
             return
-        # only jobs that ran since the last refresh can have reached their next check
-        for job in self._running.values():
-            if job.steps_done >= job.next_check:
-                new = est.refresh(job.estimate0, job.steps_done)
+        # only jobs whose scheduled check time has come can have reached their next check
+        heap = self._check_heap
+        now = self.now
+        again: list[tuple[float, int, int, str]] = []
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            job = self.active.get(entry[3])
+            if job is None or job.ver != entry[2]:
+                continue  # stale: the job finished or its progress model changed since
+            done = self.steps_at(job, now)
+            if done >= job.next_check:
+                new = est.refresh(job.estimate0, done)
                 if new != job.spec.work_steps:
                     job.spec = replace(job.spec, work_steps=new)
                     job.view = None
-                job.next_check = job.steps_done + 0.1 * job.estimate0
+                job.next_check = done + 0.1 * job.estimate0
+                tc = max(job.last_t, job.paused_until) + (job.next_check - job.steps_done) / job.r
+                entry = (tc, entry[1], entry[2], entry[3])
+            again.append(entry)  # not reached yet (rounding): looked at again at the next event
+        for entry in again:
+            heapq.heappush(heap, entry)
 
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
         self._refresh()
@@ -269,7 +319,7 @@ class Simulator:
         jv = self._job_view
         return build_snapshot(
             self.now,
-            [j.view if j.view is not None else jv(j) for j in self.active.values()],
+            [jv(j) for j in self.active.values()],
             wv.values(),  # type: ignore[arg-type]  # every entry was rebuilt above
             self.models,
             self.gpu_types,
@@ -324,15 +374,22 @@ class Simulator:
 
     # ------------------------------------------------------------------ main loop
     def _next_completion(self) -> float:
-        best = math.inf
-        for job in self._running.values():
-            if job.ready_n > 0:
-                r = job.r
-                if r > 0:
-                    t = max(self.now, job.paused_until) + max(0.0, job.stop - job.steps_done) / r
-                    if t < best:
-                        best = t
-        return best
+        heap = self._done_heap
+        while heap:
+            t, _, ver, jid = heap[0]
+            job = self.active.get(jid)
+            if job is not None and job.ver == ver:
+                return t
+            heapq.heappop(heap)  # stale
+        return math.inf
+
+    def _next_ready(self) -> float:
+        heap = self._prov_heap
+        while heap:
+            if heap[0][2] in self._prov:
+                return heap[0][0]
+            heapq.heappop(heap)  # stale: ready or released
+        return math.inf
 
     def run(self) -> SimResult:
         i = 0
@@ -342,7 +399,7 @@ class Simulator:
         while True:
             t_arr = self.specs[i].arrival if i < n else math.inf
             t_done = self._next_completion()
-            next_ready = min((w.ready_at for w in self._prov.values()), default=math.inf)
+            next_ready = self._next_ready()
             t_wake = self._wake if self._wake is not None and self._wake > self.now else math.inf
             t = min(t_arr, t_done, next_ready, t_wake)
             if math.isinf(t):
@@ -357,7 +414,14 @@ class Simulator:
             self._advance(t)
             # workers that became ready (a job's other changes were recounted when they were applied)
             became: list[str] = []
-            for w in [w for w in self._prov.values() if w.ready_at <= t + EPS]:
+            ready_now: list[_Worker] = []
+            while self._prov_heap and self._prov_heap[0][0] <= t + EPS:
+                wid = heapq.heappop(self._prov_heap)[2]
+                w = self._prov.get(wid)
+                if w is not None:
+                    ready_now.append(w)
+            ready_now.sort(key=lambda w: int(w.worker_id[1:]))  # in the order the workers were made
+            for w in ready_now:
                 del self._prov[w.worker_id]
                 self._dirty(w)
                 if w.job_id is not None:
@@ -369,11 +433,20 @@ class Simulator:
             for jid in dict.fromkeys(became):
                 if jid in self.active:
                     self._set_ready(self.active[jid])
-            # completions
-            for job in list(self._running.values()):
-                if job.ready_n > 0 and job.steps_done >= job.stop - EPS * max(1.0, job.stop):
-                    self._finish(job, JobPhase.SUCCEEDED)
-                    done += 1
+            # completions: the jobs whose scheduled finish has come, in the order they run
+            heap = self._done_heap
+            finished: list[_Job] = []
+            while heap and heap[0][0] <= t:
+                _, _, ver, jid = heapq.heappop(heap)
+                job = self.active.get(jid)
+                if job is not None and job.ver == ver and job.ready_n > 0:
+                    finished.append(job)
+            if len(finished) > 1:
+                order = {jid: k for k, jid in enumerate(self._running)}
+                finished.sort(key=lambda j: order[j.spec.job_id])
+            for job in finished:
+                self._finish(job, JobPhase.SUCCEEDED)
+                done += 1
             new_ids: list[str] = [j for j in self._pending if j in self.active]
             while i < n and self.specs[i].arrival <= t + EPS:
                 spec = self.specs[i]
