@@ -48,6 +48,7 @@ from prompttuner.runtime.status import StatusView
 from prompttuner.runtime.work import WorkPredictor
 from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
+from prompttuner.core.live import LiveIndex
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
 from prompttuner.state.models import Job
 from prompttuner.state.serial import quote_json
@@ -364,16 +365,18 @@ class Controller(Dispatch, Recovery, StatusView):
                 )
             )
         new = [j for j in self.new_ids if j in self.jobs] + ([extra.job_id] if extra is not None else [])
+        profiles = {m: self.profiles.planning_profile(m) for m in sorted(models)}
         return build_snapshot(
             now,
             jobs,
             workers,
-            {m: self.profiles.planning_profile(m) for m in sorted(models)},
+            profiles,
             {gpu: GPUType(gpu, self.cfg.price_per_hour)},
             {gpu: max(0, self.cfg.max_workers - draining)},
             self.book,
             new,
             self.cfg.min_warm,
+            LiveIndex.of(profiles, workers),  # the same index the simulator keeps in place, built anew
         )
 
     def _decide(self, now: float) -> None:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from prompttuner.core.live import groups
 from prompttuner.core.types import (
     ClusterSnapshot,
     Decisions,
@@ -44,6 +45,8 @@ class Index:
 
     @classmethod
     def build(cls, snap: ClusterSnapshot) -> Index:
+        if snap.live is not None:
+            return cls._of_live(snap)
         ix = cls(snap=snap)
         ix.new = set(snap.new_job_ids)
         held: dict[str, int] = defaultdict(int)
@@ -69,6 +72,22 @@ class Index:
         for gname, cap in snap.capacity.items():
             ix.free[gname] = cap - held.get(gname, 0)
         ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
+        return ix
+
+    @classmethod
+    def _of_live(cls, snap: ClusterSnapshot) -> Index:
+        """The same index from the driver's live one: copies of its sorted lists, no walk of workers
+        (``by_job`` and ``workers`` are the live index's own, read-only)."""
+        live = snap.live
+        ix = cls(snap=snap)
+        ix.new = set(snap.new_job_ids)
+        ix.workers = live.workers
+        ix.by_job = live.by_job
+        ix.idle = defaultdict(list, groups(live.idle))
+        ix.prov_free = defaultdict(list, groups(live.prov_free))
+        for gname, cap in snap.capacity.items():
+            ix.free[gname] = cap - live.held.get(gname, 0)
+        ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]
         return ix
 
     def gpus(self, model: str) -> int:
@@ -242,9 +261,12 @@ def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
     if not snap.min_warm:
         return d
     count: dict[str, int] = defaultdict(int)
-    for w in snap.workers:
-        if w.model is not None:
-            count[w.model] += 1
+    if snap.live is not None:
+        count.update(snap.live.per_model)
+    else:
+        for w in snap.workers:
+            if w.model is not None:
+                count[w.model] += 1
     for p in d.provision:
         count[p.model] += p.count
     release: list[str] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import (
     ArrivalStats,
     ClusterSnapshot,
@@ -79,6 +80,7 @@ def build_snapshot(
     book: ArrivalBook,
     new_job_ids: Sequence[str] = (),
     min_warm: Mapping[str, int] | None = None,
+    live: LiveIndex | None = None,
 ) -> ClusterSnapshot:
     """What a policy sees at ``now`` (built the same way by the simulator and the live controller)."""
     return ClusterSnapshot(
@@ -91,4 +93,5 @@ def build_snapshot(
         arrivals=book.stats(),
         new_job_ids=tuple(new_job_ids),
         min_warm=min_warm if min_warm is not None else {},
+        live=live,
     )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.slo import slo_outcome
 from prompttuner.core.types import (
     Admission,
@@ -63,6 +64,7 @@ class Simulator:
         progress: Callable[[int, int], None] | None = None,
         initial_workers: Sequence[tuple[str, str, int]] = (),
         min_warm: Mapping[str, int] | None = None,
+        incremental: bool = True,
     ) -> None:
         self.policy = policy
         self.specs = sorted(jobs, key=lambda j: (j.arrival, j.job_id))
@@ -95,8 +97,11 @@ class Simulator:
         self._done_heap: list[tuple[float, int, int, str]] = []  # (finish, seq, job version, job)
         self._check_heap: list[tuple[float, int, int, str]] = []  # (next estimate refresh, seq, ver, job)
         self._hseq = 0
-        self._wviews: dict[str, WorkerView | None] = {}  # in self.workers' order; None: to rebuild
-        self._wdirty: set[str] = set()
+        # worker views, grouped as policies ask for them and kept in place (``core/live.py``); a worker
+        # whose view is out of date waits in ``_wdirty`` (in the order it changed) for the next snapshot
+        self.live = LiveIndex(models)
+        self._wdirty: dict[str, None] = {}
+        self.incremental = incremental
         self.cold_starts = 0
         self.decisions = 0
         self.timeline: list[tuple[float, int, int]] = []
@@ -135,8 +140,7 @@ class Simulator:
                 self._prov[wid] = w
                 heapq.heappush(self._prov_heap, (ready, self._seq, wid))
             self.workers[wid] = w
-            self._wviews[wid] = None
-            self._wdirty.add(wid)
+            self._wdirty[wid] = None
             self._held += w.gpus
             self._held_by_type[gpu] = self._held_by_type.get(gpu, 0) + w.gpus
             made.append(wid)
@@ -150,8 +154,8 @@ class Simulator:
     def _release(self, wid: str) -> None:
         w = self.workers.pop(wid)
         self._prov.pop(wid, None)
-        del self._wviews[wid]
-        self._wdirty.discard(wid)
+        self.live.drop(wid)
+        self._wdirty.pop(wid, None)
         price = self.gpu_types[w.gpu_type].price_per_hour
         dur = self.now - w.requested_at
         self.cost += dur * w.gpus * price / 3600.0
@@ -251,7 +255,7 @@ class Simulator:
 
     def _dirty(self, w: _Worker) -> None:
         w.view = None
-        self._wdirty.add(w.worker_id)
+        self._wdirty[w.worker_id] = None
 
     # ------------------------------------------------------------------ snapshot and decisions
     def _job_view(self, job: _Job) -> JobView:
@@ -312,21 +316,22 @@ class Simulator:
 
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
         self._refresh()
-        wv = self._wviews
+        live = self.live
         for wid in self._wdirty:
-            wv[wid] = self._worker_view(self.workers[wid])
+            live.put(self._worker_view(self.workers[wid]))
         self._wdirty.clear()
         jv = self._job_view
         return build_snapshot(
             self.now,
             [jv(j) for j in self.active.values()],
-            wv.values(),  # type: ignore[arg-type]  # every entry was rebuilt above
+            live.workers.values(),
             self.models,
             self.gpu_types,
             self.capacity,
             self.book,
             new_ids,
             self.min_warm,
+            live if self.incremental else None,
         )
 
     # ------------------------------------------------------------------ the applier's driver interface
