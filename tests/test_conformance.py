@@ -110,9 +110,11 @@ class Recorder(Policy):
         # in place): keep its state as of now, and check it is the index of the snapshot's workers
         assert snapshot.live is not None
         state = snapshot.live.state()
-        assert state == LiveIndex.of(snapshot.models, snapshot.workers).state()
+        assert state == LiveIndex.of(snapshot.models, snapshot.workers, snapshot.jobs).state()
         d = self.inner.decide(snapshot)
-        self.calls.append((dataclasses.replace(snapshot, live=state), d))
+        # jobs and workers as of now too (a simulator's may be listed on first use)
+        kept = dataclasses.replace(snapshot, jobs=tuple(snapshot.jobs), workers=tuple(snapshot.workers), live=state)
+        self.calls.append((kept, d))
         return d
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:

@@ -16,11 +16,50 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar, overload
 
-from prompttuner.core.types import ModelProfile, WorkerState, WorkerView
+from prompttuner.core.types import JobView, ModelProfile, WorkerState, WorkerView
 
 Key = tuple[str, str]  # (model, gpu_type)
+T = TypeVar("T")
+
+
+class Lazy(Sequence[T]):
+    """A snapshot's jobs or workers, listed on first use (a policy that plans from the live index never
+    lists them).  Valid during the decision it was made for, like the live index: ``make`` reads the
+    driver's state."""
+
+    def __init__(self, make: Callable[[], tuple[T, ...]], n: int) -> None:
+        self._make = make
+        self._n = n
+        self._got: tuple[T, ...] | None = None
+
+    def _all(self) -> tuple[T, ...]:
+        if self._got is None:
+            self._got = self._make()
+        return self._got
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[T]: ...
+    def __getitem__(self, i: int | slice) -> T | Sequence[T]:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return self._n if self._got is None else len(self._got)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Lazy):
+            other = other._all()
+        return self._all() == other
+
+    def __hash__(self) -> int:
+        return hash(self._all())
 
 
 class _Sorted:
@@ -71,13 +110,37 @@ class LiveIndex:
         self.held: dict[str, int] = {}  # GPUs held per GPU type
         self.per_model: dict[str, int] = {}  # workers per base LLM
         self.busy_model: dict[str, int] = {}  # workers with a job, per base LLM
+        # the active jobs by id (the driver's mapping: a simulator builds each view on first use) and,
+        # per base LLM, those that hold no worker, in (arrival, job id) order
+        self.jobs: Mapping[str, JobView] = {}
+        self.queued: dict[str, list[tuple[float, str]]] = {}
 
     @classmethod
-    def of(cls, models: Mapping[str, ModelProfile], workers: Iterable[WorkerView]) -> LiveIndex:
+    def of(
+        cls,
+        models: Mapping[str, ModelProfile],
+        workers: Iterable[WorkerView],
+        jobs: Iterable[JobView] = (),
+    ) -> LiveIndex:
+        """A fresh index of ``workers`` and the active ``jobs`` (a driver that keeps none in place)."""
         live = cls(models)
         for w in workers:
             live.put(w)
+        views = {j.job_id: j for j in jobs if not j.phase.terminal}
+        live.jobs = views
+        for j in views.values():
+            if not live.by_job.get(j.job_id):
+                live.queue(j.spec.model, j.spec.arrival, j.job_id)
         return live
+
+    def queue(self, model: str, arrival: float, job_id: str) -> None:
+        """The job holds no worker (it arrived, or lost its last one)."""
+        bisect.insort(self.queued.setdefault(model, []), (arrival, job_id))
+
+    def unqueue(self, model: str, arrival: float, job_id: str) -> None:
+        """The job holds a worker again, or is gone."""
+        lst = self.queued[model]
+        del lst[bisect.bisect_left(lst, (arrival, job_id))]
 
     def state(self) -> dict[str, object]:
         """The groups as plain data (worker ids in order, counters without zeros), for comparisons."""
@@ -89,6 +152,8 @@ class LiveIndex:
             "held": {k: v for k, v in sorted(self.held.items()) if v},
             "per_model": {k: v for k, v in sorted(self.per_model.items()) if v},
             "busy_model": {k: v for k, v in sorted(self.busy_model.items()) if v},
+            "queued": {m: [j for _, j in q] for m, q in sorted(self.queued.items()) if q},
+            "jobs": sorted(self.jobs),
         }
 
     def gpus(self, model: str | None) -> int:

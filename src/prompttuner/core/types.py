@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,8 +169,9 @@ class ArrivalStats:
 @dataclass(frozen=True)
 class ClusterSnapshot:
     now: float
-    jobs: tuple[JobView, ...]
-    workers: tuple[WorkerView, ...]
+    # tuples; with a live index possibly sequences listed on first use (``core.live.Lazy``)
+    jobs: Sequence[JobView]
+    workers: Sequence[WorkerView]
     models: Mapping[str, ModelProfile]
     gpu_types: Mapping[str, GPUType]
     capacity: Mapping[str, int]  # most GPUs of each type that may be held at once
@@ -184,8 +185,11 @@ class ClusterSnapshot:
     live: Any = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
-    def job_index(self) -> dict[str, JobView]:
-        """Jobs by id (built once per snapshot, on first use)."""
+    def job_index(self) -> Mapping[str, JobView]:
+        """Jobs by id (built once per snapshot, on first use; the live index's when there is one,
+        read-only)."""
+        if self.live is not None:
+            return self.live.jobs  # type: ignore[no-any-return]
         return {j.job_id: j for j in self.jobs}
 
     @functools.cached_property

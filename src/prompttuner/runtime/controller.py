@@ -376,7 +376,7 @@ class Controller(Dispatch, Recovery, StatusView):
             self.book,
             new,
             self.cfg.min_warm,
-            LiveIndex.of(profiles, workers),  # the same index the simulator keeps in place, built anew
+            LiveIndex.of(profiles, workers, jobs),  # the index the simulator keeps in place, built anew
         )
 
     def _decide(self, now: float) -> None:

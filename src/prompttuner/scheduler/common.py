@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from prompttuner.core.live import groups
@@ -35,13 +35,25 @@ class Index:
     """One pass over a snapshot; mutable lists so a policy can pop workers as it hands them out."""
 
     snap: ClusterSnapshot
-    active: list[JobView] = field(default_factory=list)  # not terminal
     new: set[str] = field(default_factory=set)
     by_job: dict[str, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     idle: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     prov_free: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     free: dict[str, int] = field(default_factory=dict)  # GPUs that may still be requested, per type
-    workers: dict[str, WorkerView] = field(default_factory=dict)
+    workers: Mapping[str, WorkerView] = field(default_factory=dict)
+    _active: list[JobView] | None = None
+
+    @property
+    def active(self) -> list[JobView]:
+        """The jobs that are not terminal (listed on first use)."""
+        if self._active is None:
+            self._active = [j for j in self.snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
+        return self._active
+
+    def any_active(self) -> bool:
+        if self._active is None and self.snap.live is not None:
+            return len(self.snap.live.jobs) > 0
+        return bool(self.active)
 
     @classmethod
     def build(cls, snap: ClusterSnapshot) -> Index:
@@ -71,7 +83,6 @@ class Index:
             lst.sort(key=lambda w: -w.ready_at)  # pop() gives the one ready soonest
         for gname, cap in snap.capacity.items():
             ix.free[gname] = cap - held.get(gname, 0)
-        ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
         return ix
 
     @classmethod
@@ -87,7 +98,6 @@ class Index:
         ix.prov_free = defaultdict(list, groups(live.prov_free))
         for gname, cap in snap.capacity.items():
             ix.free[gname] = cap - live.held.get(gname, 0)
-        ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]
         return ix
 
     def gpus(self, model: str) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
-from prompttuner.core.live import LiveIndex
+from prompttuner.core.live import Lazy, LiveIndex
 from prompttuner.core.types import (
     ArrivalStats,
     ClusterSnapshot,
@@ -85,8 +85,8 @@ def build_snapshot(
     """What a policy sees at ``now`` (built the same way by the simulator and the live controller)."""
     return ClusterSnapshot(
         now=now,
-        jobs=tuple(jobs),
-        workers=tuple(workers),
+        jobs=jobs if isinstance(jobs, Lazy) else tuple(jobs),
+        workers=workers if isinstance(workers, Lazy) else tuple(workers),  # type: ignore[arg-type]
         models=models,
         gpu_types=gpu_types,
         capacity=capacity,

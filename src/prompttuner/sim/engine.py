@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from prompttuner.core.live import LiveIndex
+from prompttuner.core.live import Lazy, LiveIndex
 from prompttuner.core.slo import slo_outcome
 from prompttuner.core.types import (
     Admission,
@@ -46,6 +46,25 @@ from prompttuner.sim.records import SimResult, _Job, _Worker
 __all__ = ["PolicyError", "SimResult", "Simulator"]
 
 EPS = 1e-6
+
+
+class _JobViews(Mapping[str, JobView]):
+    """The simulator's active jobs by id, each view built (at the current time) on first use."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+
+    def __getitem__(self, job_id: str) -> JobView:
+        return self._sim._job_view(self._sim.active[job_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sim.active)
+
+    def __len__(self) -> int:
+        return len(self._sim.active)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._sim.active
 
 
 class Simulator:
@@ -102,6 +121,7 @@ class Simulator:
         self.live = LiveIndex(models)
         self._wdirty: dict[str, None] = {}
         self.incremental = incremental
+        self._job_map = _JobViews(self)
         self.cold_starts = 0
         self.decisions = 0
         self.timeline: list[tuple[float, int, int]] = []
@@ -149,7 +169,20 @@ class Simulator:
                 w.job_id = job_id
                 job.workers.append(wid)
                 job.view = None
+        if job_id is not None:
+            self._sync_queue(self.active[job_id])
         return tuple(made)
+
+    def _sync_queue(self, job: _Job) -> None:
+        """Keep the live index's list of active jobs that hold no worker."""
+        want = not job.workers and job.spec.job_id in self.active
+        if want != job.queued:
+            s = job.spec
+            if want:
+                self.live.queue(s.model, s.arrival, s.job_id)
+            else:
+                self.live.unqueue(s.model, s.arrival, s.job_id)
+            job.queued = want
 
     def _release(self, wid: str) -> None:
         w = self.workers.pop(wid)
@@ -252,6 +285,7 @@ class Simulator:
         job.workers = []
         job.view = None
         self.active.pop(job.spec.job_id, None)
+        self._sync_queue(job)
 
     def _dirty(self, w: _Worker) -> None:
         w.view = None
@@ -321,10 +355,17 @@ class Simulator:
             live.put(self._worker_view(self.workers[wid]))
         self._wdirty.clear()
         jv = self._job_view
+        if self.incremental:
+            live.jobs = self._job_map
+            jobs: Sequence[JobView] = Lazy(lambda: tuple(jv(j) for j in self.active.values()), len(self.active))
+            workers: Sequence[WorkerView] = Lazy(lambda: tuple(live.workers.values()), len(live.workers))
+        else:
+            jobs = [jv(j) for j in self.active.values()]
+            workers = tuple(live.workers.values())
         return build_snapshot(
             self.now,
-            [jv(j) for j in self.active.values()],
-            live.workers.values(),
+            jobs,
+            workers,
             self.models,
             self.gpu_types,
             self.capacity,
@@ -357,6 +398,7 @@ class Simulator:
         job = self.active[job_id]
         job.workers = list(worker_ids)
         job.view = None
+        self._sync_queue(job)
         for wid in worker_ids:
             w = self.workers[wid]
             w.job_id = job_id
@@ -458,6 +500,7 @@ class Simulator:
                 job = self.jobs[spec.job_id]
                 job.last_t = t
                 self.active[spec.job_id] = job
+                self._sync_queue(job)
                 self.book.note_arrival(spec)
                 new_ids.append(spec.job_id)
                 i += 1

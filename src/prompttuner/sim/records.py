@@ -36,6 +36,7 @@ class _Job:
     r: float = 0.0  # steps per second now (``rate``, kept by the simulator when ready_n or gpu change)
     ver: int = 0  # bumped when its progress model changes: older heap entries of the job are stale
     view_t: float = math.nan  # the time its cached view was built at (a running job's moves on)
+    queued: bool = False  # listed in the live index as holding no worker
 
     def rate(self, models: Mapping[str, ModelProfile]) -> float:
         if self.ready_n <= 0 or self.gpu is None:
