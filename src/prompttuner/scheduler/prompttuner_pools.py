@@ -115,7 +115,7 @@ class WarmPools(Planner):
             model, gpu = key
             prof = snap.models[model]
             idle = [w for w in ix.idle.get(key, []) if w.worker_id not in ctx.taken]
-            surplus = sum(c for _, _, c in ctx.excess.get(key, []))
+            surplus = ctx.excess_n.get(key, 0)  # the sum over ctx.excess[key], kept by _take
             prov = sum(1 for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken)
             target = targets.get(key, 0)
             warm = len(idle) + surplus + prov
