@@ -9,10 +9,22 @@ policy's :meth:`~prompttuner.scheduler.base.Policy.rescale_overhead_s` names, pr
 profile's throughput, and a job stops at its true work (or the user's ``max_steps``, below its target).
 
 Cost is every GPU-second from a worker's request to its release times its type's price; the part of
-it before the worker was ready is reported as loading.  Views of jobs and workers are cached and rebuilt
-only when they change; progress, completions and estimate refreshes walk only the running jobs, and
-readiness only the provisioning workers, so the simulator's own work per event is O(running jobs +
-changed workers) (the snapshot's tuples are still O(active jobs + workers)).
+it before the worker was ready is reported as loading.
+
+Per event the simulator's own work is proportional to what changed, so 100,000 jobs on 10,000 GPUs stay
+cheap (``benchmarks/results/sim_scale100k.md``):
+
+- a running job progresses in closed form from the last change of its replicas (``steps_at``); its
+  record is settled only when that changes, and its finish and next estimate refresh wait in heaps, as
+  do the ready times of provisioning workers (versions mark entries a later change made stale);
+- worker views are rebuilt only when a worker changes and kept, grouped the ways policies ask for them,
+  in a :class:`~prompttuner.core.live.LiveIndex` (by job, idle and free-provisioning per model and GPU
+  type, GPUs held), with the active jobs that hold no worker;
+- with ``incremental`` (the default) a snapshot carries that index, and its job and worker lists are
+  listed only if a policy reads them (each job's view built at most once per event); a policy that plans
+  from the index and from what it kept between decisions (INFless) never walks every job or worker.
+  ``incremental=False`` hands policies plain snapshots: the reference the incremental runs must equal
+  (``tests/test_scale.py``).
 """
 
 from __future__ import annotations
