@@ -123,15 +123,18 @@ def _f(x: Any, fmt: str) -> str:
 
 
 def write_md(out: dict[str, Any], path: Path) -> None:
+    cmds = dict.fromkeys(r.get("args", out["args"]) for r in out["policies"].values())
     lines = [
         "# Simulator at cloud scale: 100,000 jobs on 10,000 GPUs",
         "",
-        "    PYTHONPATH=src nice -n 10 python benchmarks/sim_scale100k.py " + out["args"],
+        *("    PYTHONPATH=src nice -n 10 python benchmarks/sim_scale100k.py " + c for c in cmds),
         "",
         f"Workload: `prompttuner simulate --jobs {out['jobs']} --gpus {out['gpus']}` (Poisson arrivals, load "
         f"{out['load']}, SLO tightness {out['slo_tightness']}, `--prediction {out['prediction']}`, random init, "
         f"seed {out['seed']}). CPU time is `time.process_time` around `simulate` (workload generation apart); "
-        f"goal <= {GOAL_S:.0f} CPU-s per policy. {out['machine']}. Revision {out['revision']}.",
+        f"goal <= {GOAL_S:.0f} CPU-s per policy. {out['machine']}. Revisions: "
+        + ", ".join(f"{n} {r.get('revision', out['revision'])}" for n, r in out["policies"].items())
+        + ".",
         "",
         "| policy | finished | CPU-s | decisions | CPU ms / decision | violations | declined | missed | cost $ "
         "| cost / met job $ | cold starts |",
@@ -206,6 +209,7 @@ def main() -> None:
     )
     for name in args.policies.split(","):
         row = run_policy(name, cfg, args.stop_at)
+        row.update(args=out["args"], revision=out["revision"])
         out["policies"][name] = row
         print(json.dumps(row), flush=True)
         if args.cli and row["finished"]:

@@ -126,6 +126,9 @@ class Simulator:
         self._prov: dict[str, _Worker] = {}  # provisioning workers
         self._prov_heap: list[tuple[float, int, str]] = []  # (ready_at, seq, worker); stale once ready
         self._done_heap: list[tuple[float, int, int, str]] = []  # (finish, seq, job version, job)
+        # (when the job is within the completion tolerance of its stop, seq, version, job): a job that
+        # close is done at any event (the finish itself is the next event time, from ``_done_heap``)
+        self._near_heap: list[tuple[float, int, int, str]] = []
         self._check_heap: list[tuple[float, int, int, str]] = []  # (next estimate refresh, seq, ver, job)
         self._hseq = 0
         # worker views, grouped as policies ask for them and kept in place (``core/live.py``); a worker
@@ -241,6 +244,9 @@ class Simulator:
         self._hseq += 1
         t = start + max(0.0, job.stop - job.steps_done) / job.r
         heapq.heappush(self._done_heap, (t, self._hseq, job.ver, job.spec.job_id))
+        near = job.stop - EPS * max(1.0, job.stop)
+        tn = start + (near - job.steps_done) / job.r if near > job.steps_done else self.now
+        heapq.heappush(self._near_heap, (tn, self._hseq, job.ver, job.spec.job_id))
         if self.estimates is not None and not self.estimates.oracle and math.isfinite(job.next_check):
             left = job.next_check - job.steps_done
             tc = start + left / job.r if left > 0 else self.now  # a check due now is made now
@@ -492,13 +498,27 @@ class Simulator:
             for jid in dict.fromkeys(became):
                 if jid in self.active:
                     self._set_ready(self.active[jid])
-            # completions: the jobs whose scheduled finish has come, in the order they run
-            heap = self._done_heap
+            # completions: the jobs within the tolerance of their stop (due by their scheduled time,
+            # checked on their steps now), in the order they run
+            heap = self._near_heap
             finished: list[_Job] = []
+            again: list[tuple[float, int, int, str]] = []
+            while heap and heap[0][0] <= t:
+                entry = heapq.heappop(heap)
+                job = self.active.get(entry[3])
+                if job is None or job.ver != entry[2] or job.ready_n <= 0:
+                    continue  # stale
+                if self.steps_at(job, t) >= job.stop - EPS * max(1.0, job.stop):
+                    finished.append(job)
+                else:
+                    again.append(entry)  # not yet (rounding): looked at again at the next event
+            for entry in again:
+                heapq.heappush(heap, entry)
+            heap = self._done_heap  # a job whose scheduled finish has come is done in any case
             while heap and heap[0][0] <= t:
                 _, _, ver, jid = heapq.heappop(heap)
                 job = self.active.get(jid)
-                if job is not None and job.ver == ver and job.ready_n > 0:
+                if job is not None and job.ver == ver and job.ready_n > 0 and all(f is not job for f in finished):
                     finished.append(job)
             if len(finished) > 1:
                 order = {jid: k for k, jid in enumerate(self._running)}
