@@ -159,6 +159,8 @@ def write_md(out: dict[str, Any], path: Path) -> None:
             f"- CLI `{c['command']}`: {c['cpu_s']:.1f} CPU-s (user + system of the child), "
             f"rc {c['rc']}{'' if c['meets_goal'] else ', over the goal'}"
         )
+    for note in out.get("notes", []):
+        lines.append(f"- {note}")
     if out.get("cost_ratio_infless_over_prompttuner") is not None:
         lines.append(f"- cost INFless / PromptTuner at 10,000 GPUs: {out['cost_ratio_infless_over_prompttuner']:.3f}")
     else:
@@ -177,7 +179,11 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="also time the CLI command of a policy that finished")
     ap.add_argument("--append", action="store_true", help="keep the other policies already in the results")
     ap.add_argument("--out", type=Path, default=OUT / "sim_scale100k.json")
+    ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = ap.parse_args()
+    if args.md_only:
+        write_md(json.loads(args.out.read_text()), args.out.with_suffix(".md"))
+        return
     cap = {k: int(v) for k, v in (p.split(":") for p in args.gpus.split(","))}
     cfg = WorkloadConfig(
         n_jobs=args.jobs, load=0.6, slo_tightness=1.0, capacity=cap, prediction="measured", seed=args.seed
