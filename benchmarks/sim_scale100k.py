@@ -74,7 +74,9 @@ def run_policy(name: str, cfg: WorkloadConfig, stop_at: float) -> dict[str, Any]
         res = simulate(name, jobs, cfg, cat, progress=progress)
     except OutOfTime:
         cpu = time.process_time() - t0
-        row.update(finished=False, cpu_s=cpu, arrivals_done=seen["arrivals"], decisions_done=seen["decisions"])
+        row.update(
+            finished=False, cpu_s=cpu, arrivals_done=seen["arrivals"], decisions_done=seen["decisions"]
+        )
         row["arrivals_per_cpu_s"] = seen["arrivals"] / cpu
         return row
     cpu = time.process_time() - t0
@@ -129,32 +131,37 @@ def write_md(out: dict[str, Any], path: Path) -> None:
         "",
         *("    PYTHONPATH=src nice -n 10 python benchmarks/sim_scale100k.py " + c for c in cmds),
         "",
-        f"Workload: `prompttuner simulate --jobs {out['jobs']} --gpus {out['gpus']}` (Poisson arrivals, load "
-        f"{out['load']}, SLO tightness {out['slo_tightness']}, `--prediction {out['prediction']}`, random init, "
-        f"seed {out['seed']}). CPU time is `time.process_time` around `simulate` (workload generation apart); "
-        f"goal <= {GOAL_S:.0f} CPU-s per policy. {out['machine']}. Revisions: "
+        f"Workload: `prompttuner simulate --jobs {out['jobs']} --gpus {out['gpus']}` (Poisson arrivals, "
+        f"load {out['load']}, SLO tightness {out['slo_tightness']}, `--prediction {out['prediction']}`, "
+        f"random init, seed {out['seed']}). CPU time is `time.process_time` around `simulate` (workload "
+        f"generation apart); goal <= {GOAL_S:.0f} CPU-s per policy. {out['machine']}. Revisions: "
         + ", ".join(f"{n} {r.get('revision', out['revision'])}" for n, r in out["policies"].items())
         + ".",
         "",
-        "| policy | finished | CPU-s | decisions | CPU ms / decision | violations | declined | missed | cost $ "
-        "| cost / met job $ | cold starts |",
+        "| policy | finished | CPU-s | decisions | CPU ms / decision | violations | declined | missed "
+        "| cost $ | cost / met job $ | cold starts |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in out["policies"].items():
         if r["finished"]:
             lines.append(
-                f"| {name} | yes | {r['cpu_s']:.1f} | {r['decisions']:.0f} | {r['cpu_ms_per_decision']:.3f} | "
+                f"| {name} | yes | {r['cpu_s']:.1f} | {r['decisions']:.0f} | "
+                f"{r['cpu_ms_per_decision']:.3f} | "
                 f"{100 * r['slo_violation_rate']:.2f} % | {r['declined']:.0f} | {r['missed']:.0f} | "
                 f"{r['cost']:,.0f} | {_f(r['cost_per_met_job'], '.3f')} | {r['cold_starts']:.0f} |"
             )
         else:
             lines.append(
-                f"| {name} | no: stopped at {r['cpu_s']:.0f} CPU-s | - | {r['decisions_done']} so far | - | "
+                f"| {name} | no: stopped at {r['cpu_s']:.0f} CPU-s | - | {r['decisions_done']} so far "
+                "| - | "
                 f"{r['arrivals_done']:,} of {out['jobs']:,} arrivals | | | | | |"
             )
     lines.append("")
-    lines.append(f"Clairvoyant bound (cost): ${out['bound_cost']:,.0f}. Workload generation: {out['generate_s']:.1f} s.")
-    for name, c in out.get("cli", {}).items():
+    lines.append(
+        f"Clairvoyant bound (cost): ${out['bound_cost']:,.0f}. "
+        f"Workload generation: {out['generate_s']:.1f} s."
+    )
+    for c in out.get("cli", {}).values():
         lines.append(
             f"- CLI `{c['command']}`: {c['cpu_s']:.1f} CPU-s (user + system of the child), "
             f"rc {c['rc']}{'' if c['meets_goal'] else ', over the goal'}"
@@ -162,7 +169,9 @@ def write_md(out: dict[str, Any], path: Path) -> None:
     for note in out.get("notes", []):
         lines.append(f"- {note}")
     if out.get("cost_ratio_infless_over_prompttuner") is not None:
-        lines.append(f"- cost INFless / PromptTuner at 10,000 GPUs: {out['cost_ratio_infless_over_prompttuner']:.3f}")
+        lines.append(
+            f"- cost INFless / PromptTuner at 10,000 GPUs: {out['cost_ratio_infless_over_prompttuner']:.3f}"
+        )
     else:
         lines.append("- cost INFless / PromptTuner at 10,000 GPUs: n/a (a policy did not finish)")
     lines.append("")

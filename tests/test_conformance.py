@@ -113,7 +113,9 @@ class Recorder(Policy):
         assert state == LiveIndex.of(snapshot.models, snapshot.workers, snapshot.jobs).state()
         d = self.inner.decide(snapshot)
         # jobs and workers as of now too (a simulator's may be listed on first use)
-        kept = dataclasses.replace(snapshot, jobs=tuple(snapshot.jobs), workers=tuple(snapshot.workers), live=state)
+        kept = dataclasses.replace(
+            snapshot, jobs=tuple(snapshot.jobs), workers=tuple(snapshot.workers), live=state
+        )
         self.calls.append((kept, d))
         return d
 

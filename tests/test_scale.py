@@ -20,7 +20,15 @@ from prompttuner.sim.runner import simulate
 from prompttuner.sim.workload import WorkloadConfig, generate
 
 CAT = load_catalog()
-POLICIES = ["prompttuner", "prompttuner-lean", "infless", "elasticflow", "elasticflow-warm", "edf", "reserved"]
+POLICIES = [
+    "prompttuner",
+    "prompttuner-lean",
+    "infless",
+    "elasticflow",
+    "elasticflow-warm",
+    "edf",
+    "reserved",
+]
 
 
 def _index_state(ix: Index) -> dict[str, object]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import (
     Admission,
     ClusterSnapshot,
@@ -48,7 +49,6 @@ from prompttuner.runtime.status import StatusView
 from prompttuner.runtime.work import WorkPredictor
 from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
-from prompttuner.core.live import LiveIndex
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
 from prompttuner.state.models import Job
 from prompttuner.state.serial import quote_json

@@ -91,7 +91,6 @@ from prompttuner.core.types import (
     ArrivalStats,
     ClusterSnapshot,
     Decisions,
-    JobView,
     Provision,
     WorkerView,
 )
@@ -229,9 +228,10 @@ class INFlessPolicy(Policy):
         lists = [ix.idle[k] for k in keys if ix.idle.get(k)]
         if any(lst[0].idle_since is None for lst in lists):  # each list is sorted with None first
             return sorted(
-                (w for lst in lists for w in lst), key=lambda w: w.idle_since if w.idle_since is not None else now
+                (w for lst in lists for w in lst),
+                key=lambda w: w.idle_since if w.idle_since is not None else now,
             )
-        return heapq.merge(*lists, key=lambda w: w.idle_since)
+        return heapq.merge(*lists, key=lambda w: w.idle_since if w.idle_since is not None else now)
 
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         """Per decision the work is in the jobs that hold no worker (running jobs are never resized):

@@ -375,7 +375,9 @@ class Simulator:
         jv = self._job_view
         if self.incremental:
             live.jobs = self._job_map
-            jobs: Sequence[JobView] = Lazy(lambda: tuple(jv(j) for j in self.active.values()), len(self.active))
+            jobs: Sequence[JobView] = Lazy(
+                lambda: tuple(jv(j) for j in self.active.values()), len(self.active)
+            )
             workers: Sequence[WorkerView] = Lazy(lambda: tuple(live.workers.values()), len(live.workers))
         else:
             jobs = [jv(j) for j in self.active.values()]
@@ -518,7 +520,12 @@ class Simulator:
             while heap and heap[0][0] <= t:
                 _, _, ver, jid = heapq.heappop(heap)
                 job = self.active.get(jid)
-                if job is not None and job.ver == ver and job.ready_n > 0 and all(f is not job for f in finished):
+                if (
+                    job is not None
+                    and job.ver == ver
+                    and job.ready_n > 0
+                    and all(f is not job for f in finished)
+                ):
                     finished.append(job)
             if len(finished) > 1:
                 order = {jid: k for k, jid in enumerate(self._running)}
