@@ -9,13 +9,16 @@ record and every metric, on small workloads across seeds, arrival processes and 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
 from prompttuner.core.live import LiveIndex
-from prompttuner.core.types import ClusterSnapshot, WorkerState, WorkerView
+from prompttuner.core.types import ClusterSnapshot, Decisions, WorkerState, WorkerView
+from prompttuner.scheduler import make_policy
 from prompttuner.scheduler.common import Index
 from prompttuner.sim.catalog import load_catalog
+from prompttuner.sim.engine import Simulator
 from prompttuner.sim.runner import simulate
 from prompttuner.sim.workload import WorkloadConfig, generate
 
@@ -67,7 +70,6 @@ def test_the_live_index_is_the_index_of_the_snapshot_through_puts_and_drops() ->
                 idle_since=None if rng.random() < 0.2 else float(rng.randrange(5)),
                 job_id=job,
             )
-            views.pop(wid, None) if wid not in live.workers else None
             views[wid] = v
             live.put(v)
         if step % 20 == 0:
@@ -80,6 +82,23 @@ def test_the_live_index_is_the_index_of_the_snapshot_through_puts_and_drops() ->
             inc = Index.build(ClusterSnapshot(**base, capacity=cap, live=live))  # type: ignore[arg-type]
             assert _index_state(inc) == _index_state(full)
             assert live.state() == LiveIndex.of(CAT.models, workers).state()
+
+
+def test_only_the_incremental_path_hands_policies_the_live_index() -> None:
+    seen: dict[bool, list[object]] = {True: [], False: []}
+    for inc in (True, False):
+        pol = make_policy("infless")
+        decide = pol.decide
+
+        def spy(snap: ClusterSnapshot, inc: bool = inc, decide: Any = decide) -> Decisions:
+            seen[inc].append(snap.live)
+            return decide(snap)
+
+        pol.decide = spy  # type: ignore[method-assign]
+        jobs = generate(WorkloadConfig(n_jobs=20, capacity={"a100": 8}), CAT)
+        Simulator(pol, jobs, CAT.models, CAT.gpu_types, {"a100": 8}, incremental=inc).run()
+    assert seen[True] and all(isinstance(x, LiveIndex) for x in seen[True])
+    assert seen[False] and all(x is None for x in seen[False])
 
 
 @pytest.mark.parametrize("policy", POLICIES)
