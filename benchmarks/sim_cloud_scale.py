@@ -72,6 +72,13 @@ because the lead's comparison (`sim_comparison`) is being run with `prompttuner`
 
 ## Simulator CPU time at 10,000 GPUs
 
+Update (`sim_scale100k.md`, after this file's runs): INFless now runs the 100,000 jobs in 46.0 CPU-s
+(the CLI command 57.9); PromptTuner reaches 6,177 arrivals in 122 CPU-s (run to the end: 1,525 CPU-s,
+$43,196, 0.13 % violations, so INFless costs 0.89x PromptTuner at 10,000 GPUs) and ElasticFlow 4,979 in
+148. The simulator keeps its worker index in place and INFless plans from it; PromptTuner's survey of every
+admitted job and ElasticFlow's per-slot re-plan remain O(admitted jobs) per decision. What follows is
+the state when this file's runs were made.
+
 Not met: 100,000 jobs on 10,000 GPUs in 120 CPU-s per policy. In 120 CPU-s PromptTuner got through
 6,551 of 100,000 arrivals, INFless 13,493 and ElasticFlow 4,924 (132 CPU-s), so a full run is
 15-25x over the goal (and more, since the cluster is still filling then). What was done (identical

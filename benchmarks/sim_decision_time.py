@@ -8,11 +8,17 @@ idle warm, some provisioning), arrival histories for every model.  Each policy d
 1,000 and <= 200 ms at 10,000 x 10,000 (the same snapshot recipe, ten times larger).
 
     python benchmarks/sim_decision_time.py [--repeat 7] [--sizes 1000,10000]
+    python benchmarks/sim_decision_time.py --check-live [--sizes 1000]   # checks only, writes nothing
+
+``--check-live`` decides on each snapshot twice, planned from the snapshot alone and from a driver's live
+index of it (``core/live.py``, what the simulator keeps in place at scale), and exits 1 unless every
+policy's decisions are identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import random
@@ -20,6 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import (
     SLO,
     ArrivalStats,
@@ -136,7 +143,10 @@ def main() -> None:
     ap.add_argument("--policies", default="prompttuner,infless,elasticflow,edf,reserved")
     ap.add_argument("--sizes", default="1000,10000", help="jobs = GPUs of each snapshot")
     ap.add_argument("--out", type=Path, default=OUT / "sim_decision_time.json")
+    ap.add_argument("--check-live", action="store_true", help="only check live-index decisions are identical")
     args = ap.parse_args()
+    if args.check_live:
+        raise SystemExit(check_live(args))
     out: dict[str, object] = {}
     for size in (int(x) for x in args.sizes.split(",")):
         res, quote_ms = measure(args, size)
@@ -160,6 +170,19 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
+
+
+def check_live(args: argparse.Namespace) -> int:
+    bad = 0
+    for size in (int(x) for x in args.sizes.split(",")):
+        for case in ("steady", "stress"):
+            snap = build_snapshot(size, size, stress=case == "stress")
+            live = dataclasses.replace(snap, live=LiveIndex.of(snap.models, snap.workers, snap.jobs))
+            for name in args.policies.split(","):
+                same = make_policy(name).decide(snap) == make_policy(name).decide(live)
+                bad += not same
+                print(f"{size} {case:6s} {name:12s} live-index decisions {'identical' if same else 'DIFFER'}")
+    return 1 if bad else 0
 
 
 def measure(

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import (
     SLO,
     ClusterSnapshot,
@@ -105,8 +106,17 @@ class Recorder(Policy):
         self.calls: list[tuple[ClusterSnapshot, Decisions]] = []
 
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
+        # the driver's worker index is valid only during the decision (the simulator keeps changing it
+        # in place): keep its state as of now, and check it is the index of the snapshot's workers
+        assert snapshot.live is not None
+        state = snapshot.live.state()
+        assert state == LiveIndex.of(snapshot.models, snapshot.workers, snapshot.jobs).state()
         d = self.inner.decide(snapshot)
-        self.calls.append((snapshot, d))
+        # jobs and workers as of now too (a simulator's may be listed on first use)
+        kept = dataclasses.replace(
+            snapshot, jobs=tuple(snapshot.jobs), workers=tuple(snapshot.workers), live=state
+        )
+        self.calls.append((kept, d))
         return d
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
@@ -275,6 +285,8 @@ def run_live(name: str, times: list[float], store: Store, tenant: str) -> tuple[
 def comparable(snap: ClusterSnapshot) -> dict[str, Any]:
     """Every field of a snapshot as plain data; progress as whole steps (see the module docstring)."""
     d = dataclasses.asdict(snap)
+    # ``live``: the state of the driver's worker index at the decision (kept in place by the simulator,
+    # built anew by the controller), recorded by ``Recorder``
     for j in d["jobs"]:
         j["steps_done"] = math.floor(j["steps_done"] + 1e-9)
     d["models"] = {k: dataclasses.asdict(v) for k, v in snap.models.items()}

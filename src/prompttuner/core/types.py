@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class JobPhase(enum.StrEnum):
@@ -168,8 +169,9 @@ class ArrivalStats:
 @dataclass(frozen=True)
 class ClusterSnapshot:
     now: float
-    jobs: tuple[JobView, ...]
-    workers: tuple[WorkerView, ...]
+    # tuples; with a live index possibly sequences listed on first use (``core.live.Lazy``)
+    jobs: Sequence[JobView]
+    workers: Sequence[WorkerView]
     models: Mapping[str, ModelProfile]
     gpu_types: Mapping[str, GPUType]
     capacity: Mapping[str, int]  # most GPUs of each type that may be held at once
@@ -178,15 +180,24 @@ class ClusterSnapshot:
     # warm workers the operator wants kept per base LLM (pre-warmed, never released below); an input
     # every policy honours, not a veto of the drivers
     min_warm: Mapping[str, int] = field(default_factory=dict)
+    # the driver's own index of ``workers`` (a ``core.live.LiveIndex``), kept in place between snapshots
+    # so a decision need not walk every worker; None: policies index the snapshot themselves
+    live: Any = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
-    def job_index(self) -> dict[str, JobView]:
-        """Jobs by id (built once per snapshot, on first use)."""
+    def job_index(self) -> Mapping[str, JobView]:
+        """Jobs by id (built once per snapshot, on first use; the live index's when there is one,
+        read-only)."""
+        if self.live is not None:
+            return self.live.jobs  # type: ignore[no-any-return]
         return {j.job_id: j for j in self.jobs}
 
     @functools.cached_property
-    def worker_index(self) -> dict[str, WorkerView]:
-        """Workers by id (built once per snapshot, on first use)."""
+    def worker_index(self) -> Mapping[str, WorkerView]:
+        """Workers by id (built once per snapshot, on first use; the live index's own when there is one,
+        read-only)."""
+        if self.live is not None:
+            return self.live.workers  # type: ignore[no-any-return]
         return {w.worker_id: w for w in self.workers}
 
     def job(self, job_id: str) -> JobView:
@@ -201,6 +212,9 @@ class ClusterSnapshot:
 
     def gpus_held(self, gpu_type: str | None = None) -> int:
         """GPUs held (provisioning, idle or busy), optionally of one type."""
+        if self.live is not None:
+            held: dict[str, int] = self.live.held
+            return held.get(gpu_type, 0) if gpu_type is not None else sum(held.values())
         total = 0
         for w in self.workers:
             if gpu_type is not None and w.gpu_type != gpu_type:

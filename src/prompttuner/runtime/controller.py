@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import (
     Admission,
     ClusterSnapshot,
@@ -364,16 +365,18 @@ class Controller(Dispatch, Recovery, StatusView):
                 )
             )
         new = [j for j in self.new_ids if j in self.jobs] + ([extra.job_id] if extra is not None else [])
+        profiles = {m: self.profiles.planning_profile(m) for m in sorted(models)}
         return build_snapshot(
             now,
             jobs,
             workers,
-            {m: self.profiles.planning_profile(m) for m in sorted(models)},
+            profiles,
             {gpu: GPUType(gpu, self.cfg.price_per_hour)},
             {gpu: max(0, self.cfg.max_workers - draining)},
             self.book,
             new,
             self.cfg.min_warm,
+            LiveIndex.of(profiles, workers, jobs),  # the index the simulator keeps in place, built anew
         )
 
     def _decide(self, now: float) -> None:

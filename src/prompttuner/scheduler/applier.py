@@ -200,8 +200,11 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
             released_idle.append((rw.model, now - rw.idle_since))
     held: dict[str, int] = {}
     if any(p.count for p in d.provision):
-        for w in snapshot.workers:
-            held[w.gpu_type] = held.get(w.gpu_type, 0) + _gpus(snapshot, w.model)
+        if snapshot.live is not None:
+            held = dict(snapshot.live.held)
+        else:
+            for w in snapshot.workers:
+                held[w.gpu_type] = held.get(w.gpu_type, 0) + _gpus(snapshot, w.model)
         for t, n in freed.items():
             held[t] -= n
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from prompttuner.core.live import groups
 from prompttuner.core.types import (
     ClusterSnapshot,
     Decisions,
@@ -34,16 +35,30 @@ class Index:
     """One pass over a snapshot; mutable lists so a policy can pop workers as it hands them out."""
 
     snap: ClusterSnapshot
-    active: list[JobView] = field(default_factory=list)  # not terminal
     new: set[str] = field(default_factory=set)
     by_job: dict[str, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     idle: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     prov_free: dict[Key, list[WorkerView]] = field(default_factory=lambda: defaultdict(list))
     free: dict[str, int] = field(default_factory=dict)  # GPUs that may still be requested, per type
-    workers: dict[str, WorkerView] = field(default_factory=dict)
+    workers: Mapping[str, WorkerView] = field(default_factory=dict)
+    _active: list[JobView] | None = None
+
+    @property
+    def active(self) -> list[JobView]:
+        """The jobs that are not terminal (listed on first use)."""
+        if self._active is None:
+            self._active = [j for j in self.snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
+        return self._active
+
+    def any_active(self) -> bool:
+        if self._active is None and self.snap.live is not None:
+            return len(self.snap.live.jobs) > 0
+        return bool(self.active)
 
     @classmethod
     def build(cls, snap: ClusterSnapshot) -> Index:
+        if snap.live is not None:
+            return cls._of_live(snap)
         ix = cls(snap=snap)
         ix.new = set(snap.new_job_ids)
         held: dict[str, int] = defaultdict(int)
@@ -68,7 +83,21 @@ class Index:
             lst.sort(key=lambda w: -w.ready_at)  # pop() gives the one ready soonest
         for gname, cap in snap.capacity.items():
             ix.free[gname] = cap - held.get(gname, 0)
-        ix.active = [j for j in snap.jobs if j.phase not in _TERMINAL]  # not j.phase.terminal
+        return ix
+
+    @classmethod
+    def _of_live(cls, snap: ClusterSnapshot) -> Index:
+        """The same index from the driver's live one: copies of its sorted lists, no walk of workers
+        (``by_job`` and ``workers`` are the live index's own, read-only)."""
+        live = snap.live
+        ix = cls(snap=snap)
+        ix.new = set(snap.new_job_ids)
+        ix.workers = live.workers
+        ix.by_job = live.by_job
+        ix.idle = defaultdict(list, groups(live.idle))
+        ix.prov_free = defaultdict(list, groups(live.prov_free))
+        for gname, cap in snap.capacity.items():
+            ix.free[gname] = cap - live.held.get(gname, 0)
         return ix
 
     def gpus(self, model: str) -> int:
@@ -242,9 +271,12 @@ def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
     if not snap.min_warm:
         return d
     count: dict[str, int] = defaultdict(int)
-    for w in snap.workers:
-        if w.model is not None:
-            count[w.model] += 1
+    if snap.live is not None:
+        count.update(snap.live.per_model)
+    else:
+        for w in snap.workers:
+            if w.model is not None:
+                count[w.model] += 1
     for p in d.provision:
         count[p.model] += p.count
     release: list[str] = []

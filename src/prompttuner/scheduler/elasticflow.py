@@ -119,7 +119,7 @@ class ElasticFlowPolicy(Policy):
             )
             release = [w.worker_id for w in idle if self.expired(w, now)]
             d = keep_warm_floor(snapshot, Decisions(release=tuple(release)))
-            wake = boundary if ix.active else None
+            wake = boundary if ix.any_active() else None
             return replace(d, wake_at=self._wake(snapshot, d, wake))
         return _Round(self, snapshot, ix).decide()
 

@@ -81,16 +81,16 @@ Interpretations (each a choice where the papers leave room or do not fit prompt 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prompttuner.core.types import (
     Admission,
     ArrivalStats,
     ClusterSnapshot,
     Decisions,
-    JobView,
     Provision,
     WorkerView,
 )
@@ -175,9 +175,22 @@ class INFlessPolicy(Policy):
         self.half_slo = half_slo
         self.margin = margin
         self.censored = censored
+        # the windows of each function's last histogram (its idle and censored samples): computed
+        # once per change of the samples, not at every arrival
+        self._windows: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, float]]] = {}
 
     def windows(self, stats: ArrivalStats | None) -> tuple[float, float]:
         """(pre-warm, keep-alive) windows of one function from the idle times of its instances."""
+        if stats is not None:
+            hit = self._windows.get(stats.model)
+            if hit is not None and hit[0] == stats.idle_gaps and hit[1] == stats.released_idle:
+                return hit[2]
+            got = self._windows_of(stats)
+            self._windows[stats.model] = (stats.idle_gaps, stats.released_idle, got)
+            return got
+        return self._windows_of(stats)
+
+    def _windows_of(self, stats: ArrivalStats | None) -> tuple[float, float]:
         if self.fixed_keep is not None:
             return 0.0, self.fixed_keep
         gaps = list(stats.idle_gaps) if stats is not None else []
@@ -209,24 +222,68 @@ class INFlessPolicy(Policy):
             keeps.append(tail if keep is None else keep * (1.0 + self.window_margin))
         return min(pres), max(keeps)
 
+    @staticmethod
+    def _oldest_idle(ix: Index, keys: Sequence[tuple[str, str]], now: float) -> Iterable[WorkerView]:
+        """The idle instances of ``keys``' lists, oldest first (no idle time: now), ties in list order."""
+        lists = [ix.idle[k] for k in keys if ix.idle.get(k)]
+        if any(lst[0].idle_since is None for lst in lists):  # each list is sorted with None first
+            return sorted(
+                (w for lst in lists for w in lst),
+                key=lambda w: w.idle_since if w.idle_since is not None else now,
+            )
+        return heapq.merge(*lists, key=lambda w: w.idle_since if w.idle_since is not None else now)
+
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
+        """Per decision the work is in the jobs that hold no worker (running jobs are never resized):
+        the queues come from the driver's live index when it has one, and a function whose head cannot
+        be placed ends its queue's walk; idle instances are counted, not listed, while jobs are placed.
+        """
         ix = Index.build(snapshot)
         now = snapshot.now
+        live = snapshot.live
         admissions = tuple(Admission(j, True) for j in snapshot.new_job_ids)
         alloc: dict[str, tuple[str, ...]] = {}
         provisions: list[Provision] = []
         release: list[str] = []
         released: set[str] = set()  # released or taken by a job in this decision
         free = dict(ix.free)
-        queues: dict[str, list[JobView]] = defaultdict(list)
-        for j in ix.active:
-            if not ix.by_job.get(j.job_id) and j.steps_left > 0:
-                queues[j.spec.model].append(j)
-        order = sorted((j for q in queues.values() for j in q), key=lambda j: (j.spec.arrival, j.job_id))
+        jobs = snapshot.job_index
+        queues: Mapping[str, list[tuple[float, str]]]  # per function, (arrival, job) in order
+        if live is not None:
+            queues = live.queued
+        else:
+            queues = defaultdict(list)
+            for j in ix.active:
+                if not ix.by_job.get(j.job_id):
+                    queues[j.spec.model].append((j.spec.arrival, j.job_id))
+            for q in queues.values():
+                q.sort()
+        # untaken idle instances per (function, GPU type) and their GPUs per type
+        idle_n: dict[tuple[str, str], int] = {k: len(v) for k, v in ix.idle.items()}
+        idle_g: dict[str, int] = defaultdict(int)
+        for (m, t), lst in ix.idle.items():
+            idle_g[t] += len(lst) * ix.gpus(m)
+
+        def taken(w: WorkerView) -> None:  # an idle instance leaves the pool of this decision
+            released.add(w.worker_id)
+            if w.model is not None:
+                idle_n[(w.model, w.gpu_type)] -= 1
+                idle_g[w.gpu_type] -= ix.gpus(w.model)
+
+        # the queued invocations in arrival order across functions (FCFS per function: once a head
+        # cannot be placed, later invocations of that function wait behind it and are not looked at)
+        heads = [(q[0], m, 0) for m, q in queues.items() if q]
+        heapq.heapify(heads)
         blocked: set[str] = set()
-        for j in order:
-            model = j.spec.model
-            if model in blocked:  # FCFS per function: later invocations wait behind the head
+        while heads:
+            (_, jid), model, k = heapq.heappop(heads)
+            if model in blocked:
+                continue  # its queue's walk ends here
+            q = queues[model]
+            if k + 1 < len(q):
+                heapq.heappush(heads, (q[k + 1], model, k + 1))
+            j = jobs[jid]
+            if j.steps_left <= 0:
                 continue
             prof = snapshot.models[model]
             g = prof.gpus_per_replica
@@ -238,22 +295,16 @@ class INFlessPolicy(Policy):
             for gpu in snapshot.capacity:
                 if gpu not in prof.step_time_s:
                     continue
-                warm = [w for w in ix.idle.get((model, gpu), []) if w.worker_id not in released]
-                evictable = sum(
-                    snapshot.models[m].gpus_per_replica
-                    for (m, t), lst in ix.idle.items()
-                    if t == gpu and m != model
-                    for w in lst
-                    if w.worker_id not in released
-                )
-                room = len(warm) + (max(0, free.get(gpu, 0)) + evictable) // g
+                n_warm = idle_n.get((model, gpu), 0)
+                evictable = idle_g.get(gpu, 0) - n_warm * g  # idle GPUs of other functions
+                room = n_warm + (max(0, free.get(gpu, 0)) + evictable) // g
                 price = snapshot.gpu_types[gpu].price_per_hour / 3600.0 * g
                 cs = prof.cold_start_s[gpu]
                 # predicted like the runtime behaves: a start overhead, a pause when cold replicas join
                 pause = self.rescale_overhead_s(prof, gpu, 0, 1)
                 jp = self.rescale_overhead_s(prof, gpu, 1, 2)
                 for n in range(1, min(prof.max_replicas, room) + 1):
-                    nw = min(n, len(warm))
+                    nw = min(n, n_warm)
                     groups = [(nw, now), (n - nw, now + cs)]
                     f = finish_time(prof, gpu, j.steps_left, now, [x for x in groups if x[0] > 0], pause, jp)
                     plan = (n * price * (f - now), f, n, gpu)
@@ -275,7 +326,7 @@ class INFlessPolicy(Policy):
                 if w.worker_id in released:
                     continue
                 chosen.append(w.worker_id)
-                released.add(w.worker_id)  # taken (not released): keeps it out of later picks
+                taken(w)  # taken (not released): keeps it out of later picks
             cold = n - len(chosen)
             if cold > 0:
                 need = cold * g - max(0, free.get(gpu, 0))
@@ -293,7 +344,7 @@ class INFlessPolicy(Policy):
                     for w in victims:
                         if need <= 0:
                             break
-                        released.add(w.worker_id)
+                        taken(w)
                         release.append(w.worker_id)
                         gw = snapshot.models[w.model].gpus_per_replica if w.model else 1
                         free[gpu] = free.get(gpu, 0) + gw
@@ -306,7 +357,8 @@ class INFlessPolicy(Policy):
                 alloc[j.job_id] = tuple(chosen)
             else:
                 blocked.add(model)
-        waiting = any(j.job_id not in alloc for j in order)
+        # every queued invocation was placed or waits behind a blocked head
+        waiting = bool(blocked)
         wake: float | None = None
 
         def wake_me(t: float) -> None:
@@ -314,33 +366,44 @@ class INFlessPolicy(Policy):
             wake = t if wake is None else min(wake, t)
 
         # keep-alive, the pre-warmed instance of every function, and its re-warm
-        idle_of: dict[str, list[WorkerView]] = defaultdict(list)
-        for (m, _t), lst in ix.idle.items():
-            idle_of[m].extend(w for w in lst if w.worker_id not in released)
+        idle_keys: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for m, t in ix.idle:
+            idle_keys[m].append((m, t))
         spare: dict[str, int] = defaultdict(int)  # provisioning with no job: free once ready
         for (m, _t), lst in ix.prov_free.items():
             spare[m] += len(lst)
-        seen = set(snapshot.arrivals) | {w.model for w in snapshot.workers if w.model is not None}
-        busy = {w.model for w in snapshot.workers if w.job_id is not None}  # with a job (or for one)
+        if live is not None:
+            seen = set(snapshot.arrivals) | {m for m, c in live.per_model.items() if c > 0}
+            busy = {m for m, c in live.busy_model.items() if c > 0}  # with a job (or for one)
+        else:
+            seen = set(snapshot.arrivals) | {w.model for w in snapshot.workers if w.model is not None}
+            busy = {w.model for w in snapshot.workers if w.job_id is not None}
         busy |= {p.model for p in provisions} | {ix.workers[w].model for ws in alloc.values() for w in ws}
         for model in sorted(seen):
             if model not in snapshot.models:
                 continue
             st = snapshot.arrivals.get(model)
             pre, keep = self.windows(st)
-            idle = sorted(
-                idle_of.get(model, []), key=lambda w: w.idle_since if w.idle_since is not None else now
-            )
+            n_idle = sum(idle_n[k] for k in idle_keys.get(model, ()))
             other = model in busy or spare[model] > 0
             floor = 0 if other else 1  # else the youngest idle instance is the one kept
-            for w in idle[: max(0, len(idle) - floor)]:
+            # oldest idle first: release the expired ones; the first that is not expired is the next
+            # expiry (the later ones expire after it)
+            left = max(0, n_idle - floor)
+            for w in self._oldest_idle(ix, idle_keys.get(model, []), now):
+                if left <= 0:
+                    break
+                if w.worker_id in released:
+                    continue
+                left -= 1
                 since = w.idle_since if w.idle_since is not None else now
                 if now - since >= keep:
                     release.append(w.worker_id)
                     released.add(w.worker_id)
                 else:
                     wake_me(since + keep)
-            if idle or other or waiting or st is None or not st.recent_arrivals:
+                    break
+            if n_idle or other or waiting or st is None or not st.recent_arrivals:
                 continue
             prof = snapshot.models[model]
             types = [t for t in snapshot.capacity if t in prof.step_time_s]

@@ -48,7 +48,6 @@ class _Ctx:
     victims: dict[str, list[WorkerView]] = field(default_factory=dict)  # idle per GPU type, oldest first
     victim_at: dict[str, int] = field(default_factory=dict)
     _fut_model: dict[tuple[str, str], list[tuple[float, int]]] = field(default_factory=dict)
-    _prov_asc: dict[Key, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for (m, t), lst in self.ix.idle.items():
@@ -93,8 +92,13 @@ class _Ctx:
         """``future_sorted(gpu)`` restricted to one model: (finish, GPUs), in the same order."""
         got = self._fut_model.get((gpu, model))
         if got is None:
-            got = [(t, gp) for t, gp, m in self.future_sorted(gpu) if m == model]
-            self._fut_model[(gpu, model)] = got
+            # every model's list in one pass over the GPU type's (each is asked for once a decision)
+            per: dict[str, list[tuple[float, int]]] = {}
+            for t, gp, m in self.future_sorted(gpu):
+                per.setdefault(m, []).append((t, gp))
+            for m, lst in per.items():
+                self._fut_model.setdefault((gpu, m), lst)
+            got = self._fut_model.setdefault((gpu, model), [])
         return got
 
     def prov_times(self, key: Key, limit: int) -> list[float]:
@@ -104,13 +108,8 @@ class _Ctx:
         its untaken workers are exactly the list, and their ascending times a suffix of the first one.
         """
         pf = self.ix.prov_free.get(key)
-        if not pf:
+        if not pf or limit <= 0:
             return []
-        asc = self._prov_asc.get(key)
-        if asc is None:
-            asc = [w.ready_at for w in reversed(pf)]
-            self._prov_asc[key] = asc
-        off = len(asc) - len(pf)
-        return asc[off : off + limit]
+        return [w.ready_at for w in reversed(pf[-limit:])]
 
     keep_s: dict[str, float] = field(default_factory=dict)  # keep-alive per model, set by the pools

@@ -115,8 +115,10 @@ class WarmPools(Planner):
             model, gpu = key
             prof = snap.models[model]
             idle = [w for w in ix.idle.get(key, []) if w.worker_id not in ctx.taken]
-            surplus = sum(c for _, _, c in ctx.excess.get(key, []))
-            prov = sum(1 for w in ix.prov_free.get(key, []) if w.worker_id not in ctx.taken)
+            surplus = ctx.excess_n.get(key, 0)  # the sum over ctx.excess[key], kept by _take
+            # untaken provisioning workers: the list itself (it loses workers only by pop, see
+            # _Ctx.prov_times)
+            prov = len(ix.prov_free.get(key, ()))
             target = targets.get(key, 0)
             warm = len(idle) + surplus + prov
             if self.count_frees and target > 0:
@@ -156,7 +158,6 @@ class WarmPools(Planner):
                     ctx.release.append(w.worker_id)
                     ix.free[gpu] = ix.free.get(gpu, 0) + prof.gpus_per_replica
                     warm -= 1
-                ctx._prov_asc.pop(key, None)
             if self.boost:
                 self._boost(ctx, key, jobs)
 

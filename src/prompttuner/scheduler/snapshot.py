@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
+from prompttuner.core.live import Lazy, LiveIndex
 from prompttuner.core.types import (
     ArrivalStats,
     ClusterSnapshot,
@@ -79,16 +80,18 @@ def build_snapshot(
     book: ArrivalBook,
     new_job_ids: Sequence[str] = (),
     min_warm: Mapping[str, int] | None = None,
+    live: LiveIndex | None = None,
 ) -> ClusterSnapshot:
     """What a policy sees at ``now`` (built the same way by the simulator and the live controller)."""
     return ClusterSnapshot(
         now=now,
-        jobs=tuple(jobs),
-        workers=tuple(workers),
+        jobs=jobs if isinstance(jobs, Lazy) else tuple(jobs),
+        workers=workers if isinstance(workers, Lazy) else tuple(workers),  # type: ignore[arg-type]
         models=models,
         gpu_types=gpu_types,
         capacity=capacity,
         arrivals=book.stats(),
         new_job_ids=tuple(new_job_ids),
         min_warm=min_warm if min_warm is not None else {},
+        live=live,
     )

@@ -17,7 +17,7 @@ class _Job:
     stop: float = math.inf  # steps after which it stops: its work, or the user's max_steps if fewer
     phase: JobPhase = JobPhase.QUEUED
     admitted: bool = False
-    steps_done: float = 0.0
+    steps_done: float = 0.0  # steps run by ``last_t`` (progress since then is ``Simulator.steps_at``)
     last_t: float = 0.0
     workers: list[str] = field(default_factory=list)
     ready_n: int = 0
@@ -34,6 +34,9 @@ class _Job:
     estimate0: float = 0.0  # the work estimate at admission (the policies see spec.work_steps)
     next_check: float = math.inf  # steps after which the estimate is refreshed
     r: float = 0.0  # steps per second now (``rate``, kept by the simulator when ready_n or gpu change)
+    ver: int = 0  # bumped when its progress model changes: older heap entries of the job are stale
+    view_t: float = math.nan  # the time its cached view was built at (a running job's moves on)
+    queued: bool = False  # listed in the live index as holding no worker
 
     def rate(self, models: Mapping[str, ModelProfile]) -> float:
         if self.ready_n <= 0 or self.gpu is None:

@@ -96,7 +96,10 @@ def simulate(
     cfg: WorkloadConfig,
     catalog: Catalog,
     progress: Callable[[int, int], None] | None = None,
+    incremental: bool = True,
 ) -> SimResult:
+    """One policy on ``jobs``; ``incremental=False`` hands the policy snapshots without the simulator's
+    live index, so it plans from the snapshot alone (the reference the incremental path must equal)."""
     estimates = ErrorModel.parse(cfg.prediction)
     seen, true, slow = predict_jobs(jobs, estimates, cfg.seed)  # the policies see estimates only
     policy = build_policy(name, cfg, catalog, seen)
@@ -110,6 +113,7 @@ def simulate(
         slowdown=slow,
         estimates=estimates if cfg.refresh else None,
         progress=progress,
+        incremental=incremental,
     )
     res = sim.run()
     res.policy = name
