@@ -440,6 +440,12 @@ def test_dashboard_shows_jobs_and_follows_them(driver: Any, live: Live) -> None:
     assert count(driver, "#workers tbody tr") >= 2
     gpu = text(driver, "#gpu")
     assert "GPU-s held" in gpu and "GPU-s charged (your jobs)" in gpu
+    # which worker holds which base LLM, and the warm workers per model
+    held = driver.execute_script(
+        "return [...document.querySelectorAll('#workers tbody tr')].map((r) => r.dataset.model)"
+    )
+    assert held and set(held) == {"tiny"}, held
+    assert "tiny 2" in gpu and "warm by model" in gpu
 
     # a job submitted while the page is open shows up, and the page follows it to its end
     before = polls(driver)

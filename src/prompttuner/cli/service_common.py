@@ -15,7 +15,7 @@ def build_service(
     home: Path,
     workers: int,
     warm: int | None,
-    model: str,
+    model: str | tuple[str, ...],
     backend: str,
     policy: str,
     db: str | None,
@@ -24,7 +24,8 @@ def build_service(
     chunk_s: float = 4.0,
     backend_options: dict[str, Any] | None = None,
 ) -> Any:
-    """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines)."""
+    """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines);
+    ``model``: the base LLM, or the base LLMs, the warm pools hold."""
     for mod in plugins:
         importlib.import_module(mod)
     from prompttuner.runtime.engine import REAL_ENGINE
@@ -36,7 +37,7 @@ def build_service(
         backend=backend,
         engine=engine or REAL_ENGINE,
         policy=policy,
-        models=(model,),
+        models=(model,) if isinstance(model, str) else tuple(model),
         workers=workers,
         warm=warm,
         backend_options=dict(backend_options or {}),

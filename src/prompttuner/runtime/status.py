@@ -27,6 +27,7 @@ class StatusView(ControllerBase):
                     {
                         "id": w.worker_id,
                         "model": w.model,
+                        "switching_from": w.switch_from,  # the model it unloads while loading this one
                         "state": worker_state(w).value,
                         "job": w.job_id,
                         "op": w.op,
