@@ -139,3 +139,80 @@ def test_replay_pool_shows_a_switching_worker_as_provisioning_then_warm_on_its_n
     (w,) = workers
     assert w["model"] == "b" and w["switches"] == [{"t": 20, "from": "a", "to": "b"}]
     assert w["ready_at"] == 23
+
+
+def test_the_prompttuner_policy_serves_two_models_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``serve --models tiny,tiny2 --workers 2`` runs it: one warm worker per model, each model's jobs
+    on its own worker, both running at once."""
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3)
+    cfg = ServiceConfig(
+        home=tmp_path / "home", engine=FAKE_ENGINE, controller=ccfg, models=("tiny", "tiny2"), workers=2
+    )
+    service = Service(cfg)
+    assert service.policy.name == "prompttuner" and getattr(service.policy, "switch", None) is True
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"] == {"tiny": 1, "tiny2": 1})
+        a = client.post("/v1/jobs", json=job_body(max_steps=60)).json()["id"]
+        b = client.post("/v1/jobs", json=job_body(model="tiny2", max_steps=60)).json()["id"]
+
+        def both_running() -> bool:
+            jobs = [client.get(f"/v1/jobs/{j}").json() for j in (a, b)]
+            return all(j["status"] == "running" and j["progress"]["steps_done"] > 0 for j in jobs)
+
+        wait_for(both_running)
+        held = {w["job"]: w["model"] for w in client.get("/v1/cluster").json()["workers"] if w["job"]}
+        assert held == {a: "tiny", b: "tiny2"}
+        for jid in (a, b):
+            done = wait_done(client, jid)
+            assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 60
+            got, want = _w(client, service, jid)
+            assert got == pytest.approx(want, rel=1e-12)
+        assert service.controller.policy_error is None
+
+
+def test_the_prompttuner_policy_switches_an_idle_worker_when_the_pool_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three workers on two models, one warm each by the floor: a second job of tiny cold-starts a
+    third worker; once it is idle and the pool is full, a second job of tiny2 gets that worker by a switch
+    (a long keep-alive keeps the idle worker from being released first)."""
+    from prompttuner.scheduler import make_policy
+
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3)
+    cfg = ServiceConfig(
+        home=tmp_path / "home",
+        engine=FAKE_ENGINE,
+        controller=ccfg,
+        models=("tiny", "tiny2"),
+        workers=3,
+        warm=2,
+    )
+    service = Service(cfg, policy=make_policy("prompttuner", switch=True, keep_factor=1000.0))
+    assert service.controller.cfg.min_warm == {"tiny": 1, "tiny2": 1}
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+
+        def cluster() -> dict[str, Any]:
+            return dict(client.get("/v1/cluster").json())
+
+        wait_for(lambda: cluster()["warm_models"] == {"tiny": 1, "tiny2": 1})
+        long_a = client.post("/v1/jobs", json=job_body(max_steps=400)).json()["id"]
+        short_a = client.post("/v1/jobs", json=job_body(max_steps=8)).json()["id"]
+        assert wait_done(client, short_a)["status"] == "succeeded"
+        long_b = client.post("/v1/jobs", json=job_body(model="tiny2", max_steps=400)).json()["id"]
+        wait_for(lambda: client.get(f"/v1/jobs/{long_b}").json()["progress"]["steps_done"] > 0)
+        assert cluster()["warm_models"] == {"tiny": 2, "tiny2": 1}  # the idle third worker holds tiny
+        short_b = client.post("/v1/jobs", json=job_body(model="tiny2", max_steps=8)).json()["id"]
+        assert wait_done(client, short_b)["status"] == "succeeded"
+        switch = [e for e in _events(client, short_b) if e["kind"] == "switch"]
+        assert len(switch) == 1 and switch[0]["data"] == {"from": "tiny", "to": "tiny2"}
+        assert cluster()["warm_models"] == {"tiny": 1, "tiny2": 2}
+        assert client.get(f"/v1/jobs/{long_a}").json()["status"] == "running"  # side by side all along
+        for jid in (long_a, long_b):
+            client.post(f"/v1/jobs/{jid}/cancel")
+        assert service.controller.policy_error is None

@@ -93,13 +93,16 @@ def jobs_table(
 
 
 def cluster_line(c: dict[str, Any]) -> str:
-    """The worker pool in one line: workers by state, capacity, backend, policy, GPU-seconds."""
+    """The worker pool in one line: workers by state, capacity, backend, policy, warm workers per base LLM,
+    GPU-seconds."""
     states: dict[str, int] = {}
     for w in c["workers"]:
         states[w["state"]] = states.get(w["state"], 0) + 1
     ws = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    warm = c.get("warm_models") or {}
+    by_model = f"; warm by model: {', '.join(f'{m} {n}' for m, n in sorted(warm.items()))}" if warm else ""
     return (
-        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}); "
+        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}{by_model}); "
         f"GPU-seconds held {c['gpu_seconds_held']:.1f}, busy {c['gpu_seconds_busy']:.1f}, "
         f"utilisation {c['utilisation']:.0%}"
     )
