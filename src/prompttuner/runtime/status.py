@@ -21,7 +21,7 @@ class StatusView(ControllerBase):
             busy = 0.0
             for w in self.workers.values():
                 held += now - w.requested_at
-                extra = now - w.op_started if w.op is not None else 0.0
+                extra = now - w.op_started if w.op not in (None, "switch") else 0.0  # loading is not busy
                 busy += w.busy_s + extra
                 workers.append(
                     {
