@@ -222,8 +222,8 @@ class ControllerBase:
             for rt in [j for j in self.jobs.values() if j.payload.model == model]:
                 left = max(1.0, rt.work_steps - rt.steps_done)
                 earliest = start + left / fastest if fastest > 0 else float("inf")
-                if (rt.deadline < now) if rt.best_effort else (earliest <= rt.deadline):
-                    continue
+                if (rt.deadline >= now) if rt.best_effort else (earliest <= rt.deadline):
+                    continue  # it can still be served: a best-effort job until its deadline has passed
                 self._detach_all(rt, now)
                 msg = (
                     f"model {model!r} could not be loaded ({h.failures} cold starts failed in a row; last: "
