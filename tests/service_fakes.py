@@ -23,6 +23,7 @@ from prompttuner.core.types import (
     JobSpec,
     Provision,
     Quote,
+    Switch,
     WorkerState,
 )
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
@@ -167,3 +168,58 @@ class GreedyPolicy(Policy):
         finish = snap.now + job.work_steps * snap.models[job.model].step_time(gpu, 1)
         ok = finish <= job.deadline
         return Quote(finish, 0.0, 1, ok, None if ok else finish)
+
+
+@register("test-switcher")
+class SwitcherPolicy(Policy):
+    """Test policy: admit all; keep ``prewarm`` workers per model; each job gets one worker of its model
+    (earliest deadline first): an idle one, else one still loading, else an idle worker of another model
+    switched to it (when the switch beats a cold start), else a cold start."""
+
+    def __init__(self, prewarm: dict[str, int] | None = None) -> None:
+        self.prewarm = dict(prewarm or {})
+
+    def decide(self, snap: ClusterSnapshot) -> Decisions:
+        adm = tuple(Admission(j, True) for j in snap.new_job_ids)
+        gpu = next(iter(snap.gpu_types))
+        free = sum(snap.capacity.values()) - snap.gpus_held()
+        allocs: dict[str, tuple[str, ...]] = {}
+        switch: list[Switch] = []
+        prov: list[Provision] = []
+        used = {w.worker_id for w in snap.workers if w.job_id is not None}
+        jobs = sorted((j for j in snap.jobs if not j.phase.terminal), key=lambda j: (j.deadline, j.job_id))
+        for j in jobs:
+            if j.workers:
+                continue
+            model = j.spec.model
+            prof = snap.models[model]
+            mine = [
+                w
+                for w in snap.workers
+                if w.model == model and w.worker_id not in used and w.state != WorkerState.BUSY
+            ]
+            mine.sort(key=lambda w: (w.state == WorkerState.PROVISIONING, w.ready_at))
+            if mine:
+                allocs[j.job_id] = (mine[0].worker_id,)
+                used.add(mine[0].worker_id)
+                continue
+            other = [
+                w
+                for w in snap.workers
+                if w.model != model and w.worker_id not in used and w.state == WorkerState.IDLE
+            ]
+            if other and prof.switch_time(gpu) < prof.cold_start_s[gpu]:
+                switch.append(Switch(other[0].worker_id, model, j.job_id))
+                used.add(other[0].worker_id)
+            elif free > 0:
+                prov.append(Provision(model, gpu, 1, job_id=j.job_id))
+                free -= 1
+        for model, want in sorted(self.prewarm.items()):
+            have = sum(1 for w in snap.workers if w.model == model) + sum(
+                p.count for p in prov if p.model == model
+            )
+            n = min(max(0, want - have), free)
+            if n > 0:
+                prov.append(Provision(model, gpu, n))
+                free -= n
+        return Decisions(allocations=allocs, provision=tuple(prov), switch=tuple(switch), admissions=adm)

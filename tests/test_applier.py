@@ -145,7 +145,7 @@ def test_the_controller_records_an_invalid_decision_changes_nothing_and_keeps_se
 ) -> None:
     import test_conformance
 
-    monkeypatch.setattr(test_conformance, "build", lambda name: Broken())
+    monkeypatch.setattr(test_conformance, "build", lambda name, *scenario: Broken())
     store, tenant = new_store(tmp_path / "home")
     calls, ctl = run_live("broken", [0.0, 5.0, 20.0, 25.0], store, tenant)
     errors = [e for e in _events(ctl) if e[0] == "policy_error"]

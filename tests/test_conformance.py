@@ -13,6 +13,11 @@ simulator fractional progress.  The scenario's steps are slow (1,000 s on one re
 no job completes a step inside the compared window, and ``steps_done`` is compared as whole steps.
 
 Adding a policy to the registry adds it here (``policy_names()``).
+
+A second scenario serves two base LLMs whose profiles have a switch time: every policy runs it through
+both drivers too (several models must not break any of them), and so does a scripted policy that switches
+an idle worker of one model to the other (``service_fakes.SwitcherPolicy``), so the switch itself (the
+worker loading the other model, its ready time, the job it joins) is compared decision by decision.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from prompttuner.scheduler.base import Policy
 from prompttuner.sim.engine import Simulator
 from prompttuner.state.models import DataFile, Job
 from prompttuner.state.store import Store
+from service_fakes import SwitcherPolicy
 
 GPU = "cpu"
 MODEL = "m"
@@ -58,6 +64,12 @@ PROFILE = ModelProfile(
 )
 CAPACITY = 4
 MIN_WARM = {MODEL: 1}
+OTHER = "n"
+# the two-model scenario: switching to either model takes 5 s, a cold start 20 s
+SWITCHABLE = {
+    MODEL: dataclasses.replace(PROFILE, switch_s={GPU: 5.0}),
+    OTHER: dataclasses.replace(PROFILE, name=OTHER, switch_s={GPU: 5.0}),
+}
 # (job id, arrival, work in steps, deadline after arrival): tight and loose deadlines, one hopeless
 JOBS = [
     ("j1", 0.0, 3.0, 4_000.0),
@@ -71,11 +83,33 @@ TENANT = "tn-conf"
 MAX_STEPS = 1000
 
 
-def specs(tenant: str = TENANT) -> list[JobSpec]:
+# (job id, arrival, work, deadline after arrival, model): a job of m comes first (the scripted policy
+# pre-warms a second worker of m beside it), then jobs of n and of m while that worker is idle
+TWO_MODEL_JOBS = [
+    ("k0", 0.0, 3.0, 30_000.0, MODEL),
+    ("k1", 30.0, 3.0, 30_000.0, OTHER),
+    ("k2", 40.0, 2.0, 30_000.0, MODEL),
+    ("k3", 60.0, 2.0, 30_000.0, OTHER),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    jobs: tuple[tuple[str, float, float, float, str], ...]
+    models: dict[str, ModelProfile]
+    capacity: int
+    min_warm: dict[str, int]
+
+
+ONE = Scenario(tuple((*j, MODEL) for j in JOBS), {MODEL: PROFILE}, CAPACITY, MIN_WARM)
+TWO = Scenario(tuple(TWO_MODEL_JOBS), SWITCHABLE, 2, {MODEL: 0, OTHER: 0})
+
+
+def specs(tenant: str = TENANT, scenario: Scenario = ONE) -> list[JobSpec]:
     return [
         JobSpec(
             job_id=jid,
-            model=MODEL,
+            model=model,
             arrival=t,
             slo=SLO(t + window, None, False),
             work_steps=work,
@@ -83,7 +117,7 @@ def specs(tenant: str = TENANT) -> list[JobSpec]:
             tenant=tenant,
             init="random",
         )
-        for jid, t, work, window in JOBS
+        for jid, t, work, window, model in scenario.jobs
     ]
 
 
@@ -91,9 +125,12 @@ def policies() -> list[str]:
     return [n for n in policy_names() if not n.startswith("test-")]
 
 
-def build(name: str) -> Policy:
+def build(name: str, scenario: Scenario = ONE) -> Policy:
     if name == "reserved":
-        return make_policy("reserved", pool={MODEL: 2}, gpu_type=GPU)
+        pool = {MODEL: 2} if scenario is ONE else {MODEL: 1, OTHER: 1}
+        return make_policy("reserved", pool=pool, gpu_type=GPU)
+    if name == "test-switcher":
+        return SwitcherPolicy(prewarm={MODEL: 2})
     return make_policy(name)
 
 
@@ -124,16 +161,17 @@ class Recorder(Policy):
 
 
 class FixedProfiles(ProfileBook):
-    """The scenario's profile, whatever the workers report."""
+    """The scenario's profiles, whatever the workers report."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: dict[str, ModelProfile] | None = None) -> None:
         super().__init__(None, GPU, CAPACITY)
+        self.models = models or {MODEL: PROFILE}
 
     def profile(self, model: str) -> ModelProfile:
-        return PROFILE
+        return self.models[model]
 
     def planning_profile(self, model: str) -> ModelProfile:
-        return PROFILE
+        return self.models[model]
 
     def observe_step(self, model: str, seconds_per_step: float, weak: bool = False, busy: int = 1) -> None:
         pass
@@ -143,22 +181,28 @@ class FixedProfiles(ProfileBook):
 
 
 class ScriptedBackend(Backend):
-    """Workers that are warm exactly one cold start after they were asked for, and whose requests
-    return at the next poll having run no step (the scenario ends before any step would complete)."""
+    """Workers that are warm exactly one cold start after they were asked for (a switch: one switch time
+    of the model after it was sent), and whose requests return at the next poll having run no step (the
+    scenario ends before any step would complete)."""
 
     name = "scripted"
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], models: dict[str, ModelProfile] | None = None) -> None:
         super().__init__("scripted")
         self.clock = clock
+        self.models = models or {MODEL: PROFILE}
         self.loading: dict[str, float] = {}
+        self.switching: dict[str, float] = {}
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.stopped: list[str] = []
 
     def start_worker(self, worker_id: str, model: str) -> None:
-        self.loading[worker_id] = self.clock() + PROFILE.cold_start_s[GPU]
+        self.loading[worker_id] = self.clock() + self.models[model].cold_start_s[GPU]
 
     def send(self, worker_id: str, op: str, args: dict[str, Any]) -> None:
+        if op == "switch":
+            self.switching[worker_id] = self.clock() + self.models[args["model"]].switch_time(GPU)
+            return
         self.sent.append((worker_id, op, args))
 
     def poll(self, timeout: float) -> list[Reply]:
@@ -168,6 +212,10 @@ class ScriptedBackend(Backend):
             if ready <= now + 1e-9:
                 del self.loading[wid]
                 out.append(Reply(wid, "load", True, {"load_s": PROFILE.cold_start_s[GPU]}))
+        for wid, ready in list(self.switching.items()):
+            if ready <= now + 1e-9:
+                del self.switching[wid]
+                out.append(Reply(wid, "switch", True, {"load_s": 5.0, "elapsed": 5.0}))
         for wid, op, args in self.sent:
             if op == "grad":
                 res: dict[str, Any] = {"grad": b"", "version": args["version"]}
@@ -189,16 +237,18 @@ class ScriptedBackend(Backend):
         pass
 
 
-def run_sim(name: str, tenant: str = TENANT) -> list[tuple[ClusterSnapshot, Decisions]]:
-    rec = Recorder(build(name))
+def run_sim(
+    name: str, tenant: str = TENANT, scenario: Scenario = ONE
+) -> list[tuple[ClusterSnapshot, Decisions]]:
+    rec = Recorder(build(name, scenario))
     sim = Simulator(
         rec,
-        specs(tenant),
-        {MODEL: PROFILE},
+        specs(tenant, scenario),
+        scenario.models,
         {GPU: GPUType(GPU, 1.0)},
-        {GPU: CAPACITY},
+        {GPU: scenario.capacity},
         max_time=WINDOW_S,
-        min_warm=MIN_WARM,
+        min_warm=scenario.min_warm,
     )
     sim.run()
     return [(s, d) for s, d in rec.calls if s.now < WINDOW_S]
@@ -239,22 +289,25 @@ def new_store(home: Path) -> tuple[Store, str]:
     return store, tenant.id
 
 
-def run_live(name: str, times: list[float], store: Store, tenant: str) -> tuple[Calls, Controller]:
+def run_live(
+    name: str, times: list[float], store: Store, tenant: str, scenario: Scenario = ONE
+) -> tuple[Calls, Controller]:
     clock = [0.0]
-    rec = Recorder(build(name))
-    backend = ScriptedBackend(lambda: clock[0])
+    rec = Recorder(build(name, scenario))
+    backend = ScriptedBackend(lambda: clock[0], scenario.models)
     cfg = ControllerConfig(
         gpu_type=GPU,
-        max_workers=CAPACITY,
-        min_warm=dict(MIN_WARM),
+        max_workers=scenario.capacity,
+        min_warm=dict(scenario.min_warm),
         decide_every_s=math.inf,
         worker_prefix="w",
     )
+    profiles = FixedProfiles(scenario.models)
     ctl = Controller(
-        store, backend, rec, cfg, payload_for=_payload, clock=lambda: clock[0], profiles=FixedProfiles()
+        store, backend, rec, cfg, payload_for=_payload, clock=lambda: clock[0], profiles=profiles
     )
     ctl.open()
-    pending = sorted(specs(tenant), key=lambda j: (j.arrival, j.job_id))
+    pending = sorted(specs(tenant, scenario), key=lambda j: (j.arrival, j.job_id))
     for t in times:
         clock[0] = t
         while pending and pending[0].arrival <= t + 1e-9:
@@ -264,7 +317,7 @@ def run_live(name: str, times: list[float], store: Store, tenant: str) -> tuple[
                     Job(
                         id=spec.job_id,
                         tenant_id=tenant,
-                        model=MODEL,
+                        model=spec.model,
                         training_file="file-1",
                         labels=["a", "b"],
                         target_accuracy=None,
@@ -321,3 +374,27 @@ def test_the_scenario_exercises_admission_idle_gaps_and_the_warm_minimum(tmp_pat
             assert len(s.workers_of(MODEL)) >= MIN_WARM[MODEL], f"{name} went below the warm minimum"
     assert "j3" in declined
     assert gaps
+
+
+@pytest.mark.parametrize("name", [*policies(), "test-switcher"])
+def test_with_two_models_both_drivers_agree_switches_included(name: str, tmp_path: Path) -> None:
+    store, tenant = new_store(tmp_path / "home")
+    sim_calls = run_sim(name, tenant, TWO)
+    assert len(sim_calls) >= 4, "the scenario must give the policy several decisions"
+    live_calls, ctl = run_live(name, [s.now for s, _ in sim_calls], store, tenant, TWO)
+    assert len(live_calls) == len(sim_calls)
+    for k, ((s_sim, d_sim), (s_live, d_live)) in enumerate(zip(sim_calls, live_calls, strict=True)):
+        assert comparable(s_live) == comparable(s_sim), f"{name}: snapshot {k} at t={s_sim.now} differs"
+        assert d_live == d_sim, f"{name}: decision {k} at t={s_sim.now} differs"
+    assert ctl.policy_error is None
+    if name == "test-switcher":
+        # the scenario exercises the switch: an idle m worker loads n for k1, is ready 5 s later, and
+        # the snapshots after it show it as n's (provisioning, then busy with k1) in both drivers
+        switches = [(s.now, sw) for s, d in sim_calls for sw in d.switch]
+        assert [sw.job_id for _, sw in switches] == ["k1"], switches
+        t, sw = switches[0]
+        after = next(s for s, _ in sim_calls if s.now > t)
+        w = after.worker_index[sw.worker_id]
+        assert w.model == OTHER and w.job_id == "k1"
+        assert w.ready_at == pytest.approx(t + 5.0)
+        assert ctl.workers[sw.worker_id].model == OTHER

@@ -440,6 +440,12 @@ def test_dashboard_shows_jobs_and_follows_them(driver: Any, live: Live) -> None:
     assert count(driver, "#workers tbody tr") >= 2
     gpu = text(driver, "#gpu")
     assert "GPU-s held" in gpu and "GPU-s charged (your jobs)" in gpu
+    # which worker holds which base LLM, and the warm workers per model
+    held = driver.execute_script(
+        "return [...document.querySelectorAll('#workers tbody tr')].map((r) => r.dataset.model)"
+    )
+    assert held and set(held) == {"tiny"}, held
+    assert "tiny 2" in gpu and "warm by model" in gpu
 
     # a job submitted while the page is open shows up, and the page follows it to its end
     before = polls(driver)
@@ -493,3 +499,60 @@ def _screenshot(live: Live, drv: Any, selected: str) -> None:
     Path(str(SCREENSHOT)).write_bytes(base64.b64decode(shot["data"]))
     with live.client() as c:
         c.post(f"/v1/jobs/{running}/cancel")
+
+
+def test_dashboard_shows_which_worker_holds_which_model(
+    driver: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two base LLMs in one service: the worker table names each worker's model, and the worker that
+    switched from one model to the other says so; the cards give the warm workers per model."""
+    import uvicorn
+
+    from service_fakes import SwitcherPolicy
+
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    ccfg = ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3, min_warm={"tiny": 0, "tiny2": 0})
+    cfg = ServiceConfig(
+        home=tmp_path / "home", engine="service_fakes:FakeEngine", controller=ccfg, models=("tiny", "tiny2")
+    )
+    service = Service(cfg, policy=SwitcherPolicy(prewarm={"tiny": 2}))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout=60)
+        key = str(service.default_key)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
+            wait_for(lambda: c.get("/v1/cluster").json()["warm_models"].get("tiny") == 2)
+            body: dict[str, Any] = {
+                "training_data": ROWS,
+                "labels": ["bad", "good"],
+                "duration_s": 600,
+                "hyperparameters": {"batch_size": 4, "eval_every": 4},
+            }
+            long = c.post("/v1/jobs", json={**body, "model": "tiny", "max_steps": 2000}).json()["id"]
+            wait_for(lambda: c.get(f"/v1/jobs/{long}").json()["progress"]["steps_done"] > 0)
+            other = c.post("/v1/jobs", json={**body, "model": "tiny2", "max_steps": 8}).json()["id"]
+            wait_for(lambda: c.get(f"/v1/jobs/{other}").json()["status"] == "succeeded", timeout=60)
+            switched = next(
+                e["worker"] for e in c.get(f"/v1/jobs/{other}/events").json()["data"] if e["kind"] == "switch"
+            )
+            driver.get(f"{base}/dashboard?key={key}&every={POLL_MS}")
+            row = f'#workers tr[data-worker="{switched}"]'
+            until(driver, "the switched worker's model", lambda d: attr(d, row, "data-model") == "tiny2")
+            assert "tiny2 (was tiny)" in text(driver, row)
+            held = driver.execute_script(
+                "return [...document.querySelectorAll('#workers tbody tr')].map((r) => r.dataset.model)"
+            )
+            assert sorted(held) == ["tiny", "tiny2"], held
+            until(driver, "the warm workers per model", lambda d: "tiny 1, tiny2 1" in text(d, "#gpu"))
+            errors = console_errors(driver)
+            assert errors == [], errors
+            c.post(f"/v1/jobs/{long}/cancel")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()

@@ -237,6 +237,18 @@ def test_a_model_that_does_not_load_is_retried_and_fails_its_jobs_only_when_thei
         assert client.get("/healthz").status_code == 200  # alive, though not ready
 
 
+def test_a_best_effort_job_waits_out_failed_cold_starts_until_its_deadline(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "home", models=("tiny", "broken-model"), workers=2, warm=1)
+    service.controller.cfg.load_backoff_s = 0.2
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        body = job_body(model="broken-model", best_effort=True, duration_s=600)
+        jid = client.post("/v1/jobs", json=body).json()["id"]
+        wait_for(lambda: len([e for e in _events(client, jid=None) if e["kind"] == "load_failure"]) >= 3)
+        assert client.get(f"/v1/jobs/{jid}").json()["status"] == "queued"  # not failed: it may still run
+        client.post(f"/v1/jobs/{jid}/cancel")
+
+
 def test_a_model_whose_first_loads_fail_comes_up_and_runs_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,3 +75,45 @@ def test_real_tuning_end_to_end_over_http(tmp_path: Path, monkeypatch: pytest.Mo
         assert pred.status_code == 200, pred.text
         assert set(pred.json()["predictions"]) <= {"negative", "positive"}
         assert client.get("/v1/cluster").json()["profiles"]["smollm2-135m"]["measured"] is True
+
+
+def test_a_real_worker_switches_between_the_two_bundled_models_and_trains_on_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's ``switch`` on the real engine: SmolLM2-135M out, Gemma-3-270M in (and back); a job
+    trains a step on the model the worker holds, and the model it left is no longer in the process's cache."""
+    from prompttuner.runtime.engine import REAL_ENGINE, JobPayload
+    from prompttuner.runtime.worker import WorkerCore
+    from prompttuner.tuning import models as tmodels
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    core = WorkerCore("w-real", "smollm2-135m", REAL_ENGINE)
+    assert core.loaded.embed_dim == 576
+
+    def one_step(model: str) -> dict[str, object]:
+        job = JobPayload(
+            job_id=f"j-{model}",
+            model=model,
+            train_path=str(TASK / "train.jsonl"),
+            test_path=None,
+            labels=("negative", "positive"),
+            max_steps=1,
+            num_virtual_tokens=4,
+            max_length=32,
+            eval_every=0,
+        )
+        return core.handle("train", {"job": job, "state": None, "version": 0, "steps": 1, "budget_s": 60.0})
+
+    smollm = core.loaded
+    out = core.handle("switch", {"model": "gemma3-270m"})
+    assert core.model == "gemma3-270m" and core.loaded.name == "gemma3-270m"
+    assert core.loaded.embed_dim == 640  # Gemma-3-270M's width, not SmolLM2's
+    assert out["load_s"] > 0 and out["unload_s"] >= 0
+    assert all(v is not smollm for v in tmodels._LOADED.values())  # the process let it go
+    assert one_step("gemma3-270m")["steps_done"] == 1
+    gemma = core.loaded
+    core.handle("switch", {"model": "smollm2-135m"})
+    assert core.loaded.embed_dim == 576 and core._sessions == {}
+    assert all(v is not gemma for v in tmodels._LOADED.values())
+    assert one_step("smollm2-135m")["steps_done"] == 1

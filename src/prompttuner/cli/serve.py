@@ -59,8 +59,16 @@ def serve_cmd(
     port: int = typer.Option(DEFAULT_PORT, "--port", help="HTTP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on"),
     workers: int = typer.Option(2, "--workers", min=1, help="most workers (GPUs) held at once"),
-    warm: int = typer.Option(-1, "--warm", help="workers kept warm on --model (default: --workers)"),
+    warm: int = typer.Option(
+        -1, "--warm", help="workers kept warm, spread over the models in order (default: --workers)"
+    ),
     model: str = typer.Option("smollm2-135m", "--model", help="base LLM the warm pool holds"),
+    models: str = typer.Option(
+        None,
+        "--models",
+        help="several base LLMs, comma-separated (e.g. smollm2-135m,gemma3-270m): a warm pool each, and "
+        "an idle worker may switch models instead of a cold start; overrides --model",
+    ),
     backend: str = typer.Option("local", "--backend", help="local (worker processes) or ray"),
     policy: str = typer.Option("prompttuner", "--policy", help="scheduling policy"),
     db: str = typer.Option(None, "--db", help="SQLAlchemy URL (default: SQLite in $PROMPTTUNER_HOME)"),
@@ -81,12 +89,15 @@ def serve_cmd(
 
     os.umask(0o077)  # everything the service writes (database, data, checkpoints, prompts) is private
     h = home_dir(home)
+    served = tuple(dict.fromkeys(m.strip() for m in models.split(",") if m.strip())) if models else (model,)
+    if not served:
+        fail("--models names no model")
     try:
         service = build_service(
             h,
             workers,
             None if warm < 0 else warm,
-            model,
+            served,
             backend,
             policy,
             db,
@@ -99,7 +110,7 @@ def serve_cmd(
         fail(str(e))
     url = f"http://{host}:{port}"
     write_private(h / "server.json", json.dumps({"url": url, "pid": os.getpid(), "started": time.time()}))
-    console.print(f"PromptTuner on [bold]{url}[/] (docs: {url}/docs) home={h}")
+    console.print(f"PromptTuner on [bold]{url}[/] (docs: {url}/docs) home={h} models={','.join(served)}")
     console.print(f"API key of tenant 'default' in {h / 'api_key'}; the admin key in {h / 'admin_key'}")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 

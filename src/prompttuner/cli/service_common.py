@@ -15,7 +15,7 @@ def build_service(
     home: Path,
     workers: int,
     warm: int | None,
-    model: str,
+    model: str | tuple[str, ...],
     backend: str,
     policy: str,
     db: str | None,
@@ -24,7 +24,8 @@ def build_service(
     chunk_s: float = 4.0,
     backend_options: dict[str, Any] | None = None,
 ) -> Any:
-    """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines)."""
+    """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines);
+    ``model``: the base LLM, or the base LLMs, the warm pools hold."""
     for mod in plugins:
         importlib.import_module(mod)
     from prompttuner.runtime.engine import REAL_ENGINE
@@ -36,7 +37,7 @@ def build_service(
         backend=backend,
         engine=engine or REAL_ENGINE,
         policy=policy,
-        models=(model,),
+        models=(model,) if isinstance(model, str) else tuple(model),
         workers=workers,
         warm=warm,
         backend_options=dict(backend_options or {}),
@@ -92,13 +93,16 @@ def jobs_table(
 
 
 def cluster_line(c: dict[str, Any]) -> str:
-    """The worker pool in one line: workers by state, capacity, backend, policy, GPU-seconds."""
+    """The worker pool in one line: workers by state, capacity, backend, policy, warm workers per base LLM,
+    GPU-seconds."""
     states: dict[str, int] = {}
     for w in c["workers"]:
         states[w["state"]] = states.get(w["state"], 0) + 1
     ws = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    warm = c.get("warm_models") or {}
+    by_model = f"; warm by model: {', '.join(f'{m} {n}' for m, n in sorted(warm.items()))}" if warm else ""
     return (
-        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}); "
+        f"workers: {ws} (capacity {c['capacity']}, backend {c['backend']}, policy {c['policy']}{by_model}); "
         f"GPU-seconds held {c['gpu_seconds_held']:.1f}, busy {c['gpu_seconds_busy']:.1f}, "
         f"utilisation {c['utilisation']:.0%}"
     )

@@ -14,6 +14,7 @@ from prompttuner.core.types import (
     ModelProfile,
     Provision,
     Quote,
+    Switch,
     WorkerState,
     WorkerView,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ModelProfile",
     "Provision",
     "Quote",
+    "Switch",
     "WorkerState",
     "WorkerView",
 ]

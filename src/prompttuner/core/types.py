@@ -70,6 +70,13 @@ class ModelProfile:
     max_replicas: int = 32
     sync_overhead_s: float = 0.02  # per log2(n) doubling, per step
     min_replica_batch: int = 1
+    # per GPU type: seconds to load this model on a warm worker that holds another one (unload it, load
+    # these weights: the cold start without the instance start); a type not named here cannot switch
+    switch_s: Mapping[str, float] = field(default_factory=dict)
+
+    def switch_time(self, gpu_type: str) -> float:
+        """Seconds a warm worker on ``gpu_type`` takes to switch to this model (inf: it cannot)."""
+        return self.switch_s.get(gpu_type, math.inf)
 
     def step_time(self, gpu_type: str, replicas: int) -> float:
         if replicas < 1:
@@ -256,18 +263,35 @@ class Provision:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """Load ``model`` on the idle warm worker ``worker_id`` in place of the base LLM it holds.
+
+    The worker unloads its model and loads the other one's weights (``ModelProfile.switch_time``: the
+    cold start without starting an instance); it keeps its GPUs and its cost, and is provisioning until
+    the load ends.  When ``job_id`` is set it joins that job's allocation at once, as a provision does.
+    Both models must take the same GPUs per replica.
+    """
+
+    worker_id: str
+    model: str
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Decisions:
     """What a policy wants.  Drivers apply it; anything not mentioned stays as it is.
 
     ``allocations`` maps a job to the full set of workers it should hold from now on (an empty tuple
     pauses it).  A worker may appear in at most one allocation; it must hold the job's model, be idle or
-    already this job's, or be provisioning (the job then starts when it is ready).
+    already this job's, or be provisioning (the job then starts when it is ready).  ``switch`` turns idle
+    warm workers that no allocation or release names to another base LLM (see :class:`Switch`).
     """
 
     allocations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     provision: tuple[Provision, ...] = ()
     release: tuple[str, ...] = ()
     admissions: tuple[Admission, ...] = ()
+    switch: tuple[Switch, ...] = ()  # idle warm workers that load another base LLM
     # when the policy wants to be asked again even if nothing happens (e.g. a planned resize or release)
     wake_at: float | None = None
 
@@ -277,7 +301,8 @@ class Event:
     """Every decision that changes a job becomes an event (stored, shown by the API, fed to metrics)."""
 
     time: float
-    kind: str  # arrive, admit, decline, allocate, provision, release, progress, finish, miss, cancel, fail
+    # arrive, admit, decline, allocate, provision, switch, release, progress, finish, miss, cancel, fail
+    kind: str
     job_id: str | None = None
     worker_id: str | None = None
     data: Mapping[str, object] = field(default_factory=dict)

@@ -109,6 +109,8 @@ class LocalBackend(Backend):
         if p.inflight is not None:
             raise RuntimeError(f"worker {worker_id} is busy with {p.inflight!r}")
         p.inflight, p.sent_at = op, time.monotonic()
+        if op == "switch":
+            p.model = str(args["model"])
         try:
             p.conn.send((op, args))
         except (OSError, EOFError, BrokenPipeError):
@@ -118,7 +120,7 @@ class LocalBackend(Backend):
         replies: list[Reply] = []
         now = time.monotonic()
         for wid, p in list(self._procs.items()):
-            limit = self.load_timeout_s if p.inflight == "load" else self.op_timeout_s
+            limit = self.load_timeout_s if p.inflight in ("load", "switch") else self.op_timeout_s
             if p.dead or (p.inflight is not None and now - p.sent_at > limit):
                 why = "connection lost" if p.dead else f"{p.inflight!r} ran past {limit:.0f}s"
                 replies.append(self._fail(wid, why))
@@ -152,7 +154,7 @@ class LocalBackend(Backend):
                 continue
             op, ok, payload = msg
             p.inflight = None
-            if op == "load" and not ok:
+            if op in ("load", "switch") and not ok:
                 replies.append(self._fail(wid, f"could not load model {p.model!r}: {payload}"))
                 continue
             replies.append(

@@ -351,7 +351,11 @@ class Controller(Dispatch, Recovery, StatusView):
                 draining += 1
                 continue
             models.add(w.model)
-            cold = self.profiles.profile(w.model).cold_start_s[gpu]
+            prof = self.profiles.profile(w.model)
+            if w.switch_from is not None and w.load_from is not None:  # switching: ready after its load
+                loads_until = w.load_from + prof.switch_time(gpu)
+            else:
+                loads_until = (w.start_at or w.requested_at) + prof.cold_start_s[gpu]
             workers.append(
                 WorkerView(
                     worker_id=w.worker_id,
@@ -359,7 +363,7 @@ class Controller(Dispatch, Recovery, StatusView):
                     state=worker_state(w),
                     model=w.model,
                     requested_at=w.requested_at,
-                    ready_at=w.ready_at if w.ready_at is not None else (w.start_at or w.requested_at) + cold,
+                    ready_at=w.ready_at if w.ready_at is not None else loads_until,
                     idle_since=w.idle_since if w.job_id is None else None,
                     job_id=w.job_id,
                 )

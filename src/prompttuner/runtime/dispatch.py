@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from prompttuner.core.types import Event, JobPhase
+from prompttuner.core.types import Event, JobPhase, Switch
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.jobstate import ControllerBase
 from prompttuner.runtime.records import JobRT, Round, WorkerRec
@@ -31,22 +31,32 @@ class Dispatch(ControllerBase):
         w = self.workers.get(r.worker_id)
         if w is None:
             return
+        if r.op == "switch" and not r.ok and not r.failed:
+            # its model is unloaded and the other did not load: the worker is of no use any more
+            self.backend.stop_worker(w.worker_id)
+            r = Reply(r.worker_id, r.op, False, error=r.error, failed=True)
         if r.failed:
             self._on_worker_failed(w, r, now)
             return
-        if r.op == "load":
+        if r.op in ("load", "switch"):
             self.load_health.pop(w.model, None)  # it loads: the backoff is over
             w.ready_at, w.idle_since = now, now
-            w.pid = r.result.get("pid")
-            self.profiles.observe_load(w.model, float(r.result.get("load_s", now - w.requested_at)))
-            self._emit(
-                Event(
-                    now,
-                    "worker_ready",
-                    worker_id=w.worker_id,
-                    data={"model": w.model, "load_s": r.result.get("load_s")},
-                )
-            )
+            began = w.load_from if w.load_from is not None else w.requested_at
+            data: dict[str, Any] = {"model": w.model, "load_s": r.result.get("load_s")}
+            if r.op == "load":
+                w.pid = r.result.get("pid")
+                self.profiles.observe_load(w.model, now - began)  # the whole cold start
+                if r.result.get("load_s"):
+                    self.profiles.observe_weights(w.model, float(r.result["load_s"]))
+            else:
+                w.op, w.op_job = None, None
+                self.profiles.observe_switch(w.model, now - began)
+                data.update(switched_from=w.switch_from, switch_s=round(now - began, 3))
+                w.switch_from = None
+            self._emit(Event(now, "worker_ready", worker_id=w.worker_id, data=data))
+            if w.releasing and w.job_id is None:
+                self._release_worker(w, now)
+                return
             owner = self.jobs.get(w.job_id) if w.job_id is not None else None
             if owner is not None:
                 self._mark_running(owner, now)  # its first replica is ready (as in the simulator)
@@ -244,7 +254,32 @@ class Dispatch(ControllerBase):
             rt.inflight.add(w.worker_id)
         self.backend.send(w.worker_id, op, args)
 
+    def switch(self, sw: Switch) -> None:
+        """The applier's switch: the idle worker unloads its model and loads ``sw.model``; it is loading
+        (provisioning) until it replies.  Sent now, or when its request in flight (a prediction or a
+        quote's selection) returns."""
+        now = self._now
+        w = self.workers[sw.worker_id]
+        w.switch_from, w.model = w.model, sw.model
+        w.ready_at, w.idle_since, w.load_from = None, None, now
+        self._emit(Event(now, "switch", sw.job_id, w.worker_id, data={"from": w.switch_from, "to": sw.model}))
+        rt = self.jobs.get(sw.job_id) if sw.job_id is not None else None
+        if rt is not None:
+            before = list(rt.workers)
+            w.job_id = rt.job_id
+            rt.workers.append(w.worker_id)
+            data = {"workers": list(rt.workers), "previous": before, "switched": [w.worker_id]}
+            self._emit(Event(now, "allocate", rt.job_id, data=data))
+        if w.op is None:
+            self._send(w, None, "switch", {"model": sw.model}, now)
+        else:
+            w.switch_pending = True
+
     def _dispatch(self, now: float) -> None:
+        for w in self.workers.values():
+            if w.switch_pending and w.op is None:
+                w.switch_pending, w.load_from = False, now
+                self._send(w, None, "switch", {"model": w.model}, now)
         # predictions first: they are short and a user is waiting
         pending: deque[tuple[str, dict[str, Any], Future[Any]]] = deque()
         while self.requests:

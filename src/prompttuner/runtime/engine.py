@@ -72,6 +72,9 @@ class Session(Protocol):
 
 
 class Engine(Protocol):
+    """What a worker runs.  An engine may also have ``unload_model(loaded)``, called when a worker
+    switches to another base LLM, to free what ``load_model`` holds."""
+
     def load_model(self, name: str) -> Any:
         """Load a base LLM once per worker."""
 

@@ -46,6 +46,7 @@ class ControllerBase:
     load_health: dict[str, LoadHealth]
     on_finish: Callable[[JobRT, str], None] | None
     _need_decide: bool
+    _now: float  # the time of the decision being applied
 
     # ------------------------------------------------------------------ records
     def _save(self, rt: JobRT, now: float, **cols: Any) -> None:
@@ -170,6 +171,7 @@ class ControllerBase:
         rec = WorkerRec(wid, model, requested_at=now, start_at=start_at)
         self.workers[wid] = rec
         if start_at is None:
+            rec.load_from = now
             self.backend.start_worker(wid, model)
         data: dict[str, Any] = {"model": model, "reason": reason}
         if start_at is not None:
@@ -180,7 +182,7 @@ class ControllerBase:
     def _start_deferred(self, now: float) -> None:
         for w in self.workers.values():
             if w.start_at is not None and w.start_at <= now and w.ready_at is None:
-                w.start_at = None
+                w.start_at, w.load_from = None, now
                 self.backend.start_worker(w.worker_id, w.model)
 
     def _release_worker(self, w: WorkerRec, now: float) -> None:
@@ -220,8 +222,8 @@ class ControllerBase:
             for rt in [j for j in self.jobs.values() if j.payload.model == model]:
                 left = max(1.0, rt.work_steps - rt.steps_done)
                 earliest = start + left / fastest if fastest > 0 else float("inf")
-                if (rt.deadline < now) if rt.best_effort else (earliest <= rt.deadline):
-                    continue
+                if (rt.deadline >= now) if rt.best_effort else (earliest <= rt.deadline):
+                    continue  # it can still be served: a best-effort job until its deadline has passed
                 self._detach_all(rt, now)
                 msg = (
                     f"model {model!r} could not be loaded ({h.failures} cold starts failed in a row; last: "

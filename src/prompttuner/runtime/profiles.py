@@ -10,7 +10,10 @@ were busy while it ran, and plans use the times measured with the most workers b
 (an unmeasured level is the highest measured one scaled linearly, until measured); a safety margin of
 ``z`` times the measured spread (sigma of the log of recent samples; the simulator's measured step-time
 noise until there are three) is added on top.  The Prompt Bank's selection time is measured the same way
-(:meth:`ProfileBook.planning_select_s`), so a bank job's quote includes it.
+(:meth:`ProfileBook.planning_select_s`), so a bank job's quote includes it.  A cold start is timed from the
+moment the worker is started until it is warm (process start, imports, weight load); a switch of a warm
+worker to another model (:meth:`ProfileBook.switch_time`) from its request to its reply, and planned with
+the weight load the cold starts reported until one has been measured.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class _Measured:
     weak_samples: int = 0
     levels: dict[str, list[float]] = field(default_factory=dict)  # busy workers -> recent log step times
     select_logs: list[float] = field(default_factory=list)  # recent log selection times
+    weights_s: float | None = None  # the model's weight load alone, as a worker reported it
+    switch_s: float | None = None  # a warm worker's switch to this model (unload the other, load this)
+    switch_samples: int = 0
 
 
 def _spread_margin(logs: list[float], z: float) -> float:
@@ -111,6 +117,48 @@ class ProfileBook:
             )
             m.load_samples += 1
 
+    def observe_weights(self, model: str, seconds: float) -> None:
+        """How long a worker took to load the model's weights (inside its cold start): what a switch to
+        the model is planned with until a switch has been measured."""
+        if seconds > 0:
+            with self._lock:
+                m = self._get(model)
+                m.weights_s = (
+                    seconds if m.weights_s is None else (1 - self.alpha) * m.weights_s + self.alpha * seconds
+                )
+
+    def observe_switch(self, model: str, seconds: float) -> None:
+        """How long a warm worker took to switch to ``model`` (unload its model, load this one)."""
+        if seconds > 0:
+            with self._lock:
+                m = self._get(model)
+                m.switch_s = (
+                    seconds
+                    if m.switch_samples == 0
+                    else (1 - self.alpha) * (m.switch_s or seconds) + self.alpha * seconds
+                )
+                m.switch_samples += 1
+
+    def switch_time(self, model: str) -> float:
+        """Seconds a switch to ``model`` is planned with: measured switches, else the weight load its cold
+        starts reported, else (never loaded here) its cold start less the instance start the other models'
+        cold starts measured (their whole cold start less their weight load), else its cold start (a switch
+        then gains nothing)."""
+        with self._lock:
+            m = self._get(model)
+            if m.switch_samples > 0 and m.switch_s is not None:
+                return m.switch_s
+            if m.weights_s is not None:
+                return m.weights_s
+            starts = [
+                o.cold_start_s - o.weights_s
+                for o in self._m.values()
+                if o.load_samples > 0 and o.weights_s is not None and o.cold_start_s > o.weights_s
+            ]
+            if starts:
+                return max(0.0, m.cold_start_s - statistics.fmean(starts))
+            return m.cold_start_s
+
     def observe_select(self, model: str, seconds: float) -> None:
         """How long a Prompt Bank selection (its probes on a worker) took."""
         if seconds > 0:
@@ -157,6 +205,7 @@ class ProfileBook:
     def _profile(self, model: str, step: float) -> ModelProfile:
         with self._lock:
             cold = self._get(model).cold_start_s
+        switch = self.switch_time(model)
         return ModelProfile(
             name=model,
             params_b=0.0,
@@ -165,6 +214,7 @@ class ProfileBook:
             step_time_s={self.gpu_type: step},
             max_replicas=self.max_replicas,
             sync_overhead_s=0.05 * step,
+            switch_s={self.gpu_type: switch},
         )
 
     def save(self) -> None:

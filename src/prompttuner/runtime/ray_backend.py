@@ -92,6 +92,8 @@ class RayBackend(Backend):
         if a.inflight is not None:
             raise RuntimeError(f"worker {worker_id} is busy with {a.inflight!r}")
         a.inflight, a.sent_at = op, time.monotonic()
+        if op == "switch":
+            a.model = str(args["model"])
         a.ref = a.handle.handle.remote(op, args)
 
     def poll(self, timeout: float) -> list[Reply]:
@@ -99,7 +101,7 @@ class RayBackend(Backend):
         replies: list[Reply] = []
         now = time.monotonic()
         for wid, a in list(self._actors.items()):
-            limit = self.load_timeout_s if a.inflight == "load" else self.op_timeout_s
+            limit = self.load_timeout_s if a.inflight in ("load", "switch") else self.op_timeout_s
             if a.inflight is not None and now - a.sent_at > limit:
                 replies.append(self._fail(wid, f"{a.inflight!r} ran past {limit:.0f}s"))
         if replies:
@@ -124,7 +126,7 @@ class RayBackend(Backend):
                 a.inflight = None
                 cause = e.cause if getattr(e, "cause", None) is not None else e
                 msg = f"{type(cause).__name__}: {cause}".splitlines()[0]
-                if op == "load":
+                if op in ("load", "switch"):
                     replies.append(self._fail(wid, f"could not load model {a.model!r}: {msg}"))
                 else:
                     replies.append(Reply(wid, op, False, error=msg))

@@ -82,6 +82,12 @@ class RealEngine:
 
         return load_model(name)
 
+    def unload_model(self, loaded: Any) -> None:
+        """Forget ``loaded`` (a worker switches to another base LLM): its memory can be freed."""
+        from prompttuner.tuning.models import unload_model
+
+        unload_model(loaded)
+
     def _task(self, job: JobPayload) -> Any:
         from prompttuner.tuning import load_task
 

@@ -32,6 +32,9 @@ class WorkerRec:
     pid: int | None = None
     start_at: float | None = None  # its cold start waits for the model's load backoff to end
     peak_busy: int = 0  # the most workers busy at once while its request in flight ran
+    load_from: float | None = None  # when its load in progress began (a cold start's or a switch's)
+    switch_from: str | None = None  # the model it held before the switch in progress
+    switch_pending: bool = False  # a switch waits for its request in flight to return
 
 
 @dataclass

@@ -21,12 +21,13 @@ class StatusView(ControllerBase):
             busy = 0.0
             for w in self.workers.values():
                 held += now - w.requested_at
-                extra = now - w.op_started if w.op is not None else 0.0
+                extra = now - w.op_started if w.op not in (None, "switch") else 0.0  # loading is not busy
                 busy += w.busy_s + extra
                 workers.append(
                     {
                         "id": w.worker_id,
                         "model": w.model,
+                        "switching_from": w.switch_from,  # the model it unloads while loading this one
                         "state": worker_state(w).value,
                         "job": w.job_id,
                         "op": w.op,

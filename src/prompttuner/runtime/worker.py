@@ -1,4 +1,5 @@
-"""A warm worker: one base LLM loaded once, then training steps of whichever job it is handed.
+"""A warm worker: one base LLM loaded once, then training steps of whichever job it is handed (or a
+``switch``: unload the model, load another in its place).
 
 :class:`WorkerCore` holds no transport: the local backend runs it in a child process behind a pipe
 (:func:`process_main`), the Ray backend inside an actor.  Every request carries the job's state and its
@@ -9,6 +10,7 @@ its state on every chunk.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -121,6 +123,21 @@ class WorkerCore:
         except WarmStartUnavailable as e:
             return {"state": None, "init": "random", "note": str(e)}
         return out
+
+    def _op_switch(self, model: str) -> dict[str, Any]:
+        """Unload the base LLM and load ``model`` in its place (the sessions of the old one go too)."""
+        t0 = time.monotonic()
+        self._sessions.clear()
+        unload = getattr(self.engine, "unload_model", None)
+        if unload is not None:
+            unload(self.loaded)
+        self.loaded = None
+        gc.collect()
+        t1 = time.monotonic()
+        self.loaded = self.engine.load_model(model)
+        self.model = model
+        self.load_s = time.monotonic() - t1
+        return {"unload_s": t1 - t0, "load_s": self.load_s}
 
     def _op_predict(self, prompt_path: str, texts: list[str], labels: list[str]) -> dict[str, Any]:
         return {"predictions": self.engine.predict(self.loaded, prompt_path, texts, labels)}

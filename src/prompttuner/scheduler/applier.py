@@ -9,8 +9,10 @@ the driver in a fixed order, through the small :class:`Driver` interface:
 2. allocations: every worker that leaves a job is detached first, then each job gets its new worker set,
    so a worker can pass from one job to another in one decision;
 3. releases (cost stops);
-4. provisions (cost starts), attached to ``Provision.job_id`` when the policy names one;
-5. the driver is told which jobs changed, to recount their ready replicas or dispatch work.
+4. switches: an idle warm worker unloads its base LLM and loads another (it keeps its GPUs and its cost,
+   and is provisioning until the load ends), joined to ``Switch.job_id`` when the policy names one;
+5. provisions (cost starts), attached to ``Provision.job_id`` when the policy names one;
+6. the driver is told which jobs changed, to recount their ready replicas or dispatch work.
 
 Rules that hold in both drivers:
 
@@ -19,18 +21,20 @@ Rules that hold in both drivers:
 - an admission answers a job of ``snapshot.new_job_ids`` once; a worker is in at most one allocation,
   holds the job's model, and is free, this job's, or leaves a job the same decision re-allocates; a job's
   workers share one GPU type; a released worker holds no job afterwards; provisions fit the capacity left
-  after the releases;
+  after the releases; a switched worker is idle in the snapshot, named by no allocation or release and
+  switched once, to another model that has a switch time on its GPU type and takes as many GPUs;
 - the warm minimum (``snapshot.min_warm``) is a policy input: policies keep it (see
   :func:`~prompttuner.scheduler.common.keep_warm_floor`); the applier does not second-guess releases.
 
 Idle workers that a decision puts to work record how long they were idle in the shared
 :class:`~prompttuner.scheduler.snapshot.ArrivalBook`, so both drivers fill ``ArrivalStats.idle_gaps``
-the same way; idle workers a decision releases record their idle time as a censored sample
-(``ArrivalStats.released_idle``: the worker would have waited at least that long).
+the same way; idle workers a decision releases or switches record their idle time as a censored sample of
+their model (``ArrivalStats.released_idle``: the worker would have waited at least that long).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +45,7 @@ from prompttuner.core.types import (
     Decisions,
     JobView,
     Provision,
+    Switch,
     WorkerState,
 )
 from prompttuner.scheduler.snapshot import ArrivalBook
@@ -64,6 +69,7 @@ class ChangeSet:
     idle_gaps: tuple[tuple[str, float], ...]  # (model, seconds idle) of idle workers put to work
     wake_at: float | None
     released_idle: tuple[tuple[str, float], ...] = ()  # (model, seconds idle) of idle workers released
+    switch: tuple[Switch, ...] = ()
 
     @property
     def admitted_ids(self) -> tuple[str, ...]:
@@ -88,6 +94,9 @@ class Driver(Protocol):
         """The job holds exactly these workers from now on (an empty tuple pauses it)."""
 
     def release(self, worker_id: str) -> None: ...
+
+    def switch(self, switch: Switch) -> None:
+        """An idle worker unloads its model and loads ``switch.model`` (joined to ``switch.job_id``)."""
 
     def provision(self, provision: Provision) -> tuple[str, ...]:
         """Start ``provision.count`` workers (joined to ``provision.job_id`` when set); their ids."""
@@ -208,10 +217,51 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
         for t, n in freed.items():
             held[t] -= n
 
-    # 4. provisions
     touched = list(allocations)
-    provision: list[Provision] = []
     extra_types: dict[str, set[str]] = {}
+
+    # 4. switches
+    switch: list[Switch] = []
+    switched: set[str] = set()
+    released = set(release)
+    for sw in d.switch:
+        sv = workers.get(sw.worker_id)
+        if sv is None:
+            raise PolicyError(f"switch of unknown worker {sw.worker_id}")
+        if sw.worker_id in switched:
+            raise PolicyError(f"worker {sw.worker_id} switched twice")
+        if sw.worker_id in released:
+            raise PolicyError(f"worker {sw.worker_id} both released and switched")
+        if sv.state != WorkerState.IDLE or sw.worker_id in claimed or owner(sw.worker_id) is not None:
+            raise PolicyError(f"switch of worker {sw.worker_id}, which is not idle and free")
+        if sw.model == sv.model:
+            raise PolicyError(f"switch of worker {sw.worker_id} to {sw.model}, which it holds")
+        sprof = snapshot.models.get(sw.model)
+        if sprof is None or sv.gpu_type not in sprof.step_time_s:
+            raise PolicyError(f"{sw.model} has no profile on {sv.gpu_type}")
+        if sprof.switch_time(sv.gpu_type) == math.inf:
+            raise PolicyError(f"{sw.model} has no switch time on {sv.gpu_type}")
+        if _gpus(snapshot, sw.model) != _gpus(snapshot, sv.model):
+            raise PolicyError(
+                f"switch of worker {sw.worker_id} from {sv.model} to {sw.model}: other GPU count"
+            )
+        if sw.job_id is not None:
+            sjob = live(sw.job_id)
+            if sjob is None:
+                raise PolicyError(f"switch for unknown or finished job {sw.job_id}")
+            if not admitted(sw.job_id):
+                raise PolicyError(f"switch for job {sw.job_id}, which is not admitted")
+            if sjob.spec.model != sw.model:
+                raise PolicyError(f"switch to {sw.model} for job {sw.job_id}, which needs {sjob.spec.model}")
+            extra_types.setdefault(sw.job_id, set()).add(sv.gpu_type)
+            touched.append(sw.job_id)
+        if sv.idle_since is not None and sv.model is not None:
+            released_idle.append((sv.model, now - sv.idle_since))
+        switched.add(sw.worker_id)
+        switch.append(sw)
+
+    # 5. provisions
+    provision: list[Provision] = []
     for p in d.provision:
         if p.count < 0:
             raise PolicyError(f"provision of {p.count} workers")
@@ -262,6 +312,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
         idle_gaps=tuple(gaps),
         released_idle=tuple(released_idle),
         wake_at=d.wake_at,
+        switch=tuple(switch),
     )
 
 
@@ -278,6 +329,8 @@ def execute(changes: ChangeSet, driver: Driver, book: ArrivalBook | None = None)
         driver.allocate(jid, wids)
     for wid in changes.release:
         driver.release(wid)
+    for sw in changes.switch:
+        driver.switch(sw)
     for p in changes.provision:
         driver.provision(p)
     if book is not None:

@@ -21,6 +21,9 @@ WARM_MOVE_S = 1.0
 
 class Policy(ABC):
     name: ClassVar[str] = "abstract"
+    # whether the policy takes ``switch=True`` (turn idle warm workers to another base LLM instead of
+    # cold starts); a service serving several models asks for it where it is accepted
+    accepts_switch: ClassVar[bool] = False
 
     @abstractmethod
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
@@ -75,6 +78,14 @@ def make_policy(name: str, **kwargs: object) -> Policy:
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**kwargs)
+
+
+def accepts_switch(name: str) -> bool:
+    """Whether the policy registered as ``name`` takes ``switch=True``."""
+    import prompttuner.scheduler  # noqa: F401
+
+    factory = _REGISTRY.get(name)
+    return bool(getattr(factory, "accepts_switch", False))
 
 
 def policy_names() -> list[str]:

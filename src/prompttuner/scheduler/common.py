@@ -22,6 +22,7 @@ from prompttuner.core.types import (
     JobView,
     ModelProfile,
     Provision,
+    Switch,
     WorkerState,
     WorkerView,
 )
@@ -264,9 +265,11 @@ def scan(
 
 
 def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
-    """Honour the operator's warm minimum (``snap.min_warm``): drop the releases that would leave a base
-    LLM with fewer workers than its minimum, and provision (on the cheapest GPU type per step with room)
-    the workers it still lacks.  Every policy passes its decisions through this.
+    """Honour the operator's warm minimum (``snap.min_warm``): drop the releases and switches that would
+    leave a base LLM with fewer workers than its minimum, trim the provisions that no longer fit the
+    capacity once those workers stay (latest first, the pool's before a job's), and provision (on the
+    cheapest GPU type per step with room) the workers a model still lacks.  Every policy passes its
+    decisions through this.
     """
     if not snap.min_warm:
         return d
@@ -289,9 +292,31 @@ def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
             count[rw.model] -= 1
             freed[rw.gpu_type] += snap.models[rw.model].gpus_per_replica if rw.model in snap.models else 1
         release.append(wid)
+    switch = []
+    for sw in d.switch:
+        sv = snap.worker_index.get(sw.worker_id)
+        if sv is not None and sv.model is not None:
+            if count[sv.model] <= snap.min_warm.get(sv.model, 0):
+                continue  # the floor keeps it on its model
+            count[sv.model] -= 1
+        count[sw.model] += 1
+        switch.append(sw)
     room = {t: cap - snap.gpus_held(t) + freed[t] for t, cap in snap.capacity.items()}
-    for p in d.provision:
+    provision = list(d.provision)
+    for p in provision:
         room[p.gpu_type] = room.get(p.gpu_type, 0) - p.count * snap.models[p.model].gpus_per_replica
+    if any(v < 0 for v in room.values()):
+        # a kept worker holds GPUs a provision counted on: trim, latest first, the pool's before a job's
+        order = sorted(range(len(provision)), key=lambda i: (provision[i].job_id is not None, -i))
+        for i in order:
+            p = provision[i]
+            g = snap.models[p.model].gpus_per_replica
+            while room.get(p.gpu_type, 0) < 0 and p.count > 0:
+                p = replace(p, count=p.count - 1)
+                room[p.gpu_type] += g
+                count[p.model] -= 1
+            provision[i] = p
+        provision = [p for p in provision if p.count > 0]
     extra: list[Provision] = []
     for model in sorted(snap.min_warm):
         prof = snap.models.get(model)
@@ -306,6 +331,57 @@ def keep_warm_floor(snap: ClusterSnapshot, d: Decisions) -> Decisions:
                 extra.append(Provision(model, t, n))
                 room[t] -= n * prof.gpus_per_replica
                 lack -= n
-    if not extra and len(release) == len(d.release):
+    if (
+        not extra
+        and len(release) == len(d.release)
+        and len(switch) == len(d.switch)
+        and provision == list(d.provision)
+    ):
         return d
-    return replace(d, release=tuple(release), provision=tuple(d.provision) + tuple(extra))
+    return replace(d, release=tuple(release), provision=tuple(provision) + tuple(extra), switch=tuple(switch))
+
+
+def switch_for_cold_starts(snap: ClusterSnapshot, d: Decisions) -> Decisions:
+    """Where ``d`` releases an idle warm worker and cold-starts a worker of another base LLM on the same
+    GPU type, switch the idle worker to that model instead, when its switch time beats the cold start:
+    the new model is ready after its load alone (no instance start), and no GPU is given back only to be
+    asked for again.  The counts of workers per model come out as ``d`` had them, so a warm minimum that
+    ``d`` keeps stays kept.  A provision for a job becomes a switch for that job.
+    """
+    if not d.release or not d.provision:
+        return d
+    free: list[WorkerView] = []
+    for wid in d.release:
+        w = snap.worker_index.get(wid)
+        if w is not None and w.state == WorkerState.IDLE and w.job_id is None and w.model in snap.models:
+            free.append(w)
+    if not free:
+        return d
+    switch = list(d.switch)
+    provision: list[Provision] = []
+    used: set[str] = set()
+    for p in d.provision:
+        prof = snap.models[p.model]
+        if prof.switch_time(p.gpu_type) >= prof.cold_start_s[p.gpu_type]:
+            provision.append(p)
+            continue
+        left = p.count
+        for w in free:
+            if left == 0:
+                break
+            if (
+                w.worker_id in used
+                or w.gpu_type != p.gpu_type
+                or w.model == p.model
+                or snap.models[w.model or ""].gpus_per_replica != prof.gpus_per_replica
+            ):
+                continue
+            used.add(w.worker_id)
+            switch.append(Switch(w.worker_id, p.model, p.job_id))
+            left -= 1
+        if left > 0:
+            provision.append(replace(p, count=left))
+    if not used:
+        return d
+    release = tuple(wid for wid in d.release if wid not in used)
+    return replace(d, release=release, provision=tuple(provision), switch=tuple(switch))

@@ -33,6 +33,12 @@ Mechanisms (each can be switched off for the ablation):
   tightest deadline that could be met.  A job that misses only by ``admit_tolerance`` of its time left
   is admitted "at risk" and served after the jobs that are on track.  Off: every job is admitted.
 
+- ``switch`` (off by default; on in ``prompttuner-switch`` and in a service that serves several base
+  LLMs): where a decision would release an idle warm worker of one model and cold-start one of another
+  on the same GPU type, the idle worker switches to the other model instead when its load time beats
+  the cold start (:func:`~prompttuner.scheduler.common.switch_for_cold_starts`).  Off by default so the
+  committed simulator results, made before the switch existed, reproduce.
+
 Cold starts happen only for replicas the warm pool, provisioning workers and surplus cannot cover in time.
 """
 
@@ -48,7 +54,7 @@ from prompttuner.core.types import (
     Quote,
 )
 from prompttuner.scheduler.base import register
-from prompttuner.scheduler.common import Index, keep_warm_floor
+from prompttuner.scheduler.common import Index, keep_warm_floor, switch_for_cold_starts
 from prompttuner.scheduler.prompttuner_plan import _Ctx, _Plan
 from prompttuner.scheduler.prompttuner_pools import WarmPools, arrival_rate, poisson_quantile
 
@@ -56,6 +62,7 @@ __all__ = [
     "PromptTunerLeanPolicy",
     "PromptTunerNoPoolPolicy",
     "PromptTunerPolicy",
+    "PromptTunerSwitchPolicy",
     "arrival_rate",
     "poisson_quantile",
 ]
@@ -63,6 +70,8 @@ __all__ = [
 
 @register("prompttuner")
 class PromptTunerPolicy(WarmPools):
+    accepts_switch = True
+
     def __init__(
         self,
         warm_pool: bool = True,
@@ -81,6 +90,7 @@ class PromptTunerPolicy(WarmPools):
         count_frees: bool = False,
         min_cold_use: float = 0.0,
         cancel_prov: bool = False,
+        switch: bool = False,
     ) -> None:
         self.warm_pool = warm_pool
         self.min_gpus = min_gpus
@@ -98,6 +108,7 @@ class PromptTunerPolicy(WarmPools):
         self.count_frees = count_frees
         self.min_cold_use = min_cold_use
         self.cancel_prov = cancel_prov
+        self.switch = switch
         self._tight_memo: dict[tuple[str, str, float, int], tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ decide
@@ -159,7 +170,7 @@ class PromptTunerPolicy(WarmPools):
         accepted = {a.job_id for a in admissions if a.admitted}
         self._manage_pools(ctx, admitted + [j for j in new if j.job_id in accepted])
         wake = self._next_release(ctx)
-        return keep_warm_floor(
+        d = keep_warm_floor(
             snapshot,
             Decisions(
                 allocations={k: tuple(v) for k, v in ctx.alloc.items()},
@@ -169,6 +180,7 @@ class PromptTunerPolicy(WarmPools):
                 wake_at=wake,
             ),
         )
+        return switch_for_cold_starts(snapshot, d) if self.switch else d
 
     def quote(self, snapshot: ClusterSnapshot, job: JobSpec) -> Quote:
         """Finish time and cost if ``job`` were admitted now; when infeasible, the tightest deadline."""
@@ -215,4 +227,14 @@ class PromptTunerLeanPolicy(PromptTunerPolicy):
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("min_cold_use", 1.0)
         kwargs.setdefault("cancel_prov", True)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+@register("prompttuner-switch")
+class PromptTunerSwitchPolicy(PromptTunerPolicy):
+    """PromptTuner that switches an idle warm worker to another base LLM instead of releasing it and
+    cold-starting the other model (``switch``): what a service serving several models runs."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("switch", True)
         super().__init__(**kwargs)  # type: ignore[arg-type]

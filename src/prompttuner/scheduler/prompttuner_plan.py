@@ -56,6 +56,7 @@ class Knobs(Policy):
     count_frees: bool
     min_cold_use: float
     cancel_prov: bool
+    switch: bool
     _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
 
 

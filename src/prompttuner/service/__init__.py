@@ -20,7 +20,7 @@ from prompttuner.core.types import Event
 from prompttuner.runtime.backend import Backend
 from prompttuner.runtime.controller import Controller, ControllerConfig, JobRT
 from prompttuner.runtime.engine import REAL_ENGINE
-from prompttuner.scheduler.base import Policy, make_policy
+from prompttuner.scheduler.base import Policy, accepts_switch, make_policy
 from prompttuner.service.backends import make_backend
 from prompttuner.service.bank import add_prompt
 from prompttuner.state.limits import Limits
@@ -39,9 +39,11 @@ class ServiceConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
     engine: str = REAL_ENGINE
     policy: str = "prompttuner"
+    # the base LLMs served: each has a warm pool; with several, the policy may switch an idle worker from
+    # one to another (when the policy takes ``switch``)
     models: tuple[str, ...] = (DEFAULT_MODEL,)
     workers: int = 2  # capacity: most workers held at once
-    warm: int | None = None  # workers pre-warmed for the first model (default: all of them)
+    warm: int | None = None  # workers kept warm, spread over the models in order (default: all of them)
     max_request_bytes: int = 4 << 20
     max_upload_bytes: int = 16 << 20
     max_rows: int = 50_000
@@ -51,6 +53,13 @@ class ServiceConfig:
     bank_auto_add: bool | None = (
         None  # add prompts of jobs that met their target (None: with the real engine)
     )
+
+
+def warm_floors(models: tuple[str, ...], warm: int) -> dict[str, int]:
+    """``warm`` workers spread over ``models`` in order (the first ones take the remainder)."""
+    names = tuple(dict.fromkeys(models))
+    base, extra = divmod(max(0, warm), len(names))
+    return {m: base + (1 if i < extra else 0) for i, m in enumerate(names)}
 
 
 def bundled_models() -> tuple[str, ...]:
@@ -66,12 +75,13 @@ class Service:
     ) -> None:
         self.cfg = cfg
         self.store = Store(cfg.home, cfg.db_url)
-        self.policy = policy or make_policy(cfg.policy)
+        switch = len(cfg.models) > 1 and accepts_switch(cfg.policy)
+        self.policy = policy or make_policy(cfg.policy, **({"switch": True} if switch else {}))
         self.backend = backend or make_backend(cfg.backend, engine_spec=cfg.engine, **cfg.backend_options)
         ccfg = cfg.controller
         ccfg.max_workers = cfg.workers
         if not ccfg.min_warm and cfg.models:
-            ccfg.min_warm = {cfg.models[0]: cfg.warm if cfg.warm is not None else cfg.workers}
+            ccfg.min_warm = warm_floors(cfg.models, cfg.warm if cfg.warm is not None else cfg.workers)
         if ccfg.bank_dir is None:
             ccfg.bank_dir = str(cfg.home / "bank")
         self.controller = Controller(self.store, self.backend, self.policy, ccfg, on_finish=self._add_to_bank)

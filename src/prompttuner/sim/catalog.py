@@ -5,7 +5,8 @@ through :func:`load_catalog`.  The JSON holds *assumptions* (FLOPs per token, ac
 peak, weight-loading bandwidth, ...) and each model's parameter count; this module turns them into
 :class:`~prompttuner.core.types.ModelProfile` objects.  A model's optional ``measured`` block (e.g. a step
 time the engine measured) overrides the derivation for the fields it gives, so measurements replace
-assumptions without touching the formulae.
+assumptions without touching the formulae.  A model's switch time (a warm worker that holds another model
+loads this one) is its weight load alone: the cold start without ``instance_start_s``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def derive_profile(
     tp_eff = float(a["tensor_parallel_efficiency_per_doubling"]) ** math.log2(per_replica)
     step: dict[str, float] = {}
     cold: dict[str, float] = {}
+    switch: dict[str, float] = {}
     for gname, g in gpu_types.items():
         rate = g.peak_tflops_bf16 * 1e12 * float(a["achievable_fraction_of_peak"]) * per_replica * tp_eff
         step[gname] = flops / rate + float(a["per_step_fixed_s"])
         load_s = weight_bytes / (per_replica * float(a["weight_load_gbps_per_gpu"]) * 1e9)
         cold[gname] = float(a["instance_start_s"]) + load_s
+        switch[gname] = load_s  # a warm worker switching models loads the weights, starts no instance
     max_replicas = max(1, int(a["reference_batch"]) // int(a["min_replica_batch"]))
     return ModelProfile(
         name=name,
@@ -76,6 +79,7 @@ def derive_profile(
         max_replicas=max_replicas,
         sync_overhead_s=float(a["sync_overhead_s_per_doubling"]),
         min_replica_batch=int(a["min_replica_batch"]),
+        switch_s=switch,
     )
 
 
@@ -98,6 +102,7 @@ def load_catalog(path: Path | str | None = None) -> Catalog:
                 max_replicas=int(measured.get("max_replicas", prof.max_replicas)),
                 sync_overhead_s=float(measured.get("sync_overhead_s", prof.sync_overhead_s)),
                 min_replica_batch=prof.min_replica_batch,
+                switch_s={**prof.switch_s, **measured.get("switch_s", {})},
             )
         models[name] = prof
     return Catalog(models=models, gpu_types=gpu_types, assumptions=a)

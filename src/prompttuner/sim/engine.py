@@ -46,6 +46,7 @@ from prompttuner.core.types import (
     JobView,
     ModelProfile,
     Provision,
+    Switch,
     WorkerState,
     WorkerView,
 )
@@ -138,6 +139,7 @@ class Simulator:
         self.incremental = incremental
         self._job_map = _JobViews(self)
         self.cold_starts = 0
+        self.switches = 0
         self.decisions = 0
         self.timeline: list[tuple[float, int, int]] = []
         self._held = 0
@@ -208,7 +210,8 @@ class Simulator:
         dur = self.now - w.requested_at
         self.cost += dur * w.gpus * price / 3600.0
         self.held_gpu_s += dur * w.gpus
-        self.loading_gpu_s += (min(self.now, w.ready_at) - w.requested_at) * w.gpus
+        start = w.requested_at if w.load_from is None else w.load_from
+        self.loading_gpu_s += (w.loaded_s + min(self.now, w.ready_at) - start) * w.gpus
         self._held -= w.gpus
         self._held_by_type[w.gpu_type] -= w.gpus
 
@@ -430,6 +433,23 @@ class Simulator:
     def release(self, worker_id: str) -> None:
         self._release(worker_id)
 
+    def switch(self, s: Switch) -> None:
+        """An idle worker loads another model: provisioning for the model's switch time (the applier
+        checked it is idle, free and that both models take its GPUs)."""
+        w = self.workers[s.worker_id]
+        w.loaded_s += w.ready_at - (w.requested_at if w.load_from is None else w.load_from)
+        w.model, w.state, w.idle_since = s.model, WorkerState.PROVISIONING, None
+        w.load_from = self.now
+        w.ready_at = self.now + self.models[s.model].switch_time(w.gpu_type)
+        self._prov[w.worker_id] = w
+        self._dirty(w)
+        self.switches += 1
+        if s.job_id is not None:
+            job = self.active[s.job_id]
+            w.job_id = s.job_id
+            job.workers.append(w.worker_id)
+            job.view = None
+
     def provision(self, p: Provision) -> tuple[str, ...]:
         return self._provision(p.model, p.gpu_type, p.count, p.job_id)
 
@@ -621,6 +641,7 @@ class Simulator:
             "queueing_delay_mean_s": sum(qdelays) / len(qdelays) if qdelays else 0.0,
             "queueing_delay_p95_s": qdelays[int(0.95 * (len(qdelays) - 1))] if qdelays else 0.0,
             "cold_starts": float(self.cold_starts),
+            **({"switches": float(self.switches)} if self.switches else {}),
             "decisions": float(self.decisions),
             "makespan_s": end,
         }

@@ -56,6 +56,8 @@ class _Worker:
     idle_since: float | None = None
     job_id: str | None = None
     view: WorkerView | None = None
+    loaded_s: float = 0.0  # seconds spent loading before the load in progress (switches)
+    load_from: float | None = None  # when the load in progress began (None: at the request)
 
 
 @dataclass

@@ -235,6 +235,14 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str | None = N
         return loaded
 
 
+def unload_model(loaded: LoadedModel) -> None:
+    """Drop ``loaded`` from this process's cache of loaded models, so that once its holders let it go its
+    memory is freed (a worker that switches to another base LLM)."""
+    with _LOCK:
+        for key in [k for k, v in _LOADED.items() if v is loaded]:
+            del _LOADED[key]
+
+
 def _load_uncached(name_or_path: str, dev: torch.device, torch_dtype: torch.dtype) -> LoadedModel:
     tried: list[str] = []
     name = name_or_path.strip()

@@ -7,10 +7,11 @@ routes (``/v1/jobs``, ``/v1/jobs/{id}/events``, ``/v1/bank/prompts``, ``/v1/clus
 the operator's view through the admin routes here, which the tenant routes do not serve it:
 
 - ``GET /v1/dashboard/pool`` (either key): who is looking, and the worker pool over time, replayed from
-  the stored worker events (``provision``, ``worker_ready``, ``release``, ``worker_fail``) and the jobs'
-  allocations (``allocate``, ``move``, ``preempt``, and the events that end a job): how many workers were
-  provisioning, warm and busy at each change, each worker's life, and the GPU-seconds charged to the
-  caller's jobs (all jobs for the admin).  A tenant sees the pool as ``/v1/cluster`` shows it to tenants:
+  the stored worker events (``provision``, ``worker_ready``, ``switch``, ``release``, ``worker_fail``)
+  and the jobs' allocations (``allocate``, ``move``, ``preempt``, and the events that end a job): how many
+  workers were provisioning, warm and busy at each change, each worker's life (with the base LLM it holds
+  and the models it switched between), and the GPU-seconds charged to the caller's jobs (all jobs for the
+  admin).  A tenant sees the pool as ``/v1/cluster`` shows it to tenants:
   counts and worker ids, no error text and no other tenant's job ids.
 - ``GET /v1/admin/dashboard/jobs``, ``.../jobs/{job_id}/events``, ``GET /v1/admin/dashboard/bank`` (admin
   key): every tenant's jobs (with the tenant's name), any job's events, and every Prompt Bank entry with
@@ -63,7 +64,7 @@ PAGE_HEADERS = {
 
 JobId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 
-WORKER_KINDS = ("provision", "worker_ready", "release", "worker_fail")
+WORKER_KINDS = ("provision", "worker_ready", "switch", "release", "worker_fail")
 ALLOC_KINDS = ("allocate", "move", "preempt")
 JOB_END_KINDS = ("finish", "cancel", "decline", "fail")  # "fail" with worker_lost is a lost replica only
 DAY_S = 86400
@@ -97,9 +98,11 @@ def replay_pool(
     """The pool's counts after each change (from ``start`` on) and each worker's life, from stored events.
 
     A worker is provisioning from its ``provision`` to its ``worker_ready``, warm from then until its
-    ``release`` or ``worker_fail``, and busy while warm and in the worker list of a job's latest
-    allocation (until that job ends).  A new start of the service (a provision with a new worker-id
-    prefix) ends the workers of the previous one: they went with it, without events of their own.
+    ``release`` or ``worker_fail``, provisioning again from a ``switch`` to another base LLM until it is
+    ready with that model (``model`` is the one it holds last, ``switches`` each change), and busy
+    while warm and in the worker list of a job's latest allocation (until that job ends).  A new start
+    of the service (a provision with a new worker-id prefix) ends the workers of the previous one: they
+    went with it, without events of their own.
     """
     workers: dict[str, dict[str, Any]] = {}
     alive: set[str] = set()
@@ -144,10 +147,16 @@ def replay_pool(
                 "ready_at": None,
                 "ended_at": None,
                 "end": None,
+                "switches": [],
             }
             alive.add(wid)
         elif e.kind == "worker_ready" and wid in workers:
             workers[wid]["ready_at"] = e.time
+        elif e.kind == "switch" and wid in workers:
+            w = workers[wid]
+            w["ready_at"] = None  # loading the other model
+            w["model"] = d.get("to")
+            w["switches"].append({"t": e.time, "from": d.get("from"), "to": d.get("to")})
         elif e.kind == "release" and wid:
             end(wid, e.time, "release")
         elif e.kind == "worker_fail" and wid:

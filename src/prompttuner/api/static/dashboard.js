@@ -228,6 +228,7 @@
       case "move": return "moved to " + ws(d.workers) + " from " + ws(d.previous);
       case "preempt": return "preempted from " + ws(d.previous);
       case "start": return "started on " + ws(d.workers);
+      case "switch": return "worker " + (e.worker || "?") + " switches from " + (d.from || "?") + " to " + (d.to || "?");
       case "warm_start": {
         const entry = entryOf(String(d.init || ""));
         return (entry ? "started from Prompt Bank entry " + entry : "initialised from " + (d.init || "?")) +
@@ -558,6 +559,8 @@
     const busy = c.gpu_seconds_busy;
     gpu.replaceChildren(
       card("workers warm / capacity", (Object.values(c.warm_models || {}).reduce((a, b) => a + b, 0)) + " / " + c.capacity),
+      card("warm by model", Object.entries(c.warm_models || {}).sort().map(([m, n]) => m + " " + n).join(", ") || "none",
+        "warm workers per base LLM, now"),
       card("GPU-s held", num(held, 1), "the whole pool, since this service started"),
       card("GPU-s busy", num(busy, 1), "of the held ones, running a job's work"),
       card(isAdmin() ? "GPU-s charged (all jobs)" : "GPU-s charged (your jobs)", num(p.gpu_seconds_charged, 1)),
@@ -597,9 +600,14 @@
     setRows($("workers").querySelector("tbody"), lives.map((w) => {
       const now = live.get(w.id);
       const state = now ? now.state : w.end === "fail" ? "failed" : w.end === "restart" ? "gone (restart)" : "released";
-      return el("tr", { "data-worker": w.id },
+      // the base LLM it holds now (the live pool's word first), and where it switched from
+      const model = (now && now.model) || w.model || "–";
+      const switches = w.switches || [];
+      const from = now && now.switching_from ? " (switching from " + now.switching_from + ")"
+        : switches.length ? " (was " + switches.map((s) => s.from).join(", ") + ")" : "";
+      return el("tr", { "data-worker": w.id, "data-model": model },
         cell(el("span", { class: "id", text: w.id })),
-        cell(w.model || "–"),
+        cell(el("span", { text: model + from, title: switches.map((s) => clock(s.t) + " " + s.from + " → " + s.to).join("\n") })),
         cell(badge(state, now ? (now.state === "provisioning" ? "warn" : now.job ? "run" : "ok") : w.end === "fail" ? "bad" : "")),
         cell(now && now.job ? short(now.job) : "–"),
         cell(clock(w.requested_at)),
