@@ -442,6 +442,8 @@ class Simulator:
         w.load_from = self.now
         w.ready_at = self.now + self.models[s.model].switch_time(w.gpu_type)
         self._prov[w.worker_id] = w
+        # the ready time goes on the heap like a provision's (in the order the workers were made)
+        heapq.heappush(self._prov_heap, (w.ready_at, int(w.worker_id[1:]), w.worker_id))
         self._dirty(w)
         self.switches += 1
         if s.job_id is not None:
@@ -449,6 +451,7 @@ class Simulator:
             w.job_id = s.job_id
             job.workers.append(w.worker_id)
             job.view = None
+            self._sync_queue(job)  # it holds a worker now: off the live index's queue
 
     def provision(self, p: Provision) -> tuple[str, ...]:
         return self._provision(p.model, p.gpu_type, p.count, p.job_id)
