@@ -256,8 +256,8 @@ def build(
     else:
         if seeding:
             console.print(
-                f"seeding cost: {cost['tunings']} tuning runs, {cost['steps']} steps, {cost['cpu_s']:.1f} CPU-s "
-                f"({sum(x['reached'] for x in seeding)} reached the target)"
+                f"seeding cost: {cost['tunings']} tuning runs, {cost['steps']} steps, "
+                f"{cost['cpu_s']:.1f} CPU-s ({sum(x['reached'] for x in seeding)} reached the target)"
             )
         console.print(f"bank {_bank_dir(bank)}: {b.count()} entries")
 
