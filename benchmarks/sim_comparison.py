@@ -12,6 +12,9 @@ for ElasticFlow (slot wait, cold start, restart pause: a line of their own).
 
     python benchmarks/sim_comparison.py [--shard 0/2] [--policies ...]   # resumable: done runs are kept
     python benchmarks/sim_comparison.py --summarize                      # -> sim_comparison.md/.json
+    python benchmarks/sim_comparison.py --init bank --policies prompttuner,infless \
+        --runs benchmarks/results/sim_comparison_bank.runs.jsonl --workloads poisson,azure-conv
+    (bank-init jobs: their work from the measured pairs of benchmarks/bank_stream.py)
 
 Runs go to ``benchmarks/results/sim_comparison.runs.jsonl`` (one line per workload x tightness x seed).
 """
@@ -41,6 +44,15 @@ POLICIES = ["prompttuner", "infless", "elasticflow"]
 TIGHTNESS = [1.0, 1.5, 2.0]
 SEEDS = [0, 1, 2, 3, 4]
 KEEP = ("slo_violation_rate", "declined", "missed", "unfinished", "cost", "cost_per_met_job", "cold_starts")
+
+
+def parse_mix(spec: str) -> dict[str, float]:
+    """``random`` or ``random:0.5,bank:0.5``: the jobs' init methods and their shares."""
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, w = part.partition(":")
+        out[name.strip()] = float(w) if w else 1.0
+    return out
 
 
 def workloads() -> list[tuple[str, str, str | None]]:
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> None:
             work="distribution",
             prediction=args.prediction,
             seed=seed,
+            init_mix=parse_mix(args.init),
         )
         t0 = time.process_time()
         jobs = generate(cfg, cat)
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
             "tightness": tight,
             "seed": seed,
             "prediction": args.prediction,
+            "init": args.init,
             "jobs": len(jobs),
             "clairvoyant_cost": bound["cost"],
             "elasticflow_infeasible_alone": infeasible_alone_count(jobs, cat, cfg),
@@ -299,6 +313,12 @@ def main() -> None:
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     ap.add_argument("--runs", type=Path, default=RUNS, help="the runs file (resumable)")
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument(
+        "--init",
+        default="random",
+        help="the jobs' init mix, e.g. bank or random:0.5,bank:0.5 (bank: work from the measured pairs of "
+        "benchmarks/bank_stream.py; give such runs their own --runs file)",
+    )
     a = ap.parse_args()
     if a.summarize:
         summarize(a.runs)
