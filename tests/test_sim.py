@@ -76,7 +76,7 @@ def test_measured_profiles_are_preferred(tmp_path: Path) -> None:
             }
         )
     )
-    wm = load_work_model(profiles_file=prof)
+    wm = load_work_model(profiles_file=prof, bank_pairs_file=tmp_path / "no-pairs.json")  # the profiles' rule
     import random
 
     rng = random.Random(0)
