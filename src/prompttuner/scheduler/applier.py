@@ -220,6 +220,19 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
     touched = list(allocations)
     extra_types: dict[str, set[str]] = {}
 
+    def joins(what: str, of: str, jid: str, model: str, gpu_type: str) -> None:
+        """A worker (switched or provisioned) that joins job ``jid``: the job must be live, admitted and
+        of the worker's model."""
+        job = live(jid)
+        if job is None:
+            raise PolicyError(f"{what} for unknown or finished job {jid}")
+        if not admitted(jid):
+            raise PolicyError(f"{what} for job {jid}, which is not admitted")
+        if job.spec.model != model:
+            raise PolicyError(f"{of} for job {jid}, which needs {job.spec.model}")
+        extra_types.setdefault(jid, set()).add(gpu_type)
+        touched.append(jid)
+
     # 4. switches
     switch: list[Switch] = []
     switched: set[str] = set()
@@ -246,15 +259,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
                 f"switch of worker {sw.worker_id} from {sv.model} to {sw.model}: other GPU count"
             )
         if sw.job_id is not None:
-            sjob = live(sw.job_id)
-            if sjob is None:
-                raise PolicyError(f"switch for unknown or finished job {sw.job_id}")
-            if not admitted(sw.job_id):
-                raise PolicyError(f"switch for job {sw.job_id}, which is not admitted")
-            if sjob.spec.model != sw.model:
-                raise PolicyError(f"switch to {sw.model} for job {sw.job_id}, which needs {sjob.spec.model}")
-            extra_types.setdefault(sw.job_id, set()).add(sv.gpu_type)
-            touched.append(sw.job_id)
+            joins("switch", f"switch to {sw.model}", sw.job_id, sw.model, sv.gpu_type)
         if sv.idle_since is not None and sv.model is not None:
             released_idle.append((sv.model, now - sv.idle_since))
         switched.add(sw.worker_id)
@@ -279,15 +284,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
             )
         held[p.gpu_type] = used + p.count * prof.gpus_per_replica
         if p.job_id is not None:
-            pjob = live(p.job_id)
-            if pjob is None:
-                raise PolicyError(f"provision for unknown or finished job {p.job_id}")
-            if not admitted(p.job_id):
-                raise PolicyError(f"provision for job {p.job_id}, which is not admitted")
-            if pjob.spec.model != p.model:
-                raise PolicyError(f"provision of {p.model} for job {p.job_id}, which needs {pjob.spec.model}")
-            extra_types.setdefault(p.job_id, set()).add(p.gpu_type)
-            touched.append(p.job_id)
+            joins("provision", f"provision of {p.model}", p.job_id, p.model, p.gpu_type)
         provision.append(p)
 
     # a job's replicas share one GPU type
