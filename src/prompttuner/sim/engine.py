@@ -33,10 +33,8 @@ import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from prompttuner.core.live import Lazy, LiveIndex
-from prompttuner.core.slo import slo_outcome
 from prompttuner.core.types import (
     Admission,
     ClusterSnapshot,
@@ -54,7 +52,7 @@ from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
 from prompttuner.sim.prediction import ErrorModel
-from prompttuner.sim.records import SimResult, _Job, _Worker
+from prompttuner.sim.records import SimResult, _Job, _Worker, result_of
 
 __all__ = ["PolicyError", "SimResult", "Simulator"]
 
@@ -593,59 +591,4 @@ class Simulator:
             self.timeline.append((self.now, self._held, self._busy))
 
     def _result(self, end: float) -> SimResult:
-        rows: list[dict[str, Any]] = []
-        miss = declined = unfinished = 0
-        qdelays: list[float] = []
-        for job in self.jobs.values():
-            s = job.spec
-            done = job.phase == JobPhase.SUCCEEDED and job.finish is not None
-            met = slo_outcome(s.deadline, job.finish if done else None, job.stop >= job.work).slo_met
-            if job.phase == JobPhase.DECLINED:
-                declined += 1
-            elif job.phase != JobPhase.SUCCEEDED:
-                unfinished += 1
-            elif not met:
-                miss += 1
-            if job.first_start is not None:
-                qdelays.append(job.first_start - s.arrival)
-            rows.append(
-                {
-                    "job_id": s.job_id,
-                    "model": s.model,
-                    "init": s.init,
-                    "arrival": s.arrival,
-                    "deadline": s.deadline,
-                    "work_steps": job.work,
-                    **({"estimate0": round(job.estimate0, 3)} if job.estimate0 != job.work else {}),
-                    "phase": str(job.phase),
-                    "start": job.first_start,
-                    "finish": job.finish,
-                    "met_slo": met,
-                    "busy_gpu_s": round(job.busy_gpu_s, 3),
-                    "rescales": job.rescales,
-                    "reason": job.reason,
-                    "quote_finish": job.quote.finish_time if job.quote else None,
-                    "tightest_deadline": job.quote.tightest_deadline if job.quote else None,
-                }
-            )
-        total = len(self.jobs)
-        qdelays.sort()
-        metrics = {
-            "jobs": float(total),
-            "slo_violation_rate": (miss + declined + unfinished) / total if total else 0.0,
-            "missed": float(miss),
-            "declined": float(declined),
-            "unfinished": float(unfinished),
-            "cost": self.cost,
-            "cost_gpu_hours": self.held_gpu_s / 3600.0,
-            "busy_gpu_hours": self.busy_gpu_s / 3600.0,
-            "loading_gpu_hours": self.loading_gpu_s / 3600.0,
-            "utilisation": self.busy_gpu_s / self.held_gpu_s if self.held_gpu_s > 0 else 0.0,
-            "queueing_delay_mean_s": sum(qdelays) / len(qdelays) if qdelays else 0.0,
-            "queueing_delay_p95_s": qdelays[int(0.95 * (len(qdelays) - 1))] if qdelays else 0.0,
-            "cold_starts": float(self.cold_starts),
-            **({"switches": float(self.switches)} if self.switches else {}),
-            "decisions": float(self.decisions),
-            "makespan_s": end,
-        }
-        return SimResult(self.policy.name, rows, metrics, self.timeline)
+        return result_of(self, end)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prompttuner.core.slo import slo_outcome
 from prompttuner.core.types import JobPhase, JobSpec, JobView, ModelProfile, Quote, WorkerState, WorkerView
 
 
@@ -66,3 +67,63 @@ class SimResult:
     jobs: list[dict[str, Any]]
     metrics: dict[str, float]
     timeline: list[tuple[float, int, int]]  # (time, GPUs held, GPUs busy)
+
+
+def result_of(sim: Any, end: float) -> SimResult:
+    """The run's per-job rows and metrics (``sim``: a finished ``sim.engine.Simulator``)."""
+    rows: list[dict[str, Any]] = []
+    miss = declined = unfinished = 0
+    qdelays: list[float] = []
+    for job in sim.jobs.values():
+        s = job.spec
+        done = job.phase == JobPhase.SUCCEEDED and job.finish is not None
+        met = slo_outcome(s.deadline, job.finish if done else None, job.stop >= job.work).slo_met
+        if job.phase == JobPhase.DECLINED:
+            declined += 1
+        elif job.phase != JobPhase.SUCCEEDED:
+            unfinished += 1
+        elif not met:
+            miss += 1
+        if job.first_start is not None:
+            qdelays.append(job.first_start - s.arrival)
+        rows.append(
+            {
+                "job_id": s.job_id,
+                "model": s.model,
+                "init": s.init,
+                "arrival": s.arrival,
+                "deadline": s.deadline,
+                "work_steps": job.work,
+                **({"estimate0": round(job.estimate0, 3)} if job.estimate0 != job.work else {}),
+                "phase": str(job.phase),
+                "start": job.first_start,
+                "finish": job.finish,
+                "met_slo": met,
+                "busy_gpu_s": round(job.busy_gpu_s, 3),
+                "rescales": job.rescales,
+                "reason": job.reason,
+                "quote_finish": job.quote.finish_time if job.quote else None,
+                "tightest_deadline": job.quote.tightest_deadline if job.quote else None,
+            }
+        )
+    total = len(sim.jobs)
+    qdelays.sort()
+    metrics = {
+        "jobs": float(total),
+        "slo_violation_rate": (miss + declined + unfinished) / total if total else 0.0,
+        "missed": float(miss),
+        "declined": float(declined),
+        "unfinished": float(unfinished),
+        "cost": sim.cost,
+        "cost_gpu_hours": sim.held_gpu_s / 3600.0,
+        "busy_gpu_hours": sim.busy_gpu_s / 3600.0,
+        "loading_gpu_hours": sim.loading_gpu_s / 3600.0,
+        "utilisation": sim.busy_gpu_s / sim.held_gpu_s if sim.held_gpu_s > 0 else 0.0,
+        "queueing_delay_mean_s": sum(qdelays) / len(qdelays) if qdelays else 0.0,
+        "queueing_delay_p95_s": qdelays[int(0.95 * (len(qdelays) - 1))] if qdelays else 0.0,
+        "cold_starts": float(sim.cold_starts),
+        **({"switches": float(sim.switches)} if sim.switches else {}),
+        "decisions": float(sim.decisions),
+        "makespan_s": end,
+    }
+    return SimResult(sim.policy.name, rows, metrics, sim.timeline)
