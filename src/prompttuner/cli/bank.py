@@ -145,11 +145,17 @@ def build(
     folders = _expand_tasks(list(tasks) + extra)
     from prompttuner.tuning import parse_init
 
-    if prompts is None:  # a bad --init fails before the model loads
+    if prompts is None:  # a bad --init, --seeds or --subsets fails before the model loads
         try:
             parse_init(init)
         except ValueError as e:
             fail(f"--init: {e}")
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--seeds: comma-separated integers, not {seeds!r}")
+    if subsets < 1 or not seed_list:
+        fail("--subsets must be >= 1 and --seeds must name at least one seed")
     loaded = _load_model(model, dtype)
     b = _open(bank, create=True)
     added: list[dict[str, Any]] = []
@@ -184,58 +190,27 @@ def build(
                     )
                 )
         else:
-            import dataclasses as dc
-            import time
+            from prompttuner.bank.seed import seed_task
+            from prompttuner.tuning import TuningConfig
 
-            from prompttuner.tuning import PromptTrainer, TuningConfig
+            cfg = TuningConfig(
+                num_virtual_tokens=tokens,
+                batch_size=batch_size,
+                max_length=max_length,
+                target_accuracy=target,
+                max_steps=max_steps,
+                init=parse_init(init),
+            )
 
-            try:
-                seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-            except ValueError:
-                fail(f"--seeds: comma-separated integers, not {seeds!r}")
-            if subsets < 1 or not seed_list:
-                fail("--subsets must be >= 1 and --seeds must name at least one seed")
-            for part in range(subsets):
-                rows = task.train[part::subsets]
-                sub = dc.replace(task, train=rows) if subsets > 1 else task
-                for seed in seed_list:
-                    cfg = TuningConfig(
-                        num_virtual_tokens=tokens,
-                        batch_size=batch_size,
-                        max_length=max_length,
-                        target_accuracy=target,
-                        max_steps=max_steps,
-                        init=parse_init(init),
-                        seed=seed,
-                    )
-                    what = f"seed {seed}" + (
-                        f", part {part + 1}/{subsets} ({len(rows)} rows)" if subsets > 1 else ""
-                    )
-                    if not json_out:  # --json prints one JSON document, nothing else
-                        console.print(f"tuning {task.name} ({init}, {what}, up to {max_steps} steps)")
-                    c0 = time.process_time()
-                    trainer = PromptTrainer(loaded, sub, cfg)
-                    res = trainer.train_to_target()
-                    cost = {"steps": res.steps, "cpu_s": round(time.process_time() - c0, 2)}
-                    seeding.append(
-                        {"task": task.name, "seed": seed, "part": part, "reached": res.reached, **cost}
-                    )
-                    if res.reached or target is None or keep_all:
-                        items.append(
-                            NewEntry(
-                                trainer.prompt(),
-                                loaded.name,
-                                task.description,
-                                task.labels,
-                                res.accuracy,
-                                res.steps,
-                                owner,
-                                task.name,
-                                None,
-                                sample,
-                                extra={"init": init, "seed": seed, "part": part, "parts": subsets},
-                            )
-                        )
+            def say(what: str, name: str = task.name) -> None:
+                if not json_out:  # --json prints one JSON document, nothing else
+                    console.print(f"tuning {name} ({init}, {what}, up to {max_steps} steps)")
+
+            got, runs = seed_task(
+                loaded, task, cfg, seed_list, subsets, keep_all=keep_all, owner=owner, on_start=say
+            )
+            items += got
+            seeding += runs
         try:
             ids = b.add_many(items)
         except BankError as e:
@@ -417,8 +392,16 @@ def search(
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
     if race:
-        _search_race(
-            task, bank, model, labels, tokens or 16, max_length, dtype, target, race_steps, seed, json_out
+        from prompttuner.bank import default_bank_dir
+        from prompttuner.cli.bank_start import show_start
+        from prompttuner.tuning import TuningConfig
+
+        cfg = TuningConfig(
+            num_virtual_tokens=tokens or 16, max_length=max_length, target_accuracy=target, seed=seed
+        )
+        loaded_task = _load_task(task, labels)
+        show_start(
+            bank or default_bank_dir(), _load_model(model, dtype), loaded_task, cfg, race_steps, json_out
         )
         return
     from prompttuner.bank import (
@@ -486,55 +469,6 @@ def search(
             else "the chosen entry beats it: `tune --init bank:DIR` starts from the entry"
         )
         console.print(f"job's own text init: probe {describe(ProbeScore(**text_score))}; {verdict}")
-
-
-def _search_race(
-    task: Path,
-    bank: Path | None,
-    model: str,
-    labels: str | None,
-    tokens: int,
-    max_length: int,
-    dtype: str | None,
-    target: float | None,
-    race_steps: int,
-    seed: int,
-    json_out: bool,
-) -> None:
-    from prompttuner.bank import BankError, RaceSettings, default_bank_dir, warm_start
-    from prompttuner.tuning import TuningConfig
-
-    folder = bank or default_bank_dir()
-    tk = _load_task(task, labels)
-    loaded = _load_model(model, dtype)
-    cfg = TuningConfig(num_virtual_tokens=tokens, max_length=max_length, target_accuracy=target, seed=seed)
-    try:
-        ws = warm_start(folder, loaded, tk, cfg, race=RaceSettings(steps=race_steps))
-    except BankError as e:
-        fail(str(e))
-    out = ws.summary()
-    if json_out:
-        emit_json(out)
-        return
-    table = Table(title=f"starts (probed on {ws.info['selection']['rows']} training rows)")
-    for col in ("start", "kind", "probe accuracy", "probe loss", "race (steps: accuracy)"):
-        table.add_column(col)
-    for c in ws.candidates:
-        sc = c.score
-        rounds = ", ".join(f"{int(r['steps'])}: {r['accuracy']:.3f}" for r in c.race)
-        table.add_row(
-            c.name,
-            c.kind,
-            "-" if sc is None else f"{sc.accuracy:.3f}",
-            "-" if sc is None else f"{sc.loss:.3f}",
-            rounds or "-",
-        )
-    console.print(table)
-    why = "raced" if out["raced"] else "no race: it meets the target on the probe rows"
-    console.print(
-        f"chosen: [bold]{ws.chosen.name}[/] ({why}); lr {ws.trainer.lr:.4g}; race steps of the losers "
-        f"{ws.extra_steps}, of the chosen {ws.trainer.step_count}; selection {out['select_cpu_s']:.2f} CPU-s"
-    )
 
 
 @bank_app.command("reindex")
