@@ -30,10 +30,12 @@ shards fit in 45 minutes on the 2-core machine at ``--workers 2``).
     python benchmarks/bank_stream.py --phase novel --workers 2      # the novel-task protocol
     python benchmarks/bank_stream.py --summarize                    # bank_stream.json / .md
 
-The *novel-task* protocol (``--phase novel``) runs in the same harness on the same jobs, targets and
-baselines: job ``T#s`` starts from a bank seeded with the other 15 tasks' baseline prompts (random and
-text init, both jobs of each task, those that ended at or above their task's target: several prompts per
-task, from other seeds and data), never with a prompt of ``T``.
+The *novel-task* protocol (``--phase novel``, after both streams) runs in the same harness on the same
+jobs, targets and baselines: job ``T#s`` starts from a bank of the other 15 tasks' prompts that the
+streams committed (``bank_stream_prompts/``: both jobs of each task in both orders, those that reached
+their target: up to 4 prompts per task, from other seeds and data), never with a prompt of ``T`` nor with
+one whose start descends from a prompt of ``T`` (``stream_ancestry``).  (The baselines' own prompts were
+the first plan; they are not committed, so a fresh machine could not rebuild that bank.)
 """
 
 from __future__ import annotations
@@ -288,27 +290,53 @@ def stream_run(
     return rec
 
 
+def stream_ancestry(runs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """Per stream job ``(order, job)``: the tasks whose prompts its start may descend from (a superset:
+    the chosen entry's task, or every entry candidate's task for a blend, with, transitively, what the
+    earlier prompts of those tasks in the same order descend from)."""
+    anc: dict[tuple[str, str], set[str]] = {}
+    done = [r for r in runs if r["init"] == "bank" and "error" not in r]
+    for r in sorted(done, key=lambda r: (r["order"], r["position"])):
+        start = r.get("start", {})
+        chosen = start.get("chosen", "")
+        names = [chosen] if chosen.startswith("entry:") else []
+        if chosen == "blend":
+            names = [c["name"] for c in start.get("candidates", []) if c["name"].startswith("entry:")]
+        tasks: set[str] = set()
+        for n in names:
+            src = n.split(":", 1)[1].split("/")[0]
+            tasks.add(src)
+            for (o, j), a in anc.items():
+                if o == r["order"] and j.split("#")[0] == src:
+                    tasks |= a
+        anc[(r["order"], r["job"])] = tasks
+    return anc
+
+
 def novel_bank(st: dict[str, Any], loaded: Any, held_out: str, work: Path) -> tuple[Path, list[str]]:
-    """The novel-task protocol's bank for ``held_out``: the other 15 tasks' baseline prompts (random and
-    text init, both jobs of each task: the bank seeded "from task folders" with several prompts per task,
-    from other seeds and data) that ended at or above their task's target."""
+    """The novel-task protocol's bank for ``held_out``: the other tasks' stream prompts that reached their
+    targets and do not descend from a prompt of ``held_out`` (module docstring)."""
     from prompttuner.bank import PromptBank
     from prompttuner.tuning import load_prompt
 
     folder = work / "banks" / f"novel-{held_out}"
+    runs = read_runs()
+    anc = stream_ancestry(runs)
     names: list[str] = []
     items = []
-    for r in read_runs():
+    for r in sorted(runs, key=lambda r: (r["order"], r["job"])):
         t = r["job"].split("#")[0]
-        if r["init"] not in ("random", "text") or "error" in r or t == held_out:
+        if r["init"] != "bank" or "error" in r or t == held_out or not r["reached"]:
             continue
-        if r["accuracy"] < target_of(st, r["job"]):
+        if held_out in anc[(r["order"], r["job"])]:
             continue
-        f = work / "prompts" / r["job"].replace("#", "-") / r["init"] / "prompt.safetensors"
         task, _ = job_task(st, r["job"])
-        src = f"{r['job']}/{r['init']}"
-        items.append(entry_of(loaded, task, load_prompt(f)[0], r["accuracy"], r["steps"], source_job=src))
-        names.append(f"{r['job']}/{r['init']}")
+        src = f"{r['job']}/order-{r['order']}"
+        tensor = load_prompt(prompt_file(r["order"], r["job"]))[0]
+        items.append(entry_of(loaded, task, tensor, r["accuracy"], r["steps"], source_job=src))
+        names.append(src)
+    if not items:
+        raise RuntimeError(f"no stream prompts for the novel bank of {held_out}: run both streams first")
     if not folder.exists():
         with PromptBank(folder) as bank:
             bank.add_many(items)

@@ -200,9 +200,9 @@ def write_md(doc: dict[str, Any], path: Path) -> None:
             f"{st['eval_size']} validation rows one row is {100 / st['eval_size']:.1f} points and steps to "
             f"target are resolved to {st['eval_every']} steps, so a single pair can differ by a row or an "
             "interval by chance; the criterion is on the medians. The final accuracy of one run at lr 0.03 "
-            "swings by 10-20 points between neighbouring evaluations (see `curve` in the JSON), so 6 pairs "
-            "cannot separate a small bf16 effect from that noise either way: the result is 'not shown to "
-            "converge alike', not 'shown to be worse'.",
+            "swings by 10-20 points between neighbouring evaluations (see `curve` in the JSON), so "
+            f"{len(s['pairs'])} pairs cannot separate a small bf16 effect from that noise either way: "
+            "the result is 'not shown to converge alike', not 'shown to be worse'.",
         ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -246,8 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
     }
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    if doc.get("settings", settings) != settings:
-        doc = {}  # other settings: start over
+    old = doc.get("settings", settings)
+    same = {k: v for k, v in old.items() if k not in ("tasks", "seeds")} == {
+        k: v for k, v in settings.items() if k not in ("tasks", "seeds")
+    }
+    if not same:
+        doc = {}  # other engine settings: start over
+    else:  # more tasks or seeds: the runs made keep counting, the sample is the union
+        settings["tasks"] = list(dict.fromkeys([*old["tasks"], *settings["tasks"]]))
+        settings["seeds"] = sorted({*old["seeds"], *settings["seeds"]})
     doc.update(
         settings=settings,
         machine=f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}",
