@@ -252,3 +252,10 @@ class SwitcherPolicy(Policy):
                 prov.append(Provision(model, gpu, n))
                 free -= n
         return Decisions(allocations=allocs, provision=tuple(prov), switch=tuple(switch), admissions=adm)
+
+
+class CalibratingFakeEngine(FakeEngine):
+    """A fake engine that times its calibration steps as 0.5, 0.6 and 0.55 seconds (no sleep)."""
+
+    def calibrate(self, loaded: Any) -> list[float]:
+        return [0.5, 0.6, 0.55]

@@ -1,10 +1,14 @@
-"""A job's start as the service makes it (``bank.warm_start`` on a worker, fake engine): the chosen start,
+"""A worker's warm-up and a job's start, as the service runs them (fake engine).
+
+A worker times a few steps as it warms up (``WorkerCore.calibrate``): the first quotes plan with them.
+A job's start as the service makes it (``bank.warm_start`` on a worker, fake engine): the chosen start,
 the candidates and the race go into the job's ``warm_start`` event and its quote, and the race's steps
 are the job's (the winner's in its state, the losers' counted beside them).  The real engine's reply is
 checked on the bundled LLM in ``tests/bank/test_bank_model.py``."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +20,27 @@ from fastapi.testclient import TestClient
 from prompttuner.api.app import create_app
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.service import Service, ServiceConfig
+from prompttuner.state.models import EventRow
 from service_fakes import GreedyPolicy
 from test_api_service import job_body, wait_done, wait_for
 from test_service_work import _upload
 
 
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[tuple[TestClient, Service]]:
+def _service(home: Path, engine: str) -> Service:
     cfg = ServiceConfig(
-        home=tmp_path / "home",
-        engine="service_fakes:RaceFakeEngine",
+        home=home,
+        engine=engine,
         controller=ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3),
         models=("tiny",),
         workers=2,
         warm=2,
     )
-    service = Service(cfg, policy=GreedyPolicy())
+    return Service(cfg, policy=GreedyPolicy())
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[tuple[TestClient, Service]]:
+    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
     with TestClient(create_app(service)) as client:
         _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
         client.headers["Authorization"] = f"Bearer {key}"
@@ -84,3 +93,23 @@ def test_a_start_made_at_the_quote_is_shown_there_and_kept_in_the_jobs_quote(
     done = wait_done(client, job["id"])
     ev = _start_event(client, done["id"])
     assert ev["at_quote"] is True and ev["race_steps"] == 3
+
+
+def test_workers_time_steps_as_they_warm_up_and_the_first_quote_plans_with_them(tmp_path: Path) -> None:
+    service = _service(tmp_path / "home", "service_fakes:CalibratingFakeEngine")
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        prof = service.controller.profiles
+        assert client.get("/v1/cluster").json()["profiles"]["tiny"]["measured"] is True  # no job ran
+        kept = sorted(round(math.exp(x), 6) for logs in prof._m["tiny"].levels.values() for x in logs)
+        assert kept == [0.5, 0.5, 0.55, 0.55, 0.6, 0.6]  # three steps from each of the two workers
+        with service.store.session() as s:
+            ready = [e.data for e in s.query(EventRow).filter(EventRow.kind == "worker_ready")]
+        assert [d["calibration_step_s"] for d in ready] == [0.55, 0.55]  # the median of each
+        assert all(d["calibration_busy"] in (1, 2) for d in ready)
+        q = client.post("/v1/quotes", json=job_body(max_steps=1000)).json()
+        step = prof.planning_step_s("tiny")
+        assert step >= 0.5  # this machine's (fake) steps, with the margin from their spread
+        asked = q["deadline"] - 600  # job_body's duration_s
+        assert q["finish_time"] - asked == pytest.approx(q["work_steps"] * step, rel=0.05)

@@ -68,6 +68,14 @@ class Dispatch(ControllerBase):
                 self.profiles.observe_switch(w.model, now - began)
                 data.update(switched_from=w.switch_from, switch_s=round(now - began, 3))
                 w.switch_from = None
+            cal = [float(x) for x in r.result.get("calibration") or () if x and x > 0]
+            if cal:  # steps timed as it warmed up, beside the workers loading or busy with it
+                busy = 1 + sum(
+                    1 for x in self.workers.values() if x is not w and (x.ready_at is None or x.op)
+                )
+                for s in cal:
+                    self.profiles.observe_step(w.model, s, busy=busy)
+                data.update(calibration_step_s=round(sorted(cal)[len(cal) // 2], 4), calibration_busy=busy)
             self._emit(Event(now, "worker_ready", worker_id=w.worker_id, data=data))
             if w.releasing and w.job_id is None:
                 self._release_worker(w, now)

@@ -22,6 +22,8 @@ from typing import Any
 
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
 
+CALIBRATION_STEPS = 3  # timed steps a worker runs as it warms up
+
 
 @dataclass
 class RealSession:
@@ -156,6 +158,34 @@ class RealEngine:
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
         return start_result(ws)
+
+    def calibrate(self, loaded: Any, steps: int = CALIBRATION_STEPS) -> list[float]:
+        """Seconds of each of ``steps`` training steps of a job with the service's default settings (8
+        virtual tokens, batches of 4, 64 tokens) on the bundled sst2 slice, after one untimed step (the
+        first pays for lazy setup).  What a worker measures as it warms up, so the first quotes plan with
+        this machine's step time."""
+        import time
+
+        from prompttuner.config import REPO_DATA
+
+        job = JobPayload(
+            job_id="calibration",
+            model=str(loaded.name),
+            train_path=str(REPO_DATA / "demo_tasks" / "sst2" / "train.jsonl"),
+            test_path=None,
+            labels=("negative", "positive"),
+            max_steps=steps + 1,
+            max_eval=8,
+        )
+        sess = self.open(loaded, job, None)
+        sess.step()
+        out = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            sess.step()
+            out.append(time.perf_counter() - t0)
+        self._tasks.clear()
+        return out
 
     def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
         from prompttuner.tuning import load_prompt, predict
