@@ -1,7 +1,8 @@
 """The live demo as a measurement: ``prompttuner demo --json`` on real tuning, recorded with what it printed.
 
 Runs the command (the service with local workers on the bundled LLM; earlier jobs fill the Prompt Bank, a
-later job is quoted with and without it and runs from the bank beside its random-init twin), keeps what it
+later job, the same task on other rows, is quoted with and without it and runs from the bank beside its
+random-init twin, best effort), keeps what it
 printed (stderr) and its JSON line (stdout), the machine's load (``uptime``) before and after, and writes
 ``benchmarks/results/service_demo.json`` and ``.md``.
 
@@ -81,7 +82,8 @@ def main() -> None:
     for j in result["jobs"]:
         acc = "-" if j["accuracy"] is None else f"{j['accuracy']:.2f}"
         lines.append(
-            f"| {j['task']} | {j['start']}{' (best effort)' if j['best_effort'] else ''} | {j['steps']} | "
+            f"| {j['task']} | {j['start']}{' (best effort)' if j['best_effort'] else ''} | {j['steps']}"
+            f"{' +' + str(j['race_steps']) + ' race' if j.get('race_steps') else ''} | "
             f"{acc}/{j['target']:.3f} | {j['quoted_s']}s | {j['actual_s']}s | {j['deadline_s']}s | "
             f"{yes[j['target_reached']]} | {yes[j['deadline_met']]} | {yes[j['slo_met']]} | "
             f"{j['gpu_seconds']:.1f} |"
@@ -93,8 +95,10 @@ def main() -> None:
         f"{qb['quoted_s']:.0f}s ({qb['predicted_steps']:.0f} steps, {qb['prediction']}; selection "
         f"{qb['selection_s'] or 0:.1f}s at the quote), from random init {qr['quoted_s']:.0f}s "
         f"({qr['predicted_steps']:.0f} steps, {qr['prediction']}). Measured: from the bank SLO "
-        f"{yes[cmp['bank_slo_met']]}, the random-init twin SLO {yes[cmp['twin_slo_met']]}; only the bank's "
-        f"start met it: {yes[cmp['only_bank_met']]}.",
+        f"{yes[cmp['bank_slo_met']]} (its time with the selection at the quote: "
+        f"{cmp.get('bank_actual_with_selection_s')}s), the random-init twin (ran: "
+        f"{yes[cmp['twin_ran']]}) SLO {yes[cmp['twin_slo_met']]}; only the bank's start met it: "
+        f"{yes[cmp['only_bank_met']]}.",
         "",
         f"SLO met {result['slo_met']}/{len(result['jobs'])}, deadlines met {result['deadlines_met']}, "
         f"targets "
