@@ -122,6 +122,35 @@ class FakeEngine:
         return [labels[len(t) % len(labels)] for t in texts]
 
 
+class RaceFakeEngine(FakeEngine):
+    """A warm start as ``bank.warm_start`` replies (``real_engine.start_result``): three starts raced, the
+    bank's entry won after 2 race steps (in its state), the two losers ran 3 steps between them."""
+
+    def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
+        if job.bank_dir is None:
+            raise WarmStartUnavailable("no Prompt Bank configured")
+        race = [{"steps": 2.0, "accuracy": 0.6, "loss": 0.7}]
+        return {
+            "state": json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode(),
+            "init": "bank:e1",
+            "chosen": "entry:mr/e1",
+            "kind": "warm",
+            "entry_task": "mr",
+            "probe_accuracy": 0.5,
+            "predicted_steps": 6,
+            "lr": 0.01,
+            "raced": True,
+            "steps_done": 2,
+            "race_steps": 3,
+            "candidates": [
+                {"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5, "race": race},
+                {"name": "text", "kind": "text", "race": race},
+                {"name": "random", "kind": "random", "race": race[:1]},
+            ],
+            "select_s": 0.01,
+        }
+
+
 def expected_w(job: JobPayload, steps: int) -> float:
     """The fake prompt after ``steps`` uninterrupted steps, for exactness checks."""
     s = FakeSession(job, None)
@@ -223,3 +252,10 @@ class SwitcherPolicy(Policy):
                 prov.append(Provision(model, gpu, n))
                 free -= n
         return Decisions(allocations=allocs, provision=tuple(prov), switch=tuple(switch), admissions=adm)
+
+
+class CalibratingFakeEngine(FakeEngine):
+    """A fake engine that times its calibration steps as 0.5, 0.6 and 0.55 seconds (no sleep)."""
+
+    def calibrate(self, loaded: Any) -> list[float]:
+        return [0.5, 0.6, 0.55]

@@ -75,6 +75,11 @@ def test_real_tuning_end_to_end_over_http(tmp_path: Path, monkeypatch: pytest.Mo
         assert pred.status_code == 200, pred.text
         assert set(pred.json()["predictions"]) <= {"negative", "positive"}
         assert client.get("/v1/cluster").json()["profiles"]["smollm2-135m"]["measured"] is True
+        from prompttuner.state.models import EventRow
+
+        with service.store.session() as s:  # each worker timed steps of its own as it warmed up
+            ready = [e.data for e in s.query(EventRow).filter(EventRow.kind == "worker_ready")]
+        assert len(ready) == 2 and all(d["calibration_step_s"] > 0 for d in ready)
 
 
 def test_a_real_worker_switches_between_the_two_bundled_models_and_trains_on_each(

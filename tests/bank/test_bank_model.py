@@ -1,5 +1,6 @@
 """The bank on the real bundled LLM: the batched probe equals the engine's loss, and the bank's warm start
-(``bank_init``, what ``tune --init bank:DIR`` and the service call) becomes the trainer's init."""
+(``bank_init``, what ``tune --init bank:DIR`` calls) becomes the trainer's init; the service's warm start
+is ``bank.warm_start`` (the race)."""
 
 from __future__ import annotations
 
@@ -177,50 +178,55 @@ def test_bank_init_asks_on_the_training_split_and_the_lr_follows_the_answer(
     assert trainer.train == train and trainer.val == val  # the rows the bank read are the trainer's
 
 
-def test_service_warm_start_follows_the_bank_and_the_lr_rule(
-    loaded, task, tmp_path: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    """The service's warm start (RealEngine.warm_start) asks the bank as `tune --init bank:DIR` does: on
-    the job's training split only, at the job's max_length; the entry keeps the warm lr only when its probe
-    accuracy meets the job's target."""
-    import prompttuner.bank as pb
+def test_service_warm_start_is_the_banks_warm_start_and_names_the_race(loaded, task, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The service's warm start (RealEngine.warm_start) is ``bank.warm_start``: below the target the best
+    entry races the job's text and random inits (the reply names the chosen start, the candidates, the
+    winner's race steps in its state and the losers' beside them); at the target the entry is taken as it
+    is (no race, warm lr, the bank's predicted steps); only the tenant's own and public entries count."""
+    from prompttuner.bank import PUBLIC
     from prompttuner.runtime.engine import JobPayload
     from prompttuner.runtime.real_engine import RealEngine
 
-    (tmp_path / "bank").mkdir()
-    (tmp_path / "bank" / "bank.sqlite").touch()  # the engine checks that a bank exists; the choice is faked
-    entry = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=5)
-    seen: list[dict] = []
-
-    def fake_select_init(bank_dir, model, t, **kw):  # type: ignore[no-untyped-def]
-        seen.append(kw)
-        return entry, {"entry": {"id": "e1", "task_name": "mr"}, "accuracy": 0.75, "predicted_steps": 3.0}
-
-    monkeypatch.setattr(pb, "select_init", fake_select_init)
+    with PromptBank(tmp_path / "bank") as bank:
+        ids = {}
+        for s, owner in ((11, PUBLIC), (12, "acme"), (13, "globex")):
+            t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=s)
+            ids[owner] = bank.add(
+                t, model=loaded.name, task_description="r", labels=task.labels, task_name=f"r{s}", owner=owner
+            )
     engine = RealEngine()
-    out = {}
-    for target in (0.7, 0.8):
-        job = JobPayload(
+
+    def job(target: float) -> JobPayload:
+        return JobPayload(
             job_id=f"j{target}",
             model=loaded.name,
             train_path=str(shared_data() / "tasks" / "sst2" / "train.jsonl"),
             test_path=None,
             labels=tuple(task.labels),
-            max_steps=5,
+            max_steps=20,
             target_accuracy=target,
             num_virtual_tokens=4,
-            max_length=32,
-            max_eval=16,
+            batch_size=2,
+            max_length=24,
+            max_eval=8,
             bank_dir=str(tmp_path / "bank"),
             tenant="acme",
         )
-        out[target] = engine.warm_start(loaded, job)
-    assert out[0.7]["lr"] == pytest.approx(0.003)  # the start already meets its target: keep it
-    assert out[0.8]["lr"] == pytest.approx(0.03)  # below its target: it must move
-    assert out[0.8]["init"] == "bank:e1" and out[0.8]["probe_accuracy"] == 0.75
-    train, val = training_split(engine._task(job), 16)
-    assert seen[0]["examples"] == train and not any(v in seen[0]["examples"] for v in val)
-    assert seen[0]["max_length"] == 32 and seen[0]["tenant"] == "acme"
+
+    hard = engine.warm_start(loaded, job(1.01))  # no start meets it: they race
+    assert hard["raced"] and hard["steps_done"] == 4 and hard["race_steps"] == 2 + 4  # 2 steps a round
+    names = [c["name"] for c in hard["candidates"]]
+    assert {"text", "random"} <= set(names) and not any(ids["globex"][:8] in n for n in names)
+    assert hard["chosen"] in names
+    assert hard["init"] in ("text", "random") or hard["init"].startswith("bank:")
+    if hard["kind"] != "warm":
+        assert hard["predicted_steps"] is None  # a cold winner plans with the population's prediction
+    sess = engine.open(loaded, job(1.01), hard["state"])
+    assert sess.steps_done == hard["steps_done"]  # the job goes on from the winner's race steps
+    easy = engine.warm_start(loaded, job(0.0))  # every start meets it: the best entry, as it is
+    assert not easy["raced"] and easy["race_steps"] == 0 and easy["steps_done"] == 0
+    assert easy["kind"] == "warm" and easy["lr"] == pytest.approx(0.003) and easy["predicted_steps"] > 0
+    assert easy["init"].startswith("bank:") and easy["probe_accuracy"] is not None
 
 
 def test_warm_start_races_the_best_entry_against_the_cold_inits_and_counts_every_step(

@@ -278,6 +278,11 @@ def quote_request(service: Service, t: Tenant, body: JobCreate) -> dict[str, Any
             "entry_task": selection.get("entry_task"),
             "probe_accuracy": selection.get("probe_accuracy"),
             "predicted_steps": selection.get("predicted_steps"),
+            "chosen": selection.get("chosen"),
+            "raced": selection.get("raced"),
+            "race_steps": selection.get("race_steps"),
+            "steps_done": selection.get("steps_done"),
+            "candidates": selection.get("candidates"),
             "note": selection.get("note"),
             "seconds": round(float(selection.get("elapsed", 0.0)), 3),
         }

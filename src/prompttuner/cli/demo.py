@@ -3,21 +3,23 @@
 Starts the service (API + controller + 2-4 local workers holding the bundled LLM) in this process, on a
 fresh ``$PROMPTTUNER_HOME`` sub-folder, then acts as a user over HTTP, on bundled slices of shared tasks:
 
-1. two earlier jobs (``mr``, ``subj``) from random init, with targets they can reach; each prompt that
-   reaches its target goes to the Prompt Bank;
-2. one later job on a related task (``sst2``, movie-review sentiment like ``mr``) is quoted twice
-   (``POST /v1/quotes``): with the bank (its selection runs now, on the job's rows, and the quote plans with
-   the bank's predicted steps) and from random init (the population prediction), each its earliest finish;
+1. an earlier job (``subj``) from random init, with a target it can reach; a prompt that reaches its
+   target goes to the Prompt Bank;
+2. a later job repeats ``subj`` on another slice of its rows (``subj_b``: new training and validation rows,
+   the same task: the service stream showed that an entry of the job's own task is what helps).  It is
+   quoted twice (``POST /v1/quotes``, each with a deadline it can meet with room: the cheapest plan): with
+   the bank (its start is chosen now, on the job's rows, by ``bank.warm_start``, and the quote plans with
+   the bank's predicted steps) and from random init (the population's prediction);
 3. its deadline is set just past the bank's quoted finish and before random init's, so only the bank's
-   start is quoted to meet it; the
-   job runs from the bank, and the same job runs from random init as its twin (refused with 422 at that
-   deadline, then resubmitted as best effort): whether only the bank's start meets it is measured, not
-   asserted;
-4. with ``--jobs`` above 4, more later jobs (``cr``, ``sms_spam``) start from the bank with relaxed deadlines.
+   start is quoted to meet it; the job runs from the bank, and the same job runs from random init as its
+   twin, submitted best effort (admitted whatever its quote, so that it runs and its time is measured):
+   whether only the bank's start meets the deadline is measured, not asserted;
+4. with ``--jobs`` above 3 (default 4), more later jobs (``sms_spam``, ``cr``) start from the bank with
+   relaxed deadlines, once the bank's job of the pair has ended (so that they never take the twin's worker).
 
 One live board shows it all; the end is a table of target reached, deadline met, SLO met and GPU-seconds
 per job (``--json``: the same as one line of JSON on stdout).  Quotes plan with step times the workers
-measure as they run (both busy), so they scale to a slow laptop or a fast server.
+measure as they warm up and as they run (both busy), so they scale to a slow laptop or a fast server.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ from prompttuner.cli.demo_view import board, final_table, job_result, quote_summ
 from prompttuner.cli.service_common import build_service
 
 DEMO_TASKS = config.REPO_DATA / "demo_tasks"
-EARLY = ("mr", "subj")  # fill the bank, from random init
-LATER = "sst2"  # related to mr: the bank's start beside its random-init twin
-MORE = ("cr", "sms_spam")  # further later jobs from the bank (--jobs > 4)
+EARLY = ("subj",)  # fills the bank, from random init
+LATER = "subj_b"  # subj on other rows (a repeat job): the bank's start beside its random-init twin
+MORE = ("sms_spam", "cr")  # further later jobs from the bank, relaxed deadlines (--jobs > 3)
 TASKS = (*EARLY, LATER, *MORE)
-STEPS, EVAL_EVERY, TARGET = 24, 4, 0.625
+STEPS, EVAL_EVERY = 32, 4
+# targets the jobs reach, measured on this machine with the demo's settings (seed 0, validation on each
+# slice's 24 test rows): 0.69 is 17 of 24 rows (and 7 of the bank's 10 probe rows); from random init subj
+# first reaches it at step 24, subj_b at step 20, and subj's prompt scores 17/24 on subj_b from the start
+TARGETS = {"subj": 0.69, "subj_b": 0.69, "sms_spam": 0.75, "cr": 0.625}
 HP = {"batch_size": 4, "num_virtual_tokens": 8, "eval_every": EVAL_EVERY, "max_length": 64, "max_eval": 24}
 ENDED = ("succeeded", "failed", "cancelled", "declined")
 
@@ -136,10 +142,8 @@ def run_demo(
         return {
             "model": model,
             "training_file": files[task][0],
-            # earlier jobs hold their validation rows out of their training file (as for a single upload);
-            # the later ones are checked on their task's own test rows
-            "validation_file": None if task in EARLY else files[task][1],
-            "target_accuracy": TARGET,
+            "validation_file": files[task][1],  # every job is checked on its slice's own test rows
+            "target_accuracy": TARGETS[task],
             "max_steps": steps,
             "duration_s": duration,
             "best_effort": best_effort,
@@ -153,9 +157,9 @@ def run_demo(
             labels[r.json()["id"]] = label
         return r
 
-    def submit_or_run_anyway(task: str, bank: bool, deadline: float, label: str) -> httpx.Response:
-        """Submit at ``deadline``; when refused (422: infeasible), say so and run it as best effort."""
-        r = submit(task, body(task, bank, deadline), label)
+    def submit_at(task: str, bank: bool, deadline: float, label: str, best_effort: bool) -> httpx.Response:
+        """Submit at ``deadline`` (``best_effort``: admitted whatever its quote, so that it runs)."""
+        r = submit(task, body(task, bank, deadline, best_effort=best_effort), label)
         if r.status_code != 201:
             err = r.json()["error"]
             live.console.print(f"{label} at {deadline:.0f}s: [yellow]{r.status_code}[/] {err['message']}")
@@ -165,12 +169,12 @@ def run_demo(
         return r
 
     def relaxed(task: str, bank: bool) -> str:
-        """A job with a relaxed deadline: three times its quote, at least 3 minutes (before any step is
-        measured a quote plans with the default step time, not this machine's)."""
+        """A job with a relaxed deadline: twice its quote (which plans with the step times the workers
+        measured as they warmed up, with the margin from their spread)."""
         measured = bool(c.get("/v1/cluster").json()["profiles"].get(model, {}).get("measured"))
         asked = time.time()
         q = c.post("/v1/quotes", json=body(task, bank, 3600.0)).json()
-        deadline = max(180.0, 3.0 * (q["finish_time"] - asked))
+        deadline = 2.0 * (q["finish_time"] - asked)
         r = submit(task, body(task, bank, deadline), f"{task} / {'bank' if bank else 'random'}")
         r.raise_for_status()
         live.console.print(
@@ -189,7 +193,7 @@ def run_demo(
 
             # 1. earlier jobs fill the bank
             state["phase"] = "earlier jobs (random init) tune; prompts that reach the target go to the bank"
-            early = [relaxed(t, False) for t in EARLY[: max(1, min(len(EARLY), n_jobs - 2))]]
+            early = [relaxed(t, False) for t in EARLY]
             follow(live, lambda: ended(early))
             if auto_bank:
                 reached = [i for i in early if c.get(f"/v1/jobs/{i}").json()["target_reached"]]
@@ -202,12 +206,13 @@ def run_demo(
             state["phase"] = f"{LATER}: the Prompt Bank selects a start on the job's rows (for the quote)"
             show(live)
             asked = time.time()
-            qb = c.post("/v1/quotes", json=body(LATER, True, 1.0))  # 1s: no plan meets it, so the
-            # quote names the tightest deadline it could meet: the earliest finish, every worker used
+            # each quoted at a deadline it meets with room: the cheapest plan (one worker each, so the
+            # job and its twin can run side by side); the bank's quote includes its start's selection
+            qb = c.post("/v1/quotes", json=body(LATER, True, 3600.0))
             qb.raise_for_status()
             with_bank = quote_summary(qb.json(), asked)
-            asked = time.time()
-            without = quote_summary(c.post("/v1/quotes", json=body(LATER, False, 1.0)).json(), asked)
+            asked_r = time.time()
+            without = quote_summary(c.post("/v1/quotes", json=body(LATER, False, 3600.0)).json(), asked_r)
             b_s, r_s = with_bank["quoted_s"], without["quoted_s"]
             # a deadline just past the bank's quoted finish (a quote has its margin: it should hold), and
             # before random init's: only the bank's start is quoted to meet it
@@ -216,15 +221,23 @@ def run_demo(
                 notes.append(
                     "the bank's quote was not shorter than random init's: no deadline separates them"
                 )
-            live.console.print(quotes_table(with_bank, without, deadline))
+            live.console.print(quotes_table(LATER, with_bank, without, deadline))
 
             # 3. the job from the bank, and its random-init twin, at that deadline
             state["phase"] = f"{LATER} from the bank beside its random-init twin, deadline {deadline:.0f}s"
-            rb = submit_or_run_anyway(LATER, True, deadline, f"{LATER} / bank")
-            rr = submit_or_run_anyway(LATER, False, deadline, f"{LATER} / random (twin)")
+            rb = submit_at(LATER, True, deadline, f"{LATER} / bank", best_effort=False)
+            rr = submit_at(LATER, False, deadline, f"{LATER} / random (twin, best effort)", best_effort=True)
+            sel_s = with_bank["selection_s"] or 0.0
+            notes.append(
+                "the random-init twin ran best effort (admitted whatever its quote, so that it runs and its "
+                f"time is measured); the bank's selection ran at its quote ({sel_s:.0f}s, before the two "
+                "were submitted): it is in the bank's quote, not in its job's time"
+            )
             pair = [str(rb.json()["id"]), str(rr.json()["id"])]
             later = list(pair)
-            for t in MORE[: max(0, n_jobs - 4)]:
+            follow(live, lambda: ended(pair[:1]))  # the bank's job first: the others never take a worker
+            for t in MORE[: max(0, n_jobs - 3)]:  # from the twin
+                state["phase"] = f"{t}: a later job from the bank (relaxed deadline)"
                 later.append(relaxed(t, True))
             follow(live, lambda: ended(later))
             state["phase"] = "done"
@@ -232,6 +245,7 @@ def run_demo(
         jobs = {j["id"]: j for j in c.get("/v1/jobs").json()["data"] if j["id"] in labels}
         rows = [job_result(j, labels[j["id"]]) for j in sorted(jobs.values(), key=lambda j: j["created_at"])]
         info = c.get("/v1/cluster").json()
+        console.print()
         console.print(final_table(rows))
         bank_job, twin = (job_result(jobs[i], labels[i]) for i in pair)
         comparison = {
@@ -244,6 +258,13 @@ def run_demo(
             "bank_slo_met": bank_job["slo_met"],
             "twin_slo_met": twin["slo_met"],
             "twin_ran": twin["status"] == "succeeded",
+            "bank_selection_s": with_bank["selection_s"],
+            # the bank job's time with its selection (run at the quote, before the job was submitted)
+            "bank_actual_with_selection_s": (
+                round(bank_job["actual_s"] + (with_bank["selection_s"] or 0.0), 1)
+                if bank_job["actual_s"] is not None
+                else None
+            ),
             # measured only when both ran: a declined twin says nothing about the deadline
             "only_bank_met": bool(bank_job["slo_met"])
             and twin["status"] == "succeeded"
@@ -255,8 +276,11 @@ def run_demo(
         job_s = sum(r["gpu_seconds"] or 0.0 for r in rows)
         console.print(
             f"{LATER} at a {deadline:.0f}s deadline: from the bank "
-            f"{'met' if bank_job['slo_met'] else 'missed'} its SLO in {bank_job['actual_s']:.0f}s, "
-            f"from random init {'met' if twin['slo_met'] else 'missed'} it in {twin['actual_s']:.0f}s"
+            f"{'met' if bank_job['slo_met'] else 'missed'} its SLO in {bank_job['actual_s']:.0f}s "
+            f"({bank_job['steps']} steps; {comparison['bank_actual_with_selection_s'] or 0:.0f}s with its "
+            "selection), "
+            f"from random init {'met' if twin['slo_met'] else 'missed'} it in {twin['actual_s']:.0f}s "
+            f"({twin['steps']} steps, accuracy {_acc(twin['accuracy'])})"
         )
         console.print(
             f"SLO met (target reached by the deadline): {met}/{len(rows)}; GPU-seconds: {job_s:.1f} "
@@ -283,6 +307,10 @@ def run_demo(
     finally:
         c.close()
         server.stop()
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _banked(c: Any, job_id: str) -> bool:

@@ -18,8 +18,9 @@ def _dur(x: float | None) -> str:
 
 
 def quote_summary(q: dict[str, Any], asked_at: float) -> dict[str, Any]:
-    """A quote from ``POST /v1/quotes`` as the demo reports it (durations from when it was asked).  Asked
-    with a deadline no plan meets, its ``tightest_deadline`` is the earliest finish with every worker."""
+    """A quote from ``POST /v1/quotes`` as the demo reports it (durations from when it was asked, so the
+    bank's includes its selection).  The demo asks with a deadline the job meets with room: the quote is
+    the cheapest plan's finish (an infeasible one names its ``tightest_deadline`` instead)."""
     sel = q.get("selection") or {}
     fin = q.get("finish_time") if q.get("feasible") else (q.get("tightest_deadline") or q.get("finish_time"))
     return {
@@ -27,6 +28,9 @@ def quote_summary(q: dict[str, Any], asked_at: float) -> dict[str, Any]:
         "prediction": q.get("prediction"),
         "start": sel.get("init") or "random",
         "probe_accuracy": sel.get("probe_accuracy"),
+        "raced": sel.get("raced"),
+        "race_steps": (sel.get("race_steps") or 0) + (sel.get("steps_done") or 0),  # losers' + winner's
+        "candidates": [c.get("name") for c in sel.get("candidates") or []],
         "selection_s": sel.get("seconds", q.get("selection_s")),
         "workers": q.get("gpus"),
         "feasible": q.get("feasible"),
@@ -34,12 +38,12 @@ def quote_summary(q: dict[str, Any], asked_at: float) -> dict[str, Any]:
     }
 
 
-def quotes_table(with_bank: dict[str, Any], without: dict[str, Any], deadline_s: float) -> Any:
+def quotes_table(task: str, with_bank: dict[str, Any], without: dict[str, Any], deadline_s: float) -> Any:
     """The quote of one job with and without the Prompt Bank, side by side."""
     from rich import box
     from rich.table import Table
 
-    t = Table(title="one job (sst2), two quotes", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title=f"one job ({task}), two quotes", box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("")
     t.add_column("with the Prompt Bank", overflow="fold")
     t.add_column("from random init", overflow="fold")
@@ -48,8 +52,16 @@ def quotes_table(with_bank: dict[str, Any], without: dict[str, Any], deadline_s:
         ("start", with_bank["start"] + (f" (probe acc {acc:.2f})" if acc is not None else ""), "random"),
         ("predicted steps", f"{with_bank['predicted_steps']:.0f}", f"{without['predicted_steps']:.0f}"),
         ("from", str(with_bank["prediction"]), str(without["prediction"])),
+        ("candidates", ", ".join(with_bank.get("candidates") or []) or "-", "-"),
+        (
+            "race",
+            f"{with_bank['race_steps']} steps"
+            if with_bank.get("raced")
+            else "none (at the target on the probe)",
+            "-",
+        ),
         ("selection", f"{with_bank['selection_s'] or 0:.1f}s (done at the quote)", "-"),
-        ("earliest quoted finish", _dur(with_bank["quoted_s"]), _dur(without["quoted_s"])),
+        ("quoted finish", _dur(with_bank["quoted_s"]), _dur(without["quoted_s"])),
         (
             f"deadline {deadline_s:.0f}s",
             "[green]feasible[/]" if with_bank["quoted_s"] <= deadline_s else "[red]infeasible[/]",
@@ -109,6 +121,8 @@ def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
         "best_effort": j["best_effort"],
         "status": j["status"],
         "steps": j["progress"]["steps_done"],
+        # the warm start's race: the losing starts' steps, run for this job too
+        "race_steps": int(((q.get("start") or {}).get("race_steps")) or 0),
         "accuracy": j["progress"]["accuracy"],
         "target": j["target_accuracy"],
         "target_reached": j["target_reached"],
@@ -122,11 +136,21 @@ def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
 
 
 def final_table(rows: list[dict[str, Any]]) -> Any:
+    """The jobs at the end: ``*`` marks a best-effort job, ``+N`` the steps its warm start's race ran
+    for it beside its own (the losing starts')."""
     from rich import box
     from rich.table import Table
 
     yes = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}
-    t = Table(title="PromptTuner demo: jobs", box=box.SIMPLE_HEAD, pad_edge=False)
+    notes = ["* best effort"] if any(r["best_effort"] for r in rows) else []
+    if any(r.get("race_steps") for r in rows):
+        notes.append("+N: steps of the losing starts of its warm start's race")
+    t = Table(
+        title="PromptTuner demo: jobs",
+        caption="; ".join(notes) or None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for col in (
         "task",
         "start",
@@ -146,8 +170,8 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
         start = _short(str(r["start"]))
         t.add_row(
             r["task"],
-            start + (" (best effort)" if r["best_effort"] else ""),
-            str(r["steps"]),
+            start + ("*" if r["best_effort"] else ""),
+            str(r["steps"]) + (f" +{r['race_steps']}" if r.get("race_steps") else ""),
             f"{acc}/{r['target']:.2f}",
             _dur(r["quoted_s"]),
             _dur(r["actual_s"]),

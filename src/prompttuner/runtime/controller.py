@@ -40,7 +40,7 @@ from prompttuner.core.types import (
     WorkerView,
 )
 from prompttuner.runtime.backend import Backend
-from prompttuner.runtime.dispatch import Dispatch
+from prompttuner.runtime.dispatch import START_KEYS, Dispatch
 from prompttuner.runtime.engine import JobPayload
 from prompttuner.runtime.profiles import ProfileBook
 from prompttuner.runtime.records import ControllerConfig, JobRT, LoadHealth, WorkerRec, worker_state
@@ -204,14 +204,18 @@ class Controller(Dispatch, Recovery, StatusView):
         job without one: the population prediction of a bank start plus the selection still to run, in
         steps (its measured time over the planned step time).  Otherwise the population prediction of a
         random start.  ``max_steps`` only caps it."""
+        start = {k: selection.get(k) for k in START_KEYS if selection.get(k) is not None} if selection else {}
         if selection is not None and selection.get("state") is not None:
             raw = float(selection.get("predicted_steps") or 0.0)
             if raw > 0:
                 steps = self.work.fit(raw, max_steps, eval_every)
-                return steps, {"predicted_steps": steps, "prediction": "prompt bank", "selection_s": 0.0}
+                bank = {"predicted_steps": steps, "prediction": "prompt bank", "selection_s": 0.0}
+                return steps, {**bank, "start": start}
         kind = self.work.kind(warm_start and selection is None)
         pred = self.work.predict(model, kind, max_steps, eval_every)
         info: dict[str, Any] = {"predicted_steps": pred.steps, "prediction": pred.source, "selection_s": 0.0}
+        if start:
+            info["start"] = start
         work = pred.steps
         if kind == "bank" and self.cfg.bank_dir is not None:
             sel_s = self.profiles.planning_select_s(model)
@@ -252,17 +256,10 @@ class Controller(Dispatch, Recovery, StatusView):
 
     def _take_selection(self, rt: JobRT, res: dict[str, Any]) -> None:
         now = self.clock()
-        if res.get("state") is not None:
-            rt.state = res["state"]
-            rt.version += 1
-        rt.init = str(res.get("init", "random"))
-        rt.selected = True
-        rt.gpu_seconds += float(res.get("elapsed", 0.0))  # the probes ran for this job
-        self._checkpoint(rt)
-        data = {k: v for k, v in res.items() if k not in ("state", "elapsed", "at")}
-        data.update(at_quote=True, selection_s=round(float(res.get("elapsed", 0.0)), 3))
-        self._emit(Event(now, "warm_start", rt.job_id, data=data))
-        self._save(rt, now, init=rt.init, gpu_seconds=rt.gpu_seconds)
+        rt.gpu_seconds += float(res.get("elapsed", 0.0))  # the probes and the race ran for this job
+        sel_s = round(float(res.get("elapsed", 0.0)), 3)
+        self._take_start(rt, res, now, None, at_quote=True, selection_s=sel_s)
+        self._save(rt, now, init=rt.init, gpu_seconds=rt.gpu_seconds, steps_done=rt.steps_done)
 
     def broken_model(self, model: str) -> str | None:
         """Why ``model`` cannot take new jobs now (its last cold starts failed, none of its workers is

@@ -22,6 +22,21 @@ from prompttuner.core.types import Event, JobPhase, Switch
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.jobstate import ControllerBase
 from prompttuner.runtime.records import JobRT, Round, WorkerRec
+from prompttuner.state.models import Job
+
+START_KEYS = (  # what a job's quote keeps of its start
+    "init",
+    "chosen",
+    "kind",
+    "entry_task",
+    "probe_accuracy",
+    "predicted_steps",
+    "lr",
+    "raced",
+    "steps_done",
+    "race_steps",
+    "select_s",
+)
 
 
 class Dispatch(ControllerBase):
@@ -53,6 +68,14 @@ class Dispatch(ControllerBase):
                 self.profiles.observe_switch(w.model, now - began)
                 data.update(switched_from=w.switch_from, switch_s=round(now - began, 3))
                 w.switch_from = None
+            cal = [float(x) for x in r.result.get("calibration") or () if x and x > 0]
+            if cal:  # steps timed as it warmed up, beside the workers loading or busy with it
+                busy = 1 + sum(
+                    1 for x in self.workers.values() if x is not w and (x.ready_at is None or x.op)
+                )
+                for s in cal:
+                    self.profiles.observe_step(w.model, s, busy=busy)
+                data.update(calibration_step_s=round(sorted(cal)[len(cal) // 2], 4), calibration_busy=busy)
             self._emit(Event(now, "worker_ready", worker_id=w.worker_id, data=data))
             if w.releasing and w.job_id is None:
                 self._release_worker(w, now)
@@ -127,15 +150,9 @@ class Dispatch(ControllerBase):
                     now,
                 )
         elif r.op == "select":
-            if res.get("state") is not None:
-                rt.state = res["state"]
-                rt.version += 1
-            rt.init = str(res.get("init", "random"))
-            rt.selected = True
-            self._checkpoint(rt)
-            data = {k: v for k, v in res.items() if k not in ("state", "elapsed")}
-            self._emit(Event(now, "warm_start", rt.job_id, w.worker_id, data=data))
-            self._save(rt, now, init=rt.init, **self._selected_work(rt, res))
+            self._take_start(rt, res, now, w.worker_id)
+            self._save(rt, now, init=rt.init, steps_done=rt.steps_done, **self._selected_work(rt, res))
+            self._note_start(rt, res, now)
         elif r.op == "export":
             self._finish(rt, str(res["path"]), now)
 
@@ -227,6 +244,33 @@ class Dispatch(ControllerBase):
         """A job with a ready replica runs: it trains, or first selects its initial prompt."""
         if rt.admitted and rt.phase in (JobPhase.QUEUED, JobPhase.RUNNING, JobPhase.SELECTING):
             self._set_phase(rt, JobPhase.RUNNING if rt.selected else JobPhase.SELECTING, now)
+
+    def _take_start(
+        self, rt: JobRT, res: dict[str, Any], now: float, worker: str | None, **extra: Any
+    ) -> None:
+        """The job's start came back (``bank.warm_start`` on a worker): it goes on from that state (the
+        race's winner has run its race steps: they are the job's first steps), and a ``warm_start`` event
+        names the chosen start, the candidates and the race steps of the losers."""
+        if res.get("state") is not None:
+            rt.state = res["state"]
+            rt.version += 1
+            rt.steps_done = int(res.get("steps_done") or 0)
+        rt.init = str(res.get("init", "random"))
+        rt.race_steps = int(res.get("race_steps") or 0)
+        rt.selected = True
+        self._checkpoint(rt)
+        data = {k: v for k, v in res.items() if k not in ("state", "elapsed", "at")}
+        data.update(extra)
+        self._emit(Event(now, "warm_start", rt.job_id, worker, data=data))
+
+    def _note_start(self, rt: JobRT, res: dict[str, Any], now: float) -> None:
+        """The job's quote (what it was admitted with) gains the start it got and the prediction since."""
+        start = {k: res.get(k) for k in START_KEYS if res.get(k) is not None}
+        with self.store.session() as s:
+            row = s.get(Job, rt.job_id)
+            if row is not None and row.quote is not None:
+                row.quote = {**row.quote, "start": start, "after_start": dict(rt.work_info)}
+                row.updated_at = now
 
     def _selected_work(self, rt: JobRT, res: dict[str, Any]) -> dict[str, Any]:
         """A job's selection came back: it plans with the bank's prediction, or, without one (no bank, or

@@ -120,6 +120,10 @@ class ControllerBase:
                 "gpu_seconds": round(rt.gpu_seconds, 3),
             },
         )
+        try:  # what the workers measured survives a crash of the service, not only a clean stop
+            self.profiles.save()
+        except OSError:
+            pass
         if not outcome.slo_met:
             late = round(now - rt.deadline, 3) if not outcome.deadline_met else None
             self._emit(Event(now, "miss", rt.job_id, data={"late_by_s": late, "target_reached": reached}))

@@ -27,12 +27,10 @@ class _ActorBody:
         self.core: Any = None
 
     def load(self) -> dict[str, Any]:
-        import os
-
         from prompttuner.runtime.worker import WorkerCore
 
         self.core = WorkerCore(*self.args)
-        return {"load_s": self.core.load_s, "pid": os.getpid()}
+        return dict(self.core.ready_info())
 
     def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.core.handle(op, args)

@@ -13,6 +13,7 @@ the trainer holds ``max_eval`` training rows out (its own split), so a single up
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
+
+CALIBRATION_STEPS = 3  # timed steps a worker runs as it warms up
 
 
 @dataclass
@@ -135,42 +138,106 @@ class RealEngine:
         return RealSession(trainer, job, list(task.test) if job.test_path is not None else None)
 
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
-        """The Prompt Bank's choice for this job (public entries and the tenant's own), as a fresh state.
+        """The job's start as ``bank search --race`` makes it (``prompttuner.bank.warm_start``), as a state.
 
-        As ``tune --init bank:DIR``: the bank resolves the start (``prompttuner.bank.bank_init``: probes on
-        the job's training split only, the learning rate from the answer) before the trainer is built."""
-        import dataclasses
-
-        from prompttuner.bank import bank_init
-        from prompttuner.tuning import PromptTrainer
+        The cheap selection over the bank's public entries and the tenant's own (probes on the job's
+        training split only), the blend of the two best, then, unless the best start already meets the
+        target on the probe rows, the race (successive halving) among the best bank start, the job's text
+        init and a random init; the learning rate from the start's fit.  The winner's race steps are in
+        its state (``steps_done``); the losers' (``race_steps``) were run for this job too."""
+        from prompttuner.bank import warm_start
 
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank is configured for this service")
         if not (Path(job.bank_dir) / "bank.sqlite").exists():
             raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
         task = self._task(job)
-        cfg = self._config(job)
         try:
-            init = bank_init(job.bank_dir, loaded, task, cfg, tenant=job.tenant)
-            trainer = PromptTrainer(loaded, task, dataclasses.replace(cfg, init=init))
-        except Exception as e:  # noqa: BLE001 - no bank, no candidates, model mismatch...: the default init
+            ws = warm_start(job.bank_dir, loaded, task, self._config(job), tenant=job.tenant)
+        except Exception as e:  # noqa: BLE001 - a damaged bank, a model mismatch...: the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
-        info = init.info  # the chosen entry, or the job's cold init when no entry beat it
-        entry = info.get("entry") or {}
-        fallback = info.get("fallback")
-        return {
-            "state": trainer.state_bytes(),
-            "init": f"{fallback} (bank fallback)" if fallback else f"bank:{entry.get('id', '?')}",
-            "entry_task": entry.get("task_name"),
-            "probe_loss": info.get("loss"),
-            "probe_accuracy": info.get("accuracy"),
-            "predicted_steps": info.get("predicted_steps"),
-            "lr": trainer.lr,
-        }
+        return start_result(ws)
+
+    def calibrate(self, loaded: Any, steps: int = CALIBRATION_STEPS) -> list[float]:
+        """Seconds of each of ``steps`` training steps of a job with the service's default settings (8
+        virtual tokens, batches of 4, 64 tokens) on the bundled sst2 slice, after one untimed step (the
+        first pays for lazy setup).  What a worker measures as it warms up, so the first quotes plan with
+        this machine's step time."""
+        import time
+
+        from prompttuner.config import REPO_DATA
+
+        job = JobPayload(
+            job_id="calibration",
+            model=str(loaded.name),
+            train_path=str(REPO_DATA / "demo_tasks" / "sst2" / "train.jsonl"),
+            test_path=None,
+            labels=("negative", "positive"),
+            max_steps=steps + 1,
+            max_eval=8,
+        )
+        sess = self.open(loaded, job, None)
+        sess.step()
+        out = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            sess.step()
+            out.append(time.perf_counter() - t0)
+        self._tasks.clear()
+        return out
 
     def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
         from prompttuner.tuning import load_prompt, predict
 
         tensor, meta = load_prompt(prompt_path)
         return list(predict(loaded, tensor, texts, labels, max_length=int(meta.get("max_length", 256))))
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with NaN or inf (a score the probe did not measure) as None: events are JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def start_result(ws: Any) -> dict[str, Any]:
+    """A :class:`~prompttuner.bank.WarmStart` as the worker's reply to ``select``: the state to go on
+    from, the start it names (``bank:<entry id>``, ``bank:blend``, or the job's ``text``/``random`` init
+    when a cold init won the race), the candidates and race, and the steps predicted to target (the
+    bank's prediction for a bank start; None for a cold one, which plans with the population's)."""
+    c = ws.chosen
+    sel = ws.info.get("selection") or {}
+    entry = sel.get("entry") or {}
+    if c.kind == "warm":
+        init = f"bank:{c.entry_id}" if c.entry_id else "bank:blend"
+        predicted = sel.get("predicted_steps")
+    else:
+        init, predicted = c.kind, None
+    task_of = {p.get("entry_id"): p.get("task_name") for p in sel.get("probes", [])}
+    score = c.score
+    return _finite(
+        {
+            "state": ws.trainer.state_bytes(),
+            "init": init,
+            "chosen": c.name,
+            "kind": c.kind,
+            "entry_task": task_of.get(c.entry_id) if c.entry_id else None,
+            "best_entry": entry.get("id"),
+            "probe_loss": score.loss if score is not None else None,
+            "probe_accuracy": score.accuracy if score is not None else None,
+            "predicted_steps": predicted,
+            "lr": ws.trainer.lr,
+            "raced": bool(ws.info.get("raced")),
+            "steps_done": int(ws.trainer.step_count),  # the winner's race steps, in its state
+            "race_steps": int(ws.extra_steps),  # the losers' race steps: run for this job too
+            "candidates": [x.brief() for x in ws.candidates],
+            "select_s": round(float(ws.info.get("select_wall_s", 0.0)), 3),
+            "race_cpu_s": round(float(ws.info.get("race_cpu_s", 0.0)), 3),
+            **({"note": ws.info["no_candidates"]} if ws.info.get("no_candidates") else {}),
+        }
+    )

@@ -65,6 +65,7 @@ class JobRT:
     state: bytes | None = None
     selected: bool = False  # warm start done (or not wanted)
     init: str = "random"
+    race_steps: int = 0  # the warm start's race: steps its losing starts ran for this job
     workers: list[str] = field(default_factory=list)
     inflight: set[str] = field(default_factory=set)
     round: Round | None = None

@@ -17,6 +17,7 @@ from prompttuner.runtime.checkpoint import read_checkpoint
 from prompttuner.runtime.engine import JobPayload
 from prompttuner.runtime.jobstate import ControllerBase
 from prompttuner.runtime.records import JobRT
+from prompttuner.runtime.work import OWN_KEEP
 from prompttuner.state.models import DataFile, Job
 
 TERMINAL = {p.value for p in JobPhase if p.terminal}
@@ -83,10 +84,24 @@ class Recovery(ControllerBase):
             init="bank" if rt.payload.warm_start else "random",
         )
 
+    def _replay_history(self, s: Session) -> None:
+        """The steps to target of the jobs that ended before this run (what the service's own predictions
+        learn from, :meth:`WorkPredictor.observe`), read back from their rows, oldest first."""
+        done = s.scalars(
+            select(Job)
+            .where(Job.phase == JobPhase.SUCCEEDED.value, Job.target_accuracy.is_not(None))
+            .order_by(Job.finished_at)
+        ).all()
+        for row in done[-OWN_KEEP * 4 :]:
+            kind = self.work.kind(row.bank_warm_start)
+            self.work.observe(row.model, kind, row.steps_done, bool(row.target_reached), row.max_steps)
+
     def _recover(self) -> None:
-        """Take over every unfinished job; running ones continue from their last checkpoint."""
+        """Take over every unfinished job; running ones continue from their last checkpoint; the ended
+        ones' steps to target go back into the service's own predictions."""
         now = self.clock()
         with self.store.session() as s:
+            self._replay_history(s)
             rows = s.scalars(select(Job).where(Job.phase.not_in(TERMINAL)).order_by(Job.created_at)).all()
             for row in rows:
                 rt = self._rt_from_row(row, s)

@@ -32,6 +32,23 @@ class WorkerCore:
         self.loaded = self.engine.load_model(model)
         self.load_s = time.monotonic() - t0
         self._sessions: OrderedDict[str, tuple[int, Session]] = OrderedDict()
+        self.calibration = self.calibrate()
+
+    def calibrate(self) -> list[float]:
+        """Seconds of a few training steps of a typical job, timed here as the worker warms up (so the
+        first quotes plan with this machine's step time, not a default); [] when the engine has no
+        ``calibrate`` or it fails (the default step time stays until a job's steps are measured)."""
+        fn = getattr(self.engine, "calibrate", None)
+        if fn is None or os.environ.get("PROMPTTUNER_CALIBRATE", "1") == "0":
+            return []
+        try:
+            return [float(x) for x in fn(self.loaded)]
+        except Exception:  # noqa: BLE001 - a calibration is an estimate: never fail a warm worker for it
+            return []
+
+    def ready_info(self) -> dict[str, Any]:
+        """What the worker tells the controller once warm."""
+        return {"load_s": self.load_s, "pid": os.getpid(), "calibration": self.calibration}
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -137,7 +154,7 @@ class WorkerCore:
         self.loaded = self.engine.load_model(model)
         self.model = model
         self.load_s = time.monotonic() - t1
-        return {"unload_s": t1 - t0, "load_s": self.load_s}
+        return {"unload_s": t1 - t0, "load_s": self.load_s}  # no calibration: a switch stays quick
 
     def _op_predict(self, prompt_path: str, texts: list[str], labels: list[str]) -> dict[str, Any]:
         return {"predictions": self.engine.predict(self.loaded, prompt_path, texts, labels)}
@@ -184,7 +201,7 @@ def process_main(conn: Any, worker_id: str, model: str, engine_spec: str, thread
         return
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    conn.send(("load", True, {"load_s": core.load_s, "pid": os.getpid()}))
+    conn.send(("load", True, core.ready_info()))
     while True:
         try:
             msg = conn.recv()

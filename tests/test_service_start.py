@@ -1,0 +1,115 @@
+"""A worker's warm-up and a job's start, as the service runs them (fake engine).
+
+A worker times a few steps as it warms up (``WorkerCore.calibrate``): the first quotes plan with them.
+A job's start as the service makes it (``bank.warm_start`` on a worker, fake engine): the chosen start,
+the candidates and the race go into the job's ``warm_start`` event and its quote, and the race's steps
+are the job's (the winner's in its state, the losers' counted beside them).  The real engine's reply is
+checked on the bundled LLM in ``tests/bank/test_bank_model.py``."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from prompttuner.api.app import create_app
+from prompttuner.runtime.controller import ControllerConfig
+from prompttuner.service import Service, ServiceConfig
+from prompttuner.state.models import EventRow
+from service_fakes import GreedyPolicy
+from test_api_service import job_body, wait_done, wait_for
+from test_service_work import _upload
+
+
+def _service(home: Path, engine: str) -> Service:
+    cfg = ServiceConfig(
+        home=home,
+        engine=engine,
+        controller=ControllerConfig(tick_s=0.05, decide_every_s=0.2, chunk_s=0.3),
+        models=("tiny",),
+        workers=2,
+        warm=2,
+    )
+    return Service(cfg, policy=GreedyPolicy())
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[tuple[TestClient, Service]]:
+    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
+    with TestClient(create_app(service)) as client:
+        _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+        client.headers["Authorization"] = f"Bearer {key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        yield client, service
+
+
+def _start_event(client: TestClient, job_id: str) -> dict[str, Any]:
+    events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+    starts = [e for e in events if e["kind"] == "warm_start"]
+    assert len(starts) == 1
+    return dict(starts[0]["data"])
+
+
+def test_a_raced_start_is_in_the_jobs_events_and_quote_and_its_steps_are_the_jobs(
+    svc: tuple[TestClient, Service],
+) -> None:
+    client, _ = svc
+    r = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=12))
+    assert r.status_code == 201, r.text
+    done = wait_done(client, r.json()["id"])
+    ev = _start_event(client, done["id"])
+    assert ev["chosen"] == "entry:mr/e1" and ev["raced"] and ev["race_steps"] == 3 and ev["steps_done"] == 2
+    assert [c["name"] for c in ev["candidates"]] == ["entry:mr/e1", "text", "random"]
+    assert done["init"] == "bank:e1"
+    start = done["quote"]["start"]  # the quote it was admitted with, and the start it got
+    assert start["chosen"] == "entry:mr/e1" and start["race_steps"] == 3 and start["steps_done"] == 2
+    assert done["quote"]["after_start"]["prediction"] == "prompt bank"
+    events = client.get(f"/v1/jobs/{done['id']}/events").json()["data"]
+    first = next(e for e in events if e["kind"] == "progress")
+    assert first["data"]["steps_done"] > 2  # training went on from the race winner's steps
+    assert done["progress"]["steps_done"] <= 12
+
+
+def test_a_start_made_at_the_quote_is_shown_there_and_kept_in_the_jobs_quote(
+    svc: tuple[TestClient, Service],
+) -> None:
+    client, _ = svc
+    body = job_body(training_file=_upload(client), bank_warm_start=True, max_steps=40)
+    body.pop("training_data")
+    q = client.post("/v1/quotes", json=body).json()
+    sel = q["selection"]
+    assert sel["chosen"] == "entry:mr/e1" and sel["raced"] and sel["race_steps"] == 3
+    assert len(sel["candidates"]) == 3
+    assert q["start"]["race_steps"] == 3 and q["prediction"] == "prompt bank"
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["quote"]["start"]["chosen"] == "entry:mr/e1" and job["progress"]["steps_done"] == 2
+    done = wait_done(client, job["id"])
+    ev = _start_event(client, done["id"])
+    assert ev["at_quote"] is True and ev["race_steps"] == 3
+
+
+def test_workers_time_steps_as_they_warm_up_and_the_first_quote_plans_with_them(tmp_path: Path) -> None:
+    service = _service(tmp_path / "home", "service_fakes:CalibratingFakeEngine")
+    with TestClient(create_app(service)) as client:
+        client.headers["Authorization"] = f"Bearer {service.default_key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        prof = service.controller.profiles
+        assert client.get("/v1/cluster").json()["profiles"]["tiny"]["measured"] is True  # no job ran
+        kept = sorted(round(math.exp(x), 6) for logs in prof._m["tiny"].levels.values() for x in logs)
+        assert kept == [0.5, 0.5, 0.55, 0.55, 0.6, 0.6]  # three steps from each of the two workers
+        with service.store.session() as s:
+            ready = [e.data for e in s.query(EventRow).filter(EventRow.kind == "worker_ready")]
+        assert [d["calibration_step_s"] for d in ready] == [0.55, 0.55]  # the median of each
+        assert all(d["calibration_busy"] in (1, 2) for d in ready)
+        q = client.post("/v1/quotes", json=job_body(max_steps=1000)).json()
+        step = prof.planning_step_s("tiny")
+        assert step >= 0.5  # this machine's (fake) steps, with the margin from their spread
+        asked = q["deadline"] - 600  # job_body's duration_s
+        assert q["finish_time"] - asked == pytest.approx(q["work_steps"] * step, rel=0.05)
