@@ -125,7 +125,7 @@ class WarmPools(Planner):
                 # replicas of this model that running jobs free within one cold start serve arrivals
                 # as warm as an idle worker does (at scale, completions alone cover most of them)
                 lim = now + prof.cold_start_s[gpu]
-                for t, gp in ctx.future_of(gpu, model):
+                for t, gp in ctx.future_of(gpu, model, lim):
                     if t >= lim or warm >= target:
                         break
                     warm += gp // prof.gpus_per_replica
