@@ -53,6 +53,8 @@ class _Ctx:
     # the running jobs' finishes from the survey kept between decisions (``prompttuner_inc.Streams``);
     # None: ``future`` holds them all
     streams: Any = None
+    # builds ``excess[key]`` on first use (the kept survey's lists, copied only when a job takes surplus)
+    excess_src: Any = None
 
     def __post_init__(self) -> None:
         for (m, t), lst in self.ix.idle.items():
@@ -85,6 +87,14 @@ class _Ctx:
             self._claim_prefix[gpu] = pre
         k = bisect.bisect_right(lst, (deadline, math.inf))
         return pre[k - 1] if k > 0 else 0
+
+    def donors(self, key: Key) -> list[tuple[float, str, int]]:
+        """``excess[key]``: jobs with surplus of one (model, GPU type), latest deadline last (a list the
+        caller pops donors from)."""
+        got = self.excess.get(key)
+        if got is None:
+            got = self.excess[key] = self.excess_src(key) if self.excess_src is not None else []
+        return got
 
     def future_sorted(self, gpu: str) -> Iterable[tuple[float, int, str]]:
         """(finish, GPUs, model) of every running job on ``gpu``, soonest first (from the kept survey's

@@ -224,14 +224,12 @@ class KeptSurvey:
         if len(heap) > 4 * len(kept) + 1024:  # stale entries: keep the live ones
             self.heap = [(k.until, k.seq, jid) for jid, k in kept.items() if k.until < math.inf]
             heapq.heapify(self.heap)
-        for key in set(self.excess) | set(streams.vol_excess):
-            lst = list(self.excess.get(key, ()))
-            extra = streams.vol_excess.get(key, ())
-            for e in extra:
-                bisect.insort(lst, e)
-            if lst:
-                ctx.excess[key] = lst
-                ctx.excess_n[key] = self.excess_n.get(key, 0) + sum(c for _, _, c in extra)
+        for key, n in self.excess_n.items():
+            if n:
+                ctx.excess_n[key] = n
+        for key, extra in streams.vol_excess.items():
+            ctx.excess_n[key] = ctx.excess_n.get(key, 0) + sum(c for _, _, c in extra)
+        ctx.excess_src = streams.donors
         ctx.streams = streams
         short.sort(key=lambda j: (j.deadline, j.job_id))
         return short
@@ -281,6 +279,13 @@ class Streams:
         self.exact: dict[Key, list[tuple[float, int, str]]] = {}  # volatile jobs, surveyed now
         self.vol_excess: dict[Key, list[tuple[float, str, int]]] = {}
         self.open: dict[Key, Stream] = {}
+
+    def donors(self, key: Key) -> list[tuple[float, str, int]]:
+        """The survey's surplus list of ``key`` (kept and volatile jobs, sorted), a copy."""
+        lst = list(self.kept.excess.get(key, ()))
+        for e in self.vol_excess.get(key, ()):
+            bisect.insort(lst, e)
+        return lst
 
     def exact_of(self, jid: str) -> tuple[float, int, str]:
         k = self.kept.kept[jid]

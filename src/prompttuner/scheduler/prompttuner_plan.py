@@ -289,7 +289,7 @@ class Planner(Knobs):
                 continue
             ctx.take(w)
             chosen.append(w.worker_id)
-        donors = ctx.excess.get(key, [])
+        donors = ctx.donors(key)
         while len(chosen) < want and donors and self.elastic:
             dl, donor, cnt = donors.pop()  # latest deadline first
             cur = ctx.alloc.get(donor) or [w.worker_id for w in ix.by_job.get(donor, [])]

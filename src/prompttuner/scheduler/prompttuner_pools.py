@@ -8,6 +8,7 @@ once keeping it would cost more than the cold starts it saves (ski rental).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 
 from prompttuner.core.types import ArrivalStats, JobView, ModelProfile, Provision
@@ -41,6 +42,9 @@ def arrival_rate(stats: ArrivalStats | None, now: float, window: float, floor: f
         return 0.0
     span = min(window, max(now - arr[lo], floor))
     return count / span
+
+
+_END = -math.inf  # the sort key of a worker without an idle time (first in its list)
 
 
 class WarmPools(Planner):
@@ -114,13 +118,13 @@ class WarmPools(Planner):
         for key in sorted(keys):
             model, gpu = key
             prof = snap.models[model]
-            idle = [w for w in ix.idle.get(key, []) if w.worker_id not in ctx.taken]
+            idle = ix.idle.get(key, [])  # oldest idle first; the untaken ones are ctx.idle_n of them
             surplus = ctx.excess_n.get(key, 0)  # the sum over ctx.excess[key], kept by _take
             # untaken provisioning workers: the list itself (it loses workers only by pop, see
             # _Ctx.prov_times)
             prov = len(ix.prov_free.get(key, ()))
             target = targets.get(key, 0)
-            warm = len(idle) + surplus + prov
+            warm = ctx.idle_n.get(key, 0) + surplus + prov
             if self.count_frees and target > 0:
                 # replicas of this model that running jobs free within one cold start serve arrivals
                 # as warm as an idle worker does (at scale, completions alone cover most of them)
@@ -137,10 +141,15 @@ class WarmPools(Planner):
             keep_s = (
                 ctx.keep_s.get(model, self.keep_factor * prof.cold_start_s[gpu]) if self.warm_pool else 0.0
             )
+            taken = ctx.taken
             for w in idle:  # oldest idle first
                 if warm <= target:
                     break
+                if w.worker_id in taken:
+                    continue
                 since = w.idle_since if w.idle_since is not None else now
+                if w.idle_since is not None and keep_s > 0 and now - since < keep_s:
+                    break  # the workers after it have been idle no longer: none is released
                 if now - since >= keep_s:
                     ctx.take(w)
                     ctx.release.append(w.worker_id)
@@ -203,13 +212,20 @@ class WarmPools(Planner):
     def _next_release(self, ctx: _Ctx) -> float | None:
         ix = ctx.ix
         wake: float | None = None
+        now = ix.snap.now
         for (model, gpu), lst in ix.idle.items():
             default = self.keep_factor * ix.snap.models[model].cold_start_s[gpu]
             keep_s = ctx.keep_s.get(model, default) if self.warm_pool else 0.0
-            for w in lst:
+            # oldest idle first, so the workers whose keep-alive ends after now are a suffix and the
+            # first untaken one of it ends soonest
+            i = bisect.bisect_right(
+                lst, now, key=lambda w, k=keep_s: _END if w.idle_since is None else w.idle_since + k
+            )
+            for w in itertools.islice(lst, i, None):
                 if w.worker_id in ctx.taken or w.idle_since is None:
                     continue
                 t = w.idle_since + keep_s
-                if t > ix.snap.now and (wake is None or t < wake):
+                if t > now and (wake is None or t < wake):
                     wake = t
+                break
         return wake
