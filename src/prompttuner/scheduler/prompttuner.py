@@ -111,6 +111,7 @@ class PromptTunerPolicy(WarmPools):
         self.cancel_prov = cancel_prov
         self.switch = switch
         self._tight_memo: dict[tuple[str, str, float, int], tuple[float, float]] = {}
+        self._tight_per: dict[tuple[str, str, float, float, float], tuple[int, int]] = {}
         self._kept: KeptSurvey | None = None
 
     def _kept_survey(self, snapshot: ClusterSnapshot) -> KeptSurvey | None:

@@ -9,14 +9,15 @@ and revisits a job only when
 
 - the feed names it (its workers changed, it finished, its estimate was refreshed), or it was admitted
   at the previous decision;
-- it is *volatile*: queued, short, with a worker still provisioning, or not yet started (its measured
-  step-time factor is not in its view yet): these are surveyed anew at every decision, as before;
+- it is *volatile*: queued or short; or it is kept but has not run a step yet (its view's measured
+  step-time factor comes with its first step) and a decision sees it has;
 - or its classification could have changed: the time by which it could become short, or its fewest
   replicas (hence its surplus) could change, computed when it was surveyed from bounds that hold
   whatever happens in between (below), waits in a heap.
 
-The bounds.  For a running job ``g_n(t) = t + s(t) / rate_n - target(t)`` (``g_n <= 0``: ``n``
-replicas meet the target), where ``s`` are its estimated steps left times the work margin and
+The bounds.  For a running job without provisioning workers ``g_n(t) = t + s(t) / rate_n -
+target(t)`` (``g_n <= 0``: ``n`` replicas meet the target), where ``s`` are its estimated steps left
+times the work margin and
 ``target(t) = deadline - margin * max(0, deadline - t)``.  Between changes ``s`` only falls, at most at
 ``work_margin * K * rate_top`` per second (a job progresses at its profile rate over its measured
 step-time factor, which the view states; ``K = 1.01`` is slack for rounding), and ``target`` rises at
@@ -24,7 +25,11 @@ most at ``margin``.  So ``g_n`` rises at most 1 per second (a job that stalls, e
 and falls at most ``work_margin * K * rate_top / rate_n - (1 - margin)`` per second.  A condition that
 held by a margin ``|g|`` at ``t0`` holds until ``t0 + |g| / slope`` (less ``TOL``): then the job's
 survey result is what a survey at any time before would find, exactly, because the same arithmetic runs
-on the same view whenever it is revisited.
+on the same view whenever it is revisited.  With workers still provisioning (their ready times fixed
+and still to come, rates that do not fall as replicas join), the plan of the first ``k`` replicas
+finishes at ``F_k``, which rises at most 1 per second and falls at most ``wk * rate(ready) / rate(k) - 1``
+(``k`` at most the ready replicas), ``wk - 1`` (more) or not at all (none ready), ``wk = work_margin *
+K``; otherwise the job is revisited at the next decision.
 
 Finishes.  A kept job's finish ``f(t) = t + s(t) / rate_top`` moves every event; what a decision reads
 of them is a prefix (soonest first) per GPU type and model.  Since ``f`` falls at most at
@@ -83,6 +88,7 @@ class KeptSurvey:
         self.dmin = 1.0 - policy.work_margin * K
         self.kept: dict[str, _Kept] = {}
         self.volatile: set[str] = set()  # surveyed anew at every decision
+        self.starting: set[str] = set()  # kept jobs with ready workers that have run no step yet
         self.pending: set[str] = set(live.jobs)  # to survey at the next decision (all, at first)
         self.cached: dict[Key, list[tuple[float, str]]] = {}  # (c, job) per (model, GPU type)
         self.excess: dict[Key, list[tuple[float, str, int]]] = {}  # (deadline, job, count), sorted
@@ -177,6 +183,11 @@ class KeptSurvey:
             k = kept.get(jid)
             if k is not None and k.seq == seq:
                 dirty.add(jid)
+        # a kept job still in its start pause has run no step, so its view has no step-time factor
+        # yet: the first decision that sees it run surveys it anew
+        started = [i for i in self.starting if i not in dirty and (i not in jobs or jobs[i].steps_done > 0)]
+        dirty.update(started)
+        self.starting -= dirty
         self.pending = set()
         self.volatile = volatile = set()
         streams = Streams(self, policy, ctx)
@@ -201,7 +212,7 @@ class KeptSurvey:
             got = policy._survey_one(j, ws, now, models)
             model = j.spec.model
             key = (model, got.gpu)
-            if got.short or (j.steps_done <= 0 and got.ready > 0) or not self.caching:
+            if got.short or not self.caching:
                 volatile.add(jid)
                 streams.exact.setdefault(key, []).append((got.finish, got.gpus, model))
                 if got.short:
@@ -221,6 +232,8 @@ class KeptSurvey:
                 self.excess_n[key] = self.excess_n.get(key, 0) + got.excess
             if until < math.inf:
                 heapq.heappush(heap, (until, self.seq, jid))
+            if j.steps_done <= 0 and got.ready > 0:
+                self.starting.add(jid)
         if len(heap) > 4 * len(kept) + 1024:  # stale entries: keep the live ones
             self.heap = [(k.until, k.seq, jid) for jid, k in kept.items() if k.until < math.inf]
             heapq.heapify(self.heap)

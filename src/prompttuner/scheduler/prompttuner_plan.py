@@ -79,6 +79,7 @@ class Knobs(Policy):
     cancel_prov: bool
     switch: bool
     _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
+    _tight_per: dict[tuple[str, str, float, float, float], tuple[int, int]]
 
 
 class Planner(Knobs):

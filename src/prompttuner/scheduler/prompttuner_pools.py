@@ -69,15 +69,23 @@ class WarmPools(Planner):
         pause = self.rescale_overhead_s(prof, gpu, 0, 1)
         tight = 0
         reps = 0
+        # each arrival's share is its own (the window slides by one arrival): kept per arrival
+        per = self._tight_per
+        if len(per) > 65536:
+            per.clear()
         for a, d, w in zip(stats.recent_arrivals, stats.recent_deadlines, stats.recent_work, strict=False):
-            window = d - a
-            n_w = next((n for n in range(1, len(rt)) if pause + w / rt[n] <= window), None)
-            if n_w is None:
-                continue  # hopeless even warm: a pool would not save it
-            n_c = next((n for n in range(1, len(rt)) if cs + pause + w / rt[n] <= window), None)
-            if n_c is None or n_c > n_w:
-                tight += 1
-                reps += n_w
+            got = per.get((model, gpu, a, d, w))
+            if got is None:
+                got = (0, 0)
+                window = d - a
+                n_w = next((n for n in range(1, len(rt)) if pause + w / rt[n] <= window), None)
+                if n_w is not None:  # else hopeless even warm: a pool would not save it
+                    n_c = next((n for n in range(1, len(rt)) if cs + pause + w / rt[n] <= window), None)
+                    if n_c is None or n_c > n_w:
+                        got = (1, n_w)
+                per[(model, gpu, a, d, w)] = got
+            tight += got[0]
+            reps += got[1]
         res = (tight / len(stats.recent_arrivals), reps / tight if tight else 1.0)
         if len(self._tight_memo) > 4096:
             self._tight_memo.clear()
