@@ -10,8 +10,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections.abc import Callable
 
-from prompttuner.core.types import ArrivalStats, JobView, ModelProfile, Provision
+from prompttuner.core.types import ArrivalStats, JobView, ModelProfile, Provision, WorkerView
 from prompttuner.scheduler.common import Key, rates
 from prompttuner.scheduler.prompttuner_plan import Planner, _Ctx
 
@@ -44,7 +45,13 @@ def arrival_rate(stats: ArrivalStats | None, now: float, window: float, floor: f
     return count / span
 
 
-_END = -math.inf  # the sort key of a worker without an idle time (first in its list)
+def _idle_end(keep_s: float) -> Callable[[WorkerView], float]:
+    """When an idle worker's keep-alive ends (-inf without an idle time: first in its list)."""
+
+    def end(w: WorkerView) -> float:
+        return -math.inf if w.idle_since is None else w.idle_since + keep_s
+
+    return end
 
 
 class WarmPools(Planner):
@@ -226,9 +233,7 @@ class WarmPools(Planner):
             keep_s = ctx.keep_s.get(model, default) if self.warm_pool else 0.0
             # oldest idle first, so the workers whose keep-alive ends after now are a suffix and the
             # first untaken one of it ends soonest
-            i = bisect.bisect_right(
-                lst, now, key=lambda w, k=keep_s: _END if w.idle_since is None else w.idle_since + k
-            )
+            i = bisect.bisect_right(lst, now, key=_idle_end(keep_s))
             for w in itertools.islice(lst, i, None):
                 if w.worker_id in ctx.taken or w.idle_since is None:
                     continue
