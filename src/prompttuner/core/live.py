@@ -114,6 +114,14 @@ class LiveIndex:
         # per base LLM, those that hold no worker, in (arrival, job id) order
         self.jobs: Mapping[str, JobView] = {}
         self.queued: dict[str, list[tuple[float, str]]] = {}
+        # the jobs whose worker group changed (any put or drop of one of their workers) or that the
+        # driver touched, in order; ``log_start`` is the place of ``job_log[0]`` in the whole feed
+        self.job_log: list[str] = []
+        self.log_start = 0
+        # True when the driver touches every job whose view changes other than by its workers and by
+        # progress at its rate (an estimate refresh): then a policy may keep per-job results between
+        # decisions and revisit only the jobs this feed names (``changes_since``)
+        self.feeds_jobs = False
 
     @classmethod
     def of(
@@ -156,6 +164,26 @@ class LiveIndex:
             "jobs": sorted(self.jobs),
         }
 
+    LOG_CAP = 1 << 20  # entries kept; a reader further behind reads ``None`` (start over)
+
+    def touch(self, job_id: str) -> None:
+        """The job's view changed other than by its workers (its estimated work, say)."""
+        self.job_log.append(job_id)
+        if len(self.job_log) > self.LOG_CAP:
+            half = len(self.job_log) // 2
+            del self.job_log[:half]
+            self.log_start += half
+
+    def log_end(self) -> int:
+        """The place in the feed after its last entry (a reader's cursor)."""
+        return self.log_start + len(self.job_log)
+
+    def changes_since(self, cursor: int) -> list[str] | None:
+        """The jobs named since ``cursor`` (from ``log_end``), or None when they are no longer kept."""
+        if cursor < self.log_start:
+            return None
+        return self.job_log[cursor - self.log_start :]
+
     def gpus(self, model: str | None) -> int:
         return self._g.get(model, 1) if model is not None else 1
 
@@ -174,6 +202,7 @@ class LiveIndex:
         if w.model is not None:
             self.per_model[w.model] = self.per_model.get(w.model, 0) + 1
         if w.job_id is not None:
+            self.touch(w.job_id)
             if w.model is not None:
                 self.busy_model[w.model] = self.busy_model.get(w.model, 0) + 1
             keys = self._job_keys.setdefault(w.job_id, [])
@@ -213,6 +242,7 @@ class LiveIndex:
         group, key, sk = where
         if group == "job":
             jid = str(key)
+            self.touch(jid)
             keys = self._job_keys[jid]
             i = bisect.bisect_left(keys, sk[1])
             del keys[i]

@@ -40,6 +40,11 @@ Mechanisms (each can be switched off for the ablation):
   committed simulator results, made before the switch existed, reproduce.
 
 Cold starts happen only for replicas the warm pool, provisioning workers and surplus cannot cover in time.
+
+A decision surveys every admitted job (finish, short of GPUs, surplus).  Where the snapshot's live index
+feeds every change of a job's view (``LiveIndex.feeds_jobs``, ``sim/feed.py``), the survey is kept
+between decisions and revisits only the jobs that changed or whose classification could have
+(``scheduler/prompttuner_inc.py``); its decisions are those of a fresh policy on the same snapshot.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from prompttuner.core.types import (
 )
 from prompttuner.scheduler.base import register
 from prompttuner.scheduler.common import Index, keep_warm_floor, switch_for_cold_starts
+from prompttuner.scheduler.prompttuner_inc import KeptSurvey
 from prompttuner.scheduler.prompttuner_plan import _Ctx, _Plan
 from prompttuner.scheduler.prompttuner_pools import WarmPools, arrival_rate, poisson_quantile
 
@@ -110,17 +116,47 @@ class PromptTunerPolicy(WarmPools):
         self.cancel_prov = cancel_prov
         self.switch = switch
         self._tight_memo: dict[tuple[str, str, float, int], tuple[float, float]] = {}
+        self._tight_per: dict[tuple[str, str, float, float, float], tuple[int, int]] = {}
+        self._kept: KeptSurvey | None = None
+
+    def _kept_survey(self, snapshot: ClusterSnapshot) -> KeptSurvey | None:
+        """The survey kept between decisions, when the snapshot's live index feeds every change of a
+        job's view (``scheduler/prompttuner_inc.py``); None: survey every admitted job."""
+        live = snapshot.live
+        if live is None or not getattr(live, "feeds_jobs", False) or self.boost:
+            self._kept = None
+            return None
+        k = self._kept
+        if k is None or k.live is not live or snapshot.now < k.now:
+            k = self._kept = KeptSurvey(live, self)
+        return k
 
     # ------------------------------------------------------------------ decide
     def decide(self, snapshot: ClusterSnapshot) -> Decisions:
         ix = Index.build(snapshot)
         ctx = _Ctx(ix=ix)
-        admitted = sorted(
-            (j for j in ix.active if j.admitted and j.job_id not in ix.new),
-            key=lambda j: (j.deadline, j.job_id),
-        )
-        new = sorted((j for j in ix.active if j.job_id in ix.new), key=lambda j: (j.deadline, j.job_id))
-        short = self._survey(ctx, admitted)
+        kept = self._kept_survey(snapshot)
+        admitted: list[JobView]
+        if kept is None:
+            admitted = sorted(
+                (j for j in ix.active if j.admitted and j.job_id not in ix.new),
+                key=lambda j: (j.deadline, j.job_id),
+            )
+            new = sorted((j for j in ix.active if j.job_id in ix.new), key=lambda j: (j.deadline, j.job_id))
+            short = self._survey(ctx, admitted)
+        else:
+            # the same jobs without listing every view: the new ones by id, the admitted ones kept
+            views = snapshot.live.jobs
+            new = sorted(
+                (
+                    views[i]
+                    for i in dict.fromkeys(snapshot.new_job_ids)
+                    if i in views and not views[i].phase.terminal
+                ),
+                key=lambda j: (j.deadline, j.job_id),
+            )
+            short = kept.survey(self, ctx)
+            admitted = []  # only lending (``boost``, never on this path) reads them
         admissions: list[Admission] = []
         self._serve_short(ctx, short)
         at_risk: list[tuple[JobView, _Plan | None]] = []
@@ -168,6 +204,8 @@ class PromptTunerPolicy(WarmPools):
             if plan is not None:
                 self._take(ctx, j, plan)
         accepted = {a.job_id for a in admissions if a.admitted}
+        if kept is not None:
+            kept.pending |= accepted  # surveyed from the next decision on
         self._manage_pools(ctx, admitted + [j for j in new if j.job_id in accepted])
         wake = self._next_release(ctx)
         d = keep_warm_floor(

@@ -9,7 +9,9 @@ import bisect
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prompttuner.core.types import Provision, WorkerState, WorkerView
 from prompttuner.scheduler.common import Index, Key
@@ -48,6 +50,11 @@ class _Ctx:
     victims: dict[str, list[WorkerView]] = field(default_factory=dict)  # idle per GPU type, oldest first
     victim_at: dict[str, int] = field(default_factory=dict)
     _fut_model: dict[tuple[str, str], list[tuple[float, int]]] = field(default_factory=dict)
+    # the running jobs' finishes from the survey kept between decisions (``prompttuner_inc.Streams``);
+    # None: ``future`` holds them all
+    streams: Any = None
+    # builds ``excess[key]`` on first use (the kept survey's lists, copied only when a job takes surplus)
+    excess_src: Any = None
 
     def __post_init__(self) -> None:
         for (m, t), lst in self.ix.idle.items():
@@ -81,15 +88,30 @@ class _Ctx:
         k = bisect.bisect_right(lst, (deadline, math.inf))
         return pre[k - 1] if k > 0 else 0
 
-    def future_sorted(self, gpu: str) -> list[tuple[float, int, str]]:
+    def donors(self, key: Key) -> list[tuple[float, str, int]]:
+        """``excess[key]``: jobs with surplus of one (model, GPU type), latest deadline last (a list the
+        caller pops donors from)."""
+        got = self.excess.get(key)
+        if got is None:
+            got = self.excess[key] = self.excess_src(key) if self.excess_src is not None else []
+        return got
+
+    def future_sorted(self, gpu: str) -> Iterable[tuple[float, int, str]]:
+        """(finish, GPUs, model) of every running job on ``gpu``, soonest first (from the kept survey's
+        streams when there is one: computed only as far as a caller reads)."""
+        if self.streams is not None:
+            return self.streams.merged(gpu)
         got = self._fut_sorted.get(gpu)
         if got is None:
             got = sorted(self.future.get(gpu, []))
             self._fut_sorted[gpu] = got
         return got
 
-    def future_of(self, gpu: str, model: str) -> list[tuple[float, int]]:
-        """``future_sorted(gpu)`` restricted to one model: (finish, GPUs), in the same order."""
+    def future_of(self, gpu: str, model: str, until: float) -> Iterable[tuple[float, int]]:
+        """``future_sorted(gpu)`` restricted to one model: (finish, GPUs), in the same order, at least
+        those that finish before ``until`` (callers stop there)."""
+        if self.streams is not None:
+            return self.streams.of(gpu, model, until)
         got = self._fut_model.get((gpu, model))
         if got is None:
             # every model's list in one pass over the GPU type's (each is asked for once a decision)

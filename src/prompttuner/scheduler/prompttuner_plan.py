@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from prompttuner.core.types import (
     ClusterSnapshot,
@@ -34,6 +36,25 @@ __all__ = ["Knobs", "Planner", "_Ctx", "_Plan"]
 
 
 _at = operator.itemgetter(1)
+
+
+class Surveyed(NamedTuple):
+    """What the survey finds for one admitted job that holds workers (``Planner._survey_one``)."""
+
+    gpu: str
+    finish: float  # with all its workers
+    gpus: int  # GPUs it holds
+    short: bool  # it cannot meet its deadline with them: served in ``_serve_short``
+    excess: int  # replicas it can spare (0 when short or without ``min_gpus``)
+    steps: float  # estimated steps left, times the work margin
+    target: float  # the deadline less the safety margin
+    top: int  # replicas that count (0 with provisioning workers)
+    n: int  # the fewest that meet the target (``top`` when short; 0 with provisioning workers)
+    prov: bool  # some of its workers are still provisioning
+    ready: int = 0  # its ready replicas
+    groups: list[tuple[int, float]] | None = None  # (replicas, ready time) with provisioning workers
+
+
 LATE_TOL = 1e-6  # seconds: the bound of _surely_late stays clear of rounding
 
 
@@ -58,6 +79,7 @@ class Knobs(Policy):
     cancel_prov: bool
     switch: bool
     _tight_memo: dict[tuple[str, str, float, int], tuple[float, float]]
+    _tight_per: dict[tuple[str, str, float, float, float], tuple[int, int]]
 
 
 class Planner(Knobs):
@@ -206,7 +228,7 @@ class Planner(Knobs):
                 if self.warm_pool:
                     lim = now + cs
                     got = warm_now  # replicas before this one in time order, at least
-                    for t, gp in ctx.future_of(gpu, spec.model):
+                    for t, gp in ctx.future_of(gpu, spec.model, lim):
                         if t >= lim or got >= cap:
                             break
                         groups.append((gp // g, t))
@@ -268,7 +290,7 @@ class Planner(Knobs):
                 continue
             ctx.take(w)
             chosen.append(w.worker_id)
-        donors = ctx.excess.get(key, [])
+        donors = ctx.donors(key)
         while len(chosen) < want and donors and self.elastic:
             dl, donor, cnt = donors.pop()  # latest deadline first
             cur = ctx.alloc.get(donor) or [w.worker_id for w in ix.by_job.get(donor, [])]
@@ -341,65 +363,85 @@ class Planner(Knobs):
         """For admitted jobs: needs, surplus and projected finishes; returns the ones short of GPUs."""
         ix = ctx.ix
         now = ix.snap.now
-        models = ix.snap.models
         short: list[JobView] = []
-        prov_state = WorkerState.PROVISIONING
         by_job = ix.by_job
-        wm, margin, elastic = self.work_margin, self.margin, self.elastic
-        rates_of: dict[tuple[str, str], tuple[float, ...]] = {}
+        one = self._survey_one
+        models = ix.snap.models
         for j in jobs:
-            spec = j.spec
-            ws = by_job.get(spec.job_id)
+            ws = by_job.get(j.spec.job_id)
             if not ws:
                 short.append(j)
                 continue
-            prof = models[spec.model]
-            gpu = ws[0].gpu_type
-            # j.steps_left * work_margin and self._target(j, now), inline (the same arithmetic)
-            steps = max(0.0, spec.work_steps - j.steps_done) * j.step_time_factor * wm
-            deadline = spec.slo.deadline
-            target = deadline - margin * max(0.0, deadline - now)
-            n_ready = 0
-            prov: list[float] = []
-            for w in ws:
-                if w.state == prov_state:
-                    prov.append(w.ready_at)
-                else:
-                    n_ready += 1
-            if not prov:
-                rt = rates_of.get((spec.model, gpu))  # type: ignore[assignment]
-                if rt is None:
-                    rt = rates_of[(spec.model, gpu)] = rates(prof, gpu)
-                top = min(n_ready, prof.max_replicas)
-                f_all = now + steps / rt[top] if top > 0 else math.inf
-                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, spec.model))
-                if not elastic:
-                    continue
-                if f_all > target:
-                    short.append(j)
-                    continue
-                n = 1
-                while n < top and now + steps / rt[n] > target:
-                    n += 1
-            else:
-                prov.sort()
-                groups = [(n_ready, now)] + [(1, t) for t in prov]
-                groups = [x for x in groups if x[0] > 0]
-                f_all = finish_time(prof, gpu, steps, now, groups, 0.0)
-                ctx.future[gpu].append((f_all, len(ws) * prof.gpus_per_replica, j.spec.model))
-                if not self.elastic:
-                    continue
-                r = min_replicas(prof, gpu, steps, now, target, groups, 0.0)
-                if r is None:
-                    short.append(j)
-                    continue
-                n = r[0]
-            if n_ready > n and self.min_gpus:
-                ctx.excess[(j.spec.model, gpu)].append((j.deadline, j.job_id, n_ready - n))
+            got = one(j, ws, now, models)
+            ctx.future[got.gpu].append((got.finish, got.gpus, j.spec.model))
+            if got.short:
+                short.append(j)
+            elif got.excess > 0:
+                ctx.excess[(j.spec.model, got.gpu)].append((j.deadline, j.job_id, got.excess))
         for k, lst in ctx.excess.items():
             lst.sort()
             ctx.excess_n[k] = sum(c for _, _, c in lst)
         return short
+
+    def _survey_one(
+        self, j: JobView, ws: list[WorkerView], now: float, models: Mapping[str, ModelProfile]
+    ) -> Surveyed:
+        """One admitted job that holds workers ``ws``: its finish with all of them, whether it is short
+        of GPUs and its surplus (the same arithmetic for every decision, kept or not)."""
+        spec = j.spec
+        prof = models[spec.model]
+        gpu = ws[0].gpu_type
+        # j.steps_left * work_margin and self._target(j, now), inline (the same arithmetic)
+        steps = max(0.0, spec.work_steps - j.steps_done) * j.step_time_factor * self.work_margin
+        deadline = spec.slo.deadline
+        target = deadline - self.margin * max(0.0, deadline - now)
+        n_ready = 0
+        prov: list[float] = []
+        prov_state = WorkerState.PROVISIONING
+        for w in ws:
+            if w.state == prov_state:
+                prov.append(w.ready_at)
+            else:
+                n_ready += 1
+        gpus = len(ws) * prof.gpus_per_replica
+        if not prov:
+            rt = rates(prof, gpu)
+            top = min(n_ready, prof.max_replicas)
+            f_all = now + steps / rt[top] if top > 0 else math.inf
+            if not self.elastic:
+                return Surveyed(gpu, f_all, gpus, False, 0, steps, target, top, top, False, n_ready)
+            if f_all > target:
+                return Surveyed(gpu, f_all, gpus, True, 0, steps, target, top, top, False, n_ready)
+            n = 1
+            while n < top and now + steps / rt[n] > target:
+                n += 1
+        else:
+            prov.sort()
+            groups = [(n_ready, now)] + [(1, t) for t in prov]
+            groups = [x for x in groups if x[0] > 0]
+            f_all = finish_time(prof, gpu, steps, now, groups, 0.0)
+            if not self.elastic:
+                return Surveyed(gpu, f_all, gpus, False, 0, steps, target, 0, 0, True, n_ready, groups)
+            r = min_replicas(prof, gpu, steps, now, target, groups, 0.0)
+            if r is None:
+                return Surveyed(gpu, f_all, gpus, True, 0, steps, target, 0, 0, True, n_ready, groups)
+            n = r[0]
+            top = 0
+        excess = n_ready - n if n_ready > n and self.min_gpus else 0
+        return Surveyed(
+            gpu,
+            f_all,
+            gpus,
+            False,
+            excess,
+            steps,
+            target,
+            top,
+            n,
+            bool(prov),
+            n_ready,
+            groups if prov else None,
+        )
 
     def _serve_short(self, ctx: _Ctx, short: list[JobView]) -> None:
         """Give admitted jobs that are behind (or still queued) what they need, earliest deadline first.

@@ -8,9 +8,11 @@ once keeping it would cost more than the cold starts it saves (ski rental).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+from collections.abc import Callable
 
-from prompttuner.core.types import ArrivalStats, JobView, ModelProfile, Provision
+from prompttuner.core.types import ArrivalStats, JobView, ModelProfile, Provision, WorkerView
 from prompttuner.scheduler.common import Key, rates
 from prompttuner.scheduler.prompttuner_plan import Planner, _Ctx
 
@@ -43,6 +45,15 @@ def arrival_rate(stats: ArrivalStats | None, now: float, window: float, floor: f
     return count / span
 
 
+def _idle_end(keep_s: float) -> Callable[[WorkerView], float]:
+    """When an idle worker's keep-alive ends (-inf without an idle time: first in its list)."""
+
+    def end(w: WorkerView) -> float:
+        return -math.inf if w.idle_since is None else w.idle_since + keep_s
+
+    return end
+
+
 class WarmPools(Planner):
     """Pool targets, pre-warming, keep-alive releases and (optionally) lending idle workers."""
 
@@ -65,15 +76,23 @@ class WarmPools(Planner):
         pause = self.rescale_overhead_s(prof, gpu, 0, 1)
         tight = 0
         reps = 0
+        # each arrival's share is its own (the window slides by one arrival): kept per arrival
+        per = self._tight_per
+        if len(per) > 65536:
+            per.clear()
         for a, d, w in zip(stats.recent_arrivals, stats.recent_deadlines, stats.recent_work, strict=False):
-            window = d - a
-            n_w = next((n for n in range(1, len(rt)) if pause + w / rt[n] <= window), None)
-            if n_w is None:
-                continue  # hopeless even warm: a pool would not save it
-            n_c = next((n for n in range(1, len(rt)) if cs + pause + w / rt[n] <= window), None)
-            if n_c is None or n_c > n_w:
-                tight += 1
-                reps += n_w
+            got = per.get((model, gpu, a, d, w))
+            if got is None:
+                got = (0, 0)
+                window = d - a
+                n_w = next((n for n in range(1, len(rt)) if pause + w / rt[n] <= window), None)
+                if n_w is not None:  # else hopeless even warm: a pool would not save it
+                    n_c = next((n for n in range(1, len(rt)) if cs + pause + w / rt[n] <= window), None)
+                    if n_c is None or n_c > n_w:
+                        got = (1, n_w)
+                per[(model, gpu, a, d, w)] = got
+            tight += got[0]
+            reps += got[1]
         res = (tight / len(stats.recent_arrivals), reps / tight if tight else 1.0)
         if len(self._tight_memo) > 4096:
             self._tight_memo.clear()
@@ -114,18 +133,18 @@ class WarmPools(Planner):
         for key in sorted(keys):
             model, gpu = key
             prof = snap.models[model]
-            idle = [w for w in ix.idle.get(key, []) if w.worker_id not in ctx.taken]
+            idle = ix.idle.get(key, [])  # oldest idle first; the untaken ones are ctx.idle_n of them
             surplus = ctx.excess_n.get(key, 0)  # the sum over ctx.excess[key], kept by _take
             # untaken provisioning workers: the list itself (it loses workers only by pop, see
             # _Ctx.prov_times)
             prov = len(ix.prov_free.get(key, ()))
             target = targets.get(key, 0)
-            warm = len(idle) + surplus + prov
+            warm = ctx.idle_n.get(key, 0) + surplus + prov
             if self.count_frees and target > 0:
                 # replicas of this model that running jobs free within one cold start serve arrivals
                 # as warm as an idle worker does (at scale, completions alone cover most of them)
                 lim = now + prof.cold_start_s[gpu]
-                for t, gp in ctx.future_of(gpu, model):
+                for t, gp in ctx.future_of(gpu, model, lim):
                     if t >= lim or warm >= target:
                         break
                     warm += gp // prof.gpus_per_replica
@@ -137,10 +156,15 @@ class WarmPools(Planner):
             keep_s = (
                 ctx.keep_s.get(model, self.keep_factor * prof.cold_start_s[gpu]) if self.warm_pool else 0.0
             )
+            taken = ctx.taken
             for w in idle:  # oldest idle first
                 if warm <= target:
                     break
+                if w.worker_id in taken:
+                    continue
                 since = w.idle_since if w.idle_since is not None else now
+                if w.idle_since is not None and keep_s > 0 and now - since < keep_s:
+                    break  # the workers after it have been idle no longer: none is released
                 if now - since >= keep_s:
                     ctx.take(w)
                     ctx.release.append(w.worker_id)
@@ -203,13 +227,18 @@ class WarmPools(Planner):
     def _next_release(self, ctx: _Ctx) -> float | None:
         ix = ctx.ix
         wake: float | None = None
+        now = ix.snap.now
         for (model, gpu), lst in ix.idle.items():
             default = self.keep_factor * ix.snap.models[model].cold_start_s[gpu]
             keep_s = ctx.keep_s.get(model, default) if self.warm_pool else 0.0
-            for w in lst:
+            # oldest idle first, so the workers whose keep-alive ends after now are a suffix and the
+            # first untaken one of it ends soonest
+            i = bisect.bisect_right(lst, now, key=_idle_end(keep_s))
+            for w in itertools.islice(lst, i, None):
                 if w.worker_id in ctx.taken or w.idle_since is None:
                     continue
                 t = w.idle_since + keep_s
-                if t > ix.snap.now and (wake is None or t < wake):
+                if t > now and (wake is None or t < wake):
                     wake = t
+                break
         return wake
