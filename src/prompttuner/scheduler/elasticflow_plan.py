@@ -208,6 +208,7 @@ class Plan:
     gpu_s: float
     warm_used: int
     feasible: bool  # finishes by the deadline
+    share: int = 0  # the count q of :func:`min_share` that gave the plan (0: not from it)
 
 
 def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
@@ -241,7 +242,7 @@ def min_share(
     for q in legal_sizes(prof, free.total):
         caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
         for level, (steps, margin) in enumerate(goals):
-            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh)
+            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q)
             if plan is not None:
                 return plan, level
     return None
@@ -258,6 +259,7 @@ def _fill(
     slot: float,
     start: JobStart,
     oh: Overheads,
+    q: int,
 ) -> Plan | None:
     """``caps`` filled from the last slot backwards until the forward check finishes ``steps`` by ``by``."""
     last = len(caps)
@@ -280,7 +282,7 @@ def _fill(
         if run.finish <= by + TOL:
             # the share stays reserved up to the deadline, as ElasticFlow fills it: a job that gets ahead
             # of its plan re-plans later in the same slots, never into slots others hold
-            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True)
+            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True, q)
         if full:
             return None  # every slot before the deadline is in the plan: not enough
         if sizes == prev:
