@@ -88,11 +88,13 @@ class ElasticFlowPolicy(Policy):
         count_overheads: bool = True,
         warm_runtime: bool = False,
         keep_alive_s: float = KEEP_ALIVE_S,
+        incremental: bool = True,
     ) -> None:
         if admission not in ("job", "slot"):
             raise ValueError(f"admission must be 'job' or 'slot', not {admission!r}")
         self.slot, self.restart_s, self.admission = slot_s, restart_s, admission
         self.count_overheads, self.warm, self.keep_alive_s = count_overheads, warm_runtime, keep_alive_s
+        self.incremental = incremental  # False: admission re-plans every tail (the reference)
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
         """Checkpoint-restart (ElasticFlow's scaling overhead plus a process restart); on the warm runtime
@@ -221,11 +223,12 @@ class _Round:
         args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh)
         got = min_share(prof, self.gpu, goals, *args)
         if got is not None:
-            return Entry(j, got[0], got[1], got[0].share)
+            return Entry(j, got[0], got[1], got[0].share, got[0].low, got[0].reach)
         if most >= 2 and self.start(j).ready > 0 and steps > MIN_STEPS:
             got = min_share(prof, self.gpu, [(steps - 1, 0.0)], *args)
-            if got is not None:  # every count failed the first goals: the plan depends on all of them
-                return Entry(j, got[0], 2, legal_sizes(prof, free.total)[-1])
+            if got is not None:  # every count failed the first goals on every slot
+                top = legal_sizes(prof, free.total)[-1]
+                return Entry(j, got[0], 2, top, top, 0)
         return None
 
     def last(self, j: JobView) -> int:
@@ -295,7 +298,8 @@ class _Round:
                 admissions = [self._admit(e) for e in trial if e.job.job_id in ix.new]
             else:
                 why = f"arrival {failed} of this slot cannot meet its deadline"
-                admissions = [self._decline(j, feasible, why) for j in new]
+                after = self.prefix(feasible, len(feasible))
+                admissions = [self._decline(j, after, why) for j in new]
         if self.p.admission == "job":
             book = self._book(feasible, pinned)
             for j in new:
@@ -303,13 +307,11 @@ class _Round:
                 free, warm = book.before(k)
                 e = self.plan(j, free, warm)
                 if e is None:
-                    admissions.append(self._decline(j, book, "cannot meet its deadline"))
+                    admissions.append(self._decline(j, book.after(), "cannot meet its deadline"))
                     continue
                 failed = book.insert(k, e, lambda x, f, w: self.plan(x.job, f, w, x.level))
-                if failed is not None:
-                    admissions.append(self._decline(j, book, f"admitting it would make {failed} miss"))
-                    continue
-                admissions.append(self._admit(e))
+                why = f"admitting it would make {failed} miss"
+                admissions.append(self._admit(e) if failed is None else self._decline(j, book.after(), why))
             feasible = book.entries
         free, warm = self.prefix(feasible, len(feasible))
         entries = list(feasible)
@@ -346,17 +348,14 @@ class _Round:
         return Admission(e.job.job_id, True, "", self._quote(e.job, e.plan, True))
 
     def _book(self, feasible: list[Entry], pinned: int) -> Book:
-        def gpus(j: JobView) -> int:
-            return self.prof(j).gpus_per_replica
+        return Book(
+            list(feasible), pinned, self.cap, dict(self.warm0), lambda j: self.prof(j).gpus_per_replica,
+            self.last, self.p.warm, not self.p.incremental,
+        )  # fmt: skip
 
-        return Book(list(feasible), pinned, self.cap, dict(self.warm0), gpus, self.last, self.p.warm)
-
-    def _decline(self, j: JobView, feasible: list[Entry] | Book, why: str) -> Admission:
-        if isinstance(feasible, Book):
-            free, warm = feasible.full, feasible.full_warm
-        else:
-            free, warm = self.prefix(feasible, len(feasible))
-        quote = self._quote(j, self.late(j, free, warm), False)
+    def _decline(self, j: JobView, after: tuple[Timeline, dict[str, int]], why: str) -> Admission:
+        """``after``: the free timeline and warm workers the admitted plans leave."""
+        quote = self._quote(j, self.late(j, *after), False)
         return Admission(j.job_id, False, f"admission control: {why}", quote)
 
     # ------------------------------------------------------------------ leftover GPUs and workers

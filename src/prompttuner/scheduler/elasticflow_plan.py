@@ -209,6 +209,8 @@ class Plan:
     warm_used: int
     feasible: bool  # finishes by the deadline
     share: int = 0  # the count q of :func:`min_share` that gave the plan (0: not from it)
+    reach: int = 0  # the first slot its fill read (see min_share)
+    low: int = 0  # the largest count whose fill failed on every slot (0: none)
 
 
 def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
@@ -239,12 +241,14 @@ def min_share(
     if last <= 0:
         return None
     spans = [min(slot, deadline - (t0 + s * slot)) for s in range(last)]
+    low = 0
     for q in legal_sizes(prof, free.total):
         caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
         for level, (steps, margin) in enumerate(goals):
-            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q)
+            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
             if plan is not None:
                 return plan, level
+            low = q
     return None
 
 
@@ -260,17 +264,20 @@ def _fill(
     start: JobStart,
     oh: Overheads,
     q: int,
+    low: int,
 ) -> Plan | None:
     """``caps`` filled from the last slot backwards until the forward check finishes ``steps`` by ``by``."""
     last = len(caps)
     want = steps
     force = last  # the fill reaches back at least to this slot
     prev: list[int] | None = None
+    reach = last
     while True:
         sizes = [0] * last
         acc = 0.0
         full = True
         for s in range(last - 1, -1, -1):
+            reach = s
             n = caps[s]
             if n > 0:
                 sizes[s] = n
@@ -282,7 +289,7 @@ def _fill(
         if run.finish <= by + TOL:
             # the share stays reserved up to the deadline, as ElasticFlow fills it: a job that gets ahead
             # of its plan re-plans later in the same slots, never into slots others hold
-            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True, q)
+            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True, q, reach, low)
         if full:
             return None  # every slot before the deadline is in the plan: not enough
         if sizes == prev:
