@@ -156,6 +156,7 @@ class _Round:
         self.gpu = max(snap.capacity, key=lambda t: snap.capacity[t])
         self.warm0: dict[str, int] = {}
         self.starts: dict[str, JobStart] = {}
+        self.memo: dict[str, dict[tuple[object, ...], Plan | None]] = {}  # a job's fills this decision
         # GPUs this decision cannot use: free workers still provisioning (the warm floor's) and, on the
         # serverless runtime, the idle workers the warm floor keeps
         unusable = 0
@@ -220,7 +221,8 @@ class _Round:
         goals = [(steps, prof.step_time(self.gpu, 1))]
         if j.job_id not in self.ix.new and most >= 1:
             goals.append((steps, 0.0))
-        args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh)
+        memo = self.memo.setdefault(j.job_id, {}) if self.p.incremental else None
+        args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh, memo)
         got = min_share(prof, self.gpu, goals, *args)
         if got is not None:
             return Entry(j, got[0], got[1], got[0].share, got[0].low, got[0].reach)
@@ -326,17 +328,15 @@ class _Round:
         ahead of its plan now takes a smaller share over more slots).  Such a job, if it could still make
         it alone, goes to the front of the order when everybody else keeps a share there; (plans, jobs
         still late, how many jobs lead the order)."""
-        pinned = 0
-        for j in list(late):
+        book = self._book(feasible, 0)
+        for j in list(late):  # at its place every job is planned as from scratch (fully relaxed)
             if j.deadline <= self.now or self.plan(j, Timeline(self.cap), dict(self.warm0)) is None:
                 continue
-            order = [e.job for e in feasible[:pinned]] + [j] + [e.job for e in feasible[pinned:]]
-            ids = {x.job_id for x in order}
-            trial, _, failed = self.replan(order, Timeline(self.cap), dict(self.warm0), ids)
-            if failed is None:
-                feasible, pinned = trial, pinned + 1
+            e = self.plan(j, *book.before(book.pinned))
+            if e is not None and book.insert(book.pinned, e, lambda x, f, w: self.plan(x.job, f, w)) is None:
+                book.pinned += 1
                 late.remove(j)
-        return feasible, late, pinned
+        return book.entries, late, book.pinned
 
     def _quote(self, j: JobView, plan: Plan, ok: bool) -> Quote:
         price = self.snap.gpu_types[self.gpu].price_per_hour

@@ -228,12 +228,19 @@ def min_share(
     free: Timeline,
     start: JobStart,
     oh: Overheads,
+    memo: dict[tuple[object, ...], Plan | None] | None = None,
 ) -> tuple[Plan, int] | None:
     """ElasticFlow's minimum satisfactory share, overheads counted, and which goal it meets; None when no
     legal count meets any goal on ``free``.
 
     A goal is (steps, margin): that work done ``margin`` seconds before the deadline.  For each count q,
     smallest first, the goals are tried in order; the share is filled from ``deadline`` backwards.
+
+    ``free`` enters only through ``min(q, legal_floor(free.get(s) // gpus_per_replica))`` for the slots
+    before the deadline and the counts q up to the one returned (``Plan.share``; all legal counts when
+    None is returned), and in the slots before ``Plan.reach`` only for the counts whose fills failed
+    (up to ``Plan.low``): two timelines that agree on those give the same answer.  ``memo`` keeps the
+    fills of one job whose other inputs (``t0``, ``start``, the overheads but for warm workers) stay.
     """
     g = prof.gpus_per_replica
     rt = rates(prof, gpu)
@@ -244,8 +251,15 @@ def min_share(
     low = 0
     for q in legal_sizes(prof, free.total):
         caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
+        key = (q, low, oh.warm, tuple(caps)) if memo is not None else ()
         for level, (steps, margin) in enumerate(goals):
-            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
+            if memo is None:
+                plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
+            elif (steps, margin, *key) in memo:
+                plan = memo[(steps, margin, *key)]
+            else:
+                plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
+                memo[(steps, margin, *key)] = plan
             if plan is not None:
                 return plan, level
             low = q
