@@ -37,9 +37,8 @@ cold-starting system could meet.
 
 from __future__ import annotations
 
-import bisect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from prompttuner.core.types import (
     Admission,
@@ -54,6 +53,7 @@ from prompttuner.core.types import (
 )
 from prompttuner.scheduler.base import Policy, register
 from prompttuner.scheduler.common import Index, keep_warm_floor, rates
+from prompttuner.scheduler.elasticflow_book import Book, Entry, key
 from prompttuner.scheduler.elasticflow_plan import (
     RESTART_S,
     TOL,
@@ -88,11 +88,13 @@ class ElasticFlowPolicy(Policy):
         count_overheads: bool = True,
         warm_runtime: bool = False,
         keep_alive_s: float = KEEP_ALIVE_S,
+        incremental: bool = True,
     ) -> None:
         if admission not in ("job", "slot"):
             raise ValueError(f"admission must be 'job' or 'slot', not {admission!r}")
         self.slot, self.restart_s, self.admission = slot_s, restart_s, admission
         self.count_overheads, self.warm, self.keep_alive_s = count_overheads, warm_runtime, keep_alive_s
+        self.incremental = incremental  # False: admission re-plans every tail (the reference)
 
     def rescale_overhead_s(self, profile: ModelProfile, gpu_type: str, old_n: int, new_n: int) -> float:
         """Checkpoint-restart (ElasticFlow's scaling overhead plus a process restart); on the warm runtime
@@ -146,13 +148,6 @@ class ElasticFlowWarmPolicy(ElasticFlowPolicy):
         super().__init__(keep_alive_s=keep_alive_s, **kwargs)  # type: ignore[arg-type]
 
 
-@dataclass
-class _Entry:
-    job: JobView
-    plan: Plan
-    level: int = 0  # how far the plan had to relax (see _Round.plan)
-
-
 class _Round:
     """One decision at a slot boundary."""
 
@@ -161,6 +156,7 @@ class _Round:
         self.gpu = max(snap.capacity, key=lambda t: snap.capacity[t])
         self.warm0: dict[str, int] = {}
         self.starts: dict[str, JobStart] = {}
+        self.memo: dict[str, dict[tuple[object, ...], Plan | None]] = {}  # a job's fills this decision
         # GPUs this decision cannot use: free workers still provisioning (the warm floor's) and, on the
         # serverless runtime, the idle workers the warm floor keeps
         unusable = 0
@@ -181,7 +177,7 @@ class _Round:
         return self.snap.models[j.spec.model]
 
     @staticmethod
-    def levels(entries: list[_Entry]) -> dict[str, int]:
+    def levels(entries: list[Entry]) -> dict[str, int]:
         return {e.job.job_id: e.level for e in entries}
 
     def steps(self, j: JobView) -> float:
@@ -209,9 +205,7 @@ class _Round:
 
         return Overheads(prof.cold_start_s[gpu], pause, warm if self.p.warm else 0, self.p.count_overheads)
 
-    def plan(
-        self, j: JobView, free: Timeline, warm: dict[str, int], most: int = 2
-    ) -> tuple[Plan, int] | None:
+    def plan(self, j: JobView, free: Timeline, warm: dict[str, int], most: int = 2) -> Entry | None:
         """The minimum satisfactory share and how far it had to relax (at most ``most``) for its count:
         0, it finishes a step (on one replica) before the deadline; 1, by the deadline; 2, by the
         deadline once the step under way is done.
@@ -227,12 +221,21 @@ class _Round:
         goals = [(steps, prof.step_time(self.gpu, 1))]
         if j.job_id not in self.ix.new and most >= 1:
             goals.append((steps, 0.0))
-        args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh)
+        memo = self.memo.setdefault(j.job_id, {}) if self.p.incremental else None
+        args = (j.deadline, self.now, self.p.slot, free, self.start(j), oh, memo)
         got = min_share(prof, self.gpu, goals, *args)
-        if got is None and most >= 2 and self.start(j).ready > 0 and steps > MIN_STEPS:
+        if got is not None:
+            return Entry(j, got[0], got[1], got[0].share, got[0].low, got[0].reach)
+        if most >= 2 and self.start(j).ready > 0 and steps > MIN_STEPS:
             got = min_share(prof, self.gpu, [(steps - 1, 0.0)], *args)
-            return (got[0], 2) if got is not None else None
-        return got
+            if got is not None:  # every count failed the first goals on every slot
+                top = legal_sizes(prof, free.total)[-1]
+                return Entry(j, got[0], 2, top, top, 0)
+        return None
+
+    def last(self, j: JobView) -> int:
+        """How many slots from now :func:`min_share` reads for ``j`` (those before its deadline)."""
+        return int(math.ceil((j.deadline - self.now) / self.p.slot - 1e-9))
 
     def late(self, j: JobView, free: Timeline, warm: dict[str, int]) -> Plan:
         oh = self.oh(j, warm.get(j.spec.model, 0))
@@ -240,12 +243,12 @@ class _Round:
             self.prof(j), self.gpu, self.steps(j), self.now, self.p.slot, free, self.start(j), oh
         )
 
-    def take(self, e: _Entry, free: Timeline, warm: dict[str, int]) -> None:
+    def take(self, e: Entry, free: Timeline, warm: dict[str, int]) -> None:
         free.take(e.plan.sizes, self.prof(e.job).gpus_per_replica)
         if e.plan.warm_used:
             warm[e.job.spec.model] = warm.get(e.job.spec.model, 0) - e.plan.warm_used
 
-    def prefix(self, entries: list[_Entry], k: int) -> tuple[Timeline, dict[str, int]]:
+    def prefix(self, entries: list[Entry], k: int) -> tuple[Timeline, dict[str, int]]:
         free, warm = Timeline(self.cap), dict(self.warm0)
         for e in entries[:k]:
             self.take(e, free, warm)
@@ -258,19 +261,18 @@ class _Round:
         warm: dict[str, int],
         stop_on: set[str],
         most: dict[str, int] | None = None,
-    ) -> tuple[list[_Entry], list[JobView], str | None]:
+    ) -> tuple[list[Entry], list[JobView], str | None]:
         """Plan ``jobs`` in order on ``free``, each relaxed at most ``most[job]``; (feasible entries,
         infeasible jobs, first of ``stop_on`` that failed, which ends the pass)."""
-        out: list[_Entry] = []
+        out: list[Entry] = []
         bad: list[JobView] = []
         for j in jobs:
-            got = self.plan(j, free, warm, (most or {}).get(j.job_id, 2))
-            if got is None:
+            e = self.plan(j, free, warm, (most or {}).get(j.job_id, 2))
+            if e is None:
                 if j.job_id in stop_on:
                     return out, bad, j.job_id
                 bad.append(j)
                 continue
-            e = _Entry(j, *got)
             self.take(e, free, warm)
             out.append(e)
         return out, bad, None
@@ -278,10 +280,6 @@ class _Round:
     # ------------------------------------------------------------------ the decision
     def decide(self) -> Decisions:
         ix = self.ix
-
-        def key(j: JobView) -> tuple[float, str]:
-            return (j.deadline, j.job_id)
-
         admitted = sorted((j for j in ix.active if j.admitted and j.job_id not in ix.new), key=key)
         new = sorted((j for j in ix.active if j.job_id in ix.new), key=key)
         feasible, late, _ = self.replan(admitted, Timeline(self.cap), dict(self.warm0), set())
@@ -302,48 +300,43 @@ class _Round:
                 admissions = [self._admit(e) for e in trial if e.job.job_id in ix.new]
             else:
                 why = f"arrival {failed} of this slot cannot meet its deadline"
-                admissions = [self._decline(j, feasible, why) for j in new]
-        for j in new if self.p.admission == "job" else ():
-            keys = [key(e.job) for e in feasible[pinned:]]
-            k = pinned + bisect.bisect_left(keys, key(j))
-            free, warm = self.prefix(feasible, k)
-            got = self.plan(j, free, warm)
-            if got is None:
-                admissions.append(self._decline(j, feasible, "cannot meet its deadline"))
-                continue
-            e = _Entry(j, *got)
-            self.take(e, free, warm)
-            rest = [x.job for x in feasible[k:]]
-            tail, _, failed = self.replan(rest, free, warm, {x.job_id for x in rest}, self.levels(feasible))
-            if failed is not None:
-                admissions.append(self._decline(j, feasible, f"admitting it would make {failed} miss"))
-                continue
-            feasible = feasible[:k] + [e] + tail
-            admissions.append(self._admit(e))
+                after = self.prefix(feasible, len(feasible))
+                admissions = [self._decline(j, after, why) for j in new]
+        if self.p.admission == "job":
+            book = self._book(feasible, pinned)
+            for j in new:
+                k = book.place(j)
+                free, warm = book.before(k)
+                e = self.plan(j, free, warm)
+                if e is None:
+                    admissions.append(self._decline(j, book.after(), "cannot meet its deadline"))
+                    continue
+                failed = book.insert(k, e, lambda x, f, w: self.plan(x.job, f, w, x.level))
+                why = f"admitting it would make {failed} miss"
+                admissions.append(self._admit(e) if failed is None else self._decline(j, book.after(), why))
+            feasible = book.entries
         free, warm = self.prefix(feasible, len(feasible))
         entries = list(feasible)
         for j in sorted(late, key=key):
-            e = _Entry(j, self.late(j, free, warm))
+            e = Entry(j, self.late(j, free, warm))
             self.take(e, free, warm)
             entries.append(e)
         return self._apply(entries, warm, tuple(admissions))
 
-    def repair(self, feasible: list[_Entry], late: list[JobView]) -> tuple[list[_Entry], list[JobView], int]:
+    def repair(self, feasible: list[Entry], late: list[JobView]) -> tuple[list[Entry], list[JobView], int]:
         """Re-planning in EDF order can leave an admitted job without a share (a job ahead of it that got
         ahead of its plan now takes a smaller share over more slots).  Such a job, if it could still make
         it alone, goes to the front of the order when everybody else keeps a share there; (plans, jobs
         still late, how many jobs lead the order)."""
-        pinned = 0
-        for j in list(late):
+        book = self._book(feasible, 0)
+        for j in list(late):  # at its place every job is planned as from scratch (fully relaxed)
             if j.deadline <= self.now or self.plan(j, Timeline(self.cap), dict(self.warm0)) is None:
                 continue
-            order = [e.job for e in feasible[:pinned]] + [j] + [e.job for e in feasible[pinned:]]
-            ids = {x.job_id for x in order}
-            trial, _, failed = self.replan(order, Timeline(self.cap), dict(self.warm0), ids)
-            if failed is None:
-                feasible, pinned = trial, pinned + 1
+            e = self.plan(j, *book.before(book.pinned))
+            if e is not None and book.insert(book.pinned, e, lambda x, f, w: self.plan(x.job, f, w)) is None:
+                book.pinned += 1
                 late.remove(j)
-        return feasible, late, pinned
+        return book.entries, late, book.pinned
 
     def _quote(self, j: JobView, plan: Plan, ok: bool) -> Quote:
         price = self.snap.gpu_types[self.gpu].price_per_hour
@@ -351,34 +344,40 @@ class _Round:
         tight = None if ok or not math.isfinite(plan.finish) else plan.finish
         return Quote(plan.finish, plan.gpu_s / 3600 * price, peak, ok, tight)
 
-    def _admit(self, e: _Entry) -> Admission:
+    def _admit(self, e: Entry) -> Admission:
         return Admission(e.job.job_id, True, "", self._quote(e.job, e.plan, True))
 
-    def _decline(self, j: JobView, feasible: list[_Entry], why: str) -> Admission:
-        free, warm = self.prefix(feasible, len(feasible))
-        quote = self._quote(j, self.late(j, free, warm), False)
+    def _book(self, feasible: list[Entry], pinned: int) -> Book:
+        return Book(
+            list(feasible), pinned, self.cap, dict(self.warm0), lambda j: self.prof(j).gpus_per_replica,
+            self.last, self.p.warm, not self.p.incremental,
+        )  # fmt: skip
+
+    def _decline(self, j: JobView, after: tuple[Timeline, dict[str, int]], why: str) -> Admission:
+        """``after``: the free timeline and warm workers the admitted plans leave."""
+        quote = self._quote(j, self.late(j, *after), False)
         return Admission(j.job_id, False, f"admission control: {why}", quote)
 
     # ------------------------------------------------------------------ leftover GPUs and workers
-    def _run(self, e: _Entry, sizes: tuple[int, ...], warm: int) -> Run:
+    def _run(self, e: Entry, sizes: tuple[int, ...], warm: int) -> Run:
         prof, steps = self.prof(e.job), self.steps(e.job)
         oh = self.oh(e.job, warm)
         args = (prof.gpus_per_replica, steps, self.now, self.p.slot, sizes, self.start(e.job), oh)
         return run_sizes(rates(prof, self.gpu), *args)
 
-    def _safe(self, e: _Entry, n: int, warm: int) -> bool:
+    def _safe(self, e: Entry, n: int, warm: int) -> bool:
         """Holding ``n`` replicas this slot, then the plan, does not delay the planned finish."""
         if not math.isfinite(e.plan.finish):
             return True
         return self._run(e, (n,) + e.plan.sizes[1:], warm).finish <= e.plan.finish + TOL
 
-    def _hold(self, e: _Entry, n: int, warm: int) -> Run:
+    def _hold(self, e: Entry, n: int, warm: int) -> Run:
         """The job holding ``n`` replicas from now on."""
         slots = int(self.steps(e.job) * self.prof(e.job).step_time(self.gpu, n) / self.p.slot) + 4
         return self._run(e, (n,) * slots, warm)
 
     def _apply(
-        self, entries: list[_Entry], warm: dict[str, int], admissions: tuple[Admission, ...]
+        self, entries: list[Entry], warm: dict[str, int], admissions: tuple[Admission, ...]
     ) -> Decisions:
         size = {e.job.job_id: (e.plan.sizes[0] if e.plan.sizes else 0) for e in entries}
         claim = {e.job.job_id: e.plan.warm_used for e in entries}
@@ -424,7 +423,7 @@ class _Round:
             cands.pop(jid, None)
         return self._workers(entries, size, claim, admissions)
 
-    def _bump(self, e: _Entry, n: int, warm: int) -> tuple[float, int] | None:
+    def _bump(self, e: Entry, n: int, warm: int) -> tuple[float, int] | None:
         """(extra GPU-seconds per extra GPU, new size) of the next power-of-two step, or None."""
         prof = self.prof(e.job)
         m = 1 if n == 0 else 2 * n
@@ -439,7 +438,7 @@ class _Round:
 
     def _workers(
         self,
-        entries: list[_Entry],
+        entries: list[Entry],
         size: dict[str, int],
         claim: dict[str, int],
         admissions: tuple[Admission, ...],

@@ -208,6 +208,9 @@ class Plan:
     gpu_s: float
     warm_used: int
     feasible: bool  # finishes by the deadline
+    share: int = 0  # the count q of :func:`min_share` that gave the plan (0: not from it)
+    reach: int = 0  # the first slot its fill read (see min_share)
+    low: int = 0  # the largest count whose fill failed on every slot (0: none)
 
 
 def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
@@ -225,12 +228,19 @@ def min_share(
     free: Timeline,
     start: JobStart,
     oh: Overheads,
+    memo: dict[tuple[object, ...], Plan | None] | None = None,
 ) -> tuple[Plan, int] | None:
     """ElasticFlow's minimum satisfactory share, overheads counted, and which goal it meets; None when no
     legal count meets any goal on ``free``.
 
     A goal is (steps, margin): that work done ``margin`` seconds before the deadline.  For each count q,
     smallest first, the goals are tried in order; the share is filled from ``deadline`` backwards.
+
+    ``free`` enters only through ``min(q, legal_floor(free.get(s) // gpus_per_replica))`` for the slots
+    before the deadline and the counts q up to the one returned (``Plan.share``; all legal counts when
+    None is returned), and in the slots before ``Plan.reach`` only for the counts whose fills failed
+    (up to ``Plan.low``): two timelines that agree on those give the same answer.  ``memo`` keeps the
+    fills of one job whose other inputs (``t0``, ``start``, the overheads but for warm workers) stay.
     """
     g = prof.gpus_per_replica
     rt = rates(prof, gpu)
@@ -238,12 +248,21 @@ def min_share(
     if last <= 0:
         return None
     spans = [min(slot, deadline - (t0 + s * slot)) for s in range(last)]
+    low = 0
     for q in legal_sizes(prof, free.total):
         caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
+        key = (q, low, oh.warm, tuple(caps)) if memo is not None else ()
         for level, (steps, margin) in enumerate(goals):
-            plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh)
+            if memo is None:
+                plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
+            elif (steps, margin, *key) in memo:
+                plan = memo[(steps, margin, *key)]
+            else:
+                plan = _fill(rt, g, caps, spans, steps, deadline - margin, t0, slot, start, oh, q, low)
+                memo[(steps, margin, *key)] = plan
             if plan is not None:
                 return plan, level
+            low = q
     return None
 
 
@@ -258,17 +277,21 @@ def _fill(
     slot: float,
     start: JobStart,
     oh: Overheads,
+    q: int,
+    low: int,
 ) -> Plan | None:
     """``caps`` filled from the last slot backwards until the forward check finishes ``steps`` by ``by``."""
     last = len(caps)
     want = steps
     force = last  # the fill reaches back at least to this slot
     prev: list[int] | None = None
+    reach = last
     while True:
         sizes = [0] * last
         acc = 0.0
         full = True
         for s in range(last - 1, -1, -1):
+            reach = s
             n = caps[s]
             if n > 0:
                 sizes[s] = n
@@ -280,7 +303,7 @@ def _fill(
         if run.finish <= by + TOL:
             # the share stays reserved up to the deadline, as ElasticFlow fills it: a job that gets ahead
             # of its plan re-plans later in the same slots, never into slots others hold
-            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True)
+            return Plan(tuple(sizes), run.finish, run.gpu_s, run.warm_used, True, q, reach, low)
         if full:
             return None  # every slot before the deadline is in the plan: not enough
         if sizes == prev:
