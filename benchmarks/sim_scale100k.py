@@ -57,21 +57,8 @@ class OutOfTime(Exception):
     pass
 
 
-def run_policy(name: str, cfg: WorkloadConfig, stop_at: float, feed: bool = False) -> dict[str, Any]:
-    """One policy in this process; ``feed``: on ``sim.feed.FeedingSimulator`` (the engine with the job
-    feed PromptTuner's kept survey needs, until ``sim/engine.py`` feeds it itself) in ``simulate``."""
-    if feed:
-        import prompttuner.sim.runner as runner
-        from prompttuner.sim.feed import FeedingSimulator
-
-        plain = runner.Simulator
-        runner.Simulator = FeedingSimulator  # type: ignore[misc]
-        try:
-            row = run_policy(name, cfg, stop_at)
-        finally:
-            runner.Simulator = plain  # type: ignore[misc]
-        row["simulator"] = "sim.feed.FeedingSimulator"
-        return row
+def run_policy(name: str, cfg: WorkloadConfig, stop_at: float) -> dict[str, Any]:
+    """One policy in this process, as ``simulate`` runs it (the live index feeds the policy)."""
     cat = load_catalog()
     jobs = generate(cfg, cat)
     seen = {"arrivals": 0, "decisions": 0}
@@ -204,11 +191,6 @@ def main() -> None:
     ap.add_argument("--cli", action="store_true", help="also time the CLI command of a policy that finished")
     ap.add_argument("--append", action="store_true", help="keep the other policies already in the results")
     ap.add_argument("--out", type=Path, default=OUT / "sim_scale100k.json")
-    ap.add_argument(
-        "--feed",
-        action="store_true",
-        help="run on sim.feed.FeedingSimulator (estimate refreshes fed to the live index)",
-    )
     ap.add_argument("--md-only", action="store_true", help="rewrite the .md from the .json, run nothing")
     args = ap.parse_args()
     if args.md_only:
@@ -245,7 +227,7 @@ def main() -> None:
         revision=_revision(),
     )
     for name in args.policies.split(","):
-        row = run_policy(name, cfg, args.stop_at, feed=args.feed)
+        row = run_policy(name, cfg, args.stop_at)
         row.update(args=out["args"], revision=out["revision"])
         out["policies"][name] = row
         print(json.dumps(row), flush=True)

@@ -1,7 +1,7 @@
 """PromptTuner's survey kept between decisions (``scheduler/prompttuner_inc.py``) decides exactly what a
 survey of every admitted job decides.
 
-The kept survey runs where the live index feeds every change of a job's view (``sim/feed.py``); the
+The kept survey runs where the live index feeds every change of a job's view (the simulator's); the
 reference is the same policy planning each decision from plain snapshots (``incremental=False``).  Both
 must give the same run: every job's record, every metric and the timeline, for the policy's variants and
 knobs, on workloads busy enough that most running jobs are kept between decisions.
@@ -9,8 +9,6 @@ knobs, on workloads busy enough that most running jobs are kept between decision
 
 from __future__ import annotations
 
-import heapq
-import random
 from typing import Any
 
 import pytest
@@ -19,38 +17,30 @@ from prompttuner.core.live import LiveIndex
 from prompttuner.core.types import ClusterSnapshot, Decisions, WorkerState, WorkerView
 from prompttuner.scheduler.prompttuner import PromptTunerPolicy
 from prompttuner.scheduler.prompttuner_plan import Planner
+from prompttuner.sim import runner
 from prompttuner.sim.catalog import load_catalog
 from prompttuner.sim.engine import Simulator
-from prompttuner.sim.feed import FeedingSimulator, due_entries
-from prompttuner.sim.prediction import ErrorModel, predict_jobs
 from prompttuner.sim.records import SimResult
-from prompttuner.sim.runner import build_policy
 from prompttuner.sim.workload import WorkloadConfig, generate
 
 CAT = load_catalog()
 
 
 def _run(name: str, cfg: WorkloadConfig, feed: bool, spy: list[Any] | None = None) -> SimResult:
-    """``runner.simulate`` with the feeding simulator (``feed``) or plain snapshots."""
+    """``runner.simulate`` with the live index that feeds the policy (``feed``) or plain snapshots;
+    ``spy`` collects the policy the run built."""
     jobs = generate(cfg, CAT)
-    est = ErrorModel.parse(cfg.prediction)
-    seen, true, slow = predict_jobs(jobs, est, cfg.seed)
-    policy = build_policy(name, cfg, CAT, seen)
-    if spy is not None:
-        spy.append(policy)
-    cls = FeedingSimulator if feed else Simulator
-    sim = cls(
-        policy,
-        seen,
-        CAT.models,
-        CAT.gpu_types,
-        cfg.capacity,
-        true_work=true,
-        slowdown=slow,
-        estimates=est if cfg.refresh else None,
-        incremental=feed,
-    )
-    return sim.run()
+    if spy is None:
+        return runner.simulate(name, jobs, cfg, CAT, incremental=feed)
+    build = runner.build_policy
+
+    def spying(*args: Any) -> Any:
+        spy.append(build(*args))
+        return spy[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "build_policy", spying)
+        return runner.simulate(name, jobs, cfg, CAT, incremental=feed)
 
 
 def _same(a: SimResult, b: SimResult, what: str) -> None:
@@ -131,11 +121,13 @@ def test_the_kept_survey_revisits_few_jobs_per_decision() -> None:
 
 
 def test_without_a_feed_the_policy_surveys_every_job() -> None:
-    """A live index that does not feed estimate changes (a driver's fresh one) keeps nothing."""
+    """Plain snapshots (no live index that feeds, as the reference runs above) keep nothing, and nor
+    does a driver's fresh index, which does not feed estimate changes."""
     jobs = generate(WorkloadConfig(n_jobs=30, capacity={"a100": 16}), CAT)
     pol = PromptTunerPolicy()
-    Simulator(pol, jobs, CAT.models, CAT.gpu_types, {"a100": 16}).run()
+    Simulator(pol, jobs, CAT.models, CAT.gpu_types, {"a100": 16}, incremental=False).run()
     assert pol._kept is None
+    assert not LiveIndex(CAT.models).feeds_jobs
 
 
 def test_deciding_twice_on_a_snapshot_gives_the_same_decisions() -> None:
@@ -153,7 +145,7 @@ def test_deciding_twice_on_a_snapshot_gives_the_same_decisions() -> None:
     pol.decide = again  # type: ignore[method-assign]
     cfg = WorkloadConfig(n_jobs=150, load=0.7, capacity={"a100": 48}, prediction="measured")
     jobs = generate(cfg, CAT)
-    FeedingSimulator(pol, jobs, CAT.models, CAT.gpu_types, cfg.capacity).run()
+    Simulator(pol, jobs, CAT.models, CAT.gpu_types, cfg.capacity).run()
     assert len(twice) > 100
     assert all(a == b for a, b in twice)
 
@@ -173,13 +165,3 @@ def test_the_feed_names_the_jobs_whose_workers_change_and_restarts_a_lagging_rea
         live.touch(f"x{i}")
     assert live.changes_since(start) is None  # trimmed past it: the reader starts over
     assert live.changes_since(live.log_end() - 1) == ["x5"]
-
-
-def test_due_entries_are_the_heap_entries_at_or_before_a_time() -> None:
-    rng = random.Random(5)
-    for _ in range(50):
-        heap: list[tuple[float, int]] = []
-        for k in range(rng.randrange(40)):
-            heapq.heappush(heap, (float(rng.randrange(20)), k))
-        t = float(rng.randrange(22))
-        assert sorted(due_entries(heap, t)) == sorted(e for e in heap if e[0] <= t)

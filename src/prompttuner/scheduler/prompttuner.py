@@ -42,7 +42,7 @@ Mechanisms (each can be switched off for the ablation):
 Cold starts happen only for replicas the warm pool, provisioning workers and surplus cannot cover in time.
 
 A decision surveys every admitted job (finish, short of GPUs, surplus).  Where the snapshot's live index
-feeds every change of a job's view (``LiveIndex.feeds_jobs``, ``sim/feed.py``), the survey is kept
+feeds every change of a job's view (``LiveIndex.feeds_jobs``: the simulator's does), the survey is kept
 between decisions and revisits only the jobs that changed or whose classification could have
 (``scheduler/prompttuner_inc.py``); its decisions are those of a fresh policy on the same snapshot.
 """

@@ -135,6 +135,9 @@ class Simulator:
         self.live = LiveIndex(models)
         self._wdirty: dict[str, None] = {}
         self.incremental = incremental
+        # the index also names every job whose view changes without a worker changing (an estimate
+        # refresh, ``_refresh``), so a policy may keep per-job results between decisions
+        self.live.feeds_jobs = incremental
         self._job_map = _JobViews(self)
         self.cold_starts = 0
         self.switches = 0
@@ -360,6 +363,7 @@ class Simulator:
                 if new != job.spec.work_steps:
                     job.spec = replace(job.spec, work_steps=new)
                     job.view = None
+                    self.live.touch(job.spec.job_id)
                 job.next_check = done + 0.1 * job.estimate0
                 tc = max(job.last_t, job.paused_until) + (job.next_check - job.steps_done) / job.r
                 entry = (tc, entry[1], entry[2], entry[3])
