@@ -17,3 +17,10 @@ def test_step_time_shrinks_with_replicas_but_pays_sync() -> None:
 def test_unknown_policy_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         make_policy("nope")
+
+
+def test_json_safe_replaces_only_non_finite_floats_at_any_depth() -> None:
+    from prompttuner.core.types import json_safe
+
+    x = {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf"), "d": "nan"}], "e": 0}
+    assert json_safe(x) == {"a": None, "b": [1.5, None, {"c": None, "d": "nan"}], "e": 0}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from prompttuner.cli.common import JSON_OPTION, console, emit_json, fail
+from prompttuner.core.types import json_safe
 
 COLUMNS = [
     ("slo_violation_rate", "SLO viol.", "{:.3f}"),
@@ -242,18 +242,8 @@ def register(app: typer.Typer) -> None:
             if sweeps:
                 summ["_sweeps"] = sweeps
         if json_out:
-            emit_json(_clean(summ))
+            emit_json(json_safe(summ))
         else:
             _table(summ, names)
             if out is not None:
                 console.print(f"wrote {out}/summary.json, per-job records and plots")
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    return x

@@ -306,3 +306,14 @@ class Event:
     job_id: str | None = None
     worker_id: str | None = None
     data: Mapping[str, object] = field(default_factory=dict)
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` (nested dicts and lists) with every NaN or infinite float as None: JSON has neither."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [json_safe(v) for v in x]
+    return x

@@ -13,13 +13,13 @@ the trainer holds ``max_eval`` training rows out (its own split), so a single up
 from __future__ import annotations
 
 import io
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prompttuner.core.types import json_safe
 from prompttuner.runtime.engine import JobPayload, WarmStartUnavailable
 
 CALIBRATION_STEPS = 3  # timed steps a worker runs as it warms up
@@ -194,17 +194,6 @@ class RealEngine:
         return list(predict(loaded, tensor, texts, labels, max_length=int(meta.get("max_length", 256))))
 
 
-def _finite(x: Any) -> Any:
-    """``x`` with NaN or inf (a score the probe did not measure) as None: events are JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def start_result(ws: Any) -> dict[str, Any]:
     """A :class:`~prompttuner.bank.WarmStart` as the worker's reply to ``select``: the state to go on
     from, the start it names (``bank:<entry id>``, ``bank:blend``, or the job's ``text``/``random`` init
@@ -220,7 +209,7 @@ def start_result(ws: Any) -> dict[str, Any]:
         init, predicted = c.kind, None
     task_of = {p.get("entry_id"): p.get("task_name") for p in sel.get("probes", [])}
     score = c.score
-    return _finite(
+    return json_safe(
         {
             "state": ws.trainer.state_bytes(),
             "init": init,
