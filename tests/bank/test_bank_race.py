@@ -108,3 +108,13 @@ def test_blend_weights_by_accuracy_above_chance() -> None:
     even = blend([a, b], [ProbeScore(1.0, 0.5), ProbeScore(1.0, 0.25)], labels=2)
     assert torch.allclose(even, torch.full((2, 3), 0.5))
     assert not math.isnan(float(even.sum()))
+
+
+def test_a_start_at_the_target_meets_it_despite_float32_rounding() -> None:
+    import torch
+
+    from prompttuner.bank.race import meets
+
+    seven_of_ten = float((torch.arange(10) < 7).float().mean())  # 0.69999998
+    assert seven_of_ten < 0.7 and meets(seven_of_ten, 0.7)
+    assert not meets(0.6, 0.7) and not meets(float((torch.arange(64) < 44).float().mean()), 0.7)

@@ -88,6 +88,12 @@ class WarmStart:
         }
 
 
+def meets(accuracy: float, target: float) -> bool:
+    """``accuracy`` (a fraction of probe rows, computed in float32: 7/10 is 0.69999998) at or above
+    ``target``, up to that rounding."""
+    return accuracy >= target - 1e-6
+
+
 def fit_lr(score: ProbeScore | None, target: float | None, labels: int, cold: float, warm: float) -> float:
     """``cold * (warm / cold) ** f``, ``f`` the fraction of the way from chance (``1 / labels``: the probe
     sample is balanced over labels) to ``target`` that ``score``'s accuracy covers, clipped to [0, 1]."""
@@ -217,7 +223,7 @@ def warm_start(
         best.kind == "warm"
         and target is not None
         and best.score is not None
-        and best.score.accuracy >= target
+        and meets(best.score.accuracy, target)
     )
     if (at_target and rs.skip_at_target) or rs.candidates <= 1:
         info["raced"] = False
