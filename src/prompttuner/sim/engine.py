@@ -14,9 +14,8 @@ it before the worker was ready is reported as loading.
 Per event the simulator's own work is proportional to what changed, so 100,000 jobs on 10,000 GPUs stay
 cheap (``benchmarks/results/sim_scale100k.md``):
 
-- a running job progresses in closed form from the last change of its replicas (``steps_at``); its
-  record is settled only when that changes, and its finish and next estimate refresh wait in heaps, as
-  do the ready times of provisioning workers (versions mark entries a later change made stale);
+- a running job progresses in closed form from the last change of its replicas, and its finish and next
+  estimate refresh wait in heaps (``sim/progress.py``), as do the ready times of provisioning workers;
 - worker views are rebuilt only when a worker changes and kept, grouped the ways policies ask for them,
   in a :class:`~prompttuner.core.live.LiveIndex` (by job, idle and free-provisioning per model and GPU
   type, GPUs held), with the active jobs that hold no worker;
@@ -32,7 +31,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 
 from prompttuner.core.live import Lazy, LiveIndex
 from prompttuner.core.types import (
@@ -52,11 +50,10 @@ from prompttuner.scheduler.applier import PolicyError, apply
 from prompttuner.scheduler.base import Policy
 from prompttuner.scheduler.snapshot import ArrivalBook, build_snapshot
 from prompttuner.sim.prediction import ErrorModel
+from prompttuner.sim.progress import EPS, JobClock, steps_at
 from prompttuner.sim.records import SimResult, _Job, _Worker, result_of
 
 __all__ = ["PolicyError", "SimResult", "Simulator"]
-
-EPS = 1e-6
 
 
 class _JobViews(Mapping[str, JobView]):
@@ -121,15 +118,9 @@ class Simulator:
         self.held_gpu_s = 0.0
         self.busy_gpu_s = 0.0
         self.loading_gpu_s = 0.0
-        self._running: dict[str, _Job] = {}  # active jobs with ready replicas
+        self.clock = JobClock(self.active, models, estimates)  # running jobs' progress and next events
         self._prov: dict[str, _Worker] = {}  # provisioning workers
         self._prov_heap: list[tuple[float, int, str]] = []  # (ready_at, seq, worker); stale once ready
-        self._done_heap: list[tuple[float, int, int, str]] = []  # (finish, seq, job version, job)
-        # (when the job is within the completion tolerance of its stop, seq, version, job): a job that
-        # close is done at any event (the finish itself is the next event time, from ``_done_heap``)
-        self._near_heap: list[tuple[float, int, int, str]] = []
-        self._check_heap: list[tuple[float, int, int, str]] = []  # (next estimate refresh, seq, ver, job)
-        self._hseq = 0
         # worker views, grouped as policies ask for them and kept in place (``core/live.py``); a worker
         # whose view is out of date waits in ``_wdirty`` (in the order it changed) for the next snapshot
         self.live = LiveIndex(models)
@@ -218,47 +209,17 @@ class Simulator:
 
     def _advance(self, t: float) -> None:
         """Move the clock to ``t``.  Running jobs progress in closed form (``steps_at``); a job's record
-        is settled only when its progress model changes (``_settle``), so an event costs O(1) here."""
+        is settled only when its progress model changes (``JobClock.settle``), so an event costs O(1) here."""
         self.busy_gpu_s += (t - self.now) * self._busy
         self.now = t
 
     def steps_at(self, job: _Job, t: float) -> float:
         """Steps ``job`` has run by ``t`` (a job without ready replicas stands still)."""
-        if job.ready_n <= 0:
-            return job.steps_done
-        start = max(job.last_t, job.paused_until)
-        return job.steps_done + (t - start) * job.r if t > start else job.steps_done
-
-    def _settle(self, job: _Job) -> None:
-        """Fold the progress and busy GPU-seconds since ``last_t`` into the job's record (at ``now``)."""
-        t = self.now
-        if job.ready_n > 0:
-            start = max(job.last_t, job.paused_until)
-            if t > start:
-                job.steps_done += (t - start) * job.r
-            job.busy_gpu_s += (t - job.last_t) * job.ready_n * self.models[job.spec.model].gpus_per_replica
-        job.last_t = t
-
-    def _schedule(self, job: _Job) -> None:
-        """(Re)schedule a running job's completion and its next estimate refresh (after ``_settle``)."""
-        job.ver += 1
-        if job.ready_n <= 0 or job.r <= 0:
-            return
-        start = max(self.now, job.paused_until)
-        self._hseq += 1
-        t = start + max(0.0, job.stop - job.steps_done) / job.r
-        heapq.heappush(self._done_heap, (t, self._hseq, job.ver, job.spec.job_id))
-        near = job.stop - EPS * max(1.0, job.stop)
-        tn = start + (near - job.steps_done) / job.r if near > job.steps_done else self.now
-        heapq.heappush(self._near_heap, (tn, self._hseq, job.ver, job.spec.job_id))
-        if self.estimates is not None and not self.estimates.oracle and math.isfinite(job.next_check):
-            left = job.next_check - job.steps_done
-            tc = start + left / job.r if left > 0 else self.now  # a check due now is made now
-            heapq.heappush(self._check_heap, (tc, self._hseq, job.ver, job.spec.job_id))
+        return steps_at(job, t)
 
     def _set_ready(self, job: _Job) -> None:
         """Recount a job's ready replicas; a change costs the policy's rescale pause."""
-        self._settle(job)
+        self.clock.settle(job, self.now)
         ready = [self.workers[w] for w in job.workers if self.workers[w].state != WorkerState.PROVISIONING]
         n = len(ready)
         changed = n != job.ready_n
@@ -280,16 +241,16 @@ class Simulator:
             job.phase = JobPhase.RUNNING if n > 0 else JobPhase.QUEUED
             job.view = None
             if n > 0:
-                self._running[job.spec.job_id] = job
+                self.clock.running[job.spec.job_id] = job
             else:
-                self._running.pop(job.spec.job_id, None)
+                self.clock.running.pop(job.spec.job_id, None)
         r = job.rate(self.models)
         if r != job.r or changed:
             job.r = r
-            self._schedule(job)
+            self.clock.schedule(job, self.now)
 
     def _finish(self, job: _Job, phase: JobPhase) -> None:
-        self._settle(job)
+        self.clock.settle(job, self.now)
         job.ver += 1
         job.phase = phase
         job.finish = self.now
@@ -303,7 +264,7 @@ class Simulator:
         self._busy -= job.ready_n * self.models[job.spec.model].gpus_per_replica
         job.ready_n = 0
         job.r = 0.0
-        self._running.pop(job.spec.job_id, None)
+        self.clock.running.pop(job.spec.job_id, None)
         job.workers = []
         job.view = None
         self.active.pop(job.spec.job_id, None)
@@ -342,37 +303,8 @@ class Simulator:
             )
         return w.view
 
-    def _refresh(self) -> None:
-        """Refresh the work estimates of jobs that ran a tenth of their admission estimate since the
-        last refresh (the estimate conditioned on the steps run without reaching the target)."""
-        est = self.estimates
-        if est is None or est.oracle:
-            return
-        # only jobs whose scheduled check time has come can have reached their next check
-        heap = self._check_heap
-        now = self.now
-        again: list[tuple[float, int, int, str]] = []
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            job = self.active.get(entry[3])
-            if job is None or job.ver != entry[2]:
-                continue  # stale: the job finished or its progress model changed since
-            done = self.steps_at(job, now)
-            if done >= job.next_check:
-                new = est.refresh(job.estimate0, done)
-                if new != job.spec.work_steps:
-                    job.spec = replace(job.spec, work_steps=new)
-                    job.view = None
-                    self.live.touch(job.spec.job_id)
-                job.next_check = done + 0.1 * job.estimate0
-                tc = max(job.last_t, job.paused_until) + (job.next_check - job.steps_done) / job.r
-                entry = (tc, entry[1], entry[2], entry[3])
-            again.append(entry)  # not reached yet (rounding): looked at again at the next event
-        for entry in again:
-            heapq.heappush(heap, entry)
-
     def snapshot(self, new_ids: Sequence[str]) -> ClusterSnapshot:
-        self._refresh()
+        self.clock.refresh(self.now, self.live)
         live = self.live
         for wid in self._wdirty:
             live.put(self._worker_view(self.workers[wid]))
@@ -465,16 +397,6 @@ class Simulator:
                 self._set_ready(job)
 
     # ------------------------------------------------------------------ main loop
-    def _next_completion(self) -> float:
-        heap = self._done_heap
-        while heap:
-            t, _, ver, jid = heap[0]
-            job = self.active.get(jid)
-            if job is not None and job.ver == ver:
-                return t
-            heapq.heappop(heap)  # stale
-        return math.inf
-
     def _next_ready(self) -> float:
         heap = self._prov_heap
         while heap:
@@ -490,7 +412,7 @@ class Simulator:
         next_ready = math.inf
         while True:
             t_arr = self.specs[i].arrival if i < n else math.inf
-            t_done = self._next_completion()
+            t_done = self.clock.next_finish()
             next_ready = self._next_ready()
             t_wake = self._wake if self._wake is not None and self._wake > self.now else math.inf
             t = min(t_arr, t_done, next_ready, t_wake)
@@ -525,36 +447,7 @@ class Simulator:
             for jid in dict.fromkeys(became):
                 if jid in self.active:
                     self._set_ready(self.active[jid])
-            # completions: the jobs within the tolerance of their stop (due by their scheduled time,
-            # checked on their steps now), in the order they run
-            heap = self._near_heap
-            finished: list[_Job] = []
-            again: list[tuple[float, int, int, str]] = []
-            while heap and heap[0][0] <= t:
-                entry = heapq.heappop(heap)
-                job = self.active.get(entry[3])
-                if job is None or job.ver != entry[2] or job.ready_n <= 0:
-                    continue  # stale
-                if self.steps_at(job, t) >= job.stop - EPS * max(1.0, job.stop):
-                    finished.append(job)
-                else:
-                    again.append(entry)  # not yet (rounding): looked at again at the next event
-            for entry in again:
-                heapq.heappush(heap, entry)
-            heap = self._done_heap  # a job whose scheduled finish has come is done in any case
-            while heap and heap[0][0] <= t:
-                _, _, ver, jid = heapq.heappop(heap)
-                job = self.active.get(jid)
-                if (
-                    job is not None
-                    and job.ver == ver
-                    and job.ready_n > 0
-                    and all(f is not job for f in finished)
-                ):
-                    finished.append(job)
-            if len(finished) > 1:
-                order = {jid: k for k, jid in enumerate(self._running)}
-                finished.sort(key=lambda j: order[j.spec.job_id])
+            finished = self.clock.finished_by(t)  # in the order they run
             for job in finished:
                 self._finish(job, JobPhase.SUCCEEDED)
                 done += 1
