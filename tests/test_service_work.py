@@ -27,7 +27,7 @@ from prompttuner.config import REPO_DATA
 from prompttuner.core.types import JobPhase
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.engine import JobPayload
-from prompttuner.runtime.profiles import DEFAULT_SELECT_S, DEFAULT_SIGMA, MARGIN_Z, ProfileBook
+from prompttuner.runtime.profiles import DEFAULT_SELECT_STEPS, DEFAULT_SIGMA, MARGIN_Z, ProfileBook
 from prompttuner.runtime.records import JobRT, WorkerRec
 from prompttuner.runtime.work import WorkPredictor, population_priors
 from prompttuner.service import Service
@@ -109,7 +109,12 @@ def test_plans_use_step_times_measured_with_the_workers_busy_and_a_margin_from_t
 
 def test_selection_time_is_measured_with_its_margin(tmp_path: Path) -> None:
     book = ProfileBook(None, "cpu", max_replicas=2)
-    assert book.planning_select_s("m") == DEFAULT_SELECT_S
+    # before any selection ran: a measured number of steps of this worker's planned step time
+    assert book.planning_select_s("m") == pytest.approx(DEFAULT_SELECT_STEPS * book.planning_step_s("m"))
+    for s in (2.0, 2.2, 1.8):
+        book.observe_step("m", s)
+    assert book.planning_select_s("m") == pytest.approx(DEFAULT_SELECT_STEPS * book.planning_step_s("m"))
+    assert book.planning_select_s("m") > DEFAULT_SELECT_STEPS * 1.8
     for s in (4.0, 4.0, 4.0):
         book.observe_select("m", s)
     assert book.planning_select_s("m") == pytest.approx(4.0)
@@ -192,7 +197,8 @@ def test_a_quote_with_the_bank_runs_the_selection_and_the_job_then_uses_it(
     assert done["gpu_seconds"] >= q["selection"]["seconds"]
     assert service.controller.selections == {}  # taken by the job
     # the measured selection time now feeds quotes of bank jobs that have none
-    assert service.controller.profiles.planning_select_s("tiny") != DEFAULT_SELECT_S
+    book = service.controller.profiles
+    assert book.planning_select_s("tiny") != DEFAULT_SELECT_STEPS * book.planning_step_s("tiny")
 
 
 def test_a_step_time_is_kept_with_the_number_of_workers_busy_while_it_ran(tmp_path: Path) -> None:

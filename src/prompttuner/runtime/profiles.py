@@ -10,7 +10,8 @@ were busy while it ran, and plans use the times measured with the most workers b
 (an unmeasured level is the highest measured one scaled linearly, until measured); a safety margin of
 ``z`` times the measured spread (sigma of the log of recent samples; the simulator's measured step-time
 noise until there are three) is added on top.  The Prompt Bank's selection time is measured the same way
-(:meth:`ProfileBook.planning_select_s`), so a bank job's quote includes it.  A cold start is timed from the
+(:meth:`ProfileBook.planning_select_s`; before the first, a number of planned steps that the service
+stream measured), so a bank job's quote includes it.  A cold start is timed from the
 moment the worker is started until it is warm (process start, imports, weight load); a switch of a warm
 worker to another model (:meth:`ProfileBook.switch_time`) from its request to its reply, and planned with
 the weight load the cold starts reported until one has been measured.
@@ -30,7 +31,9 @@ from prompttuner.core.types import ModelProfile
 
 DEFAULT_STEP_S = 1.0
 DEFAULT_COLD_START_S = 30.0
-DEFAULT_SELECT_S = 30.0  # the bank's default probe budget on this project's 2-core CPU (bank_latency.md)
+# a selection takes this many of the same worker's steps until one has been timed: the largest of the
+# service stream's 42 measured selections (median 2.885; benchmarks/results/bank_stream.json, select_in_steps)
+DEFAULT_SELECT_STEPS = 3.35
 DEFAULT_SIGMA = 0.39  # step-time noise measured over the convergence profiles (work_prediction.md)
 MARGIN_Z = 1.645  # a one-sided 95 % margin on a log-normal spread
 KEEP = 16  # recent samples kept per level
@@ -184,11 +187,12 @@ class ProfileBook:
             return mean * _spread_margin(logs, self.margin_z)
 
     def planning_select_s(self, model: str) -> float:
-        """Seconds a selection takes, with the margin from the measured spread (a default until one ran)."""
+        """Seconds a selection takes, with the margin from the measured spread; until one has been timed,
+        ``DEFAULT_SELECT_STEPS`` of the planned step time (which carries the step-time margin)."""
         with self._lock:
             logs = list(self._get(model).select_logs)
         if not logs:
-            return DEFAULT_SELECT_S
+            return DEFAULT_SELECT_STEPS * self.planning_step_s(model)
         return math.exp(statistics.fmean(logs)) * _spread_margin(logs, self.margin_z)
 
     def profile(self, model: str) -> ModelProfile:
