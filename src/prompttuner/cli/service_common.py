@@ -60,6 +60,7 @@ def jobs_table(
     t.add_column("status", no_wrap=True)
     t.add_column("steps", justify="right", no_wrap=True)
     t.add_column("acc/target", justify="right", no_wrap=True)
+    t.add_column("target", no_wrap=True)
     t.add_column("deadline")
     t.add_column("SLO", no_wrap=True)
     t.add_column("GPU-s", justify="right", no_wrap=True)
@@ -78,6 +79,9 @@ def jobs_table(
         if target is not None:
             colour = {True: "green", False: "red", None: ""}[j.get("target_reached")]
             acc = f"{acc}/[{colour}]{target:.2f}[/]" if colour else f"{acc}/{target:.2f}"
+        # each of the SLO's two halves in words (a colour alone is lost when the output is piped)
+        words = {True: "[green]reached[/]", False: "[red]not reached[/]", None: "-"}
+        reached = words[j.get("target_reached")]
         slo = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[j.get("slo_met")]
         t.add_row(
             j["id"][4:12] if short else j["id"],
@@ -85,6 +89,7 @@ def jobs_table(
             j["status"],
             f"{p['steps_done']}/{j['max_steps']}",
             acc,
+            reached,
             dl,
             slo,
             f"{j['gpu_seconds']:.1f}",
