@@ -58,6 +58,10 @@ def test_demo_shows_the_bank_against_its_twin_and_ends_with_a_table_and_one_json
     assert any("twin ran best effort" in n for n in result["notes"]) and cmp["twin_ran"]
     assert cmp["only_bank_met"] == (bool(bank["slo_met"]) and not twin["slo_met"])
     assert cmp["bank_actual_with_selection_s"] >= bank["actual_s"]
+    # the selection and race that ran at a bank job's quote are shown beside its time from submission
+    assert bank["selection_at_quote_s"] == round(qb["selection_s"], 1)
+    assert twin["selection_at_quote_s"] is None
+    assert jobs[3]["selection_at_quote_s"] is not None and jobs[0]["selection_at_quote_s"] is None
     assert 0 < result["gpu_seconds_jobs"] <= result["gpu_seconds_held"]
     for text in ("one job (subj_b), two quotes", "with the Prompt Bank", "PromptTuner demo: jobs", "SLO met"):
         assert text in out.stderr

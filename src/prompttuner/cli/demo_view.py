@@ -108,8 +108,10 @@ def board(jobs: list[dict[str, Any]], labels: dict[str, str], info: dict[str, An
     return Group(t, Text(cluster_line(info)), Text(phase, style="bold"))
 
 
-def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
-    """One job of the final table (and of the JSON line)."""
+def job_result(j: dict[str, Any], label: str, selection_at_quote_s: float | None = None) -> dict[str, Any]:
+    """One job of the final table (and of the JSON line).  ``selection_at_quote_s``: the seconds the bank's
+    selection and race ran for it at its quote, before it was submitted (in its GPU-seconds, not in the
+    time from its submission to its finish)."""
     q = j.get("quote") or {}
     fin = q.get("finish_time") or q.get("tightest_deadline")  # infeasible (best effort): the tightest
     end = j["finished_at"]
@@ -132,6 +134,7 @@ def job_result(j: dict[str, Any], label: str) -> dict[str, Any]:
         "deadline_s": round(j["deadline"] - j["created_at"], 1),
         "quoted_s": round(fin - j["created_at"], 1) if isinstance(fin, int | float) else None,
         "actual_s": round(end - j["created_at"], 1) if end is not None else None,
+        "selection_at_quote_s": None if selection_at_quote_s is None else round(selection_at_quote_s, 1),
     }
 
 
@@ -145,6 +148,8 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
     notes = ["* best effort"] if any(r["best_effort"] for r in rows) else []
     if any(r.get("race_steps") for r in rows):
         notes.append("+N: steps of the losing starts of its warm start's race")
+    if any(r.get("selection_at_quote_s") for r in rows):
+        notes.append("at quote: the bank's selection and race, run at the quote before the job was submitted")
     t = Table(
         title="PromptTuner demo: jobs",
         caption="; ".join(notes) or None,
@@ -158,6 +163,7 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
         "acc/target",
         "quoted",
         "took",
+        "at quote",
         "deadline",
         "target",
         "deadline met",
@@ -175,6 +181,7 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
             f"{acc}/{r['target']:.2f}",
             _dur(r["quoted_s"]),
             _dur(r["actual_s"]),
+            _dur(r.get("selection_at_quote_s")) if r.get("selection_at_quote_s") else "-",
             _dur(r["deadline_s"]),
             yes[r["target_reached"]],
             yes[r["deadline_met"]],
