@@ -14,8 +14,9 @@ fresh ``$PROMPTTUNER_HOME`` sub-folder, then acts as a user over HTTP, on bundle
    start is quoted to meet it; the job runs from the bank, and the same job runs from random init as its
    twin, submitted best effort (admitted whatever its quote, so that it runs and its time is measured):
    whether only the bank's start meets the deadline is measured, not asserted;
-4. with ``--jobs`` above 3 (default 4), more later jobs (``sms_spam``, ``cr``) go through the bank's warm start with
-   relaxed deadlines, once the bank's job of the pair has ended (so that they never take the twin's worker).
+4. with ``--jobs`` above 3 (default 4), more later jobs (``sms_spam``, ``cr``) go through the bank's warm
+   start (its race may pick random init) with relaxed deadlines, once the bank's job of the pair has ended
+   (so that they never take the twin's worker).
 
 One live board shows it all; the end is a table of target reached, deadline met, SLO met and GPU-seconds
 per job (``--json``: the same as one line of JSON on stdout).  Quotes plan with step times the workers
