@@ -93,6 +93,11 @@ def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
     for k in ("arrive", "admit", "allocate", "start", "progress", "finish"):
         assert k in kinds, kinds
     assert kinds.index("admit") < kinds.index("allocate") < kinds.index("finish")
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    ckpts = [e["data"]["checkpoint_step"] for e in events if e["kind"] == "progress"]
+    assert ckpts and ckpts == sorted(ckpts) and ckpts[-1] == 12  # every progress event names its checkpoint
+    admit = next(e for e in events if e["kind"] == "admit")
+    assert admit["data"]["quote"]["feasible"] is True  # the quote it was admitted with
     blob = client.get(f"/v1/jobs/{job['id']}/prompt")
     assert blob.status_code == 200
     from safetensors.numpy import load

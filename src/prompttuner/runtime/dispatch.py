@@ -236,6 +236,8 @@ class Dispatch(ControllerBase):
                         "loss": rt.loss,
                         "accuracy": rt.accuracy if evaluated else None,
                         "replicas": max(1, len(rt.workers)),
+                        # the checkpoint written just above (one per unit; the events are thinned)
+                        "checkpoint_step": rt.steps_done,
                     },
                 )
             )

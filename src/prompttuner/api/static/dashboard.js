@@ -240,7 +240,7 @@
       case "progress":
         return "step " + d.steps_done + ", loss " + num(d.loss) +
           (d.accuracy !== null && d.accuracy !== undefined ? ", accuracy " + num(d.accuracy) : "") +
-          "; checkpointed at step " + d.steps_done + (d.replicas > 1 ? " (" + d.replicas + " replicas)" : "");
+          "; checkpointed at step " + (d.checkpoint_step !== undefined ? d.checkpoint_step : d.steps_done) + (d.replicas > 1 ? " (" + d.replicas + " replicas)" : "");
       case "recover": return "recovered from the checkpoint at step " + d.from_step + " (was " + d.was + ")";
       case "late": return "deadline passed at step " + d.steps_done;
       case "finish":
