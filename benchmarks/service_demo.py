@@ -80,9 +80,10 @@ def main() -> None:
         f"- load before: `{before}`",
         f"- load after: `{after}`",
         "",
-        "| task | start | steps | accuracy/target | quoted | took | deadline | target reached | deadline met "
-        "| SLO met | GPU-s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | start | steps | accuracy/target | quoted | took | selection and race at the quote "
+        "| deadline "
+        "| target reached | deadline met | SLO met | GPU-s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     yes = {True: "yes", False: "no", None: "-"}
     for j in result["jobs"]:
@@ -90,7 +91,9 @@ def main() -> None:
         lines.append(
             f"| {j['task']} | {j['start']}{' (best effort)' if j['best_effort'] else ''} | {j['steps']}"
             f"{' +' + str(j['race_steps']) + ' race' if j.get('race_steps') else ''} | "
-            f"{acc}/{j['target']:.3f} | {j['quoted_s']}s | {j['actual_s']}s | {j['deadline_s']}s | "
+            f"{acc}/{j['target']:.3f} | {j['quoted_s']}s | {j['actual_s']}s | "
+            f"{'-' if j.get('selection_at_quote_s') is None else str(j['selection_at_quote_s']) + 's'} | "
+            f"{j['deadline_s']}s | "
             f"{yes[j['target_reached']]} | {yes[j['deadline_met']]} | {yes[j['slo_met']]} | "
             f"{j['gpu_seconds']:.1f} |"
         )
@@ -110,7 +113,8 @@ def main() -> None:
         f"targets "
         f"reached {result['targets_reached']}; GPU-seconds charged to jobs {result['gpu_seconds_jobs']:.1f}, "
         f"held by the warm pool {result['gpu_seconds_held']:.1f}; planned step time at the end "
-        f"{result['step_s']}s (average of the last direct measurements).",
+        f"{result['step_s']:.2f}s (average of the last direct measurements). Quoted and took run from the "
+        "job's submission; a bank job's selection and race at its quote ran before it (in its GPU-s).",
         "",
         *[f"- {n}" for n in result["notes"]],
         "",
