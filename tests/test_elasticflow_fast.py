@@ -24,6 +24,7 @@ from prompttuner.scheduler.elasticflow_plan import (
     Run,
     Timeline,
     _fill,
+    best_effort,
     checkpoint_restart_s,
     legal_floor,
     legal_sizes,
@@ -199,3 +200,41 @@ def test_min_share_gives_the_plain_share_on_any_free_timeline(seed: int) -> None
         if got is not None:
             assert got[0].finish <= deadline + TOL
     assert found["plan"] > 20 and found["none"] > 20  # both outcomes were compared
+
+
+def plain_best_effort(
+    prof: Any,
+    gpu: str,
+    steps: float,
+    t0: float,
+    slot: float,
+    free: Timeline,
+    start: JobStart,
+    oh: Overheads,
+    max_slots: int = 100_000,
+) -> Plan:
+    g = prof.gpus_per_replica
+    rt = rates(prof, gpu)
+    horizon = max(4, len(free.free) + 1)
+    while True:
+        sizes = [legal_floor(min(prof.max_replicas, free.get(s) // g)) for s in range(horizon)]
+        run = plain_run_sizes(rt, g, steps, t0, slot, sizes, start, oh)
+        if math.isfinite(run.finish) or horizon >= max_slots:
+            end = (
+                int(math.floor((run.finish - t0) / slot - 1e-9)) + 1 if math.isfinite(run.finish) else horizon
+            )
+            trimmed = tuple(n if s < end else 0 for s, n in enumerate(sizes))
+            return Plan(trimmed, run.finish, run.gpu_s, run.warm_used, False)
+        horizon *= 4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_effort_gives_the_plain_plan(seed: int) -> None:
+    rng = random.Random(200 + seed)
+    for _ in range(150):
+        prof, slot, t0, start, oh = _case(rng)
+        total = rng.choice([0, 8, 24, 64])
+        free = Timeline(total, [rng.randint(-4, total) for _ in range(rng.randint(0, 40))])
+        steps = rng.choice([0.0, rng.uniform(1.0, 40000.0)])
+        args = (prof, GPU, steps, t0, slot, free, start, oh, rng.choice([64, 4096]))
+        assert best_effort(*args) == plain_best_effort(*args)  # type: ignore[arg-type]

@@ -231,7 +231,8 @@ class Plan:
 
 def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
     end = int(math.floor((finish - t0) / slot - 1e-9)) + 1 if math.isfinite(finish) else len(sizes)
-    return tuple(n if s < end else 0 for s, n in enumerate(sizes))
+    end = max(0, min(end, len(sizes)))
+    return tuple(sizes[:end]) + (0,) * (len(sizes) - end)
 
 
 def min_share(
@@ -351,8 +352,13 @@ def best_effort(
     g = prof.gpus_per_replica
     rt = rates(prof, gpu)
     horizon = max(4, len(free.free) + 1)
+    top = prof.max_replicas
+    # the stored slots, then the whole capacity (the horizon starts past the stored slots)
+    seen: dict[int, int] = {}  # a long timeline repeats few values
+    stored = [seen[n] if n in seen else seen.setdefault(n, legal_floor(min(top, n // g))) for n in free.free]
+    rest = legal_floor(min(top, free.total // g))
     while True:
-        sizes = [legal_floor(min(prof.max_replicas, free.get(s) // g)) for s in range(horizon)]
+        sizes = stored + [rest] * (horizon - len(stored))
         run = run_sizes(rt, g, steps, t0, slot, sizes, start, oh)
         if math.isfinite(run.finish) or horizon >= max_slots:
             return Plan(_trim(sizes, t0, slot, run.finish), run.finish, run.gpu_s, run.warm_used, False)
