@@ -35,7 +35,7 @@ their model (``ArrivalStats.released_idle``: the worker would have waited at lea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,6 +110,22 @@ def _gpus(snapshot: ClusterSnapshot, model: str | None) -> int:
     return prof.gpus_per_replica if prof is not None else 1
 
 
+def _pending(
+    snapshot: ClusterSnapshot, answered: Mapping[str, Admission], active: Callable[[str | None], object]
+) -> tuple[str, ...]:
+    """The new jobs the policy did not answer and that are still active, in the snapshot's order.
+
+    A slotted policy leaves most arrivals unanswered for many decisions, so the common case is cheap:
+    nothing answered and a job index that can say at once that every new job is active
+    (``all_active(ids)``, as the simulator's does) keeps the snapshot's tuple as it is."""
+    new = snapshot.new_job_ids
+    if not answered:
+        all_active = getattr(snapshot.job_index, "all_active", None)
+        if all_active is not None and all_active(new):
+            return new
+    return tuple(jid for jid in new if active(jid) is not None and jid not in answered)
+
+
 def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
     """Check ``d`` against ``snapshot`` as a whole; raise :class:`PolicyError` naming the first problem."""
     index = snapshot.job_index
@@ -140,7 +156,7 @@ def validate(snapshot: ClusterSnapshot, d: Decisions) -> ChangeSet:
         j = live(jid)
         return j is not None and ((j.admitted and jid not in new) or jid in answered)
 
-    pending = tuple(jid for jid in snapshot.new_job_ids if active(jid) is not None and jid not in answered)
+    pending = _pending(snapshot, answered, active)
 
     # who holds a worker after this decision; before it, its job's (a declined job lets its workers go)
     after: dict[str, str | None] = {}

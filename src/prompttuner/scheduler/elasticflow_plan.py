@@ -20,6 +20,7 @@ plan could meet even on an empty cluster.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -117,50 +118,62 @@ def run_sizes(
         return Run(t0, 0.0, 0.0, 0)
     left = steps
     ready = start.ready
-    pend = [list(p) for p in start.pending]
+    # replicas still provisioning: counts and ready times, by ready time (held = ready + npend)
+    pc = [int(c) for c, _ in start.pending]
+    pt = [t for _, t in start.pending]
+    npend = sum(pc)
     pu = start.paused_until
     gpu_s = 0.0
     warm_used = 0
+    counted = oh.counted
+    pause = oh.pause
     for s, k in enumerate(sizes):
         b = t0 + s * slot
         if b >= cutoff:
             break
+        held = ready + npend
+        if not k and not held:  # nothing held, nothing asked: the slot passes without a change
+            continue
         e = min(b + slot, cutoff)
-        held = ready + sum(int(c) for c, _ in pend)
         if k < held:
             drop = held - k
-            while drop > 0 and pend:
-                take = min(int(pend[-1][0]), drop)
-                pend[-1][0] -= take
-                if pend[-1][0] <= 0:
-                    pend.pop()
+            while drop > 0 and pc:
+                take = min(pc[-1], drop)
+                pc[-1] -= take
+                npend -= take
+                if pc[-1] <= 0:
+                    pc.pop()
+                    pt.pop()
                 drop -= take
             if drop > 0:
                 new = ready - drop
-                if new > 0 and oh.counted:
-                    pu = max(pu, b) + oh.pause(ready, new)
+                if new > 0 and counted:
+                    pu = max(pu, b) + pause(ready, new)
                 ready = new
         elif k > held:
             add = k - held
             warm = min(add, oh.warm) if s == 0 else 0
             if s == 0:
                 warm_used = warm
-            if not oh.counted and held > 0:
+            if not counted and held > 0:
                 warm = add  # the old planner: replicas added to a running job join at once, for free
             if warm > 0:
                 new = ready + warm
-                if oh.counted:
-                    pu = max(pu, b) + oh.pause(ready, new)
+                if counted:
+                    pu = max(pu, b) + pause(ready, new)
                 ready = new
                 add -= warm
             if add > 0:
-                pend.append([add, b + oh.cold_s])
-                pend.sort(key=lambda p: p[1])
-        held = ready + sum(int(c) for c, _ in pend)
+                at = b + oh.cold_s
+                i = bisect.bisect_right(pt, at)  # after those ready at the same time (a stable sort)
+                pc.insert(i, add)
+                pt.insert(i, at)
+                npend += add
+        held = ready + npend
         t = b
         while True:
-            nxt = pend[0][1] if pend and pend[0][1] < e else e
-            a = max(t, pu)
+            nxt = pt[0] if pt and pt[0] < e else e
+            a = t if t > pu else pu
             if ready > 0 and nxt > a:
                 rate = rt[ready]
                 if rate * (nxt - a) >= left:
@@ -171,11 +184,14 @@ def run_sizes(
             if nxt >= e:
                 break
             joined = 0
-            while pend and pend[0][1] <= nxt + 1e-9:
-                joined += int(pend.pop(0)[0])
+            while pt and pt[0] <= nxt + 1e-9:
+                pt.pop(0)
+                c = pc.pop(0)
+                joined += c
+                npend -= c
             old, ready = ready, ready + joined
-            if oh.counted:
-                pu = max(pu, nxt) + oh.pause(old, ready)
+            if counted:
+                pu = max(pu, nxt) + pause(old, ready)
         gpu_s += held * g * (e - b)
     return Run(math.inf, left, gpu_s, warm_used)
 
@@ -215,7 +231,8 @@ class Plan:
 
 def _trim(sizes: list[int], t0: float, slot: float, finish: float) -> tuple[int, ...]:
     end = int(math.floor((finish - t0) / slot - 1e-9)) + 1 if math.isfinite(finish) else len(sizes)
-    return tuple(n if s < end else 0 for s, n in enumerate(sizes))
+    end = max(0, min(end, len(sizes)))
+    return tuple(sizes[:end]) + (0,) * (len(sizes) - end)
 
 
 def min_share(
@@ -249,8 +266,14 @@ def min_share(
         return None
     spans = [min(slot, deadline - (t0 + s * slot)) for s in range(last)]
     low = 0
+    # legal_floor(min(q, x)) == min(q, legal_floor(x)) for a power of two q: the floors once, capped per q
+    stored = free.free[:last]
+    floors = [legal_floor(n // g) for n in stored]
+    if len(stored) < last:
+        floors.extend([legal_floor(free.total // g)] * (last - len(stored)))
+    top = max(floors)
     for q in legal_sizes(prof, free.total):
-        caps = [legal_floor(min(q, free.get(s) // g)) for s in range(last)]
+        caps = floors if q >= top else [n if n < q else q for n in floors]
         key = (q, low, oh.warm, tuple(caps)) if memo is not None else ()
         for level, (steps, margin) in enumerate(goals):
             if memo is None:
@@ -263,6 +286,8 @@ def min_share(
             if plan is not None:
                 return plan, level
             low = q
+        if q >= top:  # the larger counts have the same caps, so their fills fail the same way
+            break
     return None
 
 
@@ -327,8 +352,13 @@ def best_effort(
     g = prof.gpus_per_replica
     rt = rates(prof, gpu)
     horizon = max(4, len(free.free) + 1)
+    top = prof.max_replicas
+    # the stored slots, then the whole capacity (the horizon starts past the stored slots)
+    seen: dict[int, int] = {}  # a long timeline repeats few values
+    stored = [seen[n] if n in seen else seen.setdefault(n, legal_floor(min(top, n // g))) for n in free.free]
+    rest = legal_floor(min(top, free.total // g))
     while True:
-        sizes = [legal_floor(min(prof.max_replicas, free.get(s) // g)) for s in range(horizon)]
+        sizes = stored + [rest] * (horizon - len(stored))
         run = run_sizes(rt, g, steps, t0, slot, sizes, start, oh)
         if math.isfinite(run.finish) or horizon >= max_slots:
             return Plan(_trim(sizes, t0, slot, run.finish), run.finish, run.gpu_s, run.warm_used, False)

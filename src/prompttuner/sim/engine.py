@@ -74,6 +74,10 @@ class _JobViews(Mapping[str, JobView]):
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._sim.active
 
+    def all_active(self, job_ids: Sequence[str]) -> bool:
+        """Every one of ``job_ids`` is here, hence not terminal (a job leaves ``active`` when it ends)."""
+        return all(map(self._sim.active.__contains__, job_ids))
+
 
 class Simulator:
     def __init__(
@@ -451,7 +455,11 @@ class Simulator:
             for job in finished:
                 self._finish(job, JobPhase.SUCCEEDED)
                 done += 1
-            new_ids: list[str] = [j for j in self._pending if j in self.active]
+            new_ids: list[str] = (
+                list(self._pending)
+                if self._job_map.all_active(self._pending)
+                else [j for j in self._pending if j in self.active]
+            )
             while i < n and self.specs[i].arrival <= t + EPS:
                 spec = self.specs[i]
                 job = self.jobs[spec.job_id]
