@@ -616,20 +616,34 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     out["chain"] = {g: chain(groups[g]) for g in ("first_of_task", "repeat")}
-    free_r, free_t = [], []
-    for x in rows:
-        b = cost_steps(
-            x["bank_steps"] - x["race_extra_steps"] if x["bank_steps"] is not None else None, budget
-        )
-        if "random_steps" in x:
-            free_r.append(cost_steps(x["random_steps"], budget) / b)
-        if "text_steps" in x:
-            free_t.append(cost_steps(x["text_steps"], budget) / b)
-    out["race_free"] = {
-        "extra_steps_median": statistics.median([x["race_extra_steps"] for x in rows]) if rows else None,
-        "vs_random": stats(free_r),
-        "vs_text": stats(free_t),
-    }
+
+    def race_free(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The ratios were the race's losers' steps free (a diagnostic: they are the job's)."""
+        free_r, free_t = [], []
+        for x in rows:
+            b = cost_steps(
+                x["bank_steps"] - x["race_extra_steps"] if x["bank_steps"] is not None else None, budget
+            )
+            if "random_steps" in x:
+                free_r.append(cost_steps(x["random_steps"], budget) / b)
+            if "text_steps" in x:
+                free_t.append(cost_steps(x["text_steps"], budget) / b)
+        return {
+            "extra_steps_median": statistics.median([x["race_extra_steps"] for x in rows]) if rows else None,
+            "vs_random": stats(free_r),
+            "vs_text": stats(free_t),
+        }
+
+    out["race_free"] = race_free(rows)
+    if novel:
+        out["novel_task"]["race_free"] = race_free(novel)
+        out["novel_task"]["chosen"] = {
+            "other_entry": sum(x["chosen"].startswith("entry:") for x in novel),
+            "blend": sum(x["chosen"] == "blend" for x in novel),
+            "text": sum(x["chosen"] == "text" for x in novel),
+            "random": sum(x["chosen"] == "random" for x in novel),
+            "raced": sum(bool(x["raced"]) for x in novel),
+        }
     out["rows"] = rows
     if args.write_data:  # the simulator's bank-init work (sim/workload.py: load_bank_pairs)
         pairs = [
@@ -800,6 +814,36 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
         lines.append(
             f"- selection <= 3 steps of time: {'**met**' if sm <= 3 else '**not met**'} (median {sm:.2f})"
         )
+    if nov:
+        fr, ch, novel = nov["race_free"], nov["chosen"], out["novel_rows"]
+        worse = nov["worse_than_better_baseline_by_more_than_the_race"]
+        tv = nov["ratio_vs_text"].get("median")
+        lines += [
+            "",
+            "## Novel task (each task's bank: the other tasks' stream prompts not descended from it)",
+            "",
+            "- median >= 1.2x fewer steps than text init: "
+            + ("n/a" if tv is None else f"{'**met**' if tv >= 1.2 else '**not met**'} ({tv:.2f}x)"),
+            f"- the bank's start never worse than the better of random and text init by more than the race's "
+            f"steps: {'**met**' if not worse else '**not met**'} ({len(worse)} of {len(novel)} jobs: "
+            f"{', '.join(worse) or '-'})",
+            f"- reached the target within the budget: {nov['reached']} of {len(novel)}",
+            f"- the start chosen: another task's entry {ch['other_entry']}, the blend {ch['blend']}, "
+            f"text init {ch['text']}, random init {ch['random']}; raced {ch['raced']}",
+            f"- the race's price: the losers' steps (median {fr['extra_steps_median']}). Were they free, the "
+            f"median ratios would be {fr['vs_random'].get('median', float('nan')):.2f}x vs random and "
+            f"{fr['vs_text'].get('median', float('nan')):.2f}x vs text (a diagnostic, not a result).",
+            "",
+            "| job | entries | start | raced | race steps | bank | random | text | sel. (steps) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for x in novel:
+            lines.append(
+                f"| {x['job']} | {x['bank_entries']} | {x['chosen']} | {'y' if x['raced'] else ''} | "
+                f"{x['race_steps']} | {_steps(x['bank_steps'])} | {_steps(x.get('random_steps'))} | "
+                f"{_steps(x.get('text_steps'))} | "
+                f"{x['select_in_steps'] if x['select_in_steps'] is not None else '-'} |"
+            )
     lines += [
         "",
         "## Every stream job",
