@@ -232,3 +232,17 @@ def test_a_step_time_is_kept_with_the_number_of_workers_busy_while_it_ran(tmp_pa
     assert levels["2"] == pytest.approx([math.log(3.0), math.log(3.0)])
     assert levels["1"] == pytest.approx([math.log(1.0)])
     service.store.engine.dispose()
+
+
+def test_max_replicas_caps_what_the_policy_plans_a_job_with(tmp_path: Path) -> None:
+    from prompttuner.runtime.controller import ControllerConfig
+    from prompttuner.service import ServiceConfig
+    from service_fakes import FAKE_ENGINE
+
+    def planned(cap: int | None) -> int:
+        ccfg = ControllerConfig(max_workers=2, max_replicas=cap)
+        cfg = ServiceConfig(home=tmp_path / f"h{cap}", engine=FAKE_ENGINE, controller=ccfg, models=("tiny",))
+        return int(Service(cfg).controller.profiles.planning_profile("tiny").max_replicas)
+
+    assert planned(None) == 2  # by default a job may take every worker
+    assert planned(1) == 1  # the demo's cap: one replica per job on a shared CPU

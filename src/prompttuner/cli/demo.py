@@ -101,7 +101,11 @@ def run_demo(
     home = home or config.home() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     home.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]PromptTuner demo[/]: state in {home}; {workers} local workers on {model}")
-    service = build_service(home, workers, workers, model, "local", policy, None, engine, plugins or [], 3.0)
+    # one replica per job: local workers share this machine's cores, so a second data-parallel replica of
+    # a job runs no faster (measured in service_demo.md) and changes the trajectory its target was set for
+    service = build_service(
+        home, workers, workers, model, "local", policy, None, engine, plugins or [], 3.0, max_replicas=1
+    )
     auto_bank = service.cfg.bank_auto_add
     auto_bank = (service.cfg.engine == REAL_ENGINE) if auto_bank is None else auto_bank
     port = _free_port()

@@ -23,6 +23,7 @@ def build_service(
     plugins: list[str],
     chunk_s: float = 4.0,
     backend_options: dict[str, Any] | None = None,
+    max_replicas: int | None = None,
 ) -> Any:
     """The service ``serve`` and ``demo`` run (imports ``plugins`` first: tests register fake engines);
     ``model``: the base LLM, or the base LLMs, the warm pools hold."""
@@ -43,6 +44,7 @@ def build_service(
         backend_options=dict(backend_options or {}),
     )
     cfg.controller.chunk_s = chunk_s
+    cfg.controller.max_replicas = max_replicas
     return Service(cfg)
 
 

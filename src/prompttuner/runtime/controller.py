@@ -80,7 +80,7 @@ class Controller(Dispatch, Recovery, StatusView):
         self.on_finish = on_finish
         self.clock = clock
         self.profiles = profiles or ProfileBook(
-            store.home / "profiles.json", self.cfg.gpu_type, self.cfg.max_workers
+            store.home / "profiles.json", self.cfg.gpu_type, self.cfg.max_replicas or self.cfg.max_workers
         )
         self.work = work or WorkPredictor()
         self.selections: dict[str, dict[str, Any]] = {}  # selections run for quotes, by request key

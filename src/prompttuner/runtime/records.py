@@ -98,6 +98,9 @@ class ControllerConfig:
     gpu_type: str = "cpu"
     price_per_hour: float = 1.0  # per worker-hour; cost units of quotes
     max_workers: int = 2
+    # the most data-parallel replicas a job may hold (None: max_workers); on a 2-core CPU two replicas
+    # step no faster than one (each gets a core: service_demo.md), and they change the job's trajectory
+    max_replicas: int | None = None
     min_warm: dict[str, int] = field(default_factory=dict)  # warm minimum per model: a policy input
     tick_s: float = 0.2
     decide_every_s: float = 2.0
