@@ -20,23 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prompttuner import config
-
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("smollm2-135m", "gemma3-270m")
 TASKS = {"smollm2-135m": "sst2", "gemma3-270m": "subj"}  # bundled demo slices (data/demo_tasks)
 ENDED = ("succeeded", "failed", "cancelled", "declined")
 EVAL = {"max_eval": 24}
-
-
-def _upload(client: Any, task: str) -> tuple[str, str]:
-    ids = []
-    for split in ("train", "test"):
-        path = config.REPO_DATA / "demo_tasks" / task / f"{split}.jsonl"
-        r = client.post("/v1/files", files={"file": (f"{task}-{split}.jsonl", path.read_bytes())})
-        r.raise_for_status()
-        ids.append(r.json()["id"])
-    return ids[0], ids[1]
 
 
 def main() -> None:
@@ -49,6 +37,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from prompttuner.api.app import create_app
+    from prompttuner.cli.demo import _upload  # the demo's bundled slices, uploaded the same way
     from prompttuner.cli.service_common import build_service
     from prompttuner.runtime.worker import quiet_libraries
 

@@ -9,7 +9,7 @@ The runs come from ``sim_comparison.py`` (5 seeds, 2,000 jobs, 128 A100, load 0.
         --runs benchmarks/results/sim_bank_init_random.runs.jsonl
     python benchmarks/sim_comparison.py --init bank ... --runs .../sim_bank_init_bank.runs.jsonl
     python benchmarks/sim_comparison.py --init random:0.5,bank:0.5 ... --runs .../sim_bank_init_mix.runs.jsonl
-    python benchmarks/sim_bank_init.py         # prints the table from the three runs files
+    python benchmarks/sim_bank_init.py         # the table from the three runs files, and the pairs' ratios
 """
 
 from __future__ import annotations
@@ -55,5 +55,19 @@ def table() -> list[str]:
     return out
 
 
+def pair_ratios() -> str:
+    """The measured pairs the bank-init work is drawn from: bank / random steps."""
+    data = json.loads(
+        (RESULTS.parent.parent / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").read_text()
+    )
+    r = [b / a for a, b in data["pairs"]]
+    return (
+        f"{len(r)} pairs: bank / random steps median {statistics.median(r):.2f}, "
+        f"mean {statistics.fmean(r):.2f} (range {min(r):.2f}-{max(r):.2f})"
+    )
+
+
 if __name__ == "__main__":
     print("\n".join(table()))
+    print()
+    print(pair_ratios())
