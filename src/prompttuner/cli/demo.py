@@ -42,11 +42,10 @@ LATER = "subj_b"  # subj on other rows (a repeat job): the bank's start beside i
 MORE = ("sms_spam", "cr")  # further later jobs from the bank, relaxed deadlines (--jobs > 3)
 TASKS = (*EARLY, LATER, *MORE)
 STEPS, EVAL_EVERY = 32, 4
-# targets the jobs reach, measured with this code and the demo's settings (seed 0, validation on each
-# slice's 24 test rows; the service's evaluations, one replica per job, in service_demo.md's run): from
-# random init subj scores 0.583 / 0.583 / 0.667 at steps 4 / 8 / 12 and never 17 of 24 (0.71) in 32
-# steps, so its target is 16 of 24 (0.66, reached at step 12); subj_b from random init reaches 0.69
-# (17/24) at step 24
+# targets the jobs reach from random init with this code and the demo's settings (seed 0, one replica,
+# validation on each slice's 24 test rows; benchmarks/demo_targets.md): subj scores 0.583 / 0.583 / 0.667
+# at steps 4 / 8 / 12 and never 17 of 24 (0.71) in 32 steps, so its target is 16 of 24 (0.66, reached at
+# step 12); subj_b reaches 0.69 (17/24) at step 24
 TARGETS = {"subj": 0.66, "subj_b": 0.69, "sms_spam": 0.75, "cr": 0.625}
 HP = {"batch_size": 4, "num_virtual_tokens": 8, "eval_every": EVAL_EVERY, "max_length": 64, "max_eval": 24}
 ENDED = ("succeeded", "failed", "cancelled", "declined")
