@@ -422,11 +422,12 @@ def test_dashboard_shows_jobs_and_follows_them(driver: Any, live: Live) -> None:
     legend = text(driver, "#curve-chart")
     assert "accuracy" in legend and "loss" in legend and "target" in legend
     marks = kinds(driver, "#timeline .mark")
-    assert {"arrive", "admit", "allocate", "start", "warm_start", "progress", "finish"} <= marks, marks
+    lifecycle = {"arrive", "quote", "admit", "allocate", "start", "warm_start", "progress", "finish"}
+    assert lifecycle <= marks, marks
     assert count(driver, "#timeline .vlabel.deadline") == 1 and count(driver, "#timeline .vline.quote") == 1
     events = text(driver, "#events")
     assert f"started from Prompt Bank entry {live.entries['reviews']}" in events  # acme's best entry
-    assert "admitted" in events and "checkpointed at step" in events
+    assert "admitted" in events and "checkpointed at step" in events and "steps predicted" in events
     facts = text(driver, "#job-facts")
     assert "quoted finish:" in facts and "deadline:" in facts and "GPU-s charged:" in facts
 

@@ -105,6 +105,9 @@ class ControllerBase:
         if target is not None:  # what the next job of this model and init is predicted with
             kind = self.work.kind(rt.payload.warm_start)
             self.work.observe(rt.payload.model, kind, rt.steps_done, bool(reached), rt.payload.max_steps)
+        if not outcome.slo_met:  # before the job is stored as ended: whoever sees it ended sees its miss
+            late = round(now - rt.deadline, 3) if not outcome.deadline_met else None
+            self._emit(Event(now, "miss", rt.job_id, data={"late_by_s": late, "target_reached": reached}))
         self._close(
             rt,
             JobPhase.SUCCEEDED,
@@ -124,9 +127,6 @@ class ControllerBase:
             self.profiles.save()
         except OSError:
             pass
-        if not outcome.slo_met:
-            late = round(now - rt.deadline, 3) if not outcome.deadline_met else None
-            self._emit(Event(now, "miss", rt.job_id, data={"late_by_s": late, "target_reached": reached}))
         if self.on_finish is not None:
             try:
                 self.on_finish(rt, prompt_path)
@@ -150,10 +150,11 @@ class ControllerBase:
             self.new_ids.remove(rt.job_id)
         if phase != JobPhase.SUCCEEDED:
             cols.setdefault("deadline_met", False)
+        # the event first: whoever reads the job as ended finds the event that ended it
+        self._emit(Event(now, kind, rt.job_id, data=data or {}))
         self._save(
             rt, now, phase=phase.value, finished_at=now, error=error, gpu_seconds=rt.gpu_seconds, **cols
         )
-        self._emit(Event(now, kind, rt.job_id, data=data or {}))
 
     # ------------------------------------------------------------------ workers
     def _detach(self, rt: JobRT, wid: str, now: float) -> None:

@@ -218,11 +218,13 @@
     const ws = (l) => (l && l.length ? l.join(", ") : "none");
     switch (e.kind) {
       case "arrive": return "submitted (model " + (d.model || job.model) + ")";
-      case "admit": {
-        const q = d.quote;
-        return "admitted" + (q ? "; quoted finish " + clock(q.finish_time) + " on " + q.gpus + " GPU(s)" : "") +
-          (d.reason ? " (" + d.reason + ")" : "");
-      }
+      case "quote":
+        return "quoted finish " + clock(d.finish_time) + " on " + d.gpus + " GPU(s)" +
+          (d.feasible === false ? " (past the deadline)" : "") +
+          (d.predicted_steps ? ", " + num(d.predicted_steps, 0) + " steps predicted" : "") +
+          (d.prediction ? " (" + d.prediction + ")" : "") +
+          (d.selection_s ? ", selection " + num(d.selection_s, 1) + "s" : "");
+      case "admit": return "admitted" + (d.reason ? " (" + d.reason + ")" : "");
       case "decline": return "declined" + (d.reason ? ": " + d.reason : "");
       case "allocate": return "workers " + ws(d.workers) + (d.previous && d.previous.length ? " (was " + ws(d.previous) + ")" : "");
       case "move": return "moved to " + ws(d.workers) + " from " + ws(d.previous);
@@ -460,7 +462,7 @@
   }
 
   const LANES = [
-    ["lifecycle", ["arrive", "admit", "decline", "phase", "start", "finish", "cancel", "late", "miss", "fail", "recover"]],
+    ["lifecycle", ["arrive", "quote", "admit", "decline", "phase", "start", "finish", "cancel", "late", "miss", "fail", "recover"]],
     ["placement", ["allocate", "move", "preempt", "warm_start"]],
     ["progress", ["progress"]],
     ["bank", ["bank"]],
