@@ -30,6 +30,14 @@ shards fit in 45 minutes on the 2-core machine at ``--workers 2``).
     python benchmarks/bank_stream.py --phase novel --workers 2      # the novel-task protocol
     python benchmarks/bank_stream.py --summarize                    # bank_stream.json / .md
 
+A *variant* reruns a phase with other settings on the same inputs, into its own folder: e.g. the novel
+phase with the race skipped where the probe separates the starts (``results/bank_stream_sep/``):
+
+    python benchmarks/bank_stream.py --phase novel --workers 2 --summarize \
+        --settings benchmarks/results/bank_stream_sep/settings.json \
+        --runs benchmarks/results/bank_stream_sep/bank_stream.runs.jsonl \
+        --inputs-from benchmarks/results/bank_stream.runs.jsonl
+
 The *novel-task* protocol (``--phase novel``, after both streams) runs in the same harness on the same
 jobs, targets and baselines: job ``T#s`` starts from a bank of the other 15 tasks' prompts that the
 streams committed (``bank_stream_prompts/``: both jobs of each task in both orders, those that reached
@@ -64,6 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SETTINGS = ROOT / "benchmarks" / "bank_stream_settings.json"
 RUNS = RESULTS / "bank_stream.runs.jsonl"
+INPUTS: Path | None = None  # --inputs-from: the baseline and stream runs a variant reuses
 DATA = ROOT.parent / "shared" / "data" / "tasks"
 
 
@@ -105,7 +114,12 @@ def target_of(st: dict[str, Any], job: str) -> float:
 
 # ---- runs -------------------------------------------------------------------------------------------
 def read_runs() -> list[dict[str, Any]]:
-    return read_runs_at(RUNS)
+    """This harness's runs, and with ``--inputs-from`` another harness's baseline and stream runs
+    (read-only: a variant reruns one phase on the same inputs)."""
+    own = read_runs_at(RUNS)
+    if INPUTS is None:
+        return own
+    return [r for r in read_runs_at(INPUTS) if r["init"] in ("random", "text", "bank")] + own
 
 
 def append(rec: dict[str, Any]) -> None:
@@ -171,7 +185,8 @@ def baseline_run(st: dict[str, Any], loaded: Any, job: str, init: str, work: Pat
 
 
 def prompt_file(order: str, job: str) -> Path:
-    return RUNS.parent / "bank_stream_prompts" / f"order-{order}" / f"{job.replace('#', '-')}.safetensors"
+    name = f"{job.replace('#', '-')}.safetensors"
+    return (INPUTS or RUNS).parent / "bank_stream_prompts" / f"order-{order}" / name
 
 
 def stream_bank(st: dict[str, Any], loaded: Any, order: str, work: Path) -> Path:
@@ -337,9 +352,12 @@ def novel_bank(st: dict[str, Any], loaded: Any, held_out: str, work: Path) -> tu
         names.append(src)
     if not items:
         raise RuntimeError(f"no stream prompts for the novel bank of {held_out}: run both streams first")
-    if not folder.exists():
-        with PromptBank(folder) as bank:
-            bank.add_many(items)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:  # two workers, one task's two jobs
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not folder.exists():
+            with PromptBank(folder) as bank:
+                bank.add_many(items)
     return folder, names
 
 
@@ -864,7 +882,7 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    global SETTINGS, RUNS
+    global SETTINGS, RUNS, INPUTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase", choices=["random", "targets", "text", "stream", "novel"], default=None)
     ap.add_argument("--orders", default=None, help="with --phase stream: which orders (default: all)")
@@ -876,9 +894,15 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated tasks or jobs")
     ap.add_argument("--work", default="/tmp/prompttuner-bank-stream")
     ap.add_argument("--settings", default=str(SETTINGS), help="(a smoke run's own settings)")
-    ap.add_argument("--runs", default=str(RUNS), help="(a smoke run's own runs file)")
+    ap.add_argument("--runs", default=str(RUNS), help="(a smoke run's or a variant's own runs file)")
+    ap.add_argument(
+        "--inputs-from",
+        default=None,
+        help="a variant: read the baseline and stream runs (and the stream's prompts) of this runs file",
+    )
     args = ap.parse_args()
     SETTINGS, RUNS = Path(args.settings), Path(args.runs)
+    INPUTS = Path(args.inputs_from) if args.inputs_from else None
     if args.phase == "targets":
         st = settings()
         if any(r["init"] in ("bank", "novel") for r in read_runs()):

@@ -323,3 +323,71 @@ def test_bank_build_seeds_several_prompts_per_task_and_states_the_cost(tmp_path:
         app, ["bank", "build", "--tasks", str(folder), "--bank", str(tmp_path / "c"), "--seeds", "x"]
     )
     assert bad.exit_code != 0 and "--seeds" in bad.output
+
+
+class _SeparatingProbe:
+    """A probe that knows one bank entry: lower loss than any other start on every row (``steady``) or
+    on two rows of ten only (not steady); accuracy 0.6 for the entry, 0.5 for the rest."""
+
+    def __init__(self, entry: torch.Tensor, steady: bool, rows: int = 10) -> None:
+        self.entry, self.steady, self.n = entry, steady, rows
+
+    @property
+    def rows(self) -> int:
+        return self.n
+
+    def split(self, first: int):  # type: ignore[no-untyped-def]
+        rest = self.n - first
+        return _SeparatingProbe(self.entry, self.steady, first), (
+            _SeparatingProbe(self.entry, self.steady, rest) if rest > 0 else None
+        )
+
+    def _is_entry(self, p: torch.Tensor) -> bool:
+        return p.shape == self.entry.shape and torch.allclose(p.float(), self.entry.float())
+
+    def row_losses(self, prompts):  # type: ignore[no-untyped-def]
+        out = []
+        for p in prompts:
+            r = torch.full((self.n,), 1.0) + 0.01 * torch.arange(self.n)
+            if self._is_entry(p):
+                r = r - 0.5 if self.steady else torch.cat([r[:2] - 2.5, r[2:]])
+            out.append(r)
+        return torch.stack(out)
+
+    def __call__(self, prompts):  # type: ignore[no-untyped-def]
+        from prompttuner.bank import ProbeScore
+
+        return [
+            ProbeScore(loss=float(r.mean()), accuracy=0.6 if self._is_entry(p) else 0.5)
+            for p, r in zip(prompts, self.row_losses(prompts), strict=True)
+        ]
+
+
+def test_warm_start_skips_the_race_only_where_the_probe_separates_the_bank_start(
+    loaded, task, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Below the target, a bank start whose per-row probe loss is lower than both cold inits' beyond the
+    noise (``separate_z`` standard errors) is taken without a race (its separation recorded); the same
+    mean gap from two rows of ten races as before; ``separate_z=None`` always races."""
+    import prompttuner.bank.probe as pp
+    from prompttuner.bank import RaceSettings, warm_start
+
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=24, eval_size=8, batch_size=2, seed=5)
+    hard = dataclasses.replace(cfg, target_accuracy=1.01)
+    t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=11)
+    with PromptBank(tmp_path / "bank") as bank:
+        bank.add(t, model=loaded.name, task_description="r", labels=task.labels, task_name="r11")
+    race = RaceSettings(candidates=3, steps=1, blend=False)
+    for steady in (True, False):
+        monkeypatch.setattr(pp, "make_probe", lambda *a, s=steady, **k: _SeparatingProbe(t, s))
+        ws = warm_start(tmp_path / "bank", loaded, task, hard, race=race)
+        sep = ws.info["separation"]
+        assert sep["rows"] == 10 and sep["z"] == 2.0
+        if steady:
+            assert ws.chosen.kind == "warm" and not ws.info["raced"] and ws.extra_steps == 0 and ws.trainer.step_count == 0
+            assert sep["t_text"] > 2.0 and sep["t_random"] > 2.0
+        else:
+            assert ws.info["raced"] and ws.extra_steps == 1 + 2 and sep["t_text"] < 2.0
+    monkeypatch.setattr(pp, "make_probe", lambda *a, **k: _SeparatingProbe(t, True))
+    always = warm_start(tmp_path / "bank", loaded, task, hard, race=RaceSettings(steps=1, separate_z=None))
+    assert always.info["raced"] and "separation" not in always.info

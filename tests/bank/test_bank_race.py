@@ -118,3 +118,22 @@ def test_a_start_at_the_target_meets_it_despite_float32_rounding() -> None:
     seven_of_ten = float((torch.arange(10) < 7).float().mean())  # 0.69999998
     assert seven_of_ten < 0.7 and meets(seven_of_ten, 0.7)
     assert not meets(0.6, 0.7) and not meets(float((torch.arange(64) < 44).float().mean()), 0.7)
+
+
+def test_the_probe_separates_a_start_only_when_its_per_row_losses_are_lower_beyond_the_noise() -> None:
+    """Paired per-row differences: lower on every row by a steady margin separates; the same mean gap
+    carried by two rows of ten does not (its standard error is large); a tie never does."""
+    from prompttuner.bank.race import separated
+
+    best = torch.full((10,), 0.5)
+    steady = torch.stack([best + 0.3 + 0.01 * torch.arange(10), best + 0.4])
+    apart, t = separated(best, steady, 2.0)
+    assert apart and all(x > 2.0 for x in t)
+    lumpy = best.clone()
+    lumpy[:2] += 1.5  # mean gap 0.3 from two rows
+    apart, t = separated(best, torch.stack([best + 0.4, lumpy]), 2.0)
+    assert not apart and t[0] > 2.0 and 0.0 < t[1] < 2.0
+    assert separated(best, best[None, :].clone(), 2.0) == (False, [0.0])
+    worse_start = best + 0.3
+    assert not separated(worse_start, torch.stack([best]), 2.0)[0]  # the others lower: never
+    assert not separated(best[:1], (best + 1.0)[None, :1], 2.0)[0]  # one row: no spread, no claim

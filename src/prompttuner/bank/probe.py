@@ -134,6 +134,12 @@ class LLMProbe:
             for x in lg
         ]
 
+    def row_losses(self, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each sample row's label-word cross-entropy under each prompt, ``[len(prompts), rows]``: what a
+        paired comparison of two starts on the same rows needs."""
+        lg = self.logits(prompts)
+        return torch.stack([F.cross_entropy(x, self.targets, reduction="none") for x in lg])
+
     def __call__(self, prompts: Sequence[torch.Tensor]) -> list[ProbeScore]:
         return self.scores(prompts)
 

@@ -7,7 +7,10 @@ into a trainer ready to go on:
    candidates and the job's text init, probed on a few of the job's training rows, the survivors on more.
 2. **Blend**: the probe-weighted mean of the two best entries, probed on the same rows; a candidate like
    any other (kept when it scores best).
-3. **Race** (successive halving): unless the best start already meets the target on the probe rows, the
+3. **Race** (successive halving): unless the best start already meets the target on the probe rows, or
+   the probe already separates it from both cold inits (its per-row loss lower than the text init's and
+   random init's, each by more than ``RaceSettings.separate_z`` standard errors of the paired
+   differences on the same rows: :func:`separated`), the
    ``RaceSettings.candidates`` best starts -- always including the job's text init and a random init --
    each train ``RaceSettings.steps`` steps (the same batches: one seed), are probed again, and the better
    half goes on, until one is left.  Every race step is one of the job's steps
@@ -38,6 +41,9 @@ class RaceSettings:
     steps: int = 2  # steps per round, per start (3 starts: 2 + 2 rounds, 6 steps of the losers)
     blend: bool = True  # offer the blend of the two best entries as a candidate
     skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
+    # no race when the probe separates the best bank start from both cold inits by this many standard
+    # errors of the per-row loss differences (None: race whenever the best start is below the target)
+    separate_z: float | None = 2.0
 
     @staticmethod
     def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:
@@ -92,6 +98,19 @@ def meets(accuracy: float, target: float) -> bool:
     """``accuracy`` (a fraction of probe rows, computed in float32: 7/10 is 0.69999998) at or above
     ``target``, up to that rounding."""
     return accuracy >= target - 1e-6
+
+
+def separated(best: torch.Tensor, others: torch.Tensor, z: float) -> tuple[bool, list[float]]:
+    """Whether the probe tells ``best`` apart: its per-row losses (``[rows]``) lower than those of every
+    start in ``others`` (``[k, rows]``, the same rows) by more than ``z`` standard errors of the paired
+    differences; and the t statistics (mean difference over its standard error, one per other start)."""
+    d = others.double() - best.double()[None, :]
+    n = d.shape[1]
+    if n < 2:
+        return False, [0.0] * d.shape[0]
+    mean, se = d.mean(dim=1), d.std(dim=1, unbiased=True) / math.sqrt(n)
+    t = [float(m / s) if s > 0 else (math.inf if m > 0 else 0.0) for m, s in zip(mean, se, strict=True)]
+    return all(x > z for x in t), t
 
 
 def fit_lr(score: ProbeScore | None, target: float | None, labels: int, cold: float, warm: float) -> float:
@@ -228,6 +247,15 @@ def warm_start(
     if (at_target and rs.skip_at_target) or rs.candidates <= 1:
         info["raced"] = False
         return WarmStart(trainer_for(best), best, 0, cands, info)
+    if best.kind == "warm" and rs.separate_z is not None and hasattr(probe, "row_losses"):
+        rl = probe.row_losses([best.tensor, text_t, rand_t])
+        apart, t = separated(rl[0], rl[1:], rs.separate_z)
+        info["separation"] = {"z": rs.separate_z, "rows": int(rl.shape[1]), "t_text": t[0], "t_random": t[1]}
+        info["select_cpu_s"] = time.process_time() - c0
+        info["select_wall_s"] = time.perf_counter() - w0
+        if apart:
+            info["raced"] = False
+            return WarmStart(trainer_for(best), best, 0, cands, info)
 
     # the race: the best bank start (if any), the text init and random init, then the next best
     entrants: list[Candidate] = []
