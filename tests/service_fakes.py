@@ -129,6 +129,22 @@ class RaceFakeEngine(FakeEngine):
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank configured")
+        if not job.bank_race:  # the probe's best start as it is: no race, no steps yet
+            return {
+                "state": json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode(),
+                "init": "bank:e1",
+                "chosen": "entry:mr/e1",
+                "kind": "warm",
+                "entry_task": "mr",
+                "probe_accuracy": 0.5,
+                "predicted_steps": 6,
+                "lr": 0.01,
+                "raced": False,
+                "steps_done": 0,
+                "race_steps": 0,
+                "candidates": [{"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5}],
+                "select_s": 0.01,
+            }
         race = [{"steps": 2.0, "accuracy": 0.6, "loss": 0.7}]
         return {
             "state": json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode(),

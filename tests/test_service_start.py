@@ -95,6 +95,27 @@ def test_a_start_made_at_the_quote_is_shown_there_and_kept_in_the_jobs_quote(
     assert ev["at_quote"] is True and ev["race_steps"] == 3
 
 
+def test_a_job_that_asks_for_no_race_gets_the_probes_best_start_and_its_own_selection(
+    svc: tuple[TestClient, Service],
+) -> None:
+    """``hyperparameters.bank_race: false`` reaches the worker's warm start (no race steps), and a quote
+    made with the race is not the selection such a job takes (the setting is part of the selection key)."""
+    client, _ = svc
+    body = job_body(training_file=_upload(client), bank_warm_start=True, max_steps=40)
+    body.pop("training_data")
+    raced = client.post("/v1/quotes", json=body).json()["selection"]
+    assert raced["raced"] and raced["race_steps"] == 3
+    body["hyperparameters"] = {**body.get("hyperparameters", {}), "bank_race": False}
+    q = client.post("/v1/quotes", json=body).json()
+    assert q["selection"]["raced"] is False and q["selection"]["race_steps"] == 0
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    done = wait_done(client, r.json()["id"])
+    ev = _start_event(client, done["id"])
+    assert ev["at_quote"] is True and ev["raced"] is False and ev["race_steps"] == 0 and ev["steps_done"] == 0
+    assert done["hyperparameters"]["bank_race"] is False
+
+
 def test_workers_time_steps_as_they_warm_up_and_the_first_quote_plans_with_them(tmp_path: Path) -> None:
     service = _service(tmp_path / "home", "service_fakes:CalibratingFakeEngine")
     with TestClient(create_app(service)) as client:

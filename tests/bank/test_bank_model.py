@@ -384,7 +384,8 @@ def test_warm_start_skips_the_race_only_where_the_probe_separates_the_bank_start
         sep = ws.info["separation"]
         assert sep["rows"] == 10 and sep["z"] == 2.0
         if steady:
-            assert ws.chosen.kind == "warm" and not ws.info["raced"] and ws.extra_steps == 0 and ws.trainer.step_count == 0
+            assert ws.chosen.kind == "warm" and not ws.info["raced"]
+            assert ws.extra_steps == 0 and ws.trainer.step_count == 0
             assert sep["t_text"] > 2.0 and sep["t_random"] > 2.0
         else:
             assert ws.info["raced"] and ws.extra_steps == 1 + 2 and sep["t_text"] < 2.0

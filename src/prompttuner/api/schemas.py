@@ -68,6 +68,12 @@ class Hyperparameters(BaseModel):
     eval_every: Int = Field(5, ge=1, le=MAX_STEPS, description="steps between evaluations")
     max_length: Int = Field(64, ge=8, le=4096, description="tokens of a text")
     max_eval: Int = Field(64, ge=1, le=10_000, description="validation rows an evaluation uses")
+    bank_race: bool = Field(
+        True,
+        description="with bank_warm_start: race the best bank start against the job's text and random inits "
+        "(a few steps each, successive halving; the losers' steps are the job's) unless the probe already "
+        "tells them apart; false: take the probe's best start as it is (no race steps: for a tight deadline)",
+    )
 
 
 class Row(BaseModel):

@@ -40,6 +40,7 @@ class JobPayload:
     warm_start: bool = False
     bank_dir: str | None = None
     tenant: str = "public"  # whose private Prompt Bank entries the warm start may use
+    bank_race: bool = True  # the warm start's race (False: the probe's best start as it is)
 
 
 class Session(Protocol):

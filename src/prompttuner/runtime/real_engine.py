@@ -143,9 +143,10 @@ class RealEngine:
         The cheap selection over the bank's public entries and the tenant's own (probes on the job's
         training split only), the blend of the two best, then, unless the best start already meets the
         target on the probe rows, the race (successive halving) among the best bank start, the job's text
-        init and a random init; the learning rate from the start's fit.  The winner's race steps are in
+        init and a random init (``job.bank_race`` False: none, the probe's best start); the learning rate
+        from the start's fit.  The winner's race steps are in
         its state (``steps_done``); the losers' (``race_steps``) were run for this job too."""
-        from prompttuner.bank import warm_start
+        from prompttuner.bank import RaceSettings, warm_start
 
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank is configured for this service")
@@ -153,7 +154,8 @@ class RealEngine:
             raise WarmStartUnavailable(f"the Prompt Bank at {job.bank_dir} is empty (no prompts yet)")
         task = self._task(job)
         try:
-            ws = warm_start(job.bank_dir, loaded, task, self._config(job), tenant=job.tenant)
+            race = RaceSettings() if job.bank_race else RaceSettings(candidates=1)
+            ws = warm_start(job.bank_dir, loaded, task, self._config(job), race=race, tenant=job.tenant)
         except Exception as e:  # noqa: BLE001 - a damaged bank, a model mismatch...: the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None

@@ -21,7 +21,16 @@ from prompttuner.runtime.work import OWN_KEEP
 from prompttuner.state.models import DataFile, Job
 
 TERMINAL = {p.value for p in JobPhase if p.terminal}
-_HP_FIELDS = {"num_virtual_tokens", "lr", "batch_size", "seed", "eval_every", "max_length", "max_eval"}
+_HP_FIELDS = {
+    "num_virtual_tokens",
+    "lr",
+    "batch_size",
+    "seed",
+    "eval_every",
+    "max_length",
+    "max_eval",
+    "bank_race",
+}
 
 
 def default_payload(row: Job, session: Session, bank_dir: str | None = None) -> JobPayload:
