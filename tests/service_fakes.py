@@ -140,6 +140,7 @@ class RaceFakeEngine(FakeEngine):
                 "predicted_steps": 6,
                 "lr": 0.01,
                 "raced": False,
+                "no_race": "not asked",
                 "steps_done": 0,
                 "race_steps": 0,
                 "candidates": [{"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5}],

@@ -108,6 +108,7 @@ def test_a_job_that_asks_for_no_race_gets_the_probes_best_start_and_its_own_sele
     body["hyperparameters"] = {**body.get("hyperparameters", {}), "bank_race": False}
     q = client.post("/v1/quotes", json=body).json()
     assert q["selection"]["raced"] is False and q["selection"]["race_steps"] == 0
+    assert q["selection"]["no_race"] == "not asked"
     r = client.post("/v1/jobs", json=body)
     assert r.status_code == 201, r.text
     done = wait_done(client, r.json()["id"])

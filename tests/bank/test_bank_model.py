@@ -225,6 +225,7 @@ def test_service_warm_start_is_the_banks_warm_start_and_names_the_race(loaded, t
     assert sess.steps_done == hard["steps_done"]  # the job goes on from the winner's race steps
     easy = engine.warm_start(loaded, job(0.0))  # every start meets it: the best entry, as it is
     assert not easy["raced"] and easy["race_steps"] == 0 and easy["steps_done"] == 0
+    assert easy["no_race"] == "at the target on the probe" and hard["no_race"] is None
     assert easy["kind"] == "warm" and easy["lr"] == pytest.approx(0.003) and easy["predicted_steps"] > 0
     assert easy["init"].startswith("bank:") and easy["probe_accuracy"] is not None
 
@@ -387,6 +388,7 @@ def test_warm_start_skips_the_race_only_where_the_probe_separates_the_bank_start
             assert ws.chosen.kind == "warm" and not ws.info["raced"]
             assert ws.extra_steps == 0 and ws.trainer.step_count == 0
             assert sep["t_text"] > 2.0 and sep["t_random"] > 2.0
+            assert ws.info["no_race"].startswith("the probe separates it")
         else:
             assert ws.info["raced"] and ws.extra_steps == 1 + 2 and sep["t_text"] < 2.0
     monkeypatch.setattr(pp, "make_probe", lambda *a, **k: _SeparatingProbe(t, True))

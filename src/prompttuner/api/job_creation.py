@@ -280,6 +280,7 @@ def quote_request(service: Service, t: Tenant, body: JobCreate) -> dict[str, Any
             "predicted_steps": selection.get("predicted_steps"),
             "chosen": selection.get("chosen"),
             "raced": selection.get("raced"),
+            "no_race": selection.get("no_race"),
             "race_steps": selection.get("race_steps"),
             "steps_done": selection.get("steps_done"),
             "candidates": selection.get("candidates"),

@@ -246,6 +246,7 @@ def warm_start(
     )
     if (at_target and rs.skip_at_target) or rs.candidates <= 1:
         info["raced"] = False
+        info["no_race"] = "at the target on the probe" if at_target and rs.skip_at_target else "not asked"
         return WarmStart(trainer_for(best), best, 0, cands, info)
     if best.kind == "warm" and rs.separate_z is not None and hasattr(probe, "row_losses"):
         rl = probe.row_losses([best.tensor, text_t, rand_t])
@@ -255,6 +256,7 @@ def warm_start(
         info["select_wall_s"] = time.perf_counter() - w0
         if apart:
             info["raced"] = False
+            info["no_race"] = f"the probe separates it (t {min(t):.1f} > {rs.separate_z:g})"
             return WarmStart(trainer_for(best), best, 0, cands, info)
 
     # the race: the best bank start (if any), the text init and random init, then the next best

@@ -29,6 +29,7 @@ def quote_summary(q: dict[str, Any], asked_at: float) -> dict[str, Any]:
         "start": sel.get("init") or "random",
         "probe_accuracy": sel.get("probe_accuracy"),
         "raced": sel.get("raced"),
+        "no_race": sel.get("no_race"),
         "race_steps": (sel.get("race_steps") or 0) + (sel.get("steps_done") or 0),  # losers' + winner's
         "candidates": [c.get("name") for c in sel.get("candidates") or []],
         "selection_s": sel.get("seconds", q.get("selection_s")),
@@ -57,7 +58,7 @@ def quotes_table(task: str, with_bank: dict[str, Any], without: dict[str, Any], 
             "race",
             f"{with_bank['race_steps']} steps"
             if with_bank.get("raced")
-            else "none (at the target on the probe)",
+            else f"none ({with_bank.get('no_race') or 'no race'})",
             "-",
         ),
         ("selection", f"{with_bank['selection_s'] or 0:.1f}s (done at the quote)", "-"),

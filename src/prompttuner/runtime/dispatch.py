@@ -33,6 +33,7 @@ START_KEYS = (  # what a job's quote keeps of its start
     "predicted_steps",
     "lr",
     "raced",
+    "no_race",
     "steps_done",
     "race_steps",
     "select_s",
