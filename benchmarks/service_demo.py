@@ -89,7 +89,8 @@ def main() -> None:
     for j in result["jobs"]:
         acc = "-" if j["accuracy"] is None else f"{j['accuracy']:.2f}"
         lines.append(
-            f"| {j['task']} | {j['start']}{' (best effort)' if j['best_effort'] else ''} | {j['steps']}"
+            f"| {j['task']}{' (from its quote)' if j.get('counts_from') == 'quote' else ''} | "
+            f"{j['start']}{' (best effort)' if j['best_effort'] else ''} | {j['steps']}"
             f"{' +' + str(j['race_steps']) + ' race' if j.get('race_steps') else ''} | "
             f"{acc}/{j['target']:.3f} | {j['quoted_s']}s | {j['actual_s']}s | "
             f"{'-' if j.get('selection_at_quote_s') is None else str(j['selection_at_quote_s']) + 's'} | "
@@ -113,8 +114,10 @@ def main() -> None:
         f"targets "
         f"reached {result['targets_reached']}; GPU-seconds charged to jobs {result['gpu_seconds_jobs']:.1f}, "
         f"held by the warm pool {result['gpu_seconds_held']:.1f}; planned step time at the end "
-        f"{result['step_s']:.2f}s (average of the last direct measurements). Quoted and took run from the "
-        "job's submission; a bank job's selection and race at its quote ran before it (in its GPU-s).",
+        f"{result['step_s']:.2f}s (average of the last direct measurements). Quoted, took and deadline run "
+        "from the job's submission, except for the pair's bank job, whose run from its quote (its selection "
+        "there included); a bank job's selection and race at its quote ran before it was submitted (in its "
+        "GPU-s).",
         "",
         *[f"- {n}" for n in result["notes"]],
         "",

@@ -109,13 +109,17 @@ def board(jobs: list[dict[str, Any]], labels: dict[str, str], info: dict[str, An
     return Group(t, Text(cluster_line(info)), Text(phase, style="bold"))
 
 
-def job_result(j: dict[str, Any], label: str, selection_at_quote_s: float | None = None) -> dict[str, Any]:
+def job_result(
+    j: dict[str, Any], label: str, selection_at_quote_s: float | None = None, since: float | None = None
+) -> dict[str, Any]:
     """One job of the final table (and of the JSON line).  ``selection_at_quote_s``: the seconds the bank's
-    selection and race ran for it at its quote, before it was submitted (in its GPU-seconds, not in the
-    time from its submission to its finish)."""
+    selection and race ran for it at its quote, before it was submitted (in its GPU-seconds).  Its
+    deadline, quoted finish and time run from ``since`` (the epoch time of its quote, so that they include
+    that selection; ``counts_from`` says "quote") or else from its submission."""
     q = j.get("quote") or {}
     fin = q.get("finish_time") or q.get("tightest_deadline")  # infeasible (best effort): the tightest
     end = j["finished_at"]
+    t0 = j["created_at"] if since is None else since
     return {
         "id": j["id"],
         "task": label.split(" ")[0],
@@ -132,9 +136,10 @@ def job_result(j: dict[str, Any], label: str, selection_at_quote_s: float | None
         "deadline_met": j["deadline_met"],
         "slo_met": j["slo_met"],
         "gpu_seconds": j["gpu_seconds"],
-        "deadline_s": round(j["deadline"] - j["created_at"], 1),
-        "quoted_s": round(fin - j["created_at"], 1) if isinstance(fin, int | float) else None,
-        "actual_s": round(end - j["created_at"], 1) if end is not None else None,
+        "counts_from": "submission" if since is None else "quote",
+        "deadline_s": round(j["deadline"] - t0, 1),
+        "quoted_s": round(fin - t0, 1) if isinstance(fin, int | float) else None,
+        "actual_s": round(end - t0, 1) if end is not None else None,
         "selection_at_quote_s": None if selection_at_quote_s is None else round(selection_at_quote_s, 1),
     }
 
@@ -151,6 +156,8 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
         notes.append("+N: steps of the losing starts of its warm start's race")
     if any(r.get("selection_at_quote_s") for r in rows):
         notes.append("at quote: the bank's selection and race, run at the quote before the job was submitted")
+    if any(r.get("counts_from") == "quote" for r in rows):
+        notes.append("^ times and deadline from its quote (its selection included), not its submission")
     t = Table(
         title="PromptTuner demo: jobs",
         caption="; ".join(notes) or None,
@@ -176,7 +183,7 @@ def final_table(rows: list[dict[str, Any]]) -> Any:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}"
         start = _short(str(r["start"]))
         t.add_row(
-            r["task"],
+            r["task"] + ("^" if r.get("counts_from") == "quote" else ""),
             start + ("*" if r["best_effort"] else ""),
             str(r["steps"]) + (f" +{r['race_steps']}" if r.get("race_steps") else ""),
             f"{acc}/{r['target']:.2f}",
