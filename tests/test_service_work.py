@@ -107,6 +107,21 @@ def test_plans_use_step_times_measured_with_the_workers_busy_and_a_margin_from_t
     assert ProfileBook(tmp_path / "p.json", "cpu", max_replicas=2).planning_step_s("m") == pytest.approx(want)
 
 
+def test_evaluations_are_planned_as_their_share_per_step_not_as_slow_steps(tmp_path: Path) -> None:
+    """A chunk with an evaluation is not a slow step: steps keep their own spread (here none, so no
+    margin), and the evaluations' seconds over the steps they came with are added per step."""
+    book = ProfileBook(tmp_path / "p.json", "cpu", max_replicas=1)
+    for s in (1.0, 1.0, 1.0):
+        book.observe_step("m", s)
+    assert book.eval_share_s("m") == 0.0 and book.planning_step_s("m") == pytest.approx(1.0)
+    for eval_s, steps in ((0.0, 3), (3.0, 1), (0.0, 2), (3.0, 2)):  # every 4 steps a 3 s evaluation
+        book.observe_eval("m", eval_s, steps)
+    assert book.eval_share_s("m") == pytest.approx(6.0 / 8)
+    assert book.planning_step_s("m") == pytest.approx(1.0 + 0.75)
+    book.save()
+    assert ProfileBook(tmp_path / "p.json", "cpu", max_replicas=1).eval_share_s("m") == pytest.approx(0.75)
+
+
 def test_selection_time_is_measured_with_its_margin(tmp_path: Path) -> None:
     book = ProfileBook(None, "cpu", max_replicas=2)
     # before any selection ran: a measured number of steps of this worker's planned step time
@@ -217,9 +232,9 @@ def test_a_step_time_is_kept_with_the_number_of_workers_busy_while_it_ran(tmp_pa
         ctl.jobs[jid] = rt
         jobs.append(rt)
 
-    def reply(wid: str, elapsed: float) -> Reply:
+    def reply(wid: str, elapsed: float, eval_s: float = 0.0) -> Reply:
         res = {"elapsed": elapsed, "steps_run": 2, "state": b"s", "version": 1, "steps_done": 2}
-        return Reply(wid, "train", True, {**res, "loss": 0.5, "accuracy": None})
+        return Reply(wid, "train", True, {**res, "loss": 0.5, "accuracy": None, "eval_s": eval_s})
 
     ctl._send(ctl.workers["a"], jobs[0], "train", {}, 0.0)
     ctl._send(ctl.workers["b"], jobs[1], "train", {}, 0.0)
@@ -227,10 +242,13 @@ def test_a_step_time_is_kept_with_the_number_of_workers_busy_while_it_ran(tmp_pa
     ctl._on_reply(reply("b", 6.0), 6.0)
     ctl._send(ctl.workers["a"], jobs[0], "train", {}, 7.0)  # alone this time
     ctl._on_reply(reply("a", 2.0), 9.0)
+    ctl._send(ctl.workers["a"], jobs[0], "train", {}, 10.0)  # alone, 2 s of its 4.4 s evaluating
+    ctl._on_reply(reply("a", 4.4, eval_s=2.0), 14.4)
     levels = ctl.profiles._get("tiny").levels
-    assert sent == [("a", "train"), ("b", "train"), ("a", "train")]
+    assert sent == [("a", "train"), ("b", "train"), ("a", "train"), ("a", "train")]
     assert levels["2"] == pytest.approx([math.log(3.0), math.log(3.0)])
-    assert levels["1"] == pytest.approx([math.log(1.0)])
+    assert levels["1"] == pytest.approx([math.log(1.0), math.log(1.2)])  # the steps, without the evaluation
+    assert ctl.profiles.eval_share_s("tiny") == pytest.approx(2.0 / 8)  # 2 s over the 8 steps replied
     service.store.engine.dispose()
 
 

@@ -378,7 +378,7 @@ def test_warm_start_skips_the_race_only_where_the_probe_separates_the_bank_start
     t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=11)
     with PromptBank(tmp_path / "bank") as bank:
         bank.add(t, model=loaded.name, task_description="r", labels=task.labels, task_name="r11")
-    race = RaceSettings(candidates=3, steps=1, blend=False)
+    race = RaceSettings(candidates=3, steps=1, blend=False, separate_z=2.0)
     for steady in (True, False):
         monkeypatch.setattr(pp, "make_probe", lambda *a, s=steady, **k: _SeparatingProbe(t, s))
         ws = warm_start(tmp_path / "bank", loaded, task, hard, race=race)

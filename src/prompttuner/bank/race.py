@@ -8,9 +8,9 @@ into a trainer ready to go on:
 2. **Blend**: the probe-weighted mean of the two best entries, probed on the same rows; a candidate like
    any other (kept when it scores best).
 3. **Race** (successive halving): unless the best start already meets the target on the probe rows, or
-   the probe already separates it from both cold inits (its per-row loss lower than the text init's and
-   random init's, each by more than ``RaceSettings.separate_z`` standard errors of the paired
-   differences on the same rows: :func:`separated`), the
+   (with ``RaceSettings.separate_z`` set; off by default) the probe already separates it from both cold
+   inits (its per-row loss lower than the text init's and random init's, each by more than ``separate_z``
+   standard errors of the paired differences on the same rows: :func:`separated`), the
    ``RaceSettings.candidates`` best starts -- always including the job's text init and a random init --
    each train ``RaceSettings.steps`` steps (the same batches: one seed), are probed again, and the better
    half goes on, until one is left.  Every race step is one of the job's steps
@@ -42,8 +42,10 @@ class RaceSettings:
     blend: bool = True  # offer the blend of the two best entries as a candidate
     skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
     # no race when the probe separates the best bank start from both cold inits by this many standard
-    # errors of the per-row loss differences (None: race whenever the best start is below the target)
-    separate_z: float | None = 2.0
+    # errors of the per-row loss differences (None: race whenever the best start is below the target).
+    # Off by default: on the novel-task phase at 2.0 it fired for 3 of 32 jobs (2 fewer steps, 1 worse)
+    # and added a step of selection (benchmarks/results/bank_stream_sep/): not measured better
+    separate_z: float | None = None
 
     @staticmethod
     def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:

@@ -120,7 +120,9 @@ class Dispatch(ControllerBase):
         res = r.result
         if r.op in ("train", "apply"):
             if r.op == "train" and res["steps_run"]:
-                per_step = elapsed / res["steps_run"]
+                eval_s = min(elapsed, float(res.get("eval_s") or 0.0))
+                self.profiles.observe_eval(rt.payload.model, eval_s, int(res["steps_run"]))
+                per_step = (elapsed - eval_s) / res["steps_run"]  # a step's time; evaluations apart
                 nominal = self.profiles.profile(rt.payload.model).step_time_s[self.cfg.gpu_type]
                 rt.step_factor = per_step / nominal if nominal > 0 else 1.0  # this job against its model
                 self.profiles.observe_step(rt.payload.model, per_step, busy=max(1, w.peak_busy))

@@ -51,6 +51,9 @@ class _Measured:
     weights_s: float | None = None  # the model's weight load alone, as a worker reported it
     switch_s: float | None = None  # a warm worker's switch to this model (unload the other, load this)
     switch_samples: int = 0
+    # recent train replies' (evaluation seconds, steps): evaluations are timed apart from steps (a chunk
+    # with an evaluation is not a slow step) and planned as their share per step
+    evals: list[list[float]] = field(default_factory=list)
 
 
 def _spread_margin(logs: list[float], z: float) -> float:
@@ -105,6 +108,22 @@ class ProfileBook:
                 m.weak_samples += 1
             else:
                 m.step_samples += 1
+
+    def observe_eval(self, model: str, eval_s: float, steps: int) -> None:
+        """The seconds a train reply spent evaluating, over the ``steps`` it ran."""
+        if steps > 0 and eval_s >= 0:
+            with self._lock:
+                ev = self._get(model).evals
+                ev.append([float(eval_s), float(steps)])
+                del ev[:-KEEP]
+
+    def eval_share_s(self, model: str) -> float:
+        """Seconds of evaluation per step over the recent train replies (their sums' ratio: a step-weighted
+        mean, steady however the evaluations fall into chunks); 0 until a reply reported it."""
+        with self._lock:
+            ev = self._get(model).evals
+            steps = sum(s for _, s in ev)
+            return sum(e for e, _ in ev) / steps if steps > 0 else 0.0
 
     def measured(self, model: str) -> bool:
         """Whether the step time of ``model`` comes from measurements rather than the default."""
@@ -173,7 +192,11 @@ class ProfileBook:
     def planning_step_s(self, model: str, busy: int | None = None) -> float:
         """Seconds per step to plan with when ``busy`` workers run (default: all the service may hold):
         the geometric mean of recent direct samples at that level (or the highest measured level below,
-        scaled linearly), times the margin from their spread; the average alone when nothing is kept."""
+        scaled linearly), times the margin from their spread; the average alone when nothing is kept; plus
+        the measured evaluation share per step (:meth:`eval_share_s`)."""
+        return self._planning_train_s(model, busy) + self.eval_share_s(model)
+
+    def _planning_train_s(self, model: str, busy: int | None) -> float:
         want = max(1, busy if busy is not None else self.max_replicas)
         with self._lock:
             m = self._get(model)

@@ -84,12 +84,14 @@ class WorkerCore:
         """Run up to ``steps`` steps (or until ``budget_s`` passes, or the target is reached)."""
         sess = self._session(job, state, version)
         t0 = time.monotonic()
-        loss_sum, ran, accuracy = 0.0, 0, None
+        loss_sum, ran, accuracy, eval_s = 0.0, 0, None, 0.0
         while ran < steps and sess.steps_done < job.max_steps:
             loss_sum += sess.step()
             ran += 1
             if _eval_due(job, sess.steps_done):
+                e0 = time.monotonic()
                 accuracy = sess.evaluate()
+                eval_s += time.monotonic() - e0
                 if job.target_accuracy is not None and accuracy >= job.target_accuracy:
                     break
             if time.monotonic() - t0 >= budget_s:
@@ -102,6 +104,7 @@ class WorkerCore:
             "steps_run": ran,
             "loss": loss_sum / ran if ran else None,
             "accuracy": accuracy,
+            "eval_s": eval_s,  # of the reply's time, spent evaluating (timed apart from the steps)
         }
 
     def _op_grad(
