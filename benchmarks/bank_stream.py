@@ -615,6 +615,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "reached": sum(x["bank_steps"] is not None for x in novel),
             "worse_than_better_baseline_by_more_than_the_race": worse,
         }
+        seps = [r for r in runs if r["init"] == "novel" and (r["start"].get("separation") is not None)]
+        if seps:  # a variant with race.separate_z: where the probe's separation was tested, and skipped it
+            out["novel_task"]["separation"] = {
+                "tested": [r["job"] for r in seps],
+                "skipped_race": [r["job"] for r in seps if not r["start"]["raced"]],
+            }
         out["novel_rows"] = novel
 
     def chain(sel: list[dict[str, Any]]) -> dict[str, int]:
@@ -848,6 +854,15 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
             f"- reached the target within the budget: {nov['reached']} of {len(novel)}",
             f"- the start chosen: another task's entry {ch['other_entry']}, the blend {ch['blend']}, "
             f"text init {ch['text']}, random init {ch['random']}; raced {ch['raced']}",
+            *(
+                [
+                    f"- the race skipped where the probe separates the best bank start from both cold inits "
+                    f"(race.separate_z {st['race'].get('separate_z')}): tested for {len(sp['tested'])} jobs, "
+                    f"skipped for {len(sp['skipped_race'])} ({', '.join(sp['skipped_race']) or '-'})"
+                ]
+                if (sp := nov.get("separation"))
+                else []
+            ),
             f"- the race's price: the losers' steps (median {fr['extra_steps_median']}). Were they free, the "
             f"median ratios would be {fr['vs_random'].get('median', float('nan')):.2f}x vs random and "
             f"{fr['vs_text'].get('median', float('nan')):.2f}x vs text (a diagnostic, not a result).",
