@@ -98,7 +98,7 @@ def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
     assert ckpts and ckpts == sorted(ckpts) and ckpts[-1] == 12  # every progress event names its checkpoint
     quote = next(e for e in events if e["kind"] == "quote")  # its own event, just before the admission
     assert kinds.index("quote") == kinds.index("admit") - 1
-    assert quote["data"]["feasible"] is True and quote["data"]["finish_time"] == job["quote"]["finish_time"]
+    assert quote["data"]["feasible"] is True and quote["data"]["finish_time"] == done["quote"]["finish_time"]
     assert quote["data"]["predicted_steps"] > 0 and quote["data"]["prediction"]  # the work it planned
     blob = client.get(f"/v1/jobs/{job['id']}/prompt")
     assert blob.status_code == 200

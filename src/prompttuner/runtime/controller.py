@@ -405,19 +405,20 @@ class Controller(Dispatch, Recovery, StatusView):
         rt.admitted = True
         quote = {**quote_json(a.quote), **rt.work_info} if a.quote is not None else None
         self._save(rt, self._now, admitted=True, **({"quote": quote} if quote else {}))
-        self._emit_quote(rt.job_id, quote)
+        self._emit_quote(rt.job_id, quote or self._stored_quote(rt))
         self._emit(Event(self._now, "admit", rt.job_id, data={"reason": a.reason}))
 
     def decline(self, a: Admission) -> None:
         rt = self.jobs[a.job_id]
         quote = {**quote_json(a.quote), **rt.work_info} if a.quote is not None else None
-        self._emit_quote(rt.job_id, quote)
+        self._emit_quote(rt.job_id, quote or self._stored_quote(rt))
         self._close(rt, JobPhase.DECLINED, self._now, kind="decline", data={"reason": a.reason})
 
     def _emit_quote(self, job_id: str, quote: dict[str, Any] | None) -> None:
-        """The quote the policy gave the job at its admission decision, as its own event (just before the
-        admit or decline it led to): the promised finish, GPUs and cost, and the work it was planned
-        with (predicted steps, their source, the bank's selection still to run)."""
+        """The quote the job was admitted (or declined) with, as its own event just before the admit or
+        decline: the policy's at its decision, else the one it was given at submission; the promised
+        finish, GPUs and cost, and the work it was planned with (predicted steps, their source, the bank's
+        selection still to run)."""
         if quote is not None:
             self._emit(Event(self._now, "quote", job_id, data=quote))
 

@@ -58,6 +58,13 @@ class ControllerBase:
                 setattr(row, k, v)
             row.updated_at = now
 
+    def _stored_quote(self, rt: JobRT) -> dict[str, Any] | None:
+        """The quote kept in the job's row (given at its submission)."""
+        with self.store.session() as s:
+            row = s.get(Job, rt.job_id)
+            q = row.quote if row is not None else None
+            return dict(q) if isinstance(q, dict) else None
+
     def _emit(self, ev: Event) -> None:
         self.store.add_events([ev])
 
