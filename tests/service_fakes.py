@@ -129,26 +129,8 @@ class RaceFakeEngine(FakeEngine):
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank configured")
-        if not job.bank_race:  # the probe's best start as it is: no race, no steps yet
-            return {
-                "state": json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode(),
-                "init": "bank:e1",
-                "chosen": "entry:mr/e1",
-                "kind": "warm",
-                "entry_task": "mr",
-                "probe_accuracy": 0.5,
-                "predicted_steps": 6,
-                "lr": 0.01,
-                "raced": False,
-                "no_race": "not asked",
-                "steps_done": 0,
-                "race_steps": 0,
-                "candidates": [{"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5}],
-                "select_s": 0.01,
-            }
-        race = [{"steps": 2.0, "accuracy": 0.6, "loss": 0.7}]
-        return {
-            "state": json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode(),
+        entry = {"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5}
+        common = {
             "init": "bank:e1",
             "chosen": "entry:mr/e1",
             "kind": "warm",
@@ -156,15 +138,26 @@ class RaceFakeEngine(FakeEngine):
             "probe_accuracy": 0.5,
             "predicted_steps": 6,
             "lr": 0.01,
-            "raced": True,
-            "steps_done": 2,
-            "race_steps": 3,
+            "select_s": 0.01,
+        }
+        if not job.bank_race:  # the probe's best start as it is: no race, no steps yet
+            state = {"step": 0, "w": 1.0, "pos": 0, "bank": True}
+            return {
+                **common,
+                "state": json.dumps(state).encode(),
+                **{"raced": False, "no_race": "not asked", "steps_done": 0, "race_steps": 0},
+                "candidates": [entry],
+            }
+        race = [{"steps": 2.0, "accuracy": 0.6, "loss": 0.7}]
+        return {
+            **common,
+            "state": json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode(),
+            **{"raced": True, "steps_done": 2, "race_steps": 3},
             "candidates": [
-                {"name": "entry:mr/e1", "kind": "warm", "entry_id": "e1", "accuracy": 0.5, "race": race},
+                {**entry, "race": race},
                 {"name": "text", "kind": "text", "race": race},
                 {"name": "random", "kind": "random", "race": race[:1]},
             ],
-            "select_s": 0.01,
         }
 
 
