@@ -59,7 +59,7 @@ def test_demo_shows_the_bank_against_its_twin_and_ends_with_a_table_and_one_json
     assert twin["best_effort"] and not bank["best_effort"]
     assert any("twin ran best effort" in n for n in result["notes"]) and cmp["twin_ran"]
     assert cmp["only_bank_met"] == (bool(bank["slo_met"]) and not twin["slo_met"])
-    assert cmp["bank_actual_with_selection_s"] == bank["actual_s"] >= bank["selection_at_quote_s"]
+    assert bank["actual_s"] >= bank["selection_at_quote_s"]  # from its quote: its selection included
     # the selection and race that ran at a bank job's quote are shown beside its time from submission
     assert bank["selection_at_quote_s"] == round(qb["selection_s"], 1)
     assert twin["selection_at_quote_s"] is None

@@ -71,8 +71,9 @@ class Hyperparameters(BaseModel):
     bank_race: bool = Field(
         True,
         description="with bank_warm_start: race the best bank start against the job's text and random inits "
-        "(a few steps each, successive halving; the losers' steps are the job's) unless the probe already "
-        "tells them apart; false: take the probe's best start as it is (no race steps: for a tight deadline)",
+        "(a few steps each, successive halving; the losers' steps are the job's) unless the best start "
+        "already meets the target on the probe rows; false: take the probe's best start as it is (no race "
+        "steps: for a tight deadline)",
     )
 
 
