@@ -48,3 +48,18 @@ def test_loading_hours_and_the_lean_variant() -> None:
         assert 0.0 < m["loading_gpu_hours"] <= m["cost_gpu_hours"] - m["busy_gpu_hours"] + 1e-9
         assert m["unfinished"] == 0
     assert lean["loading_gpu_hours"] <= base["loading_gpu_hours"] + 1e-9
+
+
+def test_cost_frontier_accounting_leaves_the_run_as_simulate_makes_it() -> None:
+    from sim_cost_frontier import LEAN, measure
+
+    cat = load_catalog()
+    cfg = WorkloadConfig(n_jobs=150, load=0.6, slo_tightness=1.0, prediction="measured", capacity={"a100": 32})
+    for pol, kw in (("prompttuner", LEAN), ("infless", {})):
+        got = measure(pol, dict(kw), cfg, cat)
+        ref = simulate("prompttuner-lean" if kw else pol, generate(cfg, cat), cfg, cat).metrics
+        for k in ("cost", "slo_violation_rate", "busy_gpu_hours", "loading_gpu_hours", "cold_starts"):
+            assert got[k] == pytest.approx(ref[k], rel=1e-12), k
+        assert got["cost_per_met_job"] == pytest.approx(ref["cost_per_met_job"], rel=1e-12)
+        assert 0.0 < got["released_idle_gpu_hours"] <= got["idle_gpu_hours"] + 1e-9
+        assert 0.0 < got["pause_gpu_hours"] < got["busy_gpu_hours"]
