@@ -69,6 +69,11 @@ and >= 1.3x): INFless pays for its low cost with 29-31 % violations (PromptTuner
 remaining gap is PromptTuner's extra busy hours (more replicas per job to meet deadlines) and its warm
 pool. These runs are at tightness 1.0 with measured prediction; the lean fixes are not the default
 because the lead's comparison (`sim_comparison`) is being run with `prompttuner` as it is.
+`sim_cost_frontier.md` sweeps the price PromptTuner puts on a violation when it keeps idle workers
+(and `keep_factor`) beside INFless's keep-alive, 3 seeds at 128 and 1,024 GPUs: the cheapest PromptTuner
+point at 1,024 GPUs costs $7,802 (INFless 1.076x) at 4.25 % violations, short of the goal's $7,634,
+because PromptTuner's busy GPU-hours alone (2,253-2,265) leave 280-292 GPU-h for loading and idle and no
+setting needs fewer than 338.
 
 ## Simulator CPU time at 10,000 GPUs
 
