@@ -54,7 +54,9 @@ def test_cost_frontier_accounting_leaves_the_run_as_simulate_makes_it() -> None:
     from sim_cost_frontier import LEAN, measure
 
     cat = load_catalog()
-    cfg = WorkloadConfig(n_jobs=150, load=0.6, slo_tightness=1.0, prediction="measured", capacity={"a100": 32})
+    cfg = WorkloadConfig(
+        n_jobs=150, load=0.6, slo_tightness=1.0, prediction="measured", capacity={"a100": 32}
+    )
     for pol, kw in (("prompttuner", LEAN), ("infless", {})):
         got = measure(pol, dict(kw), cfg, cat)
         ref = simulate("prompttuner-lean" if kw else pol, generate(cfg, cat), cfg, cat).metrics
