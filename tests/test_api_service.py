@@ -16,7 +16,7 @@ from prompttuner.api.app import create_app
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.scheduler import make_policy
 from prompttuner.service import Service, ServiceConfig
-from service_fakes import FAKE_ENGINE, GreedyPolicy
+from service_fakes import FAKE_ENGINE, HOLD_ENV, GreedyPolicy, Hold
 
 ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]
 
@@ -40,15 +40,18 @@ def make_service(home: Path, policy: Any = None, **kw: Any) -> Service:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Service]]:
-    """One running service for the module; each test gets its own tenant, so tests do not see each other."""
-    service = make_service(
-        tmp_path_factory.mktemp("svc") / "home",
-        policy=make_policy("prompttuner"),  # the real policy in the loop
-        max_request_bytes=64_000,
-        max_upload_bytes=32_000,
-    )
-    with TestClient(create_app(service)) as client:
-        yield client, service
+    """One running service for the module; each test gets its own tenant, so tests do not see each other.
+    Its workers can hold a tenant's jobs while they run (``tenant_hold``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(HOLD_ENV, str(tmp_path_factory.mktemp("hold")))  # before the workers start
+        service = make_service(
+            tmp_path_factory.mktemp("svc") / "home",
+            policy=make_policy("prompttuner"),  # the real policy in the loop
+            max_request_bytes=64_000,
+            max_upload_bytes=32_000,
+        )
+        with TestClient(create_app(service)) as client:
+            yield client, service
 
 
 @pytest.fixture
@@ -57,6 +60,13 @@ def svc(shared: tuple[TestClient, Service]) -> Iterator[tuple[TestClient, Servic
     _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
     client.headers["Authorization"] = f"Bearer {key}"
     yield client, service
+
+
+def tenant_hold(client: TestClient, service: Service) -> Hold:
+    """The fake engine's hold on the jobs of the client's tenant (``service_fakes.Hold``)."""
+    tenant = service.store.tenant_for_key(client.headers["Authorization"].removeprefix("Bearer "))
+    assert tenant is not None
+    return Hold.of(tenant.id)
 
 
 def job_body(**over: Any) -> dict[str, Any]:
@@ -119,22 +129,30 @@ def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
 
 
 def test_upload_then_reference_and_cancel(svc: tuple[TestClient, Service]) -> None:
-    client, _ = svc
+    client, service = svc
     raw = "\n".join(json.dumps(r) for r in ROWS).encode()
     up = client.post("/v1/files", files={"file": ("train.jsonl", raw)})
     assert up.status_code == 201, up.text
     assert up.json()["rows"] == 24 and up.json()["labels"] == ["bad", "good"]
-    r = client.post(
-        "/v1/jobs",
-        json=job_body(
-            training_data=None, training_file=up.json()["id"], labels=None, max_steps=5000, best_effort=True
-        ),
-    )
-    assert r.status_code == 201, r.text
-    jid = r.json()["id"]
-    wait_for(lambda: client.get(f"/v1/jobs/{jid}").json()["progress"]["steps_done"] > 0)
-    c = client.post(f"/v1/jobs/{jid}/cancel")
-    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    # held after its first step, the job is certainly running when the cancel comes (a step budget alone
+    # is not enough: with FAKE_STEP_S=0 leaked by another test, 5000 steps took well under a second)
+    with tenant_hold(client, service) as hold:
+        r = client.post(
+            "/v1/jobs",
+            json=job_body(
+                training_data=None,
+                training_file=up.json()["id"],
+                labels=None,
+                max_steps=5000,
+                best_effort=True,
+            ),
+        )
+        assert r.status_code == 201, r.text
+        jid = r.json()["id"]
+        wait_for(hold.holding)
+        assert client.get(f"/v1/jobs/{jid}").json()["status"] == "running"
+        c = client.post(f"/v1/jobs/{jid}/cancel")
+        assert c.status_code == 200 and c.json()["status"] == "cancelled"
     again = client.post(f"/v1/jobs/{jid}/cancel")
     assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
     assert client.get(f"/v1/jobs/{jid}/prompt").status_code == 409
