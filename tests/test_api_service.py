@@ -13,9 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
+from prompttuner.core.types import JobPhase
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.scheduler import make_policy
 from prompttuner.service import Service, ServiceConfig
+from prompttuner.state.models import Job
 from service_fakes import FAKE_ENGINE, HOLD_ENV, GreedyPolicy, Hold
 
 ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]
@@ -156,6 +158,64 @@ def test_upload_then_reference_and_cancel(svc: tuple[TestClient, Service]) -> No
     again = client.post(f"/v1/jobs/{jid}/cancel")
     assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
     assert client.get(f"/v1/jobs/{jid}/prompt").status_code == 409
+
+
+def test_a_job_that_ends_while_its_cancel_waits_is_not_reported_cancelled(
+    svc: tuple[TestClient, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job ends (its last step, its export) after the cancel found it running and before the controller
+    took the cancel: the answer is 409, it already ended, not 200 with the job's final status."""
+    client, service = svc
+    ctl = service.controller
+    cancel = ctl.cancel
+
+    def ended_first(job_id: str) -> bool:
+        hold.release()  # the job runs its last step and ends before this cancel reaches the controller
+
+        def ended() -> bool:
+            with service.store.session() as s:
+                row = s.get(Job, job_id)
+                return row is not None and JobPhase(row.phase).terminal
+
+        wait_for(ended)
+        return cancel(job_id)
+
+    with tenant_hold(client, service) as hold:
+        jid = client.post("/v1/jobs", json=job_body(max_steps=2)).json()["id"]
+        wait_for(hold.holding)
+        monkeypatch.setattr(ctl, "cancel", ended_first)
+        c = client.post(f"/v1/jobs/{jid}/cancel")
+    assert c.status_code == 409, c.text
+    assert f"job {jid} already ended (succeeded)" in c.json()["error"]["message"]
+    done = client.get(f"/v1/jobs/{jid}").json()
+    assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 2
+
+
+def test_a_job_cancelled_before_the_controller_takes_it_never_runs(
+    svc: tuple[TestClient, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes between the job's row and its hand-over to the controller (``submit``) cancels
+    it: the controller then leaves it alone (before, the cancel was a no-op answered 200 and the job ran)."""
+    client, service = svc
+    ctl = service.controller
+    submit = ctl.submit
+    answers: list[bool] = []
+
+    def cancelled_first(job_id: str, *args: Any, **kw: Any) -> None:
+        answers.append(ctl.cancel(job_id))  # the row is committed, the controller does not have it yet
+        submit(job_id, *args, **kw)
+
+    monkeypatch.setattr(ctl, "submit", cancelled_first)
+    r = client.post("/v1/jobs", json=job_body())
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    assert answers == [True] and r.json()["status"] == "cancelled"
+    with ctl.lock:
+        assert jid not in ctl.jobs and jid not in ctl.new_ids
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{jid}/events").json()["data"]]
+    assert kinds == ["cancel"], kinds  # never admitted, never started
+    again = client.post(f"/v1/jobs/{jid}/cancel")
+    assert again.status_code == 409 and "already ended (cancelled)" in again.json()["error"]["message"]
 
 
 def test_tenant_isolation(svc: tuple[TestClient, Service]) -> None:
