@@ -92,8 +92,9 @@ def worker_pids(service_pid: int) -> list[int]:
 
 def expected_w(train_path: str, steps: int, batch: int) -> float:
     """The fake engine's prompt after ``steps`` uninterrupted steps (see tests/service_fakes.py)."""
+    # (no FAKE_STEP_S here: the fake's expected_w steps without sleeping by itself, and this runs in the
+    # caller's process, a test run among them, whose later workers would inherit a changed environment)
     sys.path.insert(0, str(TESTS))
-    os.environ.setdefault("FAKE_STEP_S", "0")
     from prompttuner.runtime.engine import JobPayload
     from service_fakes import expected_w as ew  # type: ignore[import-not-found]
 

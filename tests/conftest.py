@@ -68,6 +68,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _fake_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("FAKE_")}
+
+
+@pytest.fixture(autouse=True)
+def fake_engine_env_kept() -> Iterator[None]:
+    """The fake engine's knobs (``FAKE_STEP_S`` and the other ``FAKE_*`` variables) are each test's own:
+    one left changed reaches the workers of every service the later tests start (a leaked FAKE_STEP_S=0
+    made a 5000-step job finish within its first second, before the cancel meant for it while running)."""
+    before = _fake_env()
+    yield
+    after = _fake_env()
+    assert after == before, f"the test left the fake engine's environment changed: {before} -> {after}"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """The session's PostgreSQL server, installed if missing; skipped (failed under CI) where it cannot be."""

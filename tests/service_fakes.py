@@ -31,6 +31,8 @@ from prompttuner.scheduler.base import Policy, register
 from prompttuner.scheduler.common import keep_warm_floor
 
 FAKE_ENGINE = "service_fakes:FakeEngine"
+HOLD_ENV = "FAKE_HOLD_DIR"  # a folder: the workers hold the jobs of the tenants named in it (Hold)
+HOLD_MAX_S = 120.0  # a hold never outlasts this (a test that fails while holding cannot hang a worker)
 
 
 def _rows(path: str) -> int:
@@ -46,6 +48,8 @@ class FakeSession:
         self.step_no, self.w, self.pos = int(st["step"]), float(st["w"]), int(st["pos"])
         self.bank = bool(st.get("bank", False))  # started from the fake bank (FAKE_BANK_BONUS)
         self.step_s = float(os.environ.get("FAKE_STEP_S", "0.02"))
+        hold_dir = os.environ.get(HOLD_ENV)
+        self.hold = Hold.at(Path(hold_dir), job.tenant) if hold_dir else None
 
     @property
     def steps_done(self) -> int:
@@ -55,6 +59,8 @@ class FakeSession:
         return [(self.pos + i) % self.n for i in range(self.job.batch_size)]
 
     def _advance(self, g_sum: float, n: int) -> float:
+        if self.hold is not None and self.step_no >= 1:
+            self.hold.wait()  # a held job: its first step done, the next waits for the release
         # order-sensitive, so a skipped, repeated or misapplied step shows in the result
         self.w = self.w * 0.9 + (self.job.lr or 0.3) * g_sum / n
         self.pos = (self.pos + self.job.batch_size) % self.n
@@ -90,6 +96,52 @@ class FakeSession:
         from safetensors.numpy import save_file
 
         save_file({"prompt": np.full((self.job.num_virtual_tokens, 4), self.w, dtype=np.float64)}, path)
+
+
+class Hold:
+    """Holds the jobs of one tenant after their first step until released, so a test can act on a job that
+    is certainly still running (it cannot end by itself, however fast the fake steps).
+
+    The workers see it through ``$FAKE_HOLD_DIR`` (set before they start): while the file named after the
+    tenant is there, a job of that tenant that has run one step (single-worker or data-parallel) waits
+    before its next, and says so with ``<tenant>.held``.  In a test: ``with Hold.of(tenant_id) as hold:``
+    submit, ``wait_for(hold.holding)``, act; the hold is released when the block ends (or ``release()``).
+    """
+
+    def __init__(self, gate: Path, marker: Path) -> None:
+        self.gate, self.marker = gate, marker
+
+    @classmethod
+    def at(cls, folder: Path, tenant: str) -> Hold:
+        return cls(folder / tenant, folder / f"{tenant}.held")
+
+    @classmethod
+    def of(cls, tenant: str) -> Hold:
+        """The hold of ``tenant`` in this process's ``$FAKE_HOLD_DIR`` (the workers' folder)."""
+        return cls.at(Path(os.environ[HOLD_ENV]), tenant)
+
+    def __enter__(self) -> Hold:
+        self.gate.touch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.gate.unlink(missing_ok=True)
+
+    def holding(self) -> bool:
+        """A job of the tenant has run its first step and waits (or waited) for the release."""
+        return self.marker.exists()
+
+    def wait(self) -> None:
+        """In a worker: wait while the hold is on."""
+        if not self.gate.exists():
+            return
+        self.marker.touch()
+        end = time.monotonic() + HOLD_MAX_S
+        while self.gate.exists() and time.monotonic() < end:
+            time.sleep(0.005)  # polls the release (a file: the test is another process)
 
 
 class FakeEngine:

@@ -13,10 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
+from prompttuner.core.types import JobPhase
 from prompttuner.runtime.controller import ControllerConfig
 from prompttuner.scheduler import make_policy
 from prompttuner.service import Service, ServiceConfig
-from service_fakes import FAKE_ENGINE, GreedyPolicy
+from prompttuner.state.models import Job
+from service_fakes import FAKE_ENGINE, HOLD_ENV, GreedyPolicy, Hold
 
 ROWS = [{"text": f"example number {i}", "label": "good" if i % 2 else "bad"} for i in range(24)]
 
@@ -40,15 +42,18 @@ def make_service(home: Path, policy: Any = None, **kw: Any) -> Service:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Service]]:
-    """One running service for the module; each test gets its own tenant, so tests do not see each other."""
-    service = make_service(
-        tmp_path_factory.mktemp("svc") / "home",
-        policy=make_policy("prompttuner"),  # the real policy in the loop
-        max_request_bytes=64_000,
-        max_upload_bytes=32_000,
-    )
-    with TestClient(create_app(service)) as client:
-        yield client, service
+    """One running service for the module; each test gets its own tenant, so tests do not see each other.
+    Its workers can hold a tenant's jobs while they run (``tenant_hold``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(HOLD_ENV, str(tmp_path_factory.mktemp("hold")))  # before the workers start
+        service = make_service(
+            tmp_path_factory.mktemp("svc") / "home",
+            policy=make_policy("prompttuner"),  # the real policy in the loop
+            max_request_bytes=64_000,
+            max_upload_bytes=32_000,
+        )
+        with TestClient(create_app(service)) as client:
+            yield client, service
 
 
 @pytest.fixture
@@ -57,6 +62,13 @@ def svc(shared: tuple[TestClient, Service]) -> Iterator[tuple[TestClient, Servic
     _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
     client.headers["Authorization"] = f"Bearer {key}"
     yield client, service
+
+
+def tenant_hold(client: TestClient, service: Service) -> Hold:
+    """The fake engine's hold on the jobs of the client's tenant (``service_fakes.Hold``)."""
+    tenant = service.store.tenant_for_key(client.headers["Authorization"].removeprefix("Bearer "))
+    assert tenant is not None
+    return Hold.of(tenant.id)
 
 
 def job_body(**over: Any) -> dict[str, Any]:
@@ -119,25 +131,91 @@ def test_job_lifecycle_over_http(svc: tuple[TestClient, Service]) -> None:
 
 
 def test_upload_then_reference_and_cancel(svc: tuple[TestClient, Service]) -> None:
-    client, _ = svc
+    client, service = svc
     raw = "\n".join(json.dumps(r) for r in ROWS).encode()
     up = client.post("/v1/files", files={"file": ("train.jsonl", raw)})
     assert up.status_code == 201, up.text
     assert up.json()["rows"] == 24 and up.json()["labels"] == ["bad", "good"]
-    r = client.post(
-        "/v1/jobs",
-        json=job_body(
-            training_data=None, training_file=up.json()["id"], labels=None, max_steps=5000, best_effort=True
-        ),
-    )
-    assert r.status_code == 201, r.text
-    jid = r.json()["id"]
-    wait_for(lambda: client.get(f"/v1/jobs/{jid}").json()["progress"]["steps_done"] > 0)
-    c = client.post(f"/v1/jobs/{jid}/cancel")
-    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    # held after its first step, the job is certainly running when the cancel comes (a step budget alone
+    # is not enough: with FAKE_STEP_S=0 leaked by another test, 5000 steps took well under a second)
+    with tenant_hold(client, service) as hold:
+        r = client.post(
+            "/v1/jobs",
+            json=job_body(
+                training_data=None,
+                training_file=up.json()["id"],
+                labels=None,
+                max_steps=5000,
+                best_effort=True,
+            ),
+        )
+        assert r.status_code == 201, r.text
+        jid = r.json()["id"]
+        wait_for(hold.holding)
+        assert client.get(f"/v1/jobs/{jid}").json()["status"] == "running"
+        c = client.post(f"/v1/jobs/{jid}/cancel")
+        assert c.status_code == 200 and c.json()["status"] == "cancelled"
     again = client.post(f"/v1/jobs/{jid}/cancel")
     assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
     assert client.get(f"/v1/jobs/{jid}/prompt").status_code == 409
+
+
+def test_a_job_that_ends_while_its_cancel_waits_is_not_reported_cancelled(
+    svc: tuple[TestClient, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job ends (its last step, its export) after the cancel found it running and before the controller
+    took the cancel: the answer is 409, it already ended, not 200 with the job's final status."""
+    client, service = svc
+    ctl = service.controller
+    cancel = ctl.cancel
+
+    def ended_first(job_id: str) -> bool:
+        hold.release()  # the job runs its last step and ends before this cancel reaches the controller
+
+        def ended() -> bool:
+            with service.store.session() as s:
+                row = s.get(Job, job_id)
+                return row is not None and JobPhase(row.phase).terminal
+
+        wait_for(ended)
+        return cancel(job_id)
+
+    with tenant_hold(client, service) as hold:
+        jid = client.post("/v1/jobs", json=job_body(max_steps=2)).json()["id"]
+        wait_for(hold.holding)
+        monkeypatch.setattr(ctl, "cancel", ended_first)
+        c = client.post(f"/v1/jobs/{jid}/cancel")
+    assert c.status_code == 409, c.text
+    assert f"job {jid} already ended (succeeded)" in c.json()["error"]["message"]
+    done = client.get(f"/v1/jobs/{jid}").json()
+    assert done["status"] == "succeeded" and done["progress"]["steps_done"] == 2
+
+
+def test_a_job_cancelled_before_the_controller_takes_it_never_runs(
+    svc: tuple[TestClient, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes between the job's row and its hand-over to the controller (``submit``) cancels
+    it: the controller then leaves it alone (before, the cancel was a no-op answered 200 and the job ran)."""
+    client, service = svc
+    ctl = service.controller
+    submit = ctl.submit
+    answers: list[bool] = []
+
+    def cancelled_first(job_id: str, *args: Any, **kw: Any) -> None:
+        answers.append(ctl.cancel(job_id))  # the row is committed, the controller does not have it yet
+        submit(job_id, *args, **kw)
+
+    monkeypatch.setattr(ctl, "submit", cancelled_first)
+    r = client.post("/v1/jobs", json=job_body())
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    assert answers == [True] and r.json()["status"] == "cancelled"
+    with ctl.lock:
+        assert jid not in ctl.jobs and jid not in ctl.new_ids
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{jid}/events").json()["data"]]
+    assert kinds == ["cancel"], kinds  # never admitted, never started
+    again = client.post(f"/v1/jobs/{jid}/cancel")
+    assert again.status_code == 409 and "already ended (cancelled)" in again.json()["error"]["message"]
 
 
 def test_tenant_isolation(svc: tuple[TestClient, Service]) -> None:

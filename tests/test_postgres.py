@@ -27,6 +27,8 @@ from prompttuner.state.store import MIGRATIONS, Store, make_engine
 from test_api_service import (  # noqa: F401 - fixtures and tests, collected again in this module
     shared,
     svc,
+    test_a_job_cancelled_before_the_controller_takes_it_never_runs,
+    test_a_job_that_ends_while_its_cancel_waits_is_not_reported_cancelled,
     test_bad_job_inputs_name_the_problem,
     test_infeasible_slo_gets_tightest_deadline_unless_best_effort,
     test_job_lifecycle_over_http,

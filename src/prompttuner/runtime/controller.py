@@ -88,6 +88,7 @@ class Controller(Dispatch, Recovery, StatusView):
         self.jobs: dict[str, JobRT] = {}
         self.workers: dict[str, WorkerRec] = {}
         self.new_ids: list[str] = []
+        self.cancelled_unsubmitted: set[str] = set()  # cancelled between their row and submit()
         self.requests: deque[tuple[str, dict[str, Any], Future[Any]]] = deque()
         self.book = ArrivalBook()
         self.released_gpu_s = 0.0
@@ -176,6 +177,9 @@ class Controller(Dispatch, Recovery, StatusView):
             rt = self._rt_from_row(row, s)
         rt.work_info = dict(work_info or {})
         with self.lock:
+            if job_id in self.cancelled_unsubmitted:  # cancelled since its row was committed: it is over
+                self.cancelled_unsubmitted.discard(job_id)
+                return
             if selection is not None:
                 self._take_selection(rt, selection)
             self.jobs[job_id] = rt
@@ -294,16 +298,35 @@ class Controller(Dispatch, Recovery, StatusView):
             return {"ready": all(v["ready"] for v in models.values()), "models": models}
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a job that is not finished; False when it already ended."""
+        """Cancel a job that is not finished; False when it already ended.
+
+        A job whose row is committed but that is not handed over yet (between the row and :meth:`submit`)
+        is cancelled in its row, and :meth:`submit` then leaves it alone."""
         with self.lock:
             rt = self.jobs.get(job_id)
-            if rt is None:
-                return False
             now = self.clock()
+            if rt is None:
+                return self._cancel_unsubmitted(job_id, now)
             self._detach_all(rt, now)
             self._close(rt, JobPhase.CANCELLED, now, kind="cancel")
             self._need_decide = True
             return True
+
+    def _cancel_unsubmitted(self, job_id: str, now: float) -> bool:
+        """Cancel the row of a job the controller does not have: one not yet submitted (False when the
+        row has ended, or is not there)."""
+        with self.store.session() as s:
+            row = s.get(Job, job_id)
+            if row is None or JobPhase(row.phase).terminal:
+                return False
+        self.cancelled_unsubmitted.add(job_id)
+        self._emit(Event(now, "cancel", job_id, data={"before_submit": True}))  # stored before the row ends
+        with self.store.session() as s:
+            row = s.get(Job, job_id)
+            if row is not None:
+                row.phase, row.finished_at, row.deadline_met = JobPhase.CANCELLED.value, now, False
+                row.updated_at = now
+        return True
 
     def predict(self, model: str, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
         with self.lock:

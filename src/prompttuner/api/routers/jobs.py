@@ -90,13 +90,18 @@ def job_events(
 
 @router.post("/v1/jobs/{job_id}/cancel", responses=responses(*AUTH_ERRORS, 404, 409, 422))
 def cancel_job(service: ServiceDep, t: Auth, job_id: JobId) -> dict[str, Any]:
+    """Cancel a job that has not ended; 409 when it has (also when it ends while the cancel is on its way:
+    the controller's answer decides, not the phase read before it)."""
     with service.store.session() as s:
         row = own_job(s, t, job_id)
         if JobPhase(row.phase).terminal:
             raise ApiError(409, f"job {job_id} already ended ({row.phase})", param="job")
-    service.controller.cancel(job_id)
+    cancelled = service.controller.cancel(job_id)
     with service.store.session() as s:
-        return job_json(own_job(s, t, job_id))
+        row = own_job(s, t, job_id)
+        if not cancelled:
+            raise ApiError(409, f"job {job_id} already ended ({row.phase})", param="job")
+        return job_json(row)
 
 
 @router.get(
