@@ -2,8 +2,9 @@
 change a single decision.
 
 Every decision (the snapshot's time and the policy's ``Decisions``, by ``repr``, floats exact) feeds a
-running SHA-256; every ``--every`` decisions its digest is written out with the CPU time so far.  Two
-revisions agree on the first N decisions when their lines up to N agree.
+running SHA-256; every ``--every`` decisions, and at the last, its digest is written out with the CPU time
+so far (the last line's count is less than ``--decisions`` when the run ended first).  Two revisions agree
+on the first N decisions when their lines up to N agree.
 
     PYTHONPATH=src python benchmarks/decision_hash.py --policy elasticflow --decisions 15000 \\
         [--jobs 100000 --gpus a100:5000,h100:5000 --load 0.6 --tightness 1.0] [--out FILE]
@@ -16,14 +17,55 @@ import hashlib
 import sys
 import time
 
-from prompttuner.core.types import ClusterSnapshot, Decisions
-from prompttuner.sim.catalog import load_catalog
+from prompttuner.core.types import ClusterSnapshot, Decisions, JobSpec
+from prompttuner.sim.catalog import Catalog, load_catalog
+from prompttuner.sim.engine import SimResult, Simulator
 from prompttuner.sim.runner import simulate
 from prompttuner.sim.workload import WorkloadConfig, generate
 
 
 class Enough(Exception):
-    pass
+    """Raised by the hashing simulator once it has seen the decisions asked for."""
+
+
+def hashes(
+    policy: str, jobs: list[JobSpec], cfg: WorkloadConfig, cat: Catalog, decisions: int, every: int
+) -> list[tuple[int, str, float]]:
+    """(decisions so far, digest, CPU-s) every ``every`` decisions and at the end (at most
+    ``decisions``) of ``policy`` driven as ``runner.simulate`` drives it."""
+    h = hashlib.sha256()
+    rows: list[tuple[int, str, float]] = []
+    t0 = time.process_time()
+
+    def note() -> None:
+        rows.append((n, h.hexdigest()[:16], time.process_time() - t0))
+
+    class Hashing(Simulator):
+        def run(self) -> SimResult:
+            decide = self.policy.decide
+
+            def hashed(snap: ClusterSnapshot) -> Decisions:
+                nonlocal n
+                d = decide(snap)
+                h.update(repr((snap.now, d)).encode())
+                n += 1
+                if n % every == 0:
+                    note()
+                if n >= decisions:
+                    raise Enough
+                return d
+
+            self.policy.decide = hashed  # type: ignore[method-assign]
+            return super().run()
+
+    n = 0
+    try:
+        simulate(policy, jobs, cfg, cat, simulator=Hashing)
+    except Enough:
+        pass
+    if not rows or rows[-1][0] != n:
+        note()
+    return rows
 
 
 def main() -> None:
@@ -48,37 +90,10 @@ def main() -> None:
         seed=args.seed,
     )
     cat = load_catalog()
-    jobs = generate(cfg, cat)
+    rows = hashes(args.policy, generate(cfg, cat), cfg, cat, args.decisions, args.every)
     out = sys.stdout if args.out == "-" else open(args.out, "w")  # noqa: SIM115
-    h = hashlib.sha256()
-    seen = {"n": 0}
-    t0 = time.process_time()
-    from prompttuner.sim import engine
-
-    real = engine.Simulator.run
-
-    def run(self: engine.Simulator) -> object:
-        decide = self.policy.decide
-
-        def hashed(snap: ClusterSnapshot) -> Decisions:
-            d = decide(snap)
-            h.update(repr((snap.now, d)).encode())
-            seen["n"] += 1
-            if seen["n"] % args.every == 0:
-                print(seen["n"], h.hexdigest()[:16], f"{time.process_time() - t0:.1f}", file=out, flush=True)
-            if seen["n"] >= args.decisions:
-                raise Enough
-            return d
-
-        self.policy.decide = hashed  # type: ignore[method-assign]
-        return real(self)
-
-    engine.Simulator.run = run  # type: ignore[method-assign]
-    try:
-        simulate(args.policy, jobs, cfg, cat)
-    except Enough:
-        pass
-    print("end", seen["n"], h.hexdigest()[:16], f"{time.process_time() - t0:.1f}", file=out, flush=True)
+    for n, digest, cpu in rows:
+        print(n, digest, f"{cpu:.1f}", file=out, flush=True)
 
 
 if __name__ == "__main__":

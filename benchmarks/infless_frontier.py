@@ -30,9 +30,8 @@ from typing import Any
 from prompttuner.core.types import JobSpec
 from prompttuner.scheduler import make_policy
 from prompttuner.sim.catalog import Catalog, load_catalog
-from prompttuner.sim.engine import Simulator
 from prompttuner.sim.prediction import ErrorModel, predict_jobs
-from prompttuner.sim.runner import clairvoyant, run_workload
+from prompttuner.sim.runner import clairvoyant, run_workload, simulate
 from prompttuner.sim.workload import WorkloadConfig
 
 OUT = Path(__file__).parent / "results"
@@ -52,19 +51,7 @@ def run_infless(
     kwargs: Mapping[str, Any], jobs: Sequence[JobSpec], cfg: WorkloadConfig, cat: Catalog
 ) -> dict:
     """One INFless run with ``kwargs``, driven exactly as ``runner.simulate`` drives a named policy."""
-    estimates = ErrorModel.parse(cfg.prediction)
-    seen, true, slow = predict_jobs(jobs, estimates, cfg.seed)
-    sim = Simulator(
-        make_policy("infless", **kwargs),
-        seen,
-        cat.models,
-        cat.gpu_types,
-        cfg.capacity,
-        true_work=true,
-        slowdown=slow,
-        estimates=estimates,
-    )
-    return dict(sim.run().metrics)
+    return dict(simulate("infless", jobs, cfg, cat, policy=make_policy("infless", **kwargs)).metrics)
 
 
 def pick(m: Mapping[str, float]) -> dict[str, float]:

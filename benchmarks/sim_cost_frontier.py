@@ -35,9 +35,9 @@ from typing import Any
 from prompttuner.core.types import WorkerState
 from prompttuner.scheduler import make_policy
 from prompttuner.sim.catalog import Catalog, load_catalog
-from prompttuner.sim.engine import Simulator
+from prompttuner.sim.engine import SimResult, Simulator
 from prompttuner.sim.prediction import ErrorModel, predict_jobs
-from prompttuner.sim.runner import clairvoyant
+from prompttuner.sim.runner import clairvoyant, simulate
 from prompttuner.sim.workload import WorkloadConfig, generate
 from sim_cloud_scale import POINTS  # benchmarks/ is on the path
 
@@ -80,6 +80,12 @@ class _Accounting(Simulator):
             self.released_idle_gpu_s += (self.now - w.idle_since) * w.gpus
         super()._release(wid)
 
+    def run(self) -> SimResult:
+        res = super().run()
+        res.metrics["released_idle_gpu_s"] = self.released_idle_gpu_s
+        res.metrics["pause_gpu_s"] = self.pause_gpu_s
+        return res
+
     def _set_ready(self, job: Any) -> None:
         before, start = job.ready_n, max(job.paused_until, self.now)
         super()._set_ready(job)
@@ -95,24 +101,12 @@ KEYS = ("cost", "slo_violation_rate", "declined", "missed", "unfinished", "cost_
 def measure(pol: str, kwargs: dict[str, Any], cfg: WorkloadConfig, cat: Catalog) -> dict[str, float]:
     """One run, driven as ``runner.simulate`` drives a named policy, with the extra accounting."""
     jobs = generate(cfg, cat)
-    est = ErrorModel.parse(cfg.prediction)
-    seen, true, slow = predict_jobs(jobs, est, cfg.seed)
-    sim = _Accounting(
-        make_policy(pol, **kwargs),
-        seen,
-        cat.models,
-        cat.gpu_types,
-        cfg.capacity,
-        true_work=true,
-        slowdown=slow,
-        estimates=est if cfg.refresh else None,
-    )
-    m = sim.run().metrics
+    m = simulate(pol, jobs, cfg, cat, policy=make_policy(pol, **kwargs), simulator=_Accounting).metrics
     row = {k: float(m[k]) for k in KEYS if k in m}
     row["jobs"] = float(len(jobs))
     row["idle_gpu_hours"] = max(0.0, row["cost_gpu_hours"] - row["busy_gpu_hours"] - row["loading_gpu_hours"])
-    row["released_idle_gpu_hours"] = sim.released_idle_gpu_s / 3600.0
-    row["pause_gpu_hours"] = sim.pause_gpu_s / 3600.0
+    row["released_idle_gpu_hours"] = m["released_idle_gpu_s"] / 3600.0
+    row["pause_gpu_hours"] = m["pause_gpu_s"] / 3600.0
     row["cost_per_met_job"] = met_cost(row)
     return row
 

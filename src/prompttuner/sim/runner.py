@@ -97,13 +97,21 @@ def simulate(
     catalog: Catalog,
     progress: Callable[[int, int], None] | None = None,
     incremental: bool = True,
+    *,
+    policy: Policy | None = None,
+    simulator: type[Simulator] = Simulator,
 ) -> SimResult:
     """One policy on ``jobs``; ``incremental=False`` hands the policy snapshots without the simulator's
-    live index, so it plans from the snapshot alone (the reference the incremental path must equal)."""
+    live index, so it plans from the snapshot alone (the reference the incremental path must equal).
+
+    ``policy``: a policy built by the caller (e.g. with keyword arguments no name carries), run under
+    ``name``; ``simulator``: a subclass of the simulator that accounts for more (benchmarks), driven
+    the same way."""
     estimates = ErrorModel.parse(cfg.prediction)
     seen, true, slow = predict_jobs(jobs, estimates, cfg.seed)  # the policies see estimates only
-    policy = build_policy(name, cfg, catalog, seen)
-    sim = Simulator(
+    if policy is None:
+        policy = build_policy(name, cfg, catalog, seen)
+    sim = simulator(
         policy,
         seen,
         catalog.models,
