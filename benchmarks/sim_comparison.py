@@ -154,14 +154,27 @@ def summarize(runs: Path) -> None:
     for r in rows:
         by[(r["workload"], r["tightness"])].append(r)
     table: list[dict[str, Any]] = []
+    preds = sorted({str(r.get("prediction", "measured")) for r in rows})
+    seeds = sorted({int(r["seed"]) for r in rows})
+    default = preds == ["measured"] and len(seeds) == 5 and runs.name == "sim_comparison.runs.jsonl"
+    what = "under hidden work" if preds == ["measured"] else f"with --prediction {', '.join(preds)}"
     md = [
-        "# Scheduler comparison under hidden work (every trace, 5 seeds)",
+        f"# Scheduler comparison {what} ({len(by)} workload x tightness cells, {len(seeds)} seeds)",
         "",
         "    python benchmarks/sim_comparison.py --shard 0/1",
         "    python benchmarks/sim_comparison.py --summarize",
         "",
         __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
         "",
+        *(
+            ()
+            if default
+            else (
+                f"**This file's runs differ from those settings** (`{runs.name}`): `--prediction "
+                f"{', '.join(preds)}`, seeds {', '.join(map(str, seeds))}, the cells below only.",
+                "",
+            )
+        ),
         "Per workload and SLO tightness: violation rate (mean over seeds, min-max) split into declined / "
         "missed jobs (totals over seeds), cost in dollars (mean), and PromptTuner against each baseline: "
         "the difference in percentage points and the ratio of violating jobs (totals over the seeds; a "

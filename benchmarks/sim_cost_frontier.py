@@ -297,10 +297,11 @@ def plot(summ: dict[str, Any], path: Path) -> None:
 
 
 FINDINGS = """\
-**No PromptTuner point reaches the cost goal; every one of them has far fewer violations than any INFless
-point.** At 1,024 GPUs PromptTuner's points run from $9,350 at 1.35 % violations (`prompttuner`) to $7,802
-at 4.25 % (`lean v0 k0.5 q0.5`, INFless p99 / it = 1.076x); the goal needs <= $7,634. INFless's run from
-$7,372 (p50, 32.1 %) to $9,498 (half-SLO, 9.7 %); its default p99 is $8,398 at 28.9 %. At 128 GPUs
+**No PromptTuner point reaches the cost goal; at 1,024 GPUs every one of them has far fewer violations than
+any INFless point (at 128 all but the cheapest, whose 16.7 % is above INFless half-SLO's 16.2 %, at $1,640
+against $2,062).** At 1,024 GPUs PromptTuner's points run from $9,350 at 1.35 % violations (`prompttuner`)
+to $7,802 at 4.25 % (`lean v0 k0.5 q0.5`, INFless p99 / it = 1.076x); the goal needs <= $7,634. INFless's
+run from $7,372 (p50, 32.1 %) to $9,498 (half-SLO, 9.7 %); its default p99 is $8,398 at 28.9 %. At 128 GPUs
 PromptTuner's run from $1,988 (7.35 %) to $1,640 (16.7 %, 1.204x); the goal needs <= $1,519, which only
 INFless's own fixed-0 s point reaches (41.7 % violations). Cost per met job favours PromptTuner at every
 point: $0.82-0.95 against INFless's $1.05-1.41 at 1,024 GPUs, $0.93-1.07 against $1.23-1.44 at 128.
