@@ -147,7 +147,10 @@ def write_md(doc: dict[str, Any], path: Path) -> None:
         f"Machine: {doc['machine']}; CPU flags: {', '.join(doc['cpu_flags']) or 'none'}; "
         f"torch threads {st['threads']}, run under `nice -n 5` beside other jobs (CPU-s is process time).",
         "",
-        "    nice -n 5 .venv/bin/python benchmarks/bf16_cpu.py",
+        "    nice -n 5 .venv/bin/python benchmarks/bf16_cpu.py --tasks "
+        + " ".join(st["tasks"])
+        + " --seeds "
+        + " ".join(map(str, st["seeds"])),
         "",
         f"Settings (identical for both dtypes): model {st['model']}, tasks {', '.join(st['tasks'])}, "
         f"seeds {st['seeds']}, init {st['init']}, {st['max_steps']} steps (no early stop), "

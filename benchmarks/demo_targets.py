@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def main() -> None:
     (RESULTS / "demo_targets.json").write_text(
         json.dumps({"targets": targets, "random": res, "pairs": prs}, indent=1) + "\n"
     )
-    cmd = f"--tasks {a.tasks}" + (f" --pairs {a.pairs}" if a.pairs else "")
+    cmd = f"--tasks {shlex.quote(a.tasks)}" + (f" --pairs {a.pairs}" if a.pairs else "")
     cmd += "".join(f" --target {t}" for t in a.target)
     lines = [
         "# demo_targets: the demo's slices from random init and from the bank, one replica",

@@ -156,6 +156,8 @@ def summarize(runs: Path) -> None:
     table: list[dict[str, Any]] = []
     preds = sorted({str(r.get("prediction", "measured")) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
+    inits = sorted({str(r.get("init", "random")) for r in rows})
+    cells = sorted({(str(r["workload"]), float(r["tightness"])) for r in rows})
     default = preds == ["measured"] and len(seeds) == 5 and runs.name == "sim_comparison.runs.jsonl"
     what = "under hidden work" if preds == ["measured"] else f"with --prediction {', '.join(preds)}"
     md = [
@@ -170,8 +172,11 @@ def summarize(runs: Path) -> None:
             ()
             if default
             else (
-                f"**This file's runs differ from those settings** (`{runs.name}`): `--prediction "
-                f"{', '.join(preds)}`, seeds {', '.join(map(str, seeds))}, the cells below only.",
+                f"**This file's runs differ from those settings** (`{runs.name}`; the commands above make "
+                f"the default comparison, not this file): `--prediction {', '.join(preds)}`, `--init "
+                f"{', '.join(inits)}`, seeds {', '.join(map(str, seeds))}, only "
+                + ", ".join(f"{w} T {t:g}" for w, t in cells)
+                + ".",
                 "",
             )
         ),

@@ -148,14 +148,22 @@ def workloads() -> dict[str, tuple[str, str | None]]:
     return {name: (arrivals, trace) for name, arrivals, trace in comparison_workloads()}
 
 
+def _doc_paragraphs() -> list[str]:
+    """The module text's settings, classes (a list, kept as lines) and load paragraphs, each then a blank."""
+    parts = (__doc__ or "").split("\n\n")[1:4]
+    out: list[str] = []
+    for part in parts:
+        out += [part if part.lstrip().startswith("1.") else part.replace("\n", " "), ""]
+    return out
+
+
 def report(rows: list[dict[str, Any]], policies: list[str], seeds: int) -> list[str]:
     md = [
         "# Where the violations come from",
         "",
         "    python benchmarks/sim_violations.py",
         "",
-        (__doc__ or "").split("\n\n")[1].replace("\n", " "),
-        "",
+        *_doc_paragraphs(),
         "Each violating job of the measured-prediction run in the first class that explains it "
         f"(totals over {seeds} seeds, 2,000 jobs each; share of the violations in brackets).",
         "",
