@@ -83,8 +83,8 @@ core: CPU-s here are up to 2x those of the same run alone. PromptTuner and its l
 100,000 jobs to the end (221 and 197 CPU-s here; the CLI command alone on the machine: 112.6 CPU-s,
 `sim_scale100k.md`), INFless in 82 CPU-s (46.0 in `sim_scale100k.md`); ElasticFlow got through 26,001 of
 100,000 arrivals in 121 CPU-s here (to the end in 1,298 CPU-s in `sim_scale100k.md`): the goal (<= 120
-CPU-s per policy) is met for PromptTuner and INFless on a quiet machine and not for ElasticFlow, whose admission
-re-plans the deadline-ordered tail behind every arrival (`sim_scale100k.md` says what remains slow).
+CPU-s per policy) is met for PromptTuner and INFless on a quiet machine and not for ElasticFlow, whose
+admission re-plans the deadline-ordered tail behind every arrival (`sim_scale100k.md` says what remains slow).
 The cost at 10,000 GPUs: INFless / PromptTuner 0.884, INFless / prompttuner-lean 1.02 (seed 0; goal
 >= 1.1x: not met).
 
