@@ -49,6 +49,7 @@ the first plan; they are not committed, so a fresh machine could not rebuild tha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import math
@@ -73,6 +74,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SETTINGS = ROOT / "benchmarks" / "bank_stream_settings.json"
 RUNS = RESULTS / "bank_stream.runs.jsonl"
 INPUTS: Path | None = None  # --inputs-from: the baseline and stream runs a variant reuses
+OWN_STREAM = False  # --own-stream: a variant that reruns the streams (it reuses only the baselines)
 DATA = ROOT.parent / "shared" / "data" / "tasks"
 
 
@@ -119,7 +121,8 @@ def read_runs() -> list[dict[str, Any]]:
     own = read_runs_at(RUNS)
     if INPUTS is None:
         return own
-    return [r for r in read_runs_at(INPUTS) if r["init"] in ("random", "text", "bank")] + own
+    reused = ("random", "text") if OWN_STREAM else ("random", "text", "bank")
+    return [r for r in read_runs_at(INPUTS) if r["init"] in reused] + own
 
 
 def append(rec: dict[str, Any]) -> None:
@@ -186,7 +189,7 @@ def baseline_run(st: dict[str, Any], loaded: Any, job: str, init: str, work: Pat
 
 def prompt_file(order: str, job: str) -> Path:
     name = f"{job.replace('#', '-')}.safetensors"
-    return (INPUTS or RUNS).parent / "bank_stream_prompts" / f"order-{order}" / name
+    return (RUNS if OWN_STREAM else INPUTS or RUNS).parent / "bank_stream_prompts" / f"order-{order}" / name
 
 
 def stream_bank(st: dict[str, Any], loaded: Any, order: str, work: Path) -> Path:
@@ -247,7 +250,7 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
     """``job`` started from the bank at ``folder`` exactly as the service starts it (``bank.warm_start``:
     selection, blend, race, lr; an empty or missing bank: the race of the job's text and random inits),
     then tuned to its target: ``(record, trainer, task)``."""
-    from prompttuner.bank import PromptBank, warm_start
+    from prompttuner.bank import CHEAP, PromptBank, warm_start
 
     task, seed = job_task(st, job)
     target = target_of(st, job)
@@ -257,7 +260,8 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
     if folder.exists():
         with PromptBank(folder, create=False) as bank:
             n_entries = bank.count(loaded.name)
-    start = warm_start(folder if n_entries else None, loaded, task, cfg, race=st["race"])
+    budget = dataclasses.replace(CHEAP, **st.get("selection", {}))  # a variant's own selection budget
+    start = warm_start(folder if n_entries else None, loaded, task, cfg, race=st["race"], budget=budget)
     trainer = start.trainer
     # the race's losers trained too: their steps are the job's, out of the same budget
     trainer.config.max_steps = max(trainer.step_count, st["max_steps"] - start.extra_steps)
@@ -897,7 +901,7 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    global SETTINGS, RUNS, INPUTS
+    global SETTINGS, RUNS, INPUTS, OWN_STREAM
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase", choices=["random", "targets", "text", "stream", "novel"], default=None)
     ap.add_argument("--orders", default=None, help="with --phase stream: which orders (default: all)")
@@ -915,9 +919,18 @@ def main() -> None:
         default=None,
         help="a variant: read the baseline and stream runs (and the stream's prompts) of this runs file",
     )
+    ap.add_argument(
+        "--own-stream",
+        action="store_true",
+        help="with --inputs-from: the variant reruns the streams (its own stream runs and prompts; the "
+        "inputs' baselines only)",
+    )
     args = ap.parse_args()
     SETTINGS, RUNS = Path(args.settings), Path(args.runs)
     INPUTS = Path(args.inputs_from) if args.inputs_from else None
+    OWN_STREAM = bool(args.own_stream)
+    if OWN_STREAM and (INPUTS is None or RUNS.resolve() == INPUTS.resolve()):
+        raise SystemExit("--own-stream is for a variant: give its own --runs and the --inputs-from it reuses")
     if args.phase == "targets":
         st = settings()
         if any(r["init"] in ("bank", "novel") for r in read_runs()):

@@ -178,7 +178,8 @@ def cold_init_wins(sel: Selection) -> ProbeScore | None:
     cs = ProbeScore(**cold)
     best = ProbeScore(loss=sel.loss, accuracy=sel.info.get("accuracy", float("nan")))
     by = sel.info.get("rank_by", "accuracy")
-    return cs if rank_key(cs, by) <= rank_key(best, by) else None
+    sim = next((p.task_similarity for p in sel.probes if p.entry_id == sel.entry.id), None)
+    return cs if rank_key(cs, by) <= rank_key(best, by, sim) else None
 
 
 def select_init(

@@ -64,6 +64,12 @@ class Candidate:
     score: ProbeScore | None = None
     entry_id: str | None = None
     race: list[dict[str, float]] = field(default_factory=list)  # probe after each round
+    # the entry's task similarity to the job (a blend: the lower of its two; None: a cold init), which
+    # breaks accuracy ties under ``Budget.rank_by == "accuracy+similarity"``
+    similarity: float | None = None
+
+    def key(self, by: str) -> tuple[float, ...]:
+        return rank_key(self.score, by, self.similarity) if self.score else (math.inf,)
 
     def brief(self) -> dict[str, Any]:
         sc = self.score
@@ -72,6 +78,7 @@ class Candidate:
             "kind": self.kind,
             **({"entry_id": self.entry_id} if self.entry_id else {}),
             **({"accuracy": sc.accuracy, "loss": sc.loss} if sc else {}),
+            **({"similarity": self.similarity} if self.similarity is not None else {}),
             **({"race": self.race} if self.race else {}),
         }
 
@@ -206,7 +213,7 @@ def warm_start(
             most = max((p.rows or 0) for p in sel.probes if p.loss is not None)
             top = sorted(
                 (p for p in sel.probes if p.loss is not None and (p.rows or 0) == most),
-                key=lambda p: rank_key(p.score(), b.rank_by),
+                key=lambda p: rank_key(p.score(), b.rank_by, p.task_similarity),
             )
             for p in top:
                 cands.append(
@@ -216,20 +223,23 @@ def warm_start(
                         bank.load_tensor(p.entry_id).float(),
                         p.score(),
                         p.entry_id,
+                        similarity=p.task_similarity,
                     )
                 )
         tb = sel.info.get("baseline_scores", {}).get("text")
         text_score = ProbeScore(**tb) if tb and sel.info["baseline_rows"].get("text") == most else None
         if rs.blend and len(cands) >= 2:
             bt = blend([c.tensor for c in cands[:2]], [c.score for c in cands[:2]], labels)  # type: ignore[misc]
-            cands.insert(0, Candidate("blend", "warm", bt, probe([bt])[0]))
+            sims = [c.similarity for c in cands[:2]]
+            low = None if None in sims else min(sims)  # type: ignore[type-var]
+            cands.insert(0, Candidate("blend", "warm", bt, probe([bt])[0], similarity=low))
     else:
         text_score = None
     # the cold inits always enter the race, so they are not probed again here (text keeps the score it
     # had when it survived the race over rows)
     cold = [Candidate("text", "text", text_t, text_score), Candidate("random", "random", rand_t)]
     cands += cold
-    cands.sort(key=lambda c: rank_key(c.score, b.rank_by) if c.score else (math.inf,))
+    cands.sort(key=lambda c: c.key(b.rank_by))
     info["select_cpu_s"] = time.process_time() - c0
     info["select_wall_s"] = time.perf_counter() - w0
     warm_lr = default_lr("warm")

@@ -11,14 +11,19 @@ Under a fixed probe budget (so the cost does not grow with the bank):
    instruction, while the job keeps its labels.
 4. *Layer 2*: within the ``expand_clusters`` clusters whose representatives did best, probe the
    ``member_probes`` members most similar to the job.
+   With ``Budget.nearest`` > 0, also the entries nearest the job in task space across the whole bank
+   ("layer 0", whatever their cluster): the repeat of an earlier task finds that task's prompt.
 5. Choose the best by probe accuracy, loss breaking ties (``Budget.rank_by``;
-   ``benchmarks/results/bank_signals.md`` shows why accuracy); predict the steps to target (``predict.py``).
+   ``benchmarks/results/bank_signals.md`` shows why accuracy) -- or, with ``accuracy+similarity``, the
+   entry's task similarity first, then loss; predict the steps to target (``predict.py``).
 
-The index part reads k centroids and the members of the expanded clusters only: O(sqrt(n)) rows.
+The index part reads k centroids and the members of the expanded clusters only: O(sqrt(n)) rows; layer 0
+(off unless ``Budget.nearest``) reads every task vector of the model's entries: O(n).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,13 +64,20 @@ def merge_scores(a: ProbeScore, na: int, b: ProbeScore, nb: int) -> ProbeScore:
     return ProbeScore(loss=(a.loss * na + b.loss * nb) / w, accuracy=(a.accuracy * na + b.accuracy * nb) / w)
 
 
-def rank_key(score: ProbeScore, by: str = "accuracy") -> tuple[float, ...]:
+RANKS = ("accuracy", "loss", "accuracy+similarity")
+
+
+def rank_key(score: ProbeScore, by: str = "accuracy", similarity: float | None = None) -> tuple[float, ...]:
     """Sort key of a probe score, best first: ``accuracy`` (then loss to break ties, which are common on a
-    few rows) or ``loss`` alone.  A score without an accuracy ranks by its loss."""
+    few rows), ``loss`` alone, or ``accuracy+similarity``: accuracy, then the task similarity of the
+    prompt's entry to the job (``similarity``; None, e.g. the job's own cold inits, ranks after every
+    entry), then loss.  A score without an accuracy ranks by its loss."""
+    if by not in RANKS:
+        raise ValueError(f"unknown rank {by!r}: use one of {', '.join(RANKS)}")
     if by == "loss" or score.accuracy != score.accuracy:  # NaN: the probe gave a loss only
         return (score.loss,)
-    if by != "accuracy":
-        raise ValueError(f"unknown rank {by!r}: use 'accuracy' or 'loss'")
+    if by == "accuracy+similarity":
+        return (-score.accuracy, -(-math.inf if similarity is None else similarity), score.loss)
     return (-score.accuracy, score.loss)
 
 
@@ -90,7 +102,12 @@ class Budget:
     sample_rows: int = 16  # rows of the job's training data in the probe sample (round-robin over labels)
     max_words: int | None = None  # cut probe texts to this many words (None: the engine's max_length only)
     seed: int = 0
-    rank_by: str = "accuracy"  # "accuracy" (then loss) or "loss": how probed prompts are ranked
+    rank_by: str = "accuracy"  # how probed prompts are ranked: one of RANKS (rank_key)
+    # entries probed because their task vector is the nearest to the job's in the whole bank (of the
+    # model), whatever their cluster: a scan of the entries' task vectors, O(n) (the repeat of an earlier
+    # task: its entry is the nearest for 31 of the stream's 32 jobs, while the clusters, which mix in the
+    # prompt's fingerprint, expanded it for few of them: benchmarks/results/bank_stream_near/)
+    nearest: int = 0
     # a race over rows: every candidate is probed on the first ``first_rows`` rows of the sample, and only
     # the ``survivors`` best go on to the rest (None: every candidate on every row, the former rule)
     first_rows: int | None = None
@@ -128,6 +145,8 @@ class ProbeRecord:
     error: str | None = None
     accuracy: float | None = None  # on the probe sample (None: the probe gave a loss only)
     rows: int | None = None  # how many rows of the sample it was scored on (the race over rows)
+    # the entry's own task vector . the job's (``similarity`` is the cluster's for a representative)
+    task_similarity: float | None = None
 
     def score(self) -> ProbeScore:
         acc = float("nan") if self.accuracy is None else self.accuracy
@@ -281,9 +300,9 @@ def select(
     layer1: list[ProbeRecord] = []
     with bank.session() as s:
         rep_info = {
-            r[0]: (r[1], r[2])
+            r[0]: (r[1], r[2], float(blob_to_vec(r[3]) @ job_vec))
             for r in s.execute(
-                sql_select(EntryRow.id, EntryRow.owner, EntryRow.num_tokens).where(
+                sql_select(EntryRow.id, EntryRow.owner, EntryRow.num_tokens, EntryRow.task_vec).where(
                     EntryRow.id.in_([c.rep_id for c in clusters if c.rep_id])
                 )
             ).all()
@@ -295,13 +314,15 @@ def select(
         if len(layer1) >= b.rep_probes:
             break
         c = clusters[int(j)]
-        if c.rep_id and c.rep_id in rep_info and _eligible(*rep_info[c.rep_id], job):
-            layer1.append(ProbeRecord(c.rep_id, 1, c.id, float(csim[j]), None, ""))
+        if c.rep_id and c.rep_id in rep_info and _eligible(*rep_info[c.rep_id][:2], job):
+            sim = rep_info[c.rep_id][2]
+            layer1.append(ProbeRecord(c.rep_id, 1, c.id, float(csim[j]), None, "", task_similarity=sim))
             continue
         ms = members([c.id])
         if ms:
             top = max(ms, key=lambda m: float(m[3] @ job_vec))
-            layer1.append(ProbeRecord(top[0], 1, c.id, float(csim[j]), None, ""))
+            sim = float(top[3] @ job_vec)
+            layer1.append(ProbeRecord(top[0], 1, c.id, float(csim[j]), None, "", task_similarity=sim))
     timings["index_s"] = time.perf_counter() - ti
     run(layer1, base_names)
 
@@ -309,23 +330,31 @@ def select(
     ti = time.perf_counter()
 
     def key(r: ProbeRecord) -> tuple[float, ...]:
-        return rank_key(r.score(), b.rank_by)
+        return rank_key(r.score(), b.rank_by, r.task_similarity)
 
     scored = sorted((r for r in layer1 if r.loss is not None), key=key)
     expand = [r.cluster_id for r in scored[: b.expand_clusters] if r.cluster_id is not None]
     layer2: list[ProbeRecord] = []
+    probed = {r.entry_id for r in probes}
+    if b.nearest > 0:  # layer 0: the entries nearest the job in task space, whatever their cluster
+        near = sorted(members([c.id for c in clusters]), key=lambda m: -float(m[3] @ job_vec))
+        for m in [m for m in near if m[0] not in probed][: b.nearest]:
+            sim = float(m[3] @ job_vec)
+            layer2.append(ProbeRecord(m[0], 0, m[1], sim, None, "", task_similarity=sim))
+            probed.add(m[0])
     if expand and b.member_probes > 0:
-        probed = {r.entry_id for r in probes}
         ms = [m for m in members(expand) if m[0] not in probed]
         per = {
             cid: sorted((m for m in ms if m[1] == cid), key=lambda m: -float(m[3] @ job_vec))
             for cid in expand
         }
-        while len(layer2) < b.member_probes and any(per.values()):
+        cap = len(layer2) + b.member_probes
+        while len(layer2) < cap and any(per.values()):
             for cid in expand:
-                if per[cid] and len(layer2) < b.member_probes:
+                if per[cid] and len(layer2) < cap:
                     m = per[cid].pop(0)
-                    layer2.append(ProbeRecord(m[0], 2, cid, float(m[3] @ job_vec), None, ""))
+                    sim = float(m[3] @ job_vec)
+                    layer2.append(ProbeRecord(m[0], 2, cid, sim, None, "", task_similarity=sim))
     timings["index_s"] += time.perf_counter() - ti
     run(layer2)
 
