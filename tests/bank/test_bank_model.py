@@ -294,6 +294,13 @@ def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: 
     assert got["chosen"] in {c["name"] for c in raced} and got["extra_steps"] == 3
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0 and "chosen:" in text.output and "race steps of the losers 3" in text.output
+    # layer 0 and the similarity tie-break: every bank candidate carries its task similarity
+    out = CliRunner().invoke(app, [*args, "--nearest", "1", "--rank-by", "accuracy+similarity", "--json"])
+    assert out.exit_code == 0, out.output
+    warm = [c for c in json.loads(out.stdout)["candidates"] if c["name"].startswith("entry:")]
+    assert warm and all(-1.0 <= c["similarity"] <= 1.0 for c in warm)
+    bad = CliRunner().invoke(app, [*args, "--rank-by", "similarity"])
+    assert bad.exit_code != 0 and "unknown --rank-by" in bad.output
 
 
 def test_bank_build_seeds_several_prompts_per_task_and_states_the_cost(tmp_path: Path) -> None:

@@ -374,8 +374,23 @@ def search(
     rows: int | None = typer.Option(
         None, "--rows", help="Probe sample size, rows of the job's training data (default: Budget's, 16)."
     ),
-    reps: int | None = typer.Option(None, "--reps", help="Cluster representatives probed (default 4)."),
-    members: int | None = typer.Option(None, "--members", help="Cluster members probed (default 4)."),
+    reps: int | None = typer.Option(
+        None, "--reps", help="Cluster representatives probed (default 4; with --race bank.CHEAP's, 3)."
+    ),
+    members: int | None = typer.Option(
+        None, "--members", help="Cluster members probed (default 4; with --race bank.CHEAP's, 3)."
+    ),
+    nearest: int | None = typer.Option(
+        None,
+        "--nearest",
+        help="Also probe the N entries nearest the job in task space, whatever their cluster (layer 0).",
+    ),
+    rank_by: str | None = typer.Option(
+        None,
+        "--rank-by",
+        help="How probed prompts rank: accuracy (then loss), loss, or accuracy+similarity (accuracy, then "
+        "the entry's task similarity, then loss).",
+    ),
     no_probes: bool = typer.Option(False, "--no-probes", help="Features only: no LLM forward pass."),
     max_length: int = typer.Option(64, "--max-length", help="Probe rows are cut to this many tokens."),
     dtype: str | None = DTYPE_OPTION,
@@ -391,6 +406,19 @@ def search(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
+    from prompttuner.bank import CHEAP, Budget
+    from prompttuner.bank.select import RANKS
+
+    if rank_by is not None and rank_by not in RANKS:
+        fail(f"unknown --rank-by {rank_by!r}: use one of {', '.join(RANKS)}")
+    given: dict[str, Any] = {
+        "rep_probes": reps,
+        "member_probes": members,
+        "sample_rows": rows,
+        "nearest": nearest,
+        "rank_by": rank_by,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
     if race:
         from prompttuner.bank import default_bank_dir
         from prompttuner.cli.bank_start import show_start
@@ -401,13 +429,18 @@ def search(
         )
         loaded_task = _load_task(task, labels)
         show_start(
-            bank or default_bank_dir(), _load_model(model, dtype), loaded_task, cfg, race_steps, json_out
+            bank or default_bank_dir(),
+            _load_model(model, dtype),
+            loaded_task,
+            cfg,
+            race_steps,
+            json_out,
+            budget=dataclasses.replace(CHEAP, **given),
         )
         return
     from prompttuner.bank import (
         COLD_INIT,
         BankError,
-        Budget,
         ProbeScore,
         cold_init_wins,
         describe,
@@ -417,8 +450,7 @@ def search(
     b = _open(bank)
     tk = _load_task(task, labels)
     loaded = _load_model(model, dtype)
-    given: dict[str, Any] = {"rep_probes": reps, "member_probes": members, "sample_rows": rows}
-    budget = dataclasses.replace(Budget(), **{k: v for k, v in given.items() if v is not None})
+    budget = dataclasses.replace(Budget(), **given)
     try:
         sel = select_for_task(
             b,

@@ -10,12 +10,14 @@ from rich.table import Table
 from prompttuner.cli.common import console, emit_json, fail
 
 
-def show_start(folder: Path, loaded: Any, task: Any, cfg: Any, race_steps: int, json_out: bool) -> None:
+def show_start(
+    folder: Path, loaded: Any, task: Any, cfg: Any, race_steps: int, json_out: bool, budget: Any = None
+) -> None:
     """Run ``warm_start`` for ``task`` and print the candidates, the race rounds and the chosen start."""
     from prompttuner.bank import BankError, RaceSettings, warm_start
 
     try:
-        ws = warm_start(folder, loaded, task, cfg, race=RaceSettings(steps=race_steps))
+        ws = warm_start(folder, loaded, task, cfg, race=RaceSettings(steps=race_steps), budget=budget)
     except BankError as e:
         fail(str(e))
     out = ws.summary()
@@ -26,7 +28,7 @@ def show_start(folder: Path, loaded: Any, task: Any, cfg: Any, race_steps: int, 
     table = Table(
         title="starts" + (f" (probed on {rows} training rows)" if rows else " (no bank entry to probe)")
     )
-    for col in ("start", "kind", "probe accuracy", "probe loss", "race (steps: accuracy)"):
+    for col in ("start", "kind", "task similarity", "probe accuracy", "probe loss", "race (steps: accuracy)"):
         table.add_column(col)
     for c in ws.candidates:
         sc = c.score
@@ -34,6 +36,7 @@ def show_start(folder: Path, loaded: Any, task: Any, cfg: Any, race_steps: int, 
         table.add_row(
             c.name,
             c.kind,
+            "-" if c.similarity is None else f"{c.similarity:.3f}",
             "-" if sc is None else f"{sc.accuracy:.3f}",
             "-" if sc is None else f"{sc.loss:.3f}",
             rounds or "-",
