@@ -551,6 +551,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
                 "position": r["position"],
                 "first_of_task": first,
                 "same_task_in_bank": r["job"].split("#")[0] in earlier,
+                "same_task_probed": any(x.get("task_name") == r["job"].split("#")[0] for x in r["probes"]),
                 # the first evaluation of the chosen start (after its race steps) already met the target
                 "winner_at_start": bool(r["reached"] and r["curve"][0][1] >= r["target"]),
                 **row_of(r),
@@ -634,6 +635,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "jobs": len(sel),
             "same_task_in_bank": sum(x["same_task_in_bank"] for x in sel),
+            "same_task_probed": sum(x["same_task_probed"] for x in sel),
             "same_task_chosen": sum(task_of(x["chosen"]) == x["job"].split("#")[0] for x in sel),
             "other_entry": sum(task_of(x["chosen"]) not in ("", x["job"].split("#")[0]) for x in sel),
             "blend": sum(x["chosen"] == "blend" for x in sel),
@@ -807,7 +809,8 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
             continue
         lines.append(
             f"- {g.replace('_', ' ')} ({c['jobs']} jobs): the bank held an entry of the same task for "
-            f"{c['same_task_in_bank']}; the start chosen was an entry of the same task for "
+            f"{c['same_task_in_bank']}, probed it for {c['same_task_probed']}; the start chosen was an entry "
+            "of the same task for "
             f"{c['same_task_chosen']}, another task's entry for {c['other_entry']}, the blend for "
             f"{c['blend']}, text init for {c['text']}, "
             f"random init for {c['random']}; raced {c['raced']}; at the target from the start (0 steps after "
