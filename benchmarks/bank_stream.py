@@ -38,6 +38,10 @@ phase with the race skipped where the probe separates the starts (``results/bank
         --runs benchmarks/results/bank_stream_sep/bank_stream.runs.jsonl \
         --inputs-from benchmarks/results/bank_stream.runs.jsonl
 
+A variant that reruns the streams themselves (another selection: ``"selection"`` in its settings replaces
+fields of ``bank.CHEAP``) adds ``--own-stream``: its own stream runs, banks and prompts, the inputs'
+baselines only (``results/bank_stream_near/README.md``).
+
 The *novel-task* protocol (``--phase novel``, after both streams) runs in the same harness on the same
 jobs, targets and baselines: job ``T#s`` starts from a bank of the other 15 tasks' prompts that the
 streams committed (``bank_stream_prompts/``: both jobs of each task in both orders, those that reached
