@@ -438,14 +438,8 @@ def search(
             budget=dataclasses.replace(CHEAP, **given),
         )
         return
-    from prompttuner.bank import (
-        COLD_INIT,
-        BankError,
-        ProbeScore,
-        cold_init_wins,
-        describe,
-        select_for_task,
-    )
+    from prompttuner.bank import COLD_INIT, BankError, select_for_task
+    from prompttuner.cli.bank_start import show_selection
 
     b = _open(bank)
     tk = _load_task(task, labels)
@@ -465,42 +459,7 @@ def search(
         )
     except BankError as e:
         fail(str(e))
-    text_score = sel.info.get("baseline_scores", {}).get(COLD_INIT)
-    if cold_init_wins(sel) is not None:
-        # what `tune --init bank:DIR` does then: start from the job's own instruction (cold lr)
-        sel.info["fallback"] = COLD_INIT
-    if json_out:
-        emit_json(sel.to_dict())
-        return
-    ent = sel.entry
-    chosen = describe(ProbeScore(sel.loss, sel.info.get("accuracy", float("nan"))))
-    console.print(
-        f"chosen: [bold]{ent.id}[/] (task {ent.task_name or '?'}, labels {','.join(ent.labels)}, "
-        f"cluster {ent.cluster_id}) probe {chosen}"
-    )
-    table = Table(title=f"probes ({sel.info.get('probe_evaluations', 0)} LLM evaluations)")
-    for col in ("layer", "entry", "task", "cluster", "similarity", "accuracy", "loss"):
-        table.add_column(col)
-    for p in sel.probes:
-        loss = p.error or ("-" if p.loss is None else f"{p.loss:.4f}")
-        acc = "-" if p.accuracy is None else f"{p.accuracy:.3f}"
-        table.add_row(
-            str(p.layer), p.entry_id, p.task_name, str(p.cluster_id), f"{p.similarity:.3f}", acc, loss
-        )
-    console.print(table)
-    t = sel.timings
-    console.print(
-        f"time {t['total_s']:.3f}s (features {t['features_s']:.3f}s, index {t['index_s']:.3f}s, "
-        f"probes {t['probes_s']:.3f}s); {sel.candidates} candidates in {sel.clusters} clusters"
-    )
-    console.print(f"predicted steps to target: {sel.predicted_steps:.0f}")
-    if text_score is not None:
-        verdict = (
-            "it ranks at least as high: `tune --init bank:DIR` starts from it (cold lr)"
-            if sel.info.get("fallback")
-            else "the chosen entry beats it: `tune --init bank:DIR` starts from the entry"
-        )
-        console.print(f"job's own text init: probe {describe(ProbeScore(**text_score))}; {verdict}")
+    show_selection(sel, json_out)
 
 
 @bank_app.command("reindex")
