@@ -77,7 +77,7 @@ def rank_key(score: ProbeScore, by: str = "accuracy", similarity: float | None =
     if by == "loss" or score.accuracy != score.accuracy:  # NaN: the probe gave a loss only
         return (score.loss,)
     if by == "accuracy+similarity":
-        return (-score.accuracy, -(-math.inf if similarity is None else similarity), score.loss)
+        return (-score.accuracy, math.inf if similarity is None else -similarity, score.loss)
     return (-score.accuracy, score.loss)
 
 
@@ -104,9 +104,9 @@ class Budget:
     seed: int = 0
     rank_by: str = "accuracy"  # how probed prompts are ranked: one of RANKS (rank_key)
     # entries probed because their task vector is the nearest to the job's in the whole bank (of the
-    # model), whatever their cluster: a scan of the entries' task vectors, O(n) (the repeat of an earlier
-    # task: its entry is the nearest for 31 of the stream's 32 jobs, while the clusters, which mix in the
-    # prompt's fingerprint, expanded it for few of them: benchmarks/results/bank_stream_near/)
+    # model), whatever their cluster: a scan of the entries' task vectors, O(n); off by default (with it,
+    # the stream's repeats probed their task's entry 28 of 28 times, but the steps did not measurably
+    # fall: benchmarks/results/bank_stream_near/)
     nearest: int = 0
     # a race over rows: every candidate is probed on the first ``first_rows`` rows of the sample, and only
     # the ``survivors`` best go on to the rest (None: every candidate on every row, the former rule)
