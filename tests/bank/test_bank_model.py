@@ -401,3 +401,41 @@ def test_warm_start_skips_the_race_only_where_the_probe_separates_the_bank_start
     monkeypatch.setattr(pp, "make_probe", lambda *a, **k: _SeparatingProbe(t, True))
     always = warm_start(tmp_path / "bank", loaded, task, hard, race=RaceSettings(steps=1, separate_z=None))
     assert always.info["raced"] and "separation" not in always.info
+
+
+def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_validation_rows(
+    loaded, task, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``check_first``: the start the probe ranks first is evaluated on the job's validation rows at step 0;
+    at the target there, no race and the job's first evaluation reads the kept accuracy (the rows are not
+    evaluated twice); below it, the same race as without the check, the checked trainer one of its
+    entrants.  Without the check (and the probe's own skip off) the same job races."""
+    import prompttuner.tuning.trainer as tr
+    from prompttuner.bank import RaceSettings, warm_start
+
+    cfg = TuningConfig(num_virtual_tokens=4, max_length=24, eval_size=8, batch_size=2, seed=5)
+    with PromptBank(tmp_path / "bank") as bank:
+        for s in (11, 12):
+            t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=s)
+            bank.add(t, model=loaded.name, task_description="r", labels=task.labels, task_name=f"r{s}")
+    easy = dataclasses.replace(cfg, target_accuracy=0.0)
+    plain = RaceSettings(candidates=3, steps=1, skip_at_target=False)
+    assert warm_start(tmp_path / "bank", loaded, task, easy, race=plain).info["raced"]
+    check = dataclasses.replace(plain, check_first=True)
+    ws = warm_start(tmp_path / "bank", loaded, task, easy, race=check)
+    first = ws.info["first_check"]
+    assert not ws.info["raced"] and ws.extra_steps == 0 and ws.trainer.step_count == 0
+    assert first["start"] == ws.chosen.name == ws.candidates[0].name
+    assert ws.info["no_race"] == "at the target on the validation rows at step 0"
+    calls: list[int] = []
+    real = tr.evaluate_accuracy
+    monkeypatch.setattr(tr, "evaluate_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = ws.trainer.train_to_target()
+    assert res.reached and res.steps == 0 and res.accuracy == first["val_accuracy"] and not calls
+    ws.trainer.step()  # the prompt changed: evaluated anew
+    ws.trainer.evaluate()
+    assert len(calls) == 1
+    hard = dataclasses.replace(cfg, target_accuracy=1.01)
+    raced = warm_start(tmp_path / "bank", loaded, task, hard, race=check)
+    assert raced.info["raced"] and raced.extra_steps == 1 + 2 and raced.trainer.step_count == 2
+    assert raced.info["first_check"]["val_accuracy"] < 1.01

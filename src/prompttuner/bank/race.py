@@ -10,7 +10,9 @@ into a trainer ready to go on:
 3. **Race** (successive halving): unless the best start already meets the target on the probe rows, or
    (with ``RaceSettings.separate_z`` set; off by default) the probe already separates it from both cold
    inits (its per-row loss lower than the text init's and random init's, each by more than ``separate_z``
-   standard errors of the paired differences on the same rows: :func:`separated`), the
+   standard errors of the paired differences on the same rows: :func:`separated`), or (with
+   ``RaceSettings.check_first``; off by default) the best start already meets it on the job's validation
+   rows at step 0 (the evaluation every job makes of its start, made before the race instead of after), the
    ``RaceSettings.candidates`` best starts -- always including the job's text init and a random init --
    each train ``RaceSettings.steps`` steps (the same batches: one seed), are probed again, and the better
    half goes on, until one is left.  Every race step is one of the job's steps
@@ -19,7 +21,8 @@ into a trainer ready to go on:
    on the probe rows gives ``lr = cold * (warm / cold) ** f`` (a start at the target keeps the warm rate,
    one no better than chance the cold rate) -- the continuous form of the former two-level rule.
 
-No validation row is ever probed: every probe reads the trainer's training split.
+No validation row is ever probed: every probe reads the trainer's training split; ``check_first`` reads the
+validation rows for the one start the probe ranks first, as the job's own first evaluation would.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class RaceSettings:
     # Off by default: on the novel-task phase at 2.0 it fired for 3 of 32 jobs (2 fewer steps, 1 worse)
     # and added a step of selection (benchmarks/results/bank_stream_sep/): not measured better
     separate_z: float | None = None
+    # before a race, evaluate the best start on the job's validation rows at step 0, as the job's own
+    # first evaluation does (``PromptTrainer.train_to_target``; the trainer keeps the result, so it is not
+    # evaluated twice): at the target there, no race. Only the start the probe ranks first is evaluated,
+    # so the validation rows choose nothing among the candidates; they only end the job before its race
+    check_first: bool = False
 
     @staticmethod
     def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:
@@ -271,12 +279,24 @@ def warm_start(
             info["no_race"] = f"the probe separates it (t {min(t):.1f} > {rs.separate_z:g})"
             return WarmStart(trainer_for(best), best, 0, cands, info)
 
+    first = None  # the best start's trainer, when it was checked on the validation rows
+    if rs.check_first and target is not None:
+        first = trainer_for(best)
+        acc = first.evaluate()
+        info["first_check"] = {"start": best.name, "val_accuracy": acc}
+        info["select_cpu_s"] = time.process_time() - c0
+        info["select_wall_s"] = time.perf_counter() - w0
+        if acc >= target:  # the stopping rule of train_to_target, which will read the kept accuracy
+            info["raced"] = False
+            info["no_race"] = "at the target on the validation rows at step 0"
+            return WarmStart(first, best, 0, cands, info)
+
     # the race: the best bank start (if any), the text init and random init, then the next best
     entrants: list[Candidate] = []
     for c in [next((c for c in cands if c.kind == "warm"), None)] + cold + cands:
         if c is not None and c not in entrants and len(entrants) < rs.candidates:
             entrants.append(c)
-    alive = [(c, trainer_for(c)) for c in entrants]
+    alive = [(c, first if c is best and first is not None else trainer_for(c)) for c in entrants]
     extra = 0
     c1 = time.process_time()
     while len(alive) > 1:

@@ -125,6 +125,9 @@ class PromptTrainer:
         self.epoch = 0
         self.offset = 0
         self._perm_cache: tuple[int, list[int]] | None = None
+        # the validation accuracy of the prompt as it is now (``evaluate()``), until the prompt changes:
+        # a start checked before its race (``bank.race``) is not evaluated twice at step 0
+        self._val_now: float | None = None
 
     # ---- data order -------------------------------------------------------------------------------
     def _perm(self, epoch: int) -> list[int]:
@@ -186,14 +189,18 @@ class PromptTrainer:
         self.param.grad = grad.to(self.param.device)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._val_now = None
         self.step_count += 1
         _, self.epoch, self.offset = self._walk(self.config.batch_size)
         return sum(r.loss_sum for r in results) / total
 
     def evaluate(self, examples: list[Any] | None = None) -> float:
+        """Accuracy on ``examples`` (None: the validation split; kept until the prompt changes)."""
+        if examples is None and self._val_now is not None:
+            return self._val_now
         ex = self.val if examples is None else examples
         with self._precision():
-            return evaluate_accuracy(
+            acc = evaluate_accuracy(
                 self.loaded,
                 self.param.detach(),
                 ex,
@@ -201,6 +208,9 @@ class PromptTrainer:
                 batch_size=self.config.eval_batch_size,
                 max_length=self.config.max_length,
             )
+        if examples is None:
+            self._val_now = acc
+        return acc
 
     # ---- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -225,6 +235,7 @@ class PromptTrainer:
             raise ValueError("checkpoint was made on a different training set (its size differs)")
         with torch.no_grad():
             self.param.copy_(prompt.to(self.param.device))
+        self._val_now = None
         self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = int(state["step"])
         self.epoch = int(state["epoch"])
