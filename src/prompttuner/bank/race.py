@@ -281,9 +281,10 @@ def warm_start(
 
     first = None  # the best start's trainer, when it was checked on the validation rows
     if rs.check_first and target is not None:
+        k0 = time.process_time()
         first = trainer_for(best)
         acc = first.evaluate()
-        info["first_check"] = {"start": best.name, "val_accuracy": acc}
+        info["first_check"] = {"start": best.name, "val_accuracy": acc, "cpu_s": time.process_time() - k0}
         info["select_cpu_s"] = time.process_time() - c0
         info["select_wall_s"] = time.perf_counter() - w0
         if acc >= target:  # the stopping rule of train_to_target, which will read the kept accuracy
