@@ -299,6 +299,12 @@ def test_bank_search_race_shows_the_race_and_the_chosen_start(loaded, tmp_path: 
     assert out.exit_code == 0, out.output
     warm = [c for c in json.loads(out.stdout)["candidates"] if c["name"].startswith("entry:")]
     assert warm and all(-1.0 <= c["similarity"] <= 1.0 for c in warm)
+    # --check-first: the best start evaluated on the validation rows before the race (below 1.01: raced)
+    out = CliRunner().invoke(app, [*args, "--check-first", "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)
+    assert got["raced"] and got["first_check"]["start"] == got["candidates"][0]["name"]
+    assert "first_check" not in json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
     bad = CliRunner().invoke(app, [*args, "--rank-by", "similarity"])
     assert bad.exit_code != 0 and "unknown --rank-by" in bad.output
 

@@ -402,6 +402,11 @@ def search(
     ),
     target: float | None = typer.Option(None, "--target", help="With --race: the job's target accuracy."),
     race_steps: int = typer.Option(2, "--race-steps", help="With --race: steps per round, per start."),
+    check_first: bool = typer.Option(
+        False,
+        "--check-first",
+        help="With --race: evaluate the best start on the validation rows first; no race at the target.",
+    ),
     seed: int = typer.Option(0, "--seed", help="With --race: the job's seed."),
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -436,6 +441,7 @@ def search(
             race_steps,
             json_out,
             budget=dataclasses.replace(CHEAP, **given),
+            check_first=check_first,
         )
         return
     from prompttuner.bank import COLD_INIT, BankError, select_for_task

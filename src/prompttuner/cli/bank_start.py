@@ -12,13 +12,21 @@ from prompttuner.cli.common import console, emit_json, fail
 
 
 def show_start(
-    folder: Path, loaded: Any, task: Any, cfg: Any, race_steps: int, json_out: bool, budget: Any = None
+    folder: Path,
+    loaded: Any,
+    task: Any,
+    cfg: Any,
+    race_steps: int,
+    json_out: bool,
+    budget: Any = None,
+    check_first: bool = False,
 ) -> None:
     """Run ``warm_start`` for ``task`` and print the candidates, the race rounds and the chosen start."""
     from prompttuner.bank import BankError, RaceSettings, warm_start
 
+    race = RaceSettings(steps=race_steps, check_first=check_first)
     try:
-        ws = warm_start(folder, loaded, task, cfg, race=RaceSettings(steps=race_steps), budget=budget)
+        ws = warm_start(folder, loaded, task, cfg, race=race, budget=budget)
     except BankError as e:
         fail(str(e))
     out = ws.summary()
@@ -43,7 +51,10 @@ def show_start(
             rounds or "-",
         )
     console.print(table)
-    why = "raced" if out["raced"] else "no race: it meets the target on the probe rows"
+    why = "raced" if out["raced"] else f"no race: {ws.info.get('no_race', 'at the target on the probe')}"
+    fc = ws.info.get("first_check")
+    if fc:
+        console.print(f"checked first on the validation rows: {fc['start']} at {fc['val_accuracy']:.3f}")
     console.print(
         f"chosen: [bold]{ws.chosen.name}[/] ({why}); lr {ws.trainer.lr:.4g}; race steps of the losers "
         f"{ws.extra_steps}, of the chosen {ws.trainer.step_count}; selection {out['select_cpu_s']:.2f} CPU-s"
