@@ -1,4 +1,5 @@
-"""Two policy settings chosen from measurements: PromptTuner's work margin and INFless's censored histogram.
+"""Policy settings chosen from measurements: PromptTuner's work margin and admission tolerance, INFless's
+censored histogram.
 
 1. ``work_margin`` (PromptTuner plans for this times its estimated steps left): swept over 1.0, 1.15,
    1.3, 1.5, 2.0 on *tuning* seeds 100-101, disjoint from the comparison's 0-4 (Poisson T 1 and 2,
@@ -6,6 +7,10 @@
    seeds 0-4 (Poisson T 1), as a check, not a choice.
 2. INFless ``censored`` (released idle periods as right-censored samples) against the plain histogram,
    seeds 0-1, Poisson and cluster04, T 1.
+3. ``admit_tolerance`` (PromptTuner declines a job only if even its plain estimate finishes later than its
+   deadline plus this share of its time left; default 0.5): 0.5, 1.0, 1.5 and admission off on the tuning
+   seeds 100-101 (Poisson T 1 and 2, cluster04 T 1, Azure conv T 1); then 0.5 against 1.0 on the
+   comparison's seeds 0-4 (Poisson, cluster04, Azure conv, T 1), as a check, not a choice.
 
 Setting of the comparison otherwise: 128 A100, load 0.6, 2,000 jobs, ``--work distribution``,
 ``--prediction measured``.
@@ -31,6 +36,7 @@ from sim_comparison import workloads  # benchmarks/ is on the path
 
 OUT = Path(__file__).resolve().parent / "results" / "sim_knobs"
 MARGINS = (1.0, 1.15, 1.3, 1.5, 2.0)
+TOLERANCES: list[dict[str, Any]] = [{"admit_tolerance": t} for t in (0.5, 1.0, 1.5)] + [{"admission": False}]
 
 
 def run(policy: str, kwargs: dict[str, Any], cfg: WorkloadConfig, jobs: list[Any]) -> dict[str, float]:
@@ -57,19 +63,35 @@ def main() -> None:
             work="distribution", prediction="measured", seed=seed,
         )  # fmt: skip
 
-    sweeps = [
-        ("work_margin", "prompttuner", name, tight, seeds, [{"work_margin": m} for m in margins])
-        for name, tight, seeds, margins in (
-            ("poisson", 1.0, (100, 101), MARGINS),
-            ("poisson", 2.0, (100, 101), MARGINS),
-            ("itp-cluster04", 1.0, (100, 101), MARGINS),
-            ("azure-conv", 1.0, (100, 101), MARGINS),
-            ("poisson", 1.0, (0, 1, 2, 3, 4), (1.0, 1.3)),
-        )
-    ] + [
-        ("censored", "infless", name, 1.0, (0, 1), [{"censored": False}, {"censored": True}])
-        for name in ("poisson", "itp-cluster04")
-    ]
+    sweeps = (
+        [
+            ("work_margin", "prompttuner", name, tight, seeds, [{"work_margin": m} for m in margins])
+            for name, tight, seeds, margins in (
+                ("poisson", 1.0, (100, 101), MARGINS),
+                ("poisson", 2.0, (100, 101), MARGINS),
+                ("itp-cluster04", 1.0, (100, 101), MARGINS),
+                ("azure-conv", 1.0, (100, 101), MARGINS),
+                ("poisson", 1.0, (0, 1, 2, 3, 4), (1.0, 1.3)),
+            )
+        ]
+        + [
+            ("censored", "infless", name, 1.0, (0, 1), [{"censored": False}, {"censored": True}])
+            for name in ("poisson", "itp-cluster04")
+        ]
+        + [
+            ("admit_tolerance", "prompttuner", name, tight, (100, 101), TOLERANCES)
+            for name, tight in (
+                ("poisson", 1.0),
+                ("poisson", 2.0),
+                ("itp-cluster04", 1.0),
+                ("azure-conv", 1.0),
+            )
+        ]
+        + [
+            ("admit_tolerance", "prompttuner", name, 1.0, (0, 1, 2, 3, 4), TOLERANCES[:2])
+            for name in ("poisson", "itp-cluster04", "azure-conv")
+        ]
+    )
     for i, (study, pol, name, tight, seeds, variants) in enumerate(sweeps):
         for seed in seeds:
             c = cfg(name, tight, seed)
@@ -97,10 +119,11 @@ def main() -> None:
         "",
         (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
-        "Mean over the seeds (min-max of the violation rate); cost in dollars, mean.",
+        "Mean over the seeds (min-max of the violation rate); declined and missed jobs summed over the seeds;"
+        " cost in dollars, mean.",
         "",
-        "| study | workload | T | seeds | setting | violations % | cost $ |",
-        "|---|---|---|---|---|---|---|",
+        "| study | workload | T | seeds | setting | violations % | declined | missed | cost $ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -118,6 +141,7 @@ def main() -> None:
         md.append(
             f"| {study} | {name} | {tight:g} | {','.join(map(str, seeds))} | `{kw}` | "
             f"{statistics.fmean(v):.2f} ({min(v):.2f}-{max(v):.2f}) | "
+            f"{sum(r['declined'] for r in rs):.0f} | {sum(r['missed'] for r in rs):.0f} | "
             f"{statistics.fmean(r['cost'] for r in rs):.0f} |"
         )
     md += [
