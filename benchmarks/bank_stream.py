@@ -265,7 +265,9 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
         with PromptBank(folder, create=False) as bank:
             n_entries = bank.count(loaded.name)
     budget = dataclasses.replace(CHEAP, **st.get("selection", {}))  # a variant's own selection budget
-    start = warm_start(folder if n_entries else None, loaded, task, cfg, race=st["race"], budget=budget)
+    # settings written before check_first existed (and became the default) ran without it
+    race = {"check_first": False, **st["race"]}
+    start = warm_start(folder if n_entries else None, loaded, task, cfg, race=race, budget=budget)
     trainer = start.trainer
     # the race's losers trained too: their steps are the job's, out of the same budget
     trainer.config.max_steps = max(trainer.step_count, st["max_steps"] - start.extra_steps)
@@ -751,12 +753,15 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
         "- Baselines, the same data and seed, independent of the order: random init (run the whole budget; "
         "steps to target read from its curve) and text init (to the target).",
         "- Stream: the bank starts empty; each job starts through `bank.warm_start`: the cheap selection "
-        "(`bank.CHEAP`: 3 representatives, 3 members and the text init on 4 rows, the 3 best on 6 more), the "
-        "blend of the two best entries, and -- unless the best start meets the target on the probe rows -- a "
-        f"race of {race['candidates']} starts (the best bank start, text init, random init), {race['steps']} "
-        "steps per round, halving; the learning rate from the "
-        "start's fit. The race's steps are the job's, out "
-        "of its budget. A job that reaches its target adds its prompt to the bank.",
+        "(`bank.CHEAP`: 3 representatives, 3 members and the text init on 4 rows, the 3 best on 6 more"
+        + (f"; with {st['selection']} in place of its fields" if st.get("selection") else "")
+        + "), the blend of the two best entries, "
+        + ("a check of the best start on the validation rows at step 0, " if race.get("check_first") else "")
+        + "and -- unless the best start meets the target -- a "
+        f"race of {race['candidates']} starts (of the best bank start, text init, random init, in that "
+        f"order), {race['steps']} steps per round, halving; the learning rate from the start's fit. The "
+        "race's steps are the job's, out of its budget. A job that reaches its target adds its prompt "
+        "to the bank.",
         "- Ratios: baseline steps / bank steps (a miss counts as the budget, so a ratio against a missed "
         "baseline is a lower bound; a start already at the target as 1 step). Time ratios: CPU seconds to "
         "the target, the bank's with its selection and race.",

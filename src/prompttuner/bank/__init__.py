@@ -28,6 +28,7 @@ from prompttuner.bank.errors import (
 from prompttuner.bank.race import RaceSettings, WarmStart, warm_start
 from prompttuner.bank.select import (
     CHEAP,
+    NEAR,
     Budget,
     JobQuery,
     ProbeRecord,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CHEAP",
+    "NEAR",
     "COLD_INIT",
     "PUBLIC",
     "BankError",

@@ -3,20 +3,23 @@
 :func:`warm_start` turns a job (a loaded model, its task, its :class:`~prompttuner.tuning.TuningConfig`)
 into a trainer ready to go on:
 
-1. **Selection** (``select.py``, the cheap budget :data:`~prompttuner.bank.select.CHEAP`): the bank's
-   candidates and the job's text init, probed on a few of the job's training rows, the survivors on more.
+1. **Selection** (``select.py``, the budget :data:`~prompttuner.bank.select.NEAR`): the bank's
+   candidates (cluster representatives, members and the entry nearest the job in task space) and the
+   job's text init, probed on a few of the job's training rows, the survivors on more.
 2. **Blend**: the probe-weighted mean of the two best entries, probed on the same rows; a candidate like
    any other (kept when it scores best).
 3. **Race** (successive halving): unless the best start already meets the target on the probe rows, or
    (with ``RaceSettings.separate_z`` set; off by default) the probe already separates it from both cold
    inits (its per-row loss lower than the text init's and random init's, each by more than ``separate_z``
    standard errors of the paired differences on the same rows: :func:`separated`), or (with
-   ``RaceSettings.check_first``; off by default) the best start already meets it on the job's validation
+   ``RaceSettings.check_first``, on by default) the best start already meets it on the job's validation
    rows at step 0 (the evaluation every job makes of its start, made before the race instead of after), the
-   ``RaceSettings.candidates`` best starts -- always including the job's text init and a random init --
-   each train ``RaceSettings.steps`` steps (the same batches: one seed), are probed again, and the better
-   half goes on, until one is left.  Every race step is one of the job's steps
-   (:attr:`WarmStart.extra_steps` counts the losers'; the winner's are in its trainer).
+   ``RaceSettings.candidates`` starts race: the best bank start (or the blend), the job's text init, its
+   random init, then the next best, in that order -- by default two, so the best bank start against the
+   text init, and text against random where the bank offers none.  Each trains ``RaceSettings.steps``
+   steps (the same batches: one seed), is probed again, and the better half goes on, until one is left.
+   Every race step is one of the job's steps (:attr:`WarmStart.extra_steps` counts the losers'; the
+   winner's are in its trainer).
 4. **Learning rate** from how well the start fits: a fraction ``f`` of the way from chance to the target
    on the probe rows gives ``lr = cold * (warm / cold) ** f`` (a start at the target keeps the warm rate,
    one no better than chance the cold rate) -- the continuous form of the former two-level rule.
@@ -35,13 +38,17 @@ from typing import Any
 
 import torch
 
-from prompttuner.bank.select import CHEAP, Budget, ProbeScore, rank_key
+from prompttuner.bank.select import NEAR, Budget, ProbeScore, rank_key
 
 
 @dataclass(frozen=True)
 class RaceSettings:
-    candidates: int = 3  # starts in the race: the best from the bank (or blend), the text init, random
-    steps: int = 2  # steps per round, per start (3 starts: 2 + 2 rounds, 6 steps of the losers)
+    # starts in the race, in this order: the best from the bank (or the blend), the text init, random init.
+    # Two by default (one round, the loser's 2 steps): against three (two rounds, 6 steps of the losers)
+    # it took fewer steps on the service stream, 20 won / 6 tied / 6 lost against the committed default
+    # (benchmarks/results/bank_stream_race2/); the random init races only where the bank offers nothing
+    candidates: int = 2
+    steps: int = 2  # steps per round, per start
     blend: bool = True  # offer the blend of the two best entries as a candidate
     skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
     # no race when the probe separates the best bank start from both cold inits by this many standard
@@ -52,8 +59,10 @@ class RaceSettings:
     # before a race, evaluate the best start on the job's validation rows at step 0, as the job's own
     # first evaluation does (``PromptTrainer.train_to_target``; the trainer keeps the result, so it is not
     # evaluated twice): at the target there, no race. Only the start the probe ranks first is evaluated,
-    # so the validation rows choose nothing among the candidates; they only end the job before its race
-    check_first: bool = False
+    # so the validation rows choose nothing among the candidates; they only end the job before its race.
+    # On by default (with NEAR and the race of two: benchmarks/results/bank_stream_race2/); alone on
+    # bank.CHEAP it had no effect (benchmarks/results/bank_stream_cheapcheck/)
+    check_first: bool = True
 
     @staticmethod
     def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:
@@ -198,7 +207,7 @@ def warm_start(
     )
 
     rs = RaceSettings.of(race)
-    b = budget or CHEAP
+    b = budget or NEAR
     target = config.target_accuracy
     labels = len(task.labels)
     n = config.num_virtual_tokens

@@ -375,15 +375,16 @@ def search(
         None, "--rows", help="Probe sample size, rows of the job's training data (default: Budget's, 16)."
     ),
     reps: int | None = typer.Option(
-        None, "--reps", help="Cluster representatives probed (default 4; with --race bank.CHEAP's, 3)."
+        None, "--reps", help="Cluster representatives probed (default 4; with --race bank.NEAR's, 3)."
     ),
     members: int | None = typer.Option(
-        None, "--members", help="Cluster members probed (default 4; with --race bank.CHEAP's, 3)."
+        None, "--members", help="Cluster members probed (default 4; with --race bank.NEAR's, 2)."
     ),
     nearest: int | None = typer.Option(
         None,
         "--nearest",
-        help="Also probe the N entries nearest the job in task space, whatever their cluster (layer 0).",
+        help="Also probe the N entries nearest the job in task space, whatever their cluster (layer 0; "
+        "default 0, with --race bank.NEAR's 1).",
     ),
     rank_by: str | None = typer.Option(
         None,
@@ -397,21 +398,22 @@ def search(
     race: bool = typer.Option(
         False,
         "--race",
-        help="As a job starts (bank.warm_start): the cheap selection, the blend, the race among the best "
-        "starts and the job's text and random inits, and the chosen start and learning rate.",
+        help="As a job starts (bank.warm_start): the selection (bank.NEAR), the blend, the check of the best "
+        "start, the race of the best bank start against the job's text init (text against random without "
+        "one), and the chosen start and learning rate.",
     ),
     target: float | None = typer.Option(None, "--target", help="With --race: the job's target accuracy."),
     race_steps: int = typer.Option(2, "--race-steps", help="With --race: steps per round, per start."),
     check_first: bool = typer.Option(
-        False,
-        "--check-first",
+        True,
+        "--check-first/--no-check-first",
         help="With --race: evaluate the best start on the validation rows first; no race at the target.",
     ),
     seed: int = typer.Option(0, "--seed", help="With --race: the job's seed."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Choose the starting prompt for a job: print the entry, the probes, the time and the predicted steps."""
-    from prompttuner.bank import CHEAP, Budget
+    from prompttuner.bank import NEAR, Budget
     from prompttuner.bank.select import RANKS
 
     if rank_by is not None and rank_by not in RANKS:
@@ -440,7 +442,7 @@ def search(
             cfg,
             race_steps,
             json_out,
-            budget=dataclasses.replace(CHEAP, **given),
+            budget=dataclasses.replace(NEAR, **given),
             check_first=check_first,
         )
         return

@@ -19,7 +19,7 @@ def show_start(
     race_steps: int,
     json_out: bool,
     budget: Any = None,
-    check_first: bool = False,
+    check_first: bool = True,
 ) -> None:
     """Run ``warm_start`` for ``task`` and print the candidates, the race rounds and the chosen start."""
     from prompttuner.bank import BankError, RaceSettings, warm_start

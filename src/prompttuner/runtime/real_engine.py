@@ -140,11 +140,11 @@ class RealEngine:
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         """The job's start as ``bank search --race`` makes it (``prompttuner.bank.warm_start``), as a state.
 
-        The cheap selection over the bank's public entries and the tenant's own (probes on the job's
-        training split only), the blend of the two best, then, unless the best start already meets the
-        target on the probe rows, the race (successive halving) among the best bank start, the job's text
-        init and a random init (``job.bank_race`` False: none, the probe's best start); the learning rate
-        from the start's fit.  The winner's race steps are in
+        The selection (``bank.NEAR``) over the bank's public entries and the tenant's own (probes on the
+        job's training split only), the blend of the two best, then, unless the best start already meets the
+        target on the probe rows or on the job's validation rows at step 0, the race of the best bank start
+        against the job's text init (``job.bank_race`` False: none, the probe's best start); the learning
+        rate from the start's fit.  The winner's race steps are in
         its state (``steps_done``); the losers' (``race_steps``) were run for this job too."""
         from prompttuner.bank import RaceSettings, warm_start
 
