@@ -70,9 +70,9 @@ class Hyperparameters(BaseModel):
     max_eval: Int = Field(64, ge=1, le=10_000, description="validation rows an evaluation uses")
     bank_race: bool = Field(
         True,
-        description="with bank_warm_start: race the best bank start against the job's text and random inits "
-        "(a few steps each, successive halving; the losers' steps are the job's) unless the best start "
-        "already meets the target on the probe rows; false: take the probe's best start as it is (no race "
+        description="with bank_warm_start: race the best bank start against the job's text init (a few "
+        "steps each; the loser's steps are the job's) unless the best start already meets the target on the "
+        "probe rows or on the validation rows; false: take the probe's best start as it is (no race "
         "steps: for a tight deadline)",
     )
 

@@ -6,8 +6,9 @@ Entry points:
 - :func:`select_init`: the bank's choice for a job, an entry's tensor or the job's own cold init;
 - :func:`bank_init`: that choice as the trainer's ``TensorInit`` (with its learning rate, :func:`start_lr`):
   what ``prompttuner tune --init bank:DIR`` and the service's warm start call before building the trainer;
-- :func:`warm_start` (``race.py``): cheaper selection, a blend, a short race among the best starts and the
-  job's cold inits, a learning rate from the start's fit: a trainer ready to go on.
+- :func:`warm_start` (``race.py``): cheaper selection (:data:`NEAR`), a blend, a check of the best start, a
+  short race of the best start against the job's text init, a learning rate from the start's fit: a
+  trainer ready to go on.
 """
 
 from __future__ import annotations
