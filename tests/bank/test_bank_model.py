@@ -216,6 +216,7 @@ def test_service_warm_start_is_the_banks_warm_start_and_names_the_race(loaded, t
     hard = engine.warm_start(loaded, job(1.01))  # no start meets it: they race
     # the default race of two: one round of 2 steps, the loser's 2 steps the job's too
     assert hard["raced"] and hard["steps_done"] == 2 and hard["race_steps"] == 2
+    assert hard["first_check"]["start"] == hard["candidates"][0]["name"]  # checked first, below 1.01
     names = [c["name"] for c in hard["candidates"]]
     assert {"text", "random"} <= set(names) and not any(ids["globex"][:8] in n for n in names)
     assert hard["chosen"] in names

@@ -225,6 +225,8 @@ def start_result(ws: Any) -> dict[str, Any]:
             "lr": ws.trainer.lr,
             "raced": bool(ws.info.get("raced")),
             "no_race": ws.info.get("no_race"),  # why there was no race (None: there was one)
+            # the best start's accuracy on the job's validation rows before any race (None: not checked)
+            "first_check": ws.info.get("first_check"),
             "steps_done": int(ws.trainer.step_count),  # the winner's race steps, in its state
             "race_steps": int(ws.extra_steps),  # the losers' race steps: run for this job too
             "candidates": [x.brief() for x in ws.candidates],
