@@ -28,22 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bank_stream import cost_steps, steps_to  # noqa: E402  (the stream's own reading of a curve)
+
 ROUND = 2  # the steps of the race's one round (RaceSettings.steps)
 
 
-def steps_to(curve: list[list[float]], target: float) -> int | None:
-    for step, acc, *_ in curve:
-        if acc >= target - 1e-9:
-            return int(step)
-    return None
-
-
 def cost(steps: float | None, budget: int) -> float:
-    return float(max(1.0, budget if steps is None else min(float(budget), steps)))
+    """``bank_stream.cost_steps``, capped at the budget (a replayed start plus its race can pass it)."""
+    return cost_steps(None if steps is None else min(budget, int(steps)), budget)
 
 
 Run = dict[str, Any]

@@ -44,9 +44,10 @@ from prompttuner.bank.select import NEAR, Budget, ProbeScore, rank_key
 @dataclass(frozen=True)
 class RaceSettings:
     # starts in the race, in this order: the best from the bank (or the blend), the text init, random init.
-    # Two by default (one round, the loser's 2 steps): against three (two rounds, 6 steps of the losers)
-    # it took fewer steps on the service stream, 20 won / 6 tied / 6 lost against the committed default
-    # (benchmarks/results/bank_stream_race2/); the random init races only where the bank offers nothing
+    # Two by default (one round, the loser's 2 steps): against three (two rounds, 6 steps of the losers),
+    # with the same selection and check, it took fewer steps on the stream's order 0 (15 won / 13 tied / 4
+    # lost) and on novel tasks (11 / 19 / 2) (benchmarks/results/bank_stream_race2/); the random init
+    # races only where the bank offers nothing
     candidates: int = 2
     steps: int = 2  # steps per round, per start
     blend: bool = True  # offer the blend of the two best entries as a candidate

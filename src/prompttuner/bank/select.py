@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,15 +119,7 @@ CHEAP = Budget(rep_probes=3, member_probes=3, sample_rows=10, first_rows=4, surv
 3 members and the text init, each on 4 rows (28 sequences); the 3 best on 6 rows more (18); with the
 blend's 10, 56 sequences instead of the 144 of :class:`Budget`'s defaults."""
 
-NEAR = Budget(
-    rep_probes=3,
-    member_probes=2,
-    nearest=1,
-    sample_rows=10,
-    first_rows=4,
-    survivors=3,
-    rank_by="accuracy+similarity",
-)
+NEAR = replace(CHEAP, member_probes=2, nearest=1, rank_by="accuracy+similarity")
 """The budget of ``bank.warm_start`` (the service's): :data:`CHEAP` with one of its 3 member probes given
 to layer 0 (the entry nearest the job in task space) and probe-accuracy ties broken by task similarity;
 the same number of probes.  With ``RaceSettings``' defaults (the check of the best start, a race of two)
