@@ -742,11 +742,20 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "pairs": pairs,
         }
         (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
-    (RUNS.parent / "bank_stream.json").write_text(json.dumps(out, indent=1) + "\n")
-    (RUNS.parent / "bank_stream.md").write_text(report(out, st))
+    dest = Path(args.out) if getattr(args, "out", None) else RUNS.parent / "bank_stream.json"
+    dest.write_text(json.dumps(out, indent=1) + "\n")
+    dest.with_suffix(".md").write_text(report(out, st))
     brief = {k: v for k, v in out.items() if k not in ("rows", "novel_rows", "per_position", "settings")}
     print(json.dumps(brief, indent=1))
     return out
+
+
+def _rel(arg: str) -> str:
+    """A path argument relative to the repository (as a reader reruns it); other arguments as they are."""
+    try:
+        return str(Path(arg).resolve().relative_to(ROOT)) if "/" in arg else arg
+    except ValueError:
+        return arg
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -779,11 +788,11 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
     lines = [
         "# Prompt Bank: the service stream (and the novel-task protocol)",
         "",
-        "Written by `python benchmarks/bank_stream.py --summarize --write-data` from "
-        "`bank_stream.runs.jsonl` (one line per run, resumable); settings, targets and orders are in "
-        "`benchmarks/bank_stream_settings.json`, committed before any bank run. Machine: the shared 2-core "
-        "x86_64 CPU, torch 2.13.0 CPU, smollm2-135m in fp32, one torch thread per worker process (the stream "
-        f"worker: two). CPU so far: {cpu_h:.2f} CPU-hours over {len(done)} runs.",
+        f"Written by `python benchmarks/bank_stream.py {' '.join(_rel(a) for a in sys.argv[1:])}` from "
+        f"`{_rel(str(RUNS))}` (one line per run, resumable); settings, targets and orders are in "
+        f"`{_rel(str(SETTINGS))}`, committed before any bank run. Machine: the shared 2-core "
+        "x86_64 CPU, torch 2.13.0 CPU, smollm2-135m in fp32, the workers and torch threads that the run's "
+        f"README states. CPU so far: {cpu_h:.2f} CPU-hours over {len(done)} runs.",
         "",
         "## Protocol",
         "",
@@ -971,6 +980,12 @@ def main() -> None:
     ap.add_argument("--orders", default=None, help="with --phase stream: which orders (default: all)")
     ap.add_argument("--summarize", action="store_true")
     ap.add_argument("--write-data", action="store_true", help="with --summarize: the simulator's pairs")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="with --summarize: the summary's path (.json; the .md beside it); default: bank_stream.json "
+        "beside the runs file",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shard", default=None, help="K/N: run the K-th of N parts of this phase's list")
