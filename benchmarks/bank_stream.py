@@ -556,7 +556,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "race_extra_steps": r["race_extra_steps"],
             "bank_cpu_s": r["cpu_s"],
             "select_cpu_s": r["select_cpu_s"],
-            "select_in_steps": round(r["select_cpu_s"] / r["step_cpu_s"], 2) if r.get("step_cpu_s") else None,
+            # in the job's own steps (estimated where it ran none after its race: ``step_cpus``)
+            "select_in_steps": round(r["select_cpu_s"] / step_cpu[id(r)], 2) if id(r) in step_cpu else None,
         }
         b = cost_steps(row["bank_steps"], budget)
         if job in rnd:
@@ -743,6 +744,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
         (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
     dest = Path(args.out) if getattr(args, "out", None) else RUNS.parent / "bank_stream.json"
+    if dest.suffix != ".json":
+        raise SystemExit(f"--out {dest}: a .json path (the report goes beside it as .md)")
     dest.write_text(json.dumps(out, indent=1) + "\n")
     dest.with_suffix(".md").write_text(report(out, st))
     brief = {k: v for k, v in out.items() if k not in ("rows", "novel_rows", "per_position", "settings")}
