@@ -739,6 +739,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "already at the target as 1 step. The simulator draws a bank job's work as a random-init job's "
             "times one pair's ratio.",
             "budget": budget,
+            "runs": _rel(str(RUNS)),
+            "settings": _rel(str(SETTINGS)),
             "orders": out["orders_run"],
             "pairs": pairs,
         }
