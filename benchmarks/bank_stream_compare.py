@@ -111,6 +111,15 @@ def compare(
                 lambda r: (r["order"], r["job"]),
             )
             out["groups"][g] = p
+    orders = sorted({r["order"] for r in rows_b} & {r["order"] for r in rows_v})
+    if len(orders) > 1:  # each order on its own as well: does a difference hold in both?
+        for o in orders:
+            out["groups"][f"order {o}"] = paired(
+                [r for r in rows_b if r["order"] == o],
+                [r for r in rows_v if r["order"] == o],
+                budget,
+                lambda r: (r["order"], r["job"]),
+            )
     if out["groups"]:
         lines += [
             "",

@@ -50,3 +50,6 @@ def test_compare_pairs_only_the_same_order_and_job() -> None:
     assert (out["groups"]["all"]["won"], out["groups"]["all"]["tied"]) == (1, 1)
     assert out["groups"]["repeat"]["n"] == 1 and out["groups"]["repeat"]["tied"] == 1
     assert "| first of task | base |" in md and "1 / 0 / 0 (n=1)" in md
+    # each order on its own too: the win is order 0's, order 1 ties
+    assert (out["groups"]["order 0"]["won"], out["groups"]["order 0"]["n"]) == (1, 1)
+    assert (out["groups"]["order 1"]["tied"], out["groups"]["order 1"]["n"]) == (1, 1)

@@ -45,9 +45,10 @@ from prompttuner.bank.select import NEAR, Budget, ProbeScore, rank_key
 class RaceSettings:
     # starts in the race, in this order: the best from the bank (or the blend), the text init, random init.
     # Two by default (one round, the loser's 2 steps): against three (two rounds, 6 steps of the losers),
-    # with the same selection and check, it took fewer steps on the stream's order 0 (15 won / 13 tied / 4
-    # lost) and on novel tasks (11 / 19 / 2) (benchmarks/results/bank_stream_race2/); the random init
-    # races only where the bank offers nothing
+    # with the same selection and check, it took fewer steps on novel tasks (11 won / 19 tied / 2 lost) and
+    # on the stream's order 0 (15 / 13 / 4), not on order 1 (11 / 7 / 14): on the stream the two are not told
+    # apart (26 / 20 / 18, benchmarks/results/bank_stream_race2/); the random init races only where the
+    # bank offers nothing
     candidates: int = 2
     steps: int = 2  # steps per round, per start
     blend: bool = True  # offer the blend of the two best entries as a candidate

@@ -32,8 +32,9 @@ from prompttuner.core.types import ModelProfile
 DEFAULT_STEP_S = 1.0
 DEFAULT_COLD_START_S = 30.0
 # a selection takes this many of the same worker's steps until one has been timed: the largest of the
-# service stream's 42 measured selections (median 2.885; benchmarks/results/bank_stream.json, select_in_steps)
-DEFAULT_SELECT_STEPS = 3.35
+# default start's 64 measured selections in the service stream (median 5.45, with the check of the best
+# start; benchmarks/results/bank_stream_race2/bank_stream.json, select_in_steps)
+DEFAULT_SELECT_STEPS = 7.69
 DEFAULT_SIGMA = 0.39  # step-time noise measured over the convergence profiles (work_prediction.md)
 MARGIN_Z = 1.645  # a one-sided 95 % margin on a log-normal spread
 KEEP = 16  # recent samples kept per level
