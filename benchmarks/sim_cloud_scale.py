@@ -87,9 +87,9 @@ CPU-s per policy) is met for PromptTuner and INFless on a quiet machine and not 
 admission re-plans the deadline-ordered tail behind every arrival (`sim_scale100k.md` says what remains slow).
 The cost at 10,000 GPUs: INFless / PromptTuner 0.884, INFless / prompttuner-lean 1.02 (seed 0; goal
 >= 1.1x: not met). Seeds 1 and 2 were added on 2026-12-07 (`--points 10000 --seeds-10000 1,2 --policies
-prompttuner,prompttuner-lean,infless`, on an AMD EPYC VM, the bank stream benchmark on the other core; PromptTuner 83-89
-CPU-s, lean 90-91, INFless 36-38 per run): over the 3 seeds INFless / PromptTuner 0.893 (0.884-0.899),
-INFless / prompttuner-lean 1.02 (1.01-1.02), violations 0.12 % / 0.13 % / 1.26 %.
+prompttuner,prompttuner-lean,infless`, on an AMD EPYC VM, the bank stream benchmark on the other core;
+PromptTuner 83-89 CPU-s, lean 90-91, INFless 36-38 per run): over the 3 seeds INFless / PromptTuner 0.893
+(0.884-0.899), INFless / prompttuner-lean 1.02 (1.01-1.02), violations 0.12 % / 0.13 % / 1.26 %.
 
 The audit above (`sim_cloud_scale.audit.json`) was made on 0a99642 and 146bacd; the 1,024-GPU rows
 reproduce its costs (PromptTuner $9,350 mean, lean $8,490, INFless $8,400).
