@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bank_stream import cost_steps  # noqa: E402
-from bank_stream_compare import sign_test  # noqa: E402
+from bank_stream_compare import counts  # noqa: E402
 
 
 def read(path: str) -> list[dict[str, Any]]:
@@ -39,15 +38,8 @@ def steps_of(run: dict[str, Any], budget: int) -> float:
 def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
     """``a`` against ``b`` on their common jobs: ratio b / a (> 1: ``a`` took fewer steps)."""
     jobs = sorted(set(a) & set(b))
-    r = [b[j] / a[j] for j in jobs]
-    won, lost = sum(x > 1 for x in r), sum(x < 1 for x in r)
     return {
-        "n": len(jobs),
-        "won": won,
-        "tied": len(jobs) - won - lost,
-        "lost": lost,
-        "sign_test_p": round(sign_test(won, lost), 3),
-        "median_ratio": round(statistics.median(r), 3) if r else None,
+        **counts([b[j] / a[j] for j in jobs]),
         "steps_a": sum(a[j] for j in jobs),
         "steps_b": sum(b[j] for j in jobs),
     }

@@ -42,18 +42,25 @@ def paired(base: list[dict[str, Any]], var: list[dict[str, Any]], budget: int, k
     b = {key(r): r for r in base}
     pairs = [(b[key(r)], r) for r in var if key(r) in b]
     ratios = [steps(x, budget) / steps(y, budget) for x, y in pairs]  # > 1: the variant took fewer steps
+    return {
+        **counts(ratios),
+        "steps_base": sum(steps(x, budget) for x, _ in pairs),
+        "steps_variant": sum(steps(y, budget) for _, y in pairs),
+    }
+
+
+def counts(ratios: list[float]) -> dict[str, Any]:
+    """Paired ratios (> 1: a win): won / tied / lost, the sign test, their median and geometric mean."""
     won = sum(r > 1 for r in ratios)
     lost = sum(r < 1 for r in ratios)
     return {
-        "n": len(pairs),
+        "n": len(ratios),
         "won": won,
         "tied": len(ratios) - won - lost,
         "lost": lost,
         "sign_test_p": round(sign_test(won, lost), 3),
         "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
         "gmean_ratio": round(math.exp(statistics.fmean(math.log(r) for r in ratios)), 3) if ratios else None,
-        "steps_base": sum(steps(x, budget) for x, _ in pairs),
-        "steps_variant": sum(steps(y, budget) for _, y in pairs),
     }
 
 
