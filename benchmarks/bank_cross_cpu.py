@@ -23,12 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bank_speedup import read_runs  # noqa: E402
 from bank_stream import cost_steps  # noqa: E402
 from bank_stream_compare import counts  # noqa: E402
-
-
-def read(path: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def steps_of(run: dict[str, Any], budget: int) -> float:
@@ -100,14 +97,16 @@ def report(out: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", required=True, help="the committed baselines' runs file")
-    ap.add_argument("--rerun", required=True, help="the baselines rerun on the other CPU")
-    ap.add_argument("--stream", required=True, help="a bank run's runs file (its stream ran on that CPU)")
+    ap.add_argument("--base", required=True, type=Path, help="the committed baselines' runs file")
+    ap.add_argument("--rerun", required=True, type=Path, help="the baselines rerun on the other CPU")
+    ap.add_argument(
+        "--stream", required=True, type=Path, help="a bank run's runs file (its stream ran there)"
+    )
     ap.add_argument("--order", default="1")
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args()
-    out = compare(read(a.base), read(a.rerun), read(a.stream), a.order, a.budget)
+    out = compare(read_runs(a.base), read_runs(a.rerun), read_runs(a.stream), a.order, a.budget)
     a.out.write_text(json.dumps(out, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(report(out))
     print(report(out))

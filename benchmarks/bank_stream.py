@@ -745,7 +745,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "pairs": pairs,
         }
         (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
-    dest = Path(args.out) if getattr(args, "out", None) else RUNS.parent / "bank_stream.json"
+    dest = Path(args.out) if args.out else RUNS.parent / "bank_stream.json"
     if dest.suffix != ".json":
         raise SystemExit(f"--out {dest}: a .json path (the report goes beside it as .md)")
     dest.write_text(json.dumps(out, indent=1) + "\n")
@@ -854,7 +854,7 @@ def report(out: dict[str, Any], st: dict[str, Any]) -> str:
         lines.append(
             f"| novel task (bank of the other tasks) | {_fmt(nov['ratio_vs_random'])} | "
             f"{_fmt(nov['ratio_vs_text'])} | {_fmt(nov['wall_ratio_vs_random'])} | "
-            f"{_fmt(nov.get('time_ratio_vs_random', {}))} | {sel_cell(nov['select_in_steps'])} |"
+            f"{_fmt(nov['time_ratio_vs_random'])} | {sel_cell(nov['select_in_steps'])} |"
         )
     lines += ["", "By arrival position (ratios over the orders' jobs at those positions):", ""]
     lines += ["| positions | vs random: median, gmean | vs text: median, gmean | jobs |", "|---|---|---|---|"]
