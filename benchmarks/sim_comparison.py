@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> None:
             prediction=args.prediction,
             seed=seed,
             init_mix=parse_mix(args.init),
+            bank_pairing=args.bank_pairing,
         )
         t0 = time.process_time()
         jobs = generate(cfg, cat)
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> None:
             "seed": seed,
             "prediction": args.prediction,
             "init": args.init,
+            "bank_pairing": args.bank_pairing,
             "jobs": len(jobs),
             "clairvoyant_cost": bound["cost"],
             "elasticflow_infeasible_alone": infeasible_alone_count(jobs, cat, cfg),
@@ -336,6 +338,13 @@ def main() -> None:
         default="random",
         help="the jobs' init mix, e.g. bank or random:0.5,bank:0.5 (bank: work from the measured pairs of "
         "benchmarks/bank_stream.py; give such runs their own --runs file)",
+    )
+    ap.add_argument(
+        "--bank-pairing",
+        choices=("rank", "independent"),
+        default="rank",
+        help="which measured pair scales a bank job's work: the one of its random-init difficulty rank "
+        "(default) or any (sim.workload.WorkModel)",
     )
     a = ap.parse_args()
     if a.summarize:

@@ -51,6 +51,21 @@ def test_simulate_rejects_bad_input() -> None:
     assert res.exit_code == 2 and "unknown policy" in res.output
     res = runner.invoke(app, ["simulate", "--workload", "/no/such/file.json"])
     assert res.exit_code == 2
+    res = runner.invoke(app, ["simulate", "--init", "bank", "--bank-pairing", "guess"])
+    assert res.exit_code == 2 and "--bank-pairing must be rank or independent" in res.output
+
+
+def test_bank_pairing_changes_only_bank_jobs() -> None:
+    """The two pairings give bank-init jobs other work (so other results) and random-init jobs the same."""
+
+    def run(*extra: str) -> dict:
+        args = ["simulate", "--jobs", "80", "--gpus", "a100:16", "--policies", "reserved", "--json"]
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["reserved"]
+
+    assert run("--bank-pairing", "independent") == run()
+    assert run("--init", "bank", "--bank-pairing", "independent") != run("--init", "bank")
 
 
 def test_elasticflow_trace_mode_calls_the_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -201,6 +201,60 @@ def test_bank_jobs_draw_their_work_from_the_measured_pairs(tmp_path: Path) -> No
     assert {j.init for j in jobs} == {"bank"} and all(j.work_steps >= 1 for j in jobs)
 
 
+def test_bank_pairs_are_drawn_at_the_jobs_random_init_rank(tmp_path: Path) -> None:
+    """Rank pairing scales an easy job (below the median of random-init work) by the easy pair's ratio
+    and a hard one by the hard pair's; the arrival rate's factor is the mean work that pairing gives, and
+    it differs from the mean of the ratios that independent draws give."""
+    import random
+    import statistics
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[5, 25], [50, 25]]}))  # easy task: 5x the steps; hard: half
+    none = tmp_path / "none.json"
+    rank = load_work_model(profiles_file=none, bank_pairs_file=pairs)
+    indep = load_work_model(profiles_file=none, bank_pairs_file=pairs, bank_pairing="independent")
+    median = rank.median
+    seen: dict[bool, set[float]] = {True: set(), False: set()}
+    for s in range(400):
+        base = rank.sample(random.Random(s), "random")
+        seen[base < median].add(round(rank.sample(random.Random(s), "bank") / base, 3))
+    assert seen == {True: {5.0}, False: {0.5}}
+    mixed = {
+        round(indep.sample(random.Random(s), "bank") / indep.sample(random.Random(s), "random"), 3)
+        for s in range(400)
+    }
+    assert mixed == {5.0, 0.5}
+    assert indep.init_factor["bank"] == pytest.approx(2.75)
+    draws = random.Random(7)
+    bank = [rank.sample(draws, "bank") for _ in range(40000)]
+    assert statistics.fmean(bank) / rank.mean() == pytest.approx(rank.init_factor["bank"], rel=0.03)
+    assert rank.init_factor["bank"] < 2.75  # the easy half carries less of the work
+    with pytest.raises(ValueError, match="bank pairing"):
+        load_work_model(profiles_file=none, bank_pairs_file=pairs, bank_pairing="guess")
+    cfg = WorkloadConfig(n_jobs=40, work="distribution", seed=1)
+    assert [j.work_steps for j in generate(cfg, CAT)] == [
+        j.work_steps for j in generate(replace(cfg, bank_pairing="independent"), CAT)
+    ]  # random-init jobs do not depend on it
+
+
+def test_rank_pairing_on_profiles_shares_a_tasks_quantiles(tmp_path: Path) -> None:
+    """On the profiles each task covers its share of the quantiles: the easiest of two tasks draws only
+    among the lower half of the pairs, the harder only among the upper half."""
+    import random
+
+    prof = tmp_path / "profiles.json"
+    prof.write_text(json.dumps({"tasks": {"a": {"random": 10}, "b": {"random": 40}}}))
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[5, 10], [6, 12], [30, 3], [40, 8]]}))
+    wm = load_work_model(profiles_file=prof, bank_pairs_file=pairs)
+    assert wm.quantile(10 * wm.profile_scale) == (0.0, 0.5)
+    got: dict[float, set[float]] = {}
+    for s in range(200):
+        base = wm.sample(random.Random(s), "random")
+        got.setdefault(base, set()).add(round(wm.sample(random.Random(s), "bank") / base, 3))
+    assert got == {10 * wm.profile_scale: {2.0}, 40 * wm.profile_scale: {0.1, 0.2}}
+
+
 def test_workload_can_ignore_the_profiles(tmp_path: Path) -> None:
     cfg = WorkloadConfig(n_jobs=50, work="distribution", seed=3)
     jobs = generate(cfg, CAT)

@@ -98,6 +98,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         gpus: str = typer.Option("a100:128", "--gpus", help="cluster: TYPE:COUNT[,TYPE:COUNT]"),
         init: str = typer.Option("random", "--init", help="init method of the jobs: random | text | bank"),
+        bank_pairing: str = typer.Option(
+            "rank",
+            "--bank-pairing",
+            help="--init bank: which measured (random, bank) pair scales a job's work, the one of its "
+            "random-init difficulty rank (rank) or any (independent)",
+        ),
         models: str | None = typer.Option(
             None, "--models", help="model mix MODEL:WEIGHT[,MODEL:WEIGHT] (default: the 0.5B-70B mix)"
         ),
@@ -136,7 +142,7 @@ def register(app: typer.Typer) -> None:
         from prompttuner.sim.catalog import load_catalog
         from prompttuner.sim.prediction import ErrorModel
         from prompttuner.sim.runner import run_workload, sweep, write_outputs
-        from prompttuner.sim.workload import WorkloadConfig, load_jobs, trace_kind
+        from prompttuner.sim.workload import BANK_PAIRINGS, WorkloadConfig, load_jobs, trace_kind
 
         names = [p.strip() for p in policies.split(",") if p.strip()]
         known = set(policy_names())
@@ -145,6 +151,8 @@ def register(app: typer.Typer) -> None:
                 fail(f"unknown policy {n!r}; known: {', '.join(sorted(known))}")
         if init not in ("random", "text", "bank"):
             fail(f"--init must be random, text or bank, not {init!r}")
+        if bank_pairing not in BANK_PAIRINGS:
+            fail(f"--bank-pairing must be {' or '.join(BANK_PAIRINGS)}, not {bank_pairing!r}")
         if load <= 0 or slo_tightness <= 0 or jobs < 1:
             fail("--load and --slo-tightness must be positive and --jobs at least 1")
         cat = load_catalog()
@@ -200,6 +208,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             trace=str(trace) if trace else None,
             prediction=prediction,
+            bank_pairing=bank_pairing,
         )
         if mix:
             cfg.model_mix = mix

@@ -8,8 +8,11 @@ Each job's work (steps to target) comes from the engine's measured convergence p
 ``data/convergence_profiles.json`` exists, else from the documented distribution in
 ``data/job_work.json``.  The profiles were measured on a 135M model on a CPU, to a modest target: they give
 the *relative* sizes (task to task, init to init), scaled so that the median random-init job has the
-documented median size (``job_work.json``: ``steps_random_init.median``).  Bank init is text init divided
-by the Prompt Bank's measured speed-up (``data/bank_speedup.json``, ``bank_speedup_over_text``).
+documented median size (``job_work.json``: ``steps_random_init.median``).  A bank-init job's work is a
+random-init job's times the bank / random steps of one measured job of the service stream
+(``data/bank_stream_pairs.json``), by default a job of the same random-init difficulty rank
+(``bank_pairing``); without that file, text init divided by the Prompt Bank's measured speed-up
+(``data/bank_speedup.json``, ``bank_speedup_over_text``).
 Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
 size (``ref_replicas`` warm replicas of ``ref_gpu``), so tightness 1 leaves no room for queueing or a
 cold start at that size.
@@ -17,7 +20,10 @@ cold start at that size.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import dataclasses
+import functools
 import json
 import math
 import random
@@ -34,6 +40,7 @@ from prompttuner.sim.catalog import Catalog
 
 WORK_FILE = REPO_DATA / "job_work.json"
 INITS = ("random", "text", "bank")
+BANK_PAIRINGS = ("rank", "independent")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
 BANK_FILE = REPO_DATA / "bank_speedup.json"
 BANK_PAIRS_FILE = REPO_DATA / "bank_stream_pairs.json"  # benchmarks/bank_stream.py --summarize --write-data
@@ -71,6 +78,9 @@ class WorkloadConfig:
     # error, see sim/prediction.py), "oracle" (the truth; an ablation) or "lognormal:SIGMA"
     prediction: str = "oracle"
     refresh: bool = True  # the estimate is refreshed from each job's progress (off: the ablation)
+    # how a bank job's work is drawn from the measured (random, bank) pairs: "rank" (the pair of the same
+    # random-init difficulty rank as the job) or "independent" (any pair); see WorkModel
+    bank_pairing: str = "rank"
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,26 @@ class WorkModel:
     bank_over_text: float
     profile_scale: float = 1.0  # per-task profile steps x this = simulated steps
     # measured (random-init steps, bank-init steps) of the same jobs (the service stream): a bank job's
-    # work is a random-init job's times the ratio of one pair drawn at random
+    # work is a random-init job's times the ratio of one pair
     bank_pairs: tuple[tuple[float, float], ...] = ()
+    # which pair: "rank" draws among the pairs whose random-init steps have the job's own random-init
+    # quantile (the bank's effect depends on how hard the task is for random init: on the stream its
+    # ratio falls with the random-init steps, so a pair measured on a 5-step task does not scale a hard
+    # job); "independent" draws any pair (E[bank work] = E[random work] x the mean of the ratios)
+    bank_pairing: str = "rank"
+
+    def __post_init__(self) -> None:
+        if self.bank_pairing not in BANK_PAIRINGS:
+            raise ValueError(f"unknown bank pairing {self.bank_pairing!r}; use {' or '.join(BANK_PAIRINGS)}")
 
     def sample(self, rng: random.Random, init: str) -> float:
         if init == "bank" and self.bank_pairs:
             base = self.sample(rng, "random")
-            r, b = rng.choice(self.bank_pairs)
+            if self.bank_pairing == "independent":
+                r, b = rng.choice(self.bank_pairs)
+            else:
+                lo, hi = self.quantile(base)
+                r, b = rng.choice(self._pairs_at(lo + (hi - lo) * rng.random()))
             return max(1.0, base * b / r)
         if self.per_task:
             task = rng.choice(sorted(self.per_task))
@@ -113,6 +136,56 @@ class WorkModel:
             vals = [r.get("random", next(iter(r.values()))) for r in self.per_task.values()]
             return sum(vals) / len(vals) * self.profile_scale
         return self.median * math.exp(self.sigma**2 / 2)
+
+    def _random_steps(self) -> list[float]:
+        return sorted(
+            r.get("random", next(iter(r.values()))) * self.profile_scale for r in self.per_task.values()
+        )
+
+    def quantile(self, steps: float) -> tuple[float, float]:
+        """The range of random-init quantiles a random-init job of ``steps`` steps covers: a point for
+        the lognormal distribution, a task's share of the tasks for the profiles (ties share one)."""
+        if self.per_task:
+            vals = self._random_steps()
+            return bisect.bisect_left(vals, steps) / len(vals), bisect.bisect_right(vals, steps) / len(vals)
+        u = statistics.NormalDist().cdf((math.log(steps) - math.log(self.median)) / self.sigma)
+        return u, u
+
+    @functools.cached_property
+    def _ranked(self) -> tuple[list[float], dict[float, list[tuple[float, float]]]]:
+        ranked = sorted(self.bank_pairs)
+        ties: dict[float, list[tuple[float, float]]] = {}
+        for p in ranked:
+            ties.setdefault(p[0], []).append(p)
+        return [p[0] for p in ranked], ties
+
+    def _pairs_at(self, u: float) -> list[tuple[float, float]]:
+        """The measured pairs at random-init quantile ``u``: the pair of that rank and every pair tied
+        with it in random-init steps."""
+        rs, ties = self._ranked
+        return ties[rs[min(len(rs) - 1, int(u * len(rs)))]]
+
+    def bank_factor(self, grid: int = 1 << 14) -> float:
+        """E[bank work] / E[random work] under this pairing (the arrival rate is calibrated with it): the
+        mean of the ratios when pairs are drawn independently, else the ratio at each random-init quantile
+        weighted by the work there (a midpoint sum over ``grid`` quantiles)."""
+        ratios = [b / r for r, b in self.bank_pairs]
+        if self.bank_pairing == "independent":
+            return statistics.mean(ratios)
+        vals = self._random_steps()
+        mean_at = {r: statistics.mean(b / r for _, b in at) for r, at in self._ranked[1].items()}
+        rs = self._ranked[0]
+        num = den = 0.0
+        for k in range(grid):
+            u = (k + 0.5) / grid
+            if vals:
+                w = vals[min(len(vals) - 1, int(u * len(vals)))]
+            else:
+                z = statistics.NormalDist().inv_cdf(u)
+                w = min(self.hi, max(self.lo, round(self.median * math.exp(self.sigma * z))))
+            num += w * mean_at[rs[min(len(rs) - 1, int(u * len(rs)))]]
+            den += w
+        return num / den
 
 
 def _profile_steps(raw: Any, min_budget: float = 0.0) -> dict[str, dict[str, float]]:
@@ -153,6 +226,7 @@ def load_work_model(
     profiles_file: Path | None = None,
     bank_file: Path | None = None,
     bank_pairs_file: Path | None = None,
+    bank_pairing: str = "rank",
 ) -> WorkModel:
     w = json.loads(Path(work_file or WORK_FILE).read_text())
     d = w["steps_random_init"]
@@ -176,9 +250,7 @@ def load_work_model(
             bank_over_text = float(measured)
     factors = {k: float(v) for k, v in w["init_factor"].items() if k != "why"}
     pairs = load_bank_pairs(bank_pairs_file)
-    if pairs:  # the arrival rate is calibrated with the measured mean work of a bank job
-        factors["bank"] = statistics.mean(b / r for r, b in pairs)
-    return WorkModel(
+    model = WorkModel(
         source=source,
         per_task=per_task,
         median=float(d["median"]),
@@ -189,7 +261,11 @@ def load_work_model(
         bank_over_text=bank_over_text,
         profile_scale=scale,
         bank_pairs=pairs,
+        bank_pairing=bank_pairing,
     )
+    if pairs:  # the arrival rate is calibrated with the measured mean work of a bank job
+        model = dataclasses.replace(model, init_factor={**factors, "bank": model.bank_factor()})
+    return model
 
 
 def load_bank_pairs(path: Path | None = None) -> tuple[tuple[float, float], ...]:
@@ -263,7 +339,9 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     if cfg.work not in ("profiles", "distribution"):
         raise ValueError(f"unknown work model {cfg.work!r}; use profiles or distribution")
     if work is None:
-        work = load_work_model(profiles_file=None if cfg.work == "profiles" else _NO_FILE)
+        work = load_work_model(
+            profiles_file=None if cfg.work == "profiles" else _NO_FILE, bank_pairing=cfg.bank_pairing
+        )
     rng = random.Random(cfg.seed)
     for m in cfg.model_mix:
         catalog.model(m)
