@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
             seed=seed,
             init_mix=parse_mix(args.init),
             bank_pairing=args.bank_pairing,
+            bank_deadline=args.bank_deadline,
         )
         t0 = time.process_time()
         jobs = generate(cfg, cat)
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> None:
             "prediction": args.prediction,
             "init": args.init,
             "bank_pairing": args.bank_pairing,
+            "bank_deadline": args.bank_deadline,
             "jobs": len(jobs),
             "clairvoyant_cost": bound["cost"],
             "elasticflow_infeasible_alone": infeasible_alone_count(jobs, cat, cfg),
@@ -159,6 +161,10 @@ def summarize(runs: Path) -> None:
     preds = sorted({str(r.get("prediction", "measured")) for r in rows})
     seeds = sorted({int(r["seed"]) for r in rows})
     inits = sorted({str(r.get("init", "random")) for r in rows})
+    # runs made before the option read their pairs independently
+    banked = [r for r in rows if "bank" in str(r.get("init"))]
+    pairings = sorted({str(r.get("bank_pairing", "independent")) for r in banked})
+    deadlines = sorted({str(r.get("bank_deadline", "own")) for r in banked})
     cells = sorted({(str(r["workload"]), float(r["tightness"])) for r in rows})
     default = preds == ["measured"] and len(seeds) == 5 and runs.name == "sim_comparison.runs.jsonl"
     what = "under hidden work" if preds == ["measured"] else f"with --prediction {', '.join(preds)}"
@@ -176,7 +182,10 @@ def summarize(runs: Path) -> None:
             else (
                 f"**This file's runs differ from those settings** (`{runs.name}`; the commands above make "
                 f"the default comparison, not this file): `--prediction {', '.join(preds)}`, `--init "
-                f"{', '.join(inits)}`, seeds {', '.join(map(str, seeds))}, only "
+                f"{', '.join(inits)}`"
+                + (f", `--bank-pairing {', '.join(pairings)}`" if pairings else "")
+                + (f", `--bank-deadline {', '.join(deadlines)}`" if deadlines else "")
+                + f", seeds {', '.join(map(str, seeds))}, only "
                 + ", ".join(f"{w} T {t:g}" for w, t in cells)
                 + ".",
                 "",
@@ -345,6 +354,13 @@ def main() -> None:
         default="rank",
         help="which measured pair scales a bank job's work: the one of its random-init difficulty rank "
         "(default) or any (sim.workload.WorkModel)",
+    )
+    ap.add_argument(
+        "--bank-deadline",
+        choices=("random", "own"),
+        default="random",
+        help="a bank job's deadline from its random-init work (default: the random-init workload with "
+        "only the bank jobs' work changed) or from its own work from the bank",
     )
     a = ap.parse_args()
     if a.summarize:

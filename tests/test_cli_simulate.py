@@ -53,6 +53,8 @@ def test_simulate_rejects_bad_input() -> None:
     assert res.exit_code == 2
     res = runner.invoke(app, ["simulate", "--init", "bank", "--bank-pairing", "guess"])
     assert res.exit_code == 2 and "--bank-pairing must be rank or independent" in res.output
+    res = runner.invoke(app, ["simulate", "--init", "bank", "--bank-deadline", "late"])
+    assert res.exit_code == 2 and "--bank-deadline must be random or own" in res.output
 
 
 def test_bank_pairing_changes_only_bank_jobs() -> None:

@@ -237,6 +237,38 @@ def test_bank_pairs_are_drawn_at_the_jobs_random_init_rank(tmp_path: Path) -> No
     ]  # random-init jobs do not depend on it
 
 
+def test_bank_workload_is_the_random_one_with_only_the_bank_jobs_work_changed(tmp_path: Path) -> None:
+    """By default a bank job's deadline comes from its random-init work (its user cannot know what the
+    bank saves): the bank workload has the random-init workload's arrivals, models and deadlines, and its
+    work is the random-init work times a measured ratio.  ``bank_deadline="own"`` sets deadlines from the
+    bank's work instead, and calibrates the arrivals with the bank's mean work."""
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[10, 5], [10, 40]]}))
+    wm = load_work_model(profiles_file=tmp_path / "none.json", bank_pairs_file=pairs)
+    cfg = WorkloadConfig(n_jobs=60, work="distribution", seed=4, slo_tightness=1.5)
+    rand = generate(cfg, CAT, wm)
+    bank = generate(replace(cfg, init_mix={"bank": 1.0}), CAT, wm)
+    assert [(j.arrival, j.model, j.deadline) for j in bank] == [
+        (j.arrival, j.model, j.deadline) for j in rand
+    ]
+    ratios = {round(b.work_steps / r.work_steps, 3) for b, r in zip(bank, rand, strict=True)}
+    assert ratios == {0.5, 4.0}
+    half = generate(replace(cfg, init_mix={"random": 0.5, "bank": 0.5}), CAT, wm)
+    assert [j.deadline for j in half] == [j.deadline for j in rand]
+    assert {j.work_steps == r.work_steps for j, r in zip(half, rand, strict=True) if j.init == "random"} == {
+        True
+    }
+    own = generate(replace(cfg, init_mix={"bank": 1.0}, bank_deadline="own"), CAT, wm)
+    per_step = {
+        round((j.deadline - j.arrival) / j.work_steps / CAT.models[j.model].step_time("a100", 1), 2)
+        for j in own
+    }
+    assert per_step <= {1.5, 1.49, 1.51}  # the deadline follows the job's own work
+    assert own[-1].arrival > rand[-1].arrival  # mean work 2.25x: fewer arrivals per second for the load
+    with pytest.raises(ValueError, match="bank deadline"):
+        generate(replace(cfg, bank_deadline="guess"), CAT, wm)
+
+
 def test_rank_pairing_on_profiles_shares_a_tasks_quantiles(tmp_path: Path) -> None:
     """On the profiles each task covers its share of the quantiles: the easiest of two tasks draws only
     among the lower half of the pairs, the harder only among the upper half."""

@@ -104,6 +104,12 @@ def register(app: typer.Typer) -> None:
             help="--init bank: which measured (random, bank) pair scales a job's work, the one of its "
             "random-init difficulty rank (rank) or any (independent)",
         ),
+        bank_deadline: str = typer.Option(
+            "random",
+            "--bank-deadline",
+            help="--init bank: a job's deadline from its random-init work (random: what its user can "
+            "expect) or from its work from the bank (own)",
+        ),
         models: str | None = typer.Option(
             None, "--models", help="model mix MODEL:WEIGHT[,MODEL:WEIGHT] (default: the 0.5B-70B mix)"
         ),
@@ -142,7 +148,13 @@ def register(app: typer.Typer) -> None:
         from prompttuner.sim.catalog import load_catalog
         from prompttuner.sim.prediction import ErrorModel
         from prompttuner.sim.runner import run_workload, sweep, write_outputs
-        from prompttuner.sim.workload import BANK_PAIRINGS, WorkloadConfig, load_jobs, trace_kind
+        from prompttuner.sim.workload import (
+            BANK_DEADLINES,
+            BANK_PAIRINGS,
+            WorkloadConfig,
+            load_jobs,
+            trace_kind,
+        )
 
         names = [p.strip() for p in policies.split(",") if p.strip()]
         known = set(policy_names())
@@ -153,6 +165,8 @@ def register(app: typer.Typer) -> None:
             fail(f"--init must be random, text or bank, not {init!r}")
         if bank_pairing not in BANK_PAIRINGS:
             fail(f"--bank-pairing must be {' or '.join(BANK_PAIRINGS)}, not {bank_pairing!r}")
+        if bank_deadline not in BANK_DEADLINES:
+            fail(f"--bank-deadline must be {' or '.join(BANK_DEADLINES)}, not {bank_deadline!r}")
         if load <= 0 or slo_tightness <= 0 or jobs < 1:
             fail("--load and --slo-tightness must be positive and --jobs at least 1")
         cat = load_catalog()
@@ -209,6 +223,7 @@ def register(app: typer.Typer) -> None:
             trace=str(trace) if trace else None,
             prediction=prediction,
             bank_pairing=bank_pairing,
+            bank_deadline=bank_deadline,
         )
         if mix:
             cfg.model_mix = mix

@@ -15,7 +15,9 @@ random-init job's times the bank / random steps of one measured job of the servi
 (``data/bank_speedup.json``, ``bank_speedup_over_text``).
 Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
 size (``ref_replicas`` warm replicas of ``ref_gpu``), so tightness 1 leaves no room for queueing or a
-cold start at that size.
+cold start at that size; a bank job's runtime here is that of its random-init work (``bank_deadline``:
+its user cannot know what the bank will save), so a bank workload is the random-init one with only the
+bank jobs' work changed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from prompttuner.sim.catalog import Catalog
 WORK_FILE = REPO_DATA / "job_work.json"
 INITS = ("random", "text", "bank")
 BANK_PAIRINGS = ("rank", "independent")
+BANK_DEADLINES = ("random", "own")
 PROFILES_FILE = REPO_DATA / "convergence_profiles.json"
 BANK_FILE = REPO_DATA / "bank_speedup.json"
 BANK_PAIRS_FILE = REPO_DATA / "bank_stream_pairs.json"  # benchmarks/bank_stream.py --summarize --write-data
@@ -81,6 +84,12 @@ class WorkloadConfig:
     # how a bank job's work is drawn from the measured (random, bank) pairs: "rank" (the pair of the same
     # random-init difficulty rank as the job) or "independent" (any pair); see WorkModel
     bank_pairing: str = "rank"
+    # what a bank job's deadline is set from: "random", its random-init work (what its user can expect;
+    # the workload is then the random-init one, same arrivals, models, deadlines and random-init work,
+    # with only the bank jobs' work changed), or "own", its work from the bank (as before 2026-12-07:
+    # a start that lands at the target gets a deadline of a few steps, and arrivals are calibrated to the
+    # load with the bank's mean work)
+    bank_deadline: str = "random"
 
 
 @dataclass(frozen=True)
@@ -111,13 +120,7 @@ class WorkModel:
 
     def sample(self, rng: random.Random, init: str) -> float:
         if init == "bank" and self.bank_pairs:
-            base = self.sample(rng, "random")
-            if self.bank_pairing == "independent":
-                r, b = rng.choice(self.bank_pairs)
-            else:
-                lo, hi = self.quantile(base)
-                r, b = rng.choice(self._pairs_at(lo + (hi - lo) * rng.random()))
-            return max(1.0, base * b / r)
+            return self.bank_work(rng, self.sample(rng, "random"))
         if self.per_task:
             task = rng.choice(sorted(self.per_task))
             row = self.per_task[task]
@@ -130,6 +133,16 @@ class WorkModel:
             return steps * self.profile_scale
         x = rng.lognormvariate(math.log(self.median), self.sigma) * self.init_factor.get(init, 1.0)
         return float(min(self.hi, max(self.lo, round(x))))
+
+    def bank_work(self, rng: random.Random, base: float) -> float:
+        """The work from the bank of a job whose random-init work is ``base``: ``base`` times the bank /
+        random steps of one measured pair (drawn as ``bank_pairing`` says)."""
+        if self.bank_pairing == "independent":
+            r, b = rng.choice(self.bank_pairs)
+        else:
+            lo, hi = self.quantile(base)
+            r, b = rng.choice(self._pairs_at(lo + (hi - lo) * rng.random()))
+        return max(1.0, base * b / r)
 
     def mean(self) -> float:
         if self.per_task:
@@ -338,6 +351,8 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     """Jobs of one workload, deterministic for a given config."""
     if cfg.work not in ("profiles", "distribution"):
         raise ValueError(f"unknown work model {cfg.work!r}; use profiles or distribution")
+    if cfg.bank_deadline not in BANK_DEADLINES:
+        raise ValueError(f"unknown bank deadline {cfg.bank_deadline!r}; use {' or '.join(BANK_DEADLINES)}")
     if work is None:
         work = load_work_model(
             profiles_file=None if cfg.work == "profiles" else _NO_FILE, bank_pairing=cfg.bank_pairing
@@ -346,11 +361,15 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     for m in cfg.model_mix:
         catalog.model(m)
     # mean GPU-seconds per job at its reference size -> arrival rate for the target load
+    paired = cfg.bank_deadline == "random" and bool(work.bank_pairs)  # bank jobs keep the random-init ones
+
+    def factor(init: str) -> float:
+        return 1.0 if paired and init == "bank" else work.init_factor.get(init, 1.0)
+
     mean_steps = (
-        work.mean()
-        * sum(cfg.init_mix[i] * work.init_factor.get(i, 1.0) for i in cfg.init_mix)
-        / sum(cfg.init_mix.values())
+        work.mean() * sum(cfg.init_mix[i] * factor(i) for i in cfg.init_mix) / sum(cfg.init_mix.values())
     )
+    bank_rng = random.Random(f"bank-pairs-{cfg.seed}")  # its own stream: the other draws stay the same
     tot = sum(cfg.model_mix.values())
     gpu_s = 0.0
     for m, wgt in cfg.model_mix.items():
@@ -384,9 +403,13 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     for i, t in enumerate(times):
         model = _pick(rng, cfg.model_mix)
         init = _pick(rng, cfg.init_mix)
-        steps = work.sample(rng, init)
+        if paired and init == "bank":
+            nominal = work.sample(rng, "random")
+            steps = work.bank_work(bank_rng, nominal)
+        else:
+            steps = nominal = work.sample(rng, init)
         prof = catalog.models[model]
-        alone = steps * prof.step_time(cfg.ref_gpu, cfg.ref_replicas)
+        alone = nominal * prof.step_time(cfg.ref_gpu, cfg.ref_replicas)
         jobs.append(
             JobSpec(
                 job_id=f"j{i:06d}",
