@@ -1,6 +1,8 @@
 """The bank-init table of ``sim_headline.md``: PromptTuner and INFless on workloads whose jobs start from
 random init, from the bank, or half and half (a bank job's work: a random-init job's times one measured
-(random, bank) pair's ratio of the service stream, ``data/bank_stream_pairs.json``).
+(random, bank) pair's ratio of the service stream, ``data/bank_stream_pairs.json``; by default the pair of
+the job's own random-init rank, ``--bank-pairing independent`` any pair, as before 2026-12-07; a bank
+job's deadline from its random-init work, ``--bank-deadline own`` from its bank work, as before).
 
 The runs come from ``sim_comparison.py`` (5 seeds, 2,000 jobs, 128 A100, load 0.6)::
 
@@ -9,7 +11,11 @@ The runs come from ``sim_comparison.py`` (5 seeds, 2,000 jobs, 128 A100, load 0.
         --runs benchmarks/results/sim_bank_init_random.runs.jsonl
     python benchmarks/sim_comparison.py --init bank ... --runs .../sim_bank_init_bank.runs.jsonl
     python benchmarks/sim_comparison.py --init random:0.5,bank:0.5 ... --runs .../sim_bank_init_mix.runs.jsonl
-    python benchmarks/sim_bank_init.py         # the table from the three runs files, and the pairs' ratios
+    python benchmarks/sim_comparison.py --init bank --bank-deadline own ... \\
+        --runs .../sim_bank_init_bank_own.runs.jsonl
+    python benchmarks/sim_comparison.py --init bank --bank-pairing independent --bank-deadline own ... \
+        --runs .../sim_bank_init_bank_indep_own.runs.jsonl    (and mix_indep_own: the rules before 2026-12-07)
+    python benchmarks/sim_bank_init.py         # the table from the runs files, and the pairs' ratios
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-INITS = (("random", "random"), ("bank", "bank"), ("mix", "half bank"))
+INITS = (
+    ("random", "random"),
+    ("bank", "bank"),
+    ("mix", "half bank"),
+    ("bank_own", "bank, deadline from its own work"),
+    ("bank_indep_own", "bank, any pair, own deadline (before)"),
+    ("mix_indep_own", "half bank, any pair, own deadline (before)"),
+)
 NAMES = {"poisson": "Poisson", "azure-conv": "Azure conv"}
 
 
 def runs(kind: str) -> list[dict]:
     path = RESULTS / f"sim_bank_init_{kind}.runs.jsonl"
+    if not path.exists():
+        return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -56,14 +71,31 @@ def table() -> list[str]:
 
 
 def pair_ratios() -> str:
-    """The measured pairs the bank-init work is drawn from: bank / random steps."""
-    data = json.loads(
-        (RESULTS.parent.parent / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").read_text()
-    )
-    r = [b / a for a, b in data["pairs"]]
+    """The measured pairs the bank-init work is drawn from (bank / random steps), in thirds by their
+    random-init steps, and the mean bank work over random work each pairing gives the simulator."""
+    from prompttuner.sim.workload import BANK_PAIRS_FILE, load_work_model
+
+    data = json.loads(BANK_PAIRS_FILE.read_text())
+    pairs = sorted((float(a), float(b)) for a, b in data["pairs"])
+    r = [b / a for a, b in pairs]
+    k = len(pairs)
+    thirds = [pairs[i * k // 3 : (i + 1) * k // 3] for i in range(3)]
+    none = Path("/nonexistent/prompttuner/no-profiles.json")  # the headline's --work distribution
+    factor = {
+        p: load_work_model(profiles_file=none, bank_pairing=p).init_factor["bank"]
+        for p in ("rank", "independent")
+    }
     return (
-        f"{len(r)} pairs: bank / random steps median {statistics.median(r):.2f}, "
-        f"mean {statistics.fmean(r):.2f} (range {min(r):.2f}-{max(r):.2f})"
+        f"{k} pairs: bank / random steps median {statistics.median(r):.2f}, mean {statistics.fmean(r):.2f} "
+        f"(range {min(r):.2f}-{max(r):.2f}); total bank steps / total random steps "
+        f"{sum(b for _, b in pairs):.0f} / {sum(a for a, _ in pairs):.0f} = "
+        f"{sum(b for _, b in pairs) / sum(a for a, _ in pairs):.2f}; by thirds of random-init steps "
+        + ", ".join(
+            f"{t[0][0]:g}-{t[-1][0]:g} steps: {sum(b for _, b in t) / sum(a for a, _ in t):.2f}"
+            for t in thirds
+        )
+        + f". Mean bank work / mean random work in the simulator (--work distribution): rank pairing "
+        f"{factor['rank']:.2f}, independent {factor['independent']:.2f}"
     )
 
 
