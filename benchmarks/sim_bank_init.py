@@ -13,7 +13,7 @@ The runs come from ``sim_comparison.py`` (5 seeds, 2,000 jobs, 128 A100, load 0.
     python benchmarks/sim_comparison.py --init random:0.5,bank:0.5 ... --runs .../sim_bank_init_mix.runs.jsonl
     python benchmarks/sim_comparison.py --init bank --bank-deadline own ... \\
         --runs .../sim_bank_init_bank_own.runs.jsonl
-    python benchmarks/sim_comparison.py --init bank --bank-pairing independent --bank-deadline own ... \
+    python benchmarks/sim_comparison.py --init bank --bank-pairing independent --bank-deadline own ... \\
         --runs .../sim_bank_init_bank_indep_own.runs.jsonl    (and mix_indep_own: the rules before 2026-12-07)
     python benchmarks/sim_bank_init.py         # the table from the runs files, and the pairs' ratios
 """
