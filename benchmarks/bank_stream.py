@@ -736,8 +736,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         data = {
             "about": "Per-job (random-init steps, bank-init steps) of the service stream "
             "(benchmarks/bank_stream.py --summarize --write-data); a miss counts as the step budget, a start "
-            "already at the target as 1 step. The simulator draws a bank job's work as a random-init job's "
-            "times one pair's ratio.",
+            "already at the target as 1 step. The simulator scales a bank job's random-init work by the "
+            "ratio of one pair (sim.workload.WorkModel: by default one of the job's own random-init rank).",
             "budget": budget,
             "runs": _rel(str(RUNS)),
             "settings": _rel(str(SETTINGS)),
