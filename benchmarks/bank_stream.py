@@ -743,6 +743,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "settings": _rel(str(SETTINGS)),
             "orders": out["orders_run"],
             "pairs": pairs,
+            # the same jobs from text init (the simulator's --init text)
+            "text_pairs": [
+                [cost_steps(x["random_steps"], budget), max(cost_steps(x["text_steps"], budget), 1.0)]
+                for x in rows
+                if "random_steps" in x and "text_steps" in x
+            ],
         }
         (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
     dest = Path(args.out) if args.out else RUNS.parent / "bank_stream.json"

@@ -267,6 +267,45 @@ def test_bank_workload_is_the_random_one_with_only_the_bank_jobs_work_changed(tm
     assert own[-1].arrival > rand[-1].arrival  # mean work 2.25x: fewer arrivals per second for the load
     with pytest.raises(ValueError, match="bank deadline"):
         generate(replace(cfg, bank_deadline="guess"), CAT, wm)
+    with pytest.raises(ValueError, match="draws its pairs"):
+        generate(replace(cfg, bank_pairing="independent"), CAT, wm)
+
+
+def test_text_jobs_draw_their_work_from_the_measured_text_pairs(tmp_path: Path) -> None:
+    """With the same jobs' text-init steps in the pairs file, a text job is a random-init job's work
+    times a text / random ratio, with the random-init job's deadline; without them, the placeholder
+    factor (and its own deadline) as before."""
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[10, 5]], "text_pairs": [[10, 20], [10, 30]]}))
+    wm = load_work_model(profiles_file=tmp_path / "none.json", bank_pairs_file=pairs)
+    assert wm.text_pairs == ((10.0, 20.0), (10.0, 30.0)) and wm.init_factor["text"] == pytest.approx(2.5)
+    cfg = WorkloadConfig(n_jobs=40, work="distribution", seed=5)
+    rand = generate(cfg, CAT, wm)
+    text = generate(replace(cfg, init_mix={"text": 1.0}), CAT, wm)
+    assert [j.deadline for j in text] == [j.deadline for j in rand]
+    assert {round(t.work_steps / r.work_steps, 3) for t, r in zip(text, rand, strict=True)} == {2.0, 3.0}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"pairs": [[10, 5]]}))
+    placeholder = load_work_model(profiles_file=tmp_path / "none.json", bank_pairs_file=old)
+    assert placeholder.text_pairs == () and placeholder.init_factor["text"] == 0.75
+
+
+def test_rank_factor_on_profiles_is_the_mean_work_sampled(tmp_path: Path) -> None:
+    """On the per-task profiles the arrival rate's factor equals the mean work the rank draw gives."""
+    import random
+    import statistics
+
+    prof = tmp_path / "profiles.json"
+    prof.write_text(json.dumps({"tasks": {"a": {"random": 10}, "b": {"random": 20}, "c": {"random": 60}}}))
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"pairs": [[5, 30], [10, 10], [20, 8], [50, 5], [50, 40]]}))
+    wm = load_work_model(profiles_file=prof, bank_pairs_file=pairs)
+    rng = random.Random(3)
+    bank = [wm.sample(rng, "bank") for _ in range(60000)]
+    assert statistics.fmean(bank) / wm.mean() == pytest.approx(wm.init_factor["bank"], rel=0.02)
+    indep = load_work_model(profiles_file=prof, bank_pairs_file=pairs, bank_pairing="independent")
+    assert indep.init_factor["bank"] == pytest.approx(statistics.mean([6, 1, 0.4, 0.1, 0.8]))
+    assert wm.init_factor["bank"] < indep.init_factor["bank"]
 
 
 def test_rank_pairing_on_profiles_shares_a_tasks_quantiles(tmp_path: Path) -> None:

@@ -101,14 +101,14 @@ def register(app: typer.Typer) -> None:
         bank_pairing: str = typer.Option(
             "rank",
             "--bank-pairing",
-            help="--init bank: which measured (random, bank) pair scales a job's work, the one of its "
-            "random-init difficulty rank (rank) or any (independent)",
+            help="--init bank|text: which measured (random, bank|text) pair scales a job's work, the one of "
+            "its random-init difficulty rank (rank) or any (independent)",
         ),
         bank_deadline: str = typer.Option(
             "random",
             "--bank-deadline",
-            help="--init bank: a job's deadline from its random-init work (random: what its user can "
-            "expect) or from its work from the bank (own)",
+            help="--init bank|text, with measured pairs: a job's deadline from its random-init work "
+            "(random: what its user can expect) or from its own work (own)",
         ),
         models: str | None = typer.Option(
             None, "--models", help="model mix MODEL:WEIGHT[,MODEL:WEIGHT] (default: the 0.5B-70B mix)"

@@ -11,13 +11,14 @@ the *relative* sizes (task to task, init to init), scaled so that the median ran
 documented median size (``job_work.json``: ``steps_random_init.median``).  A bank-init job's work is a
 random-init job's times the bank / random steps of one measured job of the service stream
 (``data/bank_stream_pairs.json``), by default a job of the same random-init difficulty rank
-(``bank_pairing``); without that file, text init divided by the Prompt Bank's measured speed-up
-(``data/bank_speedup.json``, ``bank_speedup_over_text``).
+(``bank_pairing``), and a text-init job's the same with the text / random steps of the same stream jobs;
+without that file, text init is the placeholder ``init_factor`` and bank init text init divided by the
+Prompt Bank's measured speed-up (``data/bank_speedup.json``, ``bank_speedup_over_text``).
 Deadline = arrival + ``slo_tightness`` x the job's runtime alone at its reference
 size (``ref_replicas`` warm replicas of ``ref_gpu``), so tightness 1 leaves no room for queueing or a
-cold start at that size; a bank job's runtime here is that of its random-init work (``bank_deadline``:
-its user cannot know what the bank will save), so a bank workload is the random-init one with only the
-bank jobs' work changed.
+cold start at that size; a bank (text) job's runtime here is that of its random-init work
+(``bank_deadline``: its user cannot know what the bank will save), so a bank workload is the random-init
+one with only the bank jobs' work changed.
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ class WorkloadConfig:
     # how a bank job's work is drawn from the measured (random, bank) pairs: "rank" (the pair of the same
     # random-init difficulty rank as the job) or "independent" (any pair); see WorkModel
     bank_pairing: str = "rank"
-    # what a bank job's deadline is set from: "random", its random-init work (what its user can expect;
-    # the workload is then the random-init one, same arrivals, models, deadlines and random-init work,
-    # with only the bank jobs' work changed), or "own", its work from the bank (as before 2026-12-07:
-    # a start that lands at the target gets a deadline of a few steps, and arrivals are calibrated to the
-    # load with the bank's mean work)
+    # what the deadline of a job whose work comes from measured pairs (bank, text init) is set from:
+    # "random", its random-init work (what its user can expect; the workload is then the random-init one,
+    # same arrivals, models, deadlines and random-init work, with only those jobs' work changed, so its
+    # offered load is the random-init workload's times their mean work), or "own", its own work (as before
+    # 2026-12-07: a start that lands at the target gets a deadline of a few steps, the pair comes from the
+    # main random stream and arrivals are calibrated to the load with the mean work).  Without measured
+    # pairs (no pairs file) such jobs' work is drawn on its own and "own" applies.
     bank_deadline: str = "random"
 
 
@@ -108,19 +111,27 @@ class WorkModel:
     # measured (random-init steps, bank-init steps) of the same jobs (the service stream): a bank job's
     # work is a random-init job's times the ratio of one pair
     bank_pairs: tuple[tuple[float, float], ...] = ()
+    # the same jobs' (random-init steps, text-init steps): a text-init job's work likewise
+    text_pairs: tuple[tuple[float, float], ...] = ()
     # which pair: "rank" draws among the pairs whose random-init steps have the job's own random-init
     # quantile (the bank's effect depends on how hard the task is for random init: on the stream its
     # ratio falls with the random-init steps, so a pair measured on a 5-step task does not scale a hard
-    # job); "independent" draws any pair (E[bank work] = E[random work] x the mean of the ratios)
+    # job); "independent" draws any pair (E[bank work] = E[random work] x the mean of the ratios).  The
+    # same rule draws text init's pairs.
     bank_pairing: str = "rank"
 
     def __post_init__(self) -> None:
         if self.bank_pairing not in BANK_PAIRINGS:
             raise ValueError(f"unknown bank pairing {self.bank_pairing!r}; use {' or '.join(BANK_PAIRINGS)}")
 
+    def pairs(self, init: str) -> tuple[tuple[float, float], ...]:
+        """The measured (random-init steps, ``init`` steps) pairs a job of ``init`` draws its work from
+        (none for random init, or where none were measured)."""
+        return {"bank": self.bank_pairs, "text": self.text_pairs}.get(init, ())
+
     def sample(self, rng: random.Random, init: str) -> float:
-        if init == "bank" and self.bank_pairs:
-            return self.bank_work(rng, self.sample(rng, "random"))
+        if self.pairs(init):
+            return self.paired_work(rng, self.sample(rng, "random"), init)
         if self.per_task:
             task = rng.choice(sorted(self.per_task))
             row = self.per_task[task]
@@ -134,14 +145,14 @@ class WorkModel:
         x = rng.lognormvariate(math.log(self.median), self.sigma) * self.init_factor.get(init, 1.0)
         return float(min(self.hi, max(self.lo, round(x))))
 
-    def bank_work(self, rng: random.Random, base: float) -> float:
-        """The work from the bank of a job whose random-init work is ``base``: ``base`` times the bank /
-        random steps of one measured pair (drawn as ``bank_pairing`` says)."""
+    def paired_work(self, rng: random.Random, base: float, init: str = "bank") -> float:
+        """The work from ``init`` (bank or text) of a job whose random-init work is ``base``: ``base``
+        times the ``init`` / random steps of one measured pair (drawn as ``bank_pairing`` says)."""
         if self.bank_pairing == "independent":
-            r, b = rng.choice(self.bank_pairs)
+            r, b = rng.choice(self.pairs(init))
         else:
             lo, hi = self.quantile(base)
-            r, b = rng.choice(self._pairs_at(lo + (hi - lo) * rng.random()))
+            r, b = rng.choice(self._pairs_at(lo + (hi - lo) * rng.random(), init))
         return max(1.0, base * b / r)
 
     def mean(self) -> float:
@@ -165,29 +176,32 @@ class WorkModel:
         return u, u
 
     @functools.cached_property
-    def _ranked(self) -> tuple[list[float], dict[float, list[tuple[float, float]]]]:
-        ranked = sorted(self.bank_pairs)
-        ties: dict[float, list[tuple[float, float]]] = {}
-        for p in ranked:
-            ties.setdefault(p[0], []).append(p)
-        return [p[0] for p in ranked], ties
+    def _ranked(self) -> dict[str, tuple[list[float], dict[float, list[tuple[float, float]]]]]:
+        out = {}
+        for init in ("bank", "text"):
+            ranked = sorted(self.pairs(init))
+            ties: dict[float, list[tuple[float, float]]] = {}
+            for p in ranked:
+                ties.setdefault(p[0], []).append(p)
+            out[init] = ([p[0] for p in ranked], ties)
+        return out
 
-    def _pairs_at(self, u: float) -> list[tuple[float, float]]:
-        """The measured pairs at random-init quantile ``u``: the pair of that rank and every pair tied
-        with it in random-init steps."""
-        rs, ties = self._ranked
+    def _pairs_at(self, u: float, init: str = "bank") -> list[tuple[float, float]]:
+        """The measured pairs of ``init`` at random-init quantile ``u``: the pair of that rank and every
+        pair tied with it in random-init steps."""
+        rs, ties = self._ranked[init]
         return ties[rs[min(len(rs) - 1, int(u * len(rs)))]]
 
-    def bank_factor(self, grid: int = 1 << 14) -> float:
-        """E[bank work] / E[random work] under this pairing (the arrival rate is calibrated with it): the
-        mean of the ratios when pairs are drawn independently, else the ratio at each random-init quantile
-        weighted by the work there (a midpoint sum over ``grid`` quantiles)."""
-        ratios = [b / r for r, b in self.bank_pairs]
+    def bank_factor(self, grid: int = 1 << 14, init: str = "bank") -> float:
+        """E[``init`` work] / E[random work] under this pairing (the arrival rate is calibrated with it):
+        the mean of the ratios when pairs are drawn independently, else the ratio at each random-init
+        quantile weighted by the work there (a midpoint sum over ``grid`` quantiles)."""
+        ratios = [b / r for r, b in self.pairs(init)]
         if self.bank_pairing == "independent":
             return statistics.mean(ratios)
         vals = self._random_steps()
-        mean_at = {r: statistics.mean(b / r for _, b in at) for r, at in self._ranked[1].items()}
-        rs = self._ranked[0]
+        mean_at = {r: statistics.mean(b / r for _, b in at) for r, at in self._ranked[init][1].items()}
+        rs = self._ranked[init][0]
         num = den = 0.0
         for k in range(grid):
             u = (k + 0.5) / grid
@@ -263,6 +277,7 @@ def load_work_model(
             bank_over_text = float(measured)
     factors = {k: float(v) for k, v in w["init_factor"].items() if k != "why"}
     pairs = load_bank_pairs(bank_pairs_file)
+    text_pairs = load_bank_pairs(bank_pairs_file, key="text_pairs")
     model = WorkModel(
         source=source,
         per_task=per_task,
@@ -274,21 +289,23 @@ def load_work_model(
         bank_over_text=bank_over_text,
         profile_scale=scale,
         bank_pairs=pairs,
+        text_pairs=text_pairs,
         bank_pairing=bank_pairing,
     )
-    if pairs:  # the arrival rate is calibrated with the measured mean work of a bank job
-        model = dataclasses.replace(model, init_factor={**factors, "bank": model.bank_factor()})
-    return model
+    # the arrival rate is calibrated with the measured mean work of a bank (text) job
+    measured = {i: model.bank_factor(init=i) for i in ("bank", "text") if model.pairs(i)}
+    return dataclasses.replace(model, init_factor={**factors, **measured}) if measured else model
 
 
-def load_bank_pairs(path: Path | None = None) -> tuple[tuple[float, float], ...]:
-    """The measured per-job ``(random-init steps, bank-init steps)`` pairs (a miss counts as the step
-    budget, a start already at the target as 1 step), or none when the file is absent."""
+def load_bank_pairs(path: Path | None = None, key: str = "pairs") -> tuple[tuple[float, float], ...]:
+    """The measured per-job ``(random-init steps, bank-init steps)`` pairs (``key="text_pairs"``: the
+    same jobs' text-init steps; a miss counts as the step budget, a start already at the target as 1
+    step), or none when the file or the key is absent."""
     p = Path(path or BANK_PAIRS_FILE)
     if not p.exists():
         return ()
     raw = json.loads(p.read_text())
-    return tuple((float(r), float(b)) for r, b in raw["pairs"] if r > 0 and b > 0)
+    return tuple((float(r), float(b)) for r, b in raw.get(key, ()) if r > 0 and b > 0)
 
 
 def _pick(rng: random.Random, mix: Mapping[str, float]) -> str:
@@ -353,6 +370,10 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
         raise ValueError(f"unknown work model {cfg.work!r}; use profiles or distribution")
     if cfg.bank_deadline not in BANK_DEADLINES:
         raise ValueError(f"unknown bank deadline {cfg.bank_deadline!r}; use {' or '.join(BANK_DEADLINES)}")
+    if work is not None and work.bank_pairing != cfg.bank_pairing:
+        raise ValueError(
+            f"the work model draws its pairs {work.bank_pairing!r}, the config asks {cfg.bank_pairing!r}"
+        )
     if work is None:
         work = load_work_model(
             profiles_file=None if cfg.work == "profiles" else _NO_FILE, bank_pairing=cfg.bank_pairing
@@ -361,10 +382,11 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     for m in cfg.model_mix:
         catalog.model(m)
     # mean GPU-seconds per job at its reference size -> arrival rate for the target load
-    paired = cfg.bank_deadline == "random" and bool(work.bank_pairs)  # bank jobs keep the random-init ones
+    # with measured pairs and random-init deadlines, bank (text) jobs keep the random-init workload's jobs
+    paired = {i for i in ("bank", "text") if work.pairs(i)} if cfg.bank_deadline == "random" else set()
 
     def factor(init: str) -> float:
-        return 1.0 if paired and init == "bank" else work.init_factor.get(init, 1.0)
+        return 1.0 if init in paired else work.init_factor.get(init, 1.0)
 
     mean_steps = (
         work.mean() * sum(cfg.init_mix[i] * factor(i) for i in cfg.init_mix) / sum(cfg.init_mix.values())
@@ -403,9 +425,9 @@ def generate(cfg: WorkloadConfig, catalog: Catalog, work: WorkModel | None = Non
     for i, t in enumerate(times):
         model = _pick(rng, cfg.model_mix)
         init = _pick(rng, cfg.init_mix)
-        if paired and init == "bank":
+        if init in paired:
             nominal = work.sample(rng, "random")
-            steps = work.bank_work(bank_rng, nominal)
+            steps = work.paired_work(bank_rng, nominal, init)
         else:
             steps = nominal = work.sample(rng, init)
         prof = catalog.models[model]
