@@ -1,14 +1,16 @@
 """The bank-init table of ``sim_headline.md``: PromptTuner and INFless on workloads whose jobs start from
-random init, from the bank, or half and half (a bank job's work: a random-init job's times one measured
-(random, bank) pair's ratio of the service stream, ``data/bank_stream_pairs.json``; by default the pair of
-the job's own random-init rank, ``--bank-pairing independent`` any pair, as before 2026-12-07; a bank
-job's deadline from its random-init work, ``--bank-deadline own`` from its bank work, as before).
+random init, text init, from the bank, or half and half (a bank job's work: a random-init job's times one
+measured (random, bank) pair's ratio of the service stream, ``data/bank_stream_pairs.json``; by default
+the pair of the job's own random-init rank, ``--bank-pairing independent`` any pair, as before 2026-12-07;
+a bank job's deadline from its random-init work, ``--bank-deadline own`` from its bank work, as before; a
+text job's work likewise from the same jobs' measured (random, text) pairs).
 
 The runs come from ``sim_comparison.py`` (5 seeds, 2,000 jobs, 128 A100, load 0.6)::
 
     python benchmarks/sim_comparison.py --init random --policies prompttuner,infless \\
         --workloads poisson,azure-conv --tightness 1,2 \\
         --runs benchmarks/results/sim_bank_init_random.runs.jsonl
+    python benchmarks/sim_comparison.py --init text ... --runs .../sim_bank_init_text.runs.jsonl
     python benchmarks/sim_comparison.py --init bank ... --runs .../sim_bank_init_bank.runs.jsonl
     python benchmarks/sim_comparison.py --init random:0.5,bank:0.5 ... --runs .../sim_bank_init_mix.runs.jsonl
     python benchmarks/sim_comparison.py --init bank --bank-deadline own ... \\
@@ -27,6 +29,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 INITS = (
     ("random", "random"),
+    ("text", "text"),
     ("bank", "bank"),
     ("mix", "half bank"),
     ("bank_own", "bank, deadline from its own work"),

@@ -2,10 +2,12 @@
 
 A bank workload is the random-init one with only the bank jobs' work changed (same arrivals, models,
 deadlines and random-init work; ``sim.workload``, ``bank_deadline="random"``), so every job can be
-followed from one workload to the other.  Each job is classed by what the measured pair drawn for it did
-to its work (bank / random steps: at most 0.5, 0.5-1, 1-2, above 2) and, per class and policy, the page
-counts its violations with random init and with the bank.  Settings as ``sim_bank_init.py``'s runs: 2,000
-jobs, 128 A100, load 0.6, ``--work distribution``, ``--prediction measured``, seeds 0-4::
+followed from one workload to the other. The text-init workload is the same jobs again, each with a
+measured (random, text) pair of its random-init rank. Each job is classed by what the bank's pair drawn
+for it did to its work (bank / random steps: at most 0.5, 0.5-1, 1-2, above 2) and, per class and
+policy, the page counts its violations with random init, text init and the bank. Settings as
+``sim_bank_init.py``'s runs: 2,000 jobs, 128 A100, load 0.6, ``--work distribution``, ``--prediction
+measured``, seeds 0-4::
 
     python benchmarks/sim_bank_violations.py          # ~5 min on a 2-core CPU
 """
@@ -51,10 +53,11 @@ def measure(names: list[str], tights: list[float], seeds: list[int]) -> list[dic
                 )
                 rand = generate(cfg, cat)
                 bank = generate(replace(cfg, init_mix={"bank": 1.0}), cat)
-                assert [j.deadline for j in rand] == [j.deadline for j in bank]
+                text = generate(replace(cfg, init_mix={"text": 1.0}), cat)
+                assert [j.deadline for j in rand] == [j.deadline for j in bank] == [j.deadline for j in text]
                 ratio = {b.job_id: b.work_steps / r.work_steps for r, b in zip(rand, bank, strict=True)}
                 met: dict[str, dict[str, dict[str, bool]]] = {}
-                for init, jobs in (("random", rand), ("bank", bank)):
+                for init, jobs in (("random", rand), ("text", text), ("bank", bank)):
                     _, res = run_workload(cfg, cat, POLICIES, jobs=jobs)
                     met[init] = {
                         p: {row["job_id"]: bool(row["met_slo"]) for row in r.jobs} for p, r in res.items()
@@ -64,8 +67,8 @@ def measure(names: list[str], tights: list[float], seeds: list[int]) -> list[dic
                     c = count[klass(x)]
                     c["jobs"] += 1
                     for p in POLICIES:
-                        c[f"{p}_random"] += not met["random"][p][jid]
-                        c[f"{p}_bank"] += not met["bank"][p][jid]
+                        for init in ("random", "text", "bank"):
+                            c[f"{p}_{init}"] += not met[init][p][jid]
                 rows.append(
                     {
                         "workload": name,
@@ -79,8 +82,8 @@ def measure(names: list[str], tights: list[float], seeds: list[int]) -> list[dic
 
 def report(rows: list[dict]) -> list[str]:
     out = [
-        "| workload | T | bank / random work | jobs | PromptTuner violations random -> bank | "
-        "INFless random -> bank |",
+        "| workload | T | bank / random work | jobs | PromptTuner violations random / text / bank | "
+        "INFless random / text / bank |",
         "|---|---|---|---|---|---|",
     ]
     cells = sorted({(r["workload"], r["tightness"]) for r in rows}, key=lambda c: (c[0] != "poisson", c))
@@ -101,9 +104,8 @@ def report(rows: list[dict]) -> list[str]:
 def _line(wl: str, t: float, cname: str, c: dict[str, int]) -> str:
     def pair(p: str) -> str:
         n = max(1, c["jobs"])
-        return (
-            f"{c[f'{p}_random']} -> {c[f'{p}_bank']} "
-            f"({100 * c[f'{p}_random'] / n:.1f} -> {100 * c[f'{p}_bank'] / n:.1f} %)"
+        return " / ".join(f"{c[f'{p}_{i}']}" for i in ("random", "text", "bank")) + (
+            " (" + " / ".join(f"{100 * c[f'{p}_{i}'] / n:.1f}" for i in ("random", "text", "bank")) + " %)"
         )
 
     return f"| {wl} | {t:g} | {cname} | {c['jobs']} | {pair('prompttuner')} | {pair('infless')} |"
@@ -131,8 +133,9 @@ def main() -> None:
         "",
         (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
-        "Violating jobs (totals over the seeds; declined + missed) of the same jobs with random init and "
-        "from the bank, by the class of the pair drawn for the job (its bank / random steps).",
+        "Violating jobs (totals over the seeds; declined + missed) of the same jobs with random init, text "
+        "init and from the bank, by the class of the bank's pair drawn for the job (its bank / random "
+        "steps).",
         "",
         *report(rows),
         "",
