@@ -476,6 +476,24 @@ def cost_steps(steps: int | None, budget: int) -> float:
     return float(max(1, budget if steps is None else steps))
 
 
+def sim_pairs(rows: list[dict[str, Any]], budget: int) -> dict[str, list[list[float]]]:
+    """The simulator's measured pairs from a summary's rows: (random-init steps, bank-init steps) and the
+    same jobs' (random-init steps, text-init steps), each as ``cost_steps`` counts them."""
+    return {
+        "pairs": [
+            [cost_steps(x["random_steps"], budget), cost_steps(x["bank_steps"], budget)]
+            for x in rows
+            if "random_steps" in x
+        ],
+        # the same jobs from text init (the simulator's --init text)
+        "text_pairs": [
+            [cost_steps(x["random_steps"], budget), cost_steps(x["text_steps"], budget)]
+            for x in rows
+            if "random_steps" in x and "text_steps" in x
+        ],
+    }
+
+
 def cpu_to(run: dict[str, Any], steps: int | None) -> float:
     """CPU seconds until the target: a run that stopped there, its CPU; a random-init run (which went the
     whole budget) its CPU up to that evaluation, in proportion of its wall clock; a miss, all of it."""
@@ -728,11 +746,6 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         }
     out["rows"] = rows
     if args.write_data:  # the simulator's bank-init work (sim/workload.py: load_bank_pairs)
-        pairs = [
-            [cost_steps(x["random_steps"], budget), max(cost_steps(x["bank_steps"], budget), 1.0)]
-            for x in rows
-            if "random_steps" in x
-        ]
         data = {
             "about": "Per-job (random-init steps, bank-init steps) of the service stream "
             "(benchmarks/bank_stream.py --summarize --write-data); a miss counts as the step budget, a start "
@@ -742,13 +755,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "runs": _rel(str(RUNS)),
             "settings": _rel(str(SETTINGS)),
             "orders": out["orders_run"],
-            "pairs": pairs,
-            # the same jobs from text init (the simulator's --init text)
-            "text_pairs": [
-                [cost_steps(x["random_steps"], budget), max(cost_steps(x["text_steps"], budget), 1.0)]
-                for x in rows
-                if "random_steps" in x and "text_steps" in x
-            ],
+            **sim_pairs(rows, budget),
         }
         (ROOT / "src" / "prompttuner" / "data" / "bank_stream_pairs.json").write_text(json.dumps(data) + "\n")
     dest = Path(args.out) if args.out else RUNS.parent / "bank_stream.json"

@@ -44,3 +44,20 @@ def test_a_run_without_a_step_borrows_its_baselines_scaled_by_its_groups_load() 
     assert got[id(runs[3])] == pytest.approx(1.1)  # b's text-init step x the random runs' factor
     assert got[id(runs[5])] == pytest.approx(1.5)  # b's baseline step x order 0's bank factor
     assert id(runs[6]) not in got
+
+
+def test_sim_pairs_count_a_miss_as_the_budget_and_pair_text_only_where_measured() -> None:
+    """The simulator's pairs from a summary's rows: a miss (None) costs the budget, a start already at the
+    target 1 step; text pairs only for rows with a text-init baseline; rows without a baseline are left."""
+    from bank_stream import sim_pairs
+
+    rows = [
+        {"random_steps": 20, "bank_steps": None, "text_steps": 10},
+        {"random_steps": None, "bank_steps": 0},
+        {"random_steps": 5, "bank_steps": 7},
+        {"bank_steps": 3},
+    ]
+    assert sim_pairs(rows, 50) == {
+        "pairs": [[20.0, 50.0], [50.0, 1.0], [5.0, 7.0]],
+        "text_pairs": [[20.0, 10.0]],
+    }
