@@ -29,8 +29,8 @@ from pathlib import Path
 from bank_stream import sim_pairs
 from prompttuner.sim.catalog import load_catalog
 from prompttuner.sim.runner import run_workload
-from prompttuner.sim.workload import WorkloadConfig, generate, load_work_model
-from sim_comparison import workloads
+from prompttuner.sim.workload import generate, load_work_model
+from sim_comparison import headline_config, workloads
 
 RESULTS = Path(__file__).parent / "results"
 POLICIES = ("prompttuner", "infless")
@@ -78,16 +78,7 @@ def measure(names: list[str], tights: list[float], seeds: list[int]) -> dict:
         for wl, arrivals, trace in (w for w in workloads() if w[0] in names):
             for tight in tights:
                 for seed in seeds:
-                    cfg = WorkloadConfig(
-                        arrivals=arrivals,
-                        trace=trace,
-                        n_jobs=2000,
-                        load=0.6,
-                        slo_tightness=tight,
-                        work="distribution",
-                        prediction="measured",
-                        seed=seed,
-                    )
+                    cfg = headline_config(arrivals, trace, tight, seed)
                     base = models["default (race2)"]  # random and text init do not depend on the variant
                     runs = {
                         "random": generate(cfg, cat, base),
@@ -126,17 +117,7 @@ def bootstrap(pair: tuple[str, str], cells: list[tuple[str, float]], n: int, see
     with tempfile.TemporaryDirectory() as tmp:
         for wl, tight in cells:
             arrivals, trace = next((w[1], w[2]) for w in workloads() if w[0] == wl)
-            cfg = WorkloadConfig(
-                arrivals=arrivals,
-                trace=trace,
-                n_jobs=2000,
-                load=0.6,
-                slo_tightness=tight,
-                work="distribution",
-                prediction="measured",
-                seed=0,
-                init_mix={"bank": 1.0},
-            )
+            cfg = headline_config(arrivals, trace, tight, 0, init_mix={"bank": 1.0})
             diffs = []
             for k, draw in enumerate(draws):
                 rates = []

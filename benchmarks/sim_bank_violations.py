@@ -23,8 +23,8 @@ from pathlib import Path
 
 from prompttuner.sim.catalog import load_catalog
 from prompttuner.sim.runner import run_workload
-from prompttuner.sim.workload import WorkloadConfig, generate
-from sim_comparison import workloads
+from prompttuner.sim.workload import generate
+from sim_comparison import headline_config, workloads
 
 RESULTS = Path(__file__).parent / "results"
 CLASSES = ((0.5, "<= 0.5x"), (1.0, "0.5-1x"), (2.0, "1-2x"), (float("inf"), "> 2x"))
@@ -41,16 +41,7 @@ def measure(names: list[str], tights: list[float], seeds: list[int]) -> list[dic
     for name, arrivals, trace in (w for w in workloads() if w[0] in names):
         for tight in tights:
             for seed in seeds:
-                cfg = WorkloadConfig(
-                    arrivals=arrivals,
-                    trace=trace,
-                    n_jobs=2000,
-                    load=0.6,
-                    slo_tightness=tight,
-                    work="distribution",
-                    prediction="measured",
-                    seed=seed,
-                )
+                cfg = headline_config(arrivals, trace, tight, seed)
                 rand = generate(cfg, cat)
                 bank = generate(replace(cfg, init_mix={"bank": 1.0}), cat)
                 text = generate(replace(cfg, init_mix={"text": 1.0}), cat)

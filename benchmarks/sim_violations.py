@@ -38,7 +38,7 @@ from prompttuner.core.types import JobSpec, ModelProfile
 from prompttuner.sim.catalog import load_catalog
 from prompttuner.sim.prediction import ErrorModel, predict_jobs
 from prompttuner.sim.runner import simulate
-from prompttuner.sim.workload import WorkloadConfig, generate
+from prompttuner.sim.workload import generate
 
 OUT = Path(__file__).resolve().parent / "results"
 CLASSES = ["alone, warm", "prediction", "alone, cold", "contention"]
@@ -85,17 +85,10 @@ def offered_load(
 def analyse(
     name: str, arrivals: str, trace: str | None, tight: float, seed: int, policies: list[str]
 ) -> dict[str, Any]:
+    from sim_comparison import headline_config  # benchmarks/ is on the path
+
     cat = load_catalog()
-    cfg = WorkloadConfig(
-        arrivals=arrivals,
-        trace=trace,
-        n_jobs=2000,
-        load=0.6,
-        slo_tightness=tight,
-        work="distribution",
-        prediction="measured",
-        seed=seed,
-    )
+    cfg = headline_config(arrivals, trace, tight, seed)
     jobs = generate(cfg, cat)  # true work
     _, _, slow = predict_jobs(jobs, ErrorModel.parse(cfg.prediction), cfg.seed)
     gpus = dict(cfg.capacity)
