@@ -83,11 +83,13 @@ def pair_ratios() -> str:
     r = [b / a for a, b in pairs]
     k = len(pairs)
     thirds = [pairs[i * k // 3 : (i + 1) * k // 3] for i in range(3)]
+    text = [(float(a), float(t)) for a, t in data.get("text_pairs", ())]
     none = Path("/nonexistent/prompttuner/no-profiles.json")  # the headline's --work distribution
     factor = {
         p: load_work_model(profiles_file=none, bank_pairing=p).init_factor["bank"]
         for p in ("rank", "independent")
     }
+    text_factor = load_work_model(profiles_file=none).init_factor["text"]
     return (
         f"{k} pairs: bank / random steps median {statistics.median(r):.2f}, mean {statistics.fmean(r):.2f} "
         f"(range {min(r):.2f}-{max(r):.2f}); total bank steps / total random steps "
@@ -98,7 +100,12 @@ def pair_ratios() -> str:
             for t in thirds
         )
         + f". Mean bank work / mean random work in the simulator (--work distribution): rank pairing "
-        f"{factor['rank']:.2f}, independent {factor['independent']:.2f}"
+        f"{factor['rank']:.2f}, independent {factor['independent']:.2f}. Pairs longer than random init "
+        f"(more than 2x): bank {sum(b > a for a, b in pairs)} ({sum(b > 2 * a for a, b in pairs)}), text "
+        f"{sum(t > a for a, t in text)} ({sum(t > 2 * a for a, t in text)}); total text / random steps "
+        f"{sum(t for _, t in text) / sum(a for a, _ in text):.2f}; text's mean work in the simulator (rank) "
+        f"{text_factor:.2f}. Random-init steps: {sum(a == pairs[0][0] for a, _ in pairs)} pairs at "
+        f"{pairs[0][0]:g}, {sum(a == data['budget'] for a, _ in pairs)} at the {data['budget']}-step budget"
     )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from prompttuner.config import shared_data
 from prompttuner.sim.catalog import load_catalog
 from prompttuner.sim.runner import MIN_VIOLATING_JOBS, clairvoyant, run_workload
-from prompttuner.sim.workload import WorkloadConfig, generate
+from prompttuner.sim.workload import BANK_DEADLINES, BANK_PAIRINGS, WorkloadConfig, generate
 
 OUT = Path(__file__).resolve().parent / "results"
 RUNS = OUT / "sim_comparison.runs.jsonl"
@@ -359,14 +359,14 @@ def main() -> None:
     )
     ap.add_argument(
         "--bank-pairing",
-        choices=("rank", "independent"),
+        choices=BANK_PAIRINGS,
         default="rank",
         help="which measured pair scales a bank job's work: the one of its random-init difficulty rank "
         "(default) or any (sim.workload.WorkModel)",
     )
     ap.add_argument(
         "--bank-deadline",
-        choices=("random", "own"),
+        choices=BANK_DEADLINES,
         default="random",
         help="a bank job's deadline from its random-init work (default: the random-init workload with "
         "only the bank jobs' work changed) or from its own work from the bank",

@@ -157,8 +157,7 @@ class WorkModel:
 
     def mean(self) -> float:
         if self.per_task:
-            vals = [r.get("random", next(iter(r.values()))) for r in self.per_task.values()]
-            return sum(vals) / len(vals) * self.profile_scale
+            return statistics.fmean(self._random_steps())
         return self.median * math.exp(self.sigma**2 / 2)
 
     def _random_steps(self) -> list[float]:
@@ -192,13 +191,12 @@ class WorkModel:
         rs, ties = self._ranked[init]
         return ties[rs[min(len(rs) - 1, int(u * len(rs)))]]
 
-    def bank_factor(self, grid: int = 1 << 14, init: str = "bank") -> float:
+    def paired_factor(self, init: str, grid: int = 1 << 14) -> float:
         """E[``init`` work] / E[random work] under this pairing (the arrival rate is calibrated with it):
         the mean of the ratios when pairs are drawn independently, else the ratio at each random-init
         quantile weighted by the work there (a midpoint sum over ``grid`` quantiles)."""
-        ratios = [b / r for r, b in self.pairs(init)]
         if self.bank_pairing == "independent":
-            return statistics.mean(ratios)
+            return statistics.mean(b / r for r, b in self.pairs(init))
         vals = self._random_steps()
         mean_at = {r: statistics.mean(b / r for _, b in at) for r, at in self._ranked[init][1].items()}
         rs = self._ranked[init][0]
@@ -293,7 +291,7 @@ def load_work_model(
         bank_pairing=bank_pairing,
     )
     # the arrival rate is calibrated with the measured mean work of a bank (text) job
-    measured = {i: model.bank_factor(init=i) for i in ("bank", "text") if model.pairs(i)}
+    measured = {i: model.paired_factor(i) for i in ("bank", "text") if model.pairs(i)}
     return dataclasses.replace(model, init_factor={**factors, **measured}) if measured else model
 
 
