@@ -141,7 +141,9 @@ def key(rec: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def curve_of(res: Any) -> list[list[float]]:
-    return [[p.step, round(p.val_accuracy, 4), round(p.wall_s, 2)] for p in res.curve]
+    """A ``TrainResult``'s curve (or a list of its ``CurvePoint``) as [step, accuracy, wall s] rows."""
+    points = res if isinstance(res, list) else res.curve
+    return [[p.step, round(p.val_accuracy, 4), round(p.wall_s, 2)] for p in points]
 
 
 class StepClock:
@@ -254,7 +256,7 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
     """``job`` started from the bank at ``folder`` exactly as the service starts it (``bank.warm_start``:
     selection, blend, race, lr; an empty or missing bank: the race of the job's text and random inits),
     then tuned to its target: ``(record, trainer, task)``."""
-    from prompttuner.bank import CHEAP, PromptBank, warm_start
+    from prompttuner.bank import CHEAP, PromptBank, train_from_start, warm_start
 
     task, seed = job_task(st, job)
     target = target_of(st, job)
@@ -272,7 +274,8 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
     # the race's losers trained too: their steps are the job's, out of the same budget
     trainer.config.max_steps = max(trainer.step_count, st["max_steps"] - start.extra_steps)
     clock = StepClock()
-    res = trainer.train_to_target(clock)
+    done = train_from_start(start, race, clock)  # with race.fallback_at: back to random init if it lags
+    trainer, res = done.trainer, done.result
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     steps = res.steps + start.extra_steps
     rec: dict[str, Any] = {
@@ -290,6 +293,16 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
             {k: p.get(k) for k in ("task_name", "layer", "rows", "accuracy", "loss")}
             for p in start.info.get("selection", {}).get("probes", [])
         ],
+        **(
+            {"fallback": done.fallback, "fallback_steps": done.fallback_steps}
+            if done.fallback is not None
+            else {}
+        ),
+        **(
+            {"after_fallback": curve_of(res.extra["after_fallback"])}
+            if res.extra.get("after_fallback")
+            else {}
+        ),
         "select_cpu_s": round(start.info["select_cpu_s"], 3),
         "race_cpu_s": round(start.info.get("race_cpu_s", 0.0), 3),
         "step_cpu_s": clock.median(),

@@ -447,3 +447,50 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     raced = warm_start(tmp_path / "bank", loaded, task, hard, race=check)
     assert raced.info["raced"] and raced.extra_steps == 1 + 2 and raced.trainer.step_count == 2
     assert raced.info["first_check"]["val_accuracy"] < 1.01
+
+
+def test_a_start_that_lags_at_the_fallback_step_trains_again_from_random_init(
+    loaded, task, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``RaceSettings.fallback_at``: below the target by more than ``fallback_rows`` rows at the check, the
+    job goes on from random init exactly as its own random-init run would, the abandoned steps counted; not
+    below it, the start trains on as it would have without the check."""
+    import torch
+
+    from prompttuner.bank import RaceSettings, train_from_start, warm_start
+
+    cfg = TuningConfig(
+        num_virtual_tokens=4, max_length=24, eval_size=8, batch_size=2, seed=5, eval_every=2, max_steps=6
+    )
+    with PromptBank(tmp_path / "bank") as bank:
+        t = resolve_init(RandomInit(), loaded, task, num_virtual_tokens=4, seed=11)
+        bank.add(t, model=loaded.name, task_description="r", labels=task.labels, task_name="r11")
+    hard = dataclasses.replace(cfg, target_accuracy=1.01)  # nothing reaches it: the budget is spent
+
+    def start(race: RaceSettings):  # type: ignore[no-untyped-def]
+        return warm_start(tmp_path / "bank", loaded, task, hard, race=race)
+
+    back = RaceSettings(candidates=1, fallback_at=3, fallback_rows=0)
+    ws = start(back)
+    assert ws.chosen.kind != "random" and ws.trainer.step_count == 0
+    done = train_from_start(ws, back)
+    assert done.fallback is not None and done.fallback["taken"] and done.fallback["step"] == 4  # eval >= 3
+    assert done.fallback_steps == 4 and done.result.steps == 6 and not done.result.reached
+    assert done.trainer.kind == "random" and done.trainer.step_count == 2  # the 2 steps left of 6
+    alone = PromptTrainer(loaded, task, dataclasses.replace(hard, max_steps=2))  # its own random-init run
+    alone.train_to_target()
+    assert torch.equal(done.trainer.prompt(), alone.prompt())
+    assert [p.step for p in done.result.curve] == [0, 2, 4]  # the abandoned start's evaluations
+    assert [p.step for p in done.result.extra["after_fallback"]] == [0, 2]
+
+    on = RaceSettings(candidates=1, fallback_at=3, fallback_rows=1000)  # never that far below: no fallback
+    kept = train_from_start(start(on), on)
+    assert kept.fallback is not None and not kept.fallback["taken"] and kept.fallback_steps == 0
+    plain = start(RaceSettings(candidates=1))
+    res = plain.trainer.train_to_target()
+    assert kept.result.steps == res.steps == 6 and torch.equal(kept.trainer.prompt(), plain.trainer.prompt())
+    assert [(p.step, p.val_accuracy) for p in kept.result.curve] == [
+        (p.step, p.val_accuracy) for p in res.curve
+    ]
+    off = train_from_start(start(RaceSettings(candidates=1)), RaceSettings(candidates=1))
+    assert off.fallback is None and torch.equal(off.trainer.prompt(), plain.trainer.prompt())

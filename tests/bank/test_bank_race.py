@@ -137,3 +137,17 @@ def test_the_probe_separates_a_start_only_when_its_per_row_losses_are_lower_beyo
     worse_start = best + 0.3
     assert not separated(worse_start, torch.stack([best]), 2.0)[0]  # the others lower: never
     assert not separated(best[:1], (best + 1.0)[None, :1], 2.0)[0]  # one row: no spread, no claim
+
+
+def test_the_fallback_fires_only_for_a_start_below_the_target_by_more_than_its_rows_at_its_step() -> None:
+    from prompttuner.bank.race import RaceSettings, falls_back
+
+    rs = RaceSettings(fallback_at=5, fallback_rows=2)
+    # 64 rows, target 0.5: the threshold is 30 / 64 = 0.46875
+    assert falls_back(rs, "warm", 5, 29 / 64, 0.5, 64)
+    assert not falls_back(rs, "warm", 5, 30 / 64, 0.5, 64)  # exactly 2 rows below: not more than 2
+    assert falls_back(rs, "text", 10, 0.0, 0.5, 64)  # the text init falls back too
+    assert not falls_back(rs, "random", 5, 0.0, 0.5, 64)  # random init has nowhere to fall back to
+    assert not falls_back(rs, "warm", 4, 0.0, 0.5, 64)  # before its step
+    assert not falls_back(rs, "warm", 5, 0.0, None, 64)  # no target, nothing to lag behind
+    assert not falls_back(RaceSettings(), "warm", 5, 0.0, 0.5, 64)  # off by default

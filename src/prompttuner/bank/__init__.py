@@ -8,7 +8,8 @@ Entry points:
   what ``prompttuner tune --init bank:DIR`` and the service's warm start call before building the trainer;
 - :func:`warm_start` (``race.py``): cheaper selection (:data:`NEAR`), a blend, a check of the best start, a
   short race of the best start against the job's text init, a learning rate from the start's fit: a
-  trainer ready to go on.
+  trainer ready to go on; :func:`train_from_start` trains it to the target (with
+  ``RaceSettings.fallback_at``: back to random init when the start lags at that step).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from prompttuner.bank.errors import (
     ModelMismatchError,
     NoCandidatesError,
 )
-from prompttuner.bank.race import RaceSettings, WarmStart, warm_start
+from prompttuner.bank.race import RaceSettings, Trained, WarmStart, falls_back, train_from_start, warm_start
 from prompttuner.bank.select import (
     CHEAP,
     NEAR,
@@ -65,6 +66,7 @@ __all__ = [
     "ProbeScore",
     "PromptBank",
     "RaceSettings",
+    "Trained",
     "Selection",
     "WarmStart",
     "bank_init",
@@ -73,6 +75,8 @@ __all__ = [
     "select_for_task",
     "select_init",
     "start_lr",
+    "falls_back",
+    "train_from_start",
     "warm_start",
 ]
 

@@ -65,6 +65,12 @@ class RaceSettings:
     # On by default (with NEAR and the race of two: benchmarks/results/bank_stream_race2/); alone on
     # bank.CHEAP it had no effect (benchmarks/results/bank_stream_cheapcheck/)
     check_first: bool = True
+    # the fallback: a job whose start (a bank prompt, a blend or its text init) is, at its first evaluation
+    # at or after ``fallback_at`` of its own steps, more than ``fallback_rows`` validation rows below the
+    # target starts again from random init (``train_from_start``); the abandoned start's steps are the
+    # job's.  None: off (the default until it is measured better: benchmarks/results/bank_stream_fallback/)
+    fallback_at: int | None = None
+    fallback_rows: int = 2
 
     @staticmethod
     def of(x: RaceSettings | dict[str, Any] | None) -> RaceSettings:
@@ -120,6 +126,16 @@ class WarmStart:
             "candidates": [c.brief() for c in self.candidates],
             **{k: v for k, v in self.info.items() if k not in ("selection",)},
         }
+
+
+def falls_back(
+    rs: RaceSettings, kind: str, steps: int, accuracy: float, target: float | None, rows: int
+) -> bool:
+    """Whether a job that started from a ``kind`` start and is at ``accuracy`` on its ``rows`` validation
+    rows after ``steps`` steps starts again from random init (``RaceSettings.fallback_at``)."""
+    if rs.fallback_at is None or target is None or kind == "random" or steps < rs.fallback_at:
+        return False
+    return accuracy < target - rs.fallback_rows / max(1, rows) - 1e-6
 
 
 def meets(accuracy: float, target: float) -> bool:
@@ -326,3 +342,65 @@ def warm_start(
     info["race_cpu_s"] = time.process_time() - c1
     winner, tr = alive[0]
     return WarmStart(tr, winner, extra, cands, info)
+
+
+@dataclass
+class Trained:
+    trainer: Any  # the PromptTrainer that ended the job (random init's after a fallback)
+    result: Any  # its TrainResult; ``steps`` counts the abandoned start's steps too
+    fallback: dict[str, Any] | None  # the check, when one was made: step, accuracy, threshold, taken
+    fallback_steps: int = 0  # steps of the abandoned start (its race steps included): the job's too
+
+
+def train_from_start(
+    ws: WarmStart,
+    race: RaceSettings | dict[str, Any] | None = None,
+    progress: Any = None,
+) -> Trained:
+    """Train the job from its start ``ws`` to its target, within its trainer's ``max_steps``; with
+    ``RaceSettings.fallback_at`` set, check the start at its first evaluation at or after that step and,
+    more than ``fallback_rows`` validation rows below the target there, start the job again from random
+    init with the steps that are left (the abandoned start's steps stay the job's).  Random init after a
+    fallback trains as the job's own random-init run would (the same seed, batches and learning rate), so
+    a record of that run says where it would get to."""
+    from prompttuner.tuning import PromptTrainer, RandomInit
+
+    rs = RaceSettings.of(race)
+    tr = ws.trainer
+    cfg = tr.config
+    budget = cfg.max_steps
+    every = max(1, cfg.eval_every)
+    if rs.fallback_at is None or cfg.target_accuracy is None or ws.chosen.kind == "random":
+        return Trained(tr, tr.train_to_target(progress), None)
+    at = max(tr.step_count, rs.fallback_at)
+    at = min(budget, -(-at // every) * every)  # the first evaluation at or after fallback_at
+    cfg.max_steps = at
+    first = tr.train_to_target(progress)
+    cfg.max_steps = budget
+    if first.reached or tr.step_count >= budget:
+        return Trained(tr, first, None)
+    rows = len(tr.val)
+    thr = cfg.target_accuracy - rs.fallback_rows / max(1, rows)
+    info = {"step": tr.step_count, "accuracy": first.accuracy, "threshold": thr, "rows": rows}
+    if not falls_back(rs, ws.chosen.kind, tr.step_count, first.accuracy, cfg.target_accuracy, rows):
+        rest = tr.train_to_target(progress)  # its first evaluation is the one just made (kept)
+        res = replace(
+            rest,
+            curve=first.curve + rest.curve[1:],
+            best_accuracy=max(first.best_accuracy, rest.best_accuracy),
+            wall_s=first.wall_s + rest.wall_s,
+        )
+        return Trained(tr, res, {**info, "taken": False})
+    spent = tr.step_count
+    again = replace(cfg, init=RandomInit(), lr=None, max_steps=budget - spent)  # its own random-init run
+    fresh = PromptTrainer(tr.loaded, tr.task, again)
+    rest = fresh.train_to_target(progress)
+    res = replace(
+        rest,
+        curve=first.curve,
+        steps=spent + rest.steps,
+        best_accuracy=max(first.best_accuracy, rest.best_accuracy),
+        wall_s=first.wall_s + rest.wall_s,
+        extra={**rest.extra, "after_fallback": rest.curve},
+    )
+    return Trained(fresh, res, {**info, "taken": True}, fallback_steps=spent)
