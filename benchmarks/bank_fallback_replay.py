@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -212,8 +213,8 @@ def main() -> None:
     bank, base = load(Path(a.runs), Path(a.baselines))
     orders = sorted({str(r["order"]) for r in bank})
     res: dict[str, Any] = {
-        "runs": a.runs,
-        "baselines": a.baselines,
+        "runs": os.path.relpath(a.runs),
+        "baselines": os.path.relpath(a.baselines),
         "budget": int(st["max_steps"]),
         "grid": {"all": grid(bank, base, st, set(orders))},
         "cross": [],

@@ -41,6 +41,11 @@ VARIANTS = (
     ("near", "bank_stream_near/bank_stream.json", "bank.NEAR, race of three"),
     ("near + check", "bank_stream_check/bank_stream.json", "bank.NEAR, check at step 0, race of three"),
     ("default (race2)", "bank_stream_race2/bank_stream.json", "bank.NEAR, check, race of two (bank, text)"),
+    (
+        "fallback (replay)",
+        "bank_stream_fallback/replay_summary.json",
+        "the default, back to random init when 2 rows below the target at step 5 (replayed)",
+    ),
 )
 
 
@@ -52,13 +57,17 @@ def pairs_file(summary: Path, folder: Path) -> Path:
     return out
 
 
-def measure(names: list[str], tights: list[float], seeds: list[int]) -> dict:
+def measure(
+    names: list[str], tights: list[float], seeds: list[int], variants: list[str] | None = None
+) -> dict:
     cat = load_catalog()
     none = Path("/nonexistent/prompttuner/no-profiles.json")  # --work distribution
     out: dict = {"cells": []}
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
         for name, rel, what in VARIANTS:
+            if variants is not None and name not in variants and name != "default (race2)":
+                continue
             f = pairs_file(RESULTS / rel, Path(tmp))
             wm = load_work_model(profiles_file=none, bank_pairs_file=f)
             pairs = wm.bank_pairs
@@ -206,6 +215,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", type=Path, default=RESULTS / "sim_bank_starts")
     ap.add_argument("--bootstrap", type=int, default=40, help="resamples of the stream's jobs (0: none)")
+    ap.add_argument("--variants", default=None, help="comma-separated names (default: all; race2 always)")
+    ap.add_argument("--bootstrap-pair", default="near + check,default (race2)", help="the two variants")
     ap.add_argument("--from-json", action="store_true", help="rewrite the page from the committed .json only")
     a = ap.parse_args()
     if a.from_json:
@@ -217,27 +228,40 @@ def main() -> None:
         a.workloads.split(","),
         [float(x) for x in a.tightness.split(",")],
         [int(x) for x in a.seeds.split(",")],
+        a.variants.split(",") if a.variants else None,
     )
     if a.bootstrap:
         data["bootstrap"] = bootstrap(
-            ("near + check", "default (race2)"), [("poisson", 1.0), ("poisson", 2.0)], a.bootstrap
+            tuple(a.bootstrap_pair.split(",")),  # type: ignore[arg-type]
+            [("poisson", 1.0), ("poisson", 2.0)],
+            a.bootstrap,
         )
     data["cpu_s"] = round(time.process_time() - t0, 1)
+    if a.variants or a.out != RESULTS / "sim_bank_starts":
+        data["args"] = f" --variants '{a.variants}' --bootstrap-pair '{a.bootstrap_pair}' --out {_rel(a.out)}"
     a.out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     write(a.out, data)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def write(out: Path, data: dict) -> None:
     md = [
         "# The bank's start variants judged as a service meets them",
         "",
-        "    python benchmarks/sim_bank_starts.py",
+        "    python benchmarks/sim_bank_starts.py" + data.get("args", ""),
         "",
         (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
         *report(data),
         "",
-        f"{len(data['cells'])} workload x tightness x seed cells, {len(VARIANTS) + 2} workloads each, "
+        f"{len(data['cells'])} workload x tightness x seed cells, "
+        f"{len(data['variants']) + 2} workloads each, "
         f"{data['cpu_s']:.0f} CPU-s.",
     ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
