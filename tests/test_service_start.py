@@ -135,3 +135,50 @@ def test_workers_time_steps_as_they_warm_up_and_the_first_quote_plans_with_them(
         assert step >= 0.5  # this machine's (fake) steps, with the margin from their spread
         asked = q["deadline"] - 600  # job_body's duration_s
         assert q["finish_time"] - asked == pytest.approx(q["work_steps"] * step, rel=0.05)
+
+
+def test_a_start_that_lags_at_the_fallback_step_goes_on_from_random_init_with_the_steps_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hyperparameters.bank_fallback_at``: the fake bank's start (the race's winner at step 2) is 0.2
+    behind random init, so at its evaluation at step 4 it is at 0.18 against a 0.4 target: the job drops it
+    (a ``fallback`` event), its 4 steps count beside the race's 3, and it goes on from random init, which
+    reaches 0.46 at step 8 of the 16 steps left; without the fallback the start would need 16 steps."""
+    monkeypatch.setenv("FAKE_BANK_BONUS", "-0.2")  # before the workers start: they read it
+    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
+    with TestClient(create_app(service)) as client:
+        _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+        client.headers["Authorization"] = f"Bearer {key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        hp = {"batch_size": 4, "eval_every": 4, "bank_fallback_at": 4, "bank_fallback_rows": 0}
+        body = job_body(bank_warm_start=True, max_steps=20, target_accuracy=0.4, hyperparameters=hp)
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        done = wait_done(client, r.json()["id"])
+        events = client.get(f"/v1/jobs/{done['id']}/events").json()["data"]
+        falls = [e["data"] for e in events if e["kind"] == "fallback"]
+        assert len(falls) == 1
+        fb = falls[0]
+        assert fb["from"] == "bank:e1" and fb["step"] == 4 and fb["steps_left"] == 16
+        assert fb["accuracy"] == pytest.approx(0.18) and fb["threshold"] == pytest.approx(0.4)
+        assert done["status"] == "succeeded" and done["target_reached"] and done["init"] == "random"
+        assert done["progress"]["steps_done"] == 8 and done["progress"]["accuracy"] == pytest.approx(0.46)
+
+        no = job_body(bank_warm_start=True, max_steps=20, target_accuracy=0.4)  # no fallback asked
+        r2 = client.post("/v1/jobs", json=no)
+        kept = wait_done(client, r2.json()["id"])
+        ev2 = client.get(f"/v1/jobs/{kept['id']}/events").json()["data"]
+        assert not [e for e in ev2 if e["kind"] == "fallback"]
+        assert kept["init"] == "bank:e1" and kept["progress"]["steps_done"] == 16
+
+
+def test_the_service_and_the_bank_share_one_fallback_default() -> None:
+    """The API's default, the worker payload's and ``bank.RaceSettings``' (what bank_stream.py measures)."""
+    from prompttuner.api.schemas import Hyperparameters
+    from prompttuner.bank import RaceSettings
+    from prompttuner.runtime.engine import JobPayload
+
+    hp, rs = Hyperparameters(), RaceSettings()
+    pay = JobPayload(job_id="j", model="m", train_path="t", test_path=None, labels=("a",), max_steps=1)
+    assert hp.bank_fallback_at == pay.bank_fallback_at == rs.fallback_at
+    assert hp.bank_fallback_rows == pay.bank_fallback_rows == rs.fallback_rows

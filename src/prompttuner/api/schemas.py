@@ -75,6 +75,15 @@ class Hyperparameters(BaseModel):
         "probe rows or on the validation rows; false: take the probe's best start as it is (no race "
         "steps: for a tight deadline)",
     )
+    # constraints before the validator: so the schema says minimum / maximum inside the union
+    bank_fallback_at: Annotated[int, Field(ge=1, le=MAX_STEPS), BeforeValidator(_whole)] | None = Field(
+        None,
+        description="with bank_warm_start: at the job's first evaluation at or after this step, a start "
+        "(bank prompt or text init) more than bank_fallback_rows validation rows below the target is "
+        "dropped and the job goes on from random init with the steps left (the dropped steps are the job's); "
+        "null: never",
+    )
+    bank_fallback_rows: Int = Field(2, ge=0, le=10_000, description="see bank_fallback_at")
 
 
 class Row(BaseModel):

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from prompttuner.bank.select import NEAR, Budget, ProbeScore, rank_key
+from prompttuner.core.slo import lags_target
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def falls_back(
     rows after ``steps`` steps starts again from random init (``RaceSettings.fallback_at``)."""
     if rs.fallback_at is None or target is None or kind == "random" or steps < rs.fallback_at:
         return False
-    return accuracy < target - rs.fallback_rows / max(1, rows) - 1e-6
+    return lags_target(accuracy, target, rows, rs.fallback_rows)
 
 
 def meets(accuracy: float, target: float) -> bool:

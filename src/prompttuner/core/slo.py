@@ -43,3 +43,9 @@ def target_reached(target: float | None, accuracy: float | None) -> bool | None:
     if target is None:
         return None
     return accuracy is not None and accuracy >= target
+
+
+def lags_target(accuracy: float, target: float, rows: int, margin_rows: int) -> bool:
+    """Whether ``accuracy`` on ``rows`` validation rows is more than ``margin_rows`` rows below ``target``
+    (the rule of the Prompt Bank's fallback to random init: ``bank.RaceSettings.fallback_at``)."""
+    return accuracy < target - margin_rows / max(1, rows) - 1e-6

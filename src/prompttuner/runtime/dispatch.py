@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
+from prompttuner.core.slo import lags_target
 from prompttuner.core.types import Event, JobPhase, Switch
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.jobstate import ControllerBase
@@ -210,6 +212,9 @@ class Dispatch(ControllerBase):
             rt.accuracy = float(res["accuracy"])
             target = rt.payload.target_accuracy
             rt.target_reached = target is not None and rt.accuracy >= target
+            if not rt.target_reached and self._lags(rt, res):
+                self._fall_back(rt, res, now, worker)
+                return
         if not rt.done and rt.steps_done >= rt.work_steps:  # past its estimate, target not reached yet
             p = rt.payload
             rt.work_steps = self.work.refresh(rt.work_steps, rt.steps_done, p.max_steps, p.eval_every)
@@ -244,6 +249,72 @@ class Dispatch(ControllerBase):
                     },
                 )
             )
+
+    def _unit_steps(self, rt: JobRT) -> int:
+        """Steps of the job's next training unit: what its budget leaves, ending at the fallback's check
+        (the first evaluation at or after ``bank_fallback_at``) while that is still to come, so the check
+        reads the accuracy there (a unit only stops early at its target)."""
+        p = rt.payload
+        steps = p.max_steps - rt.steps_done
+        if (
+            p.bank_fallback_at is None
+            or rt.fallback_checked
+            or rt.init == "random"
+            or p.target_accuracy is None
+        ):
+            return steps
+        every = max(1, p.eval_every)
+        check = -(-max(p.bank_fallback_at, rt.steps_done + 1) // every) * every
+        return max(1, min(steps, check - rt.steps_done))
+
+    def _lags(self, rt: JobRT, res: dict[str, Any]) -> bool:
+        """The fallback's one check (``JobPayload.bank_fallback_at``): at the first evaluation at or after
+        that step, is the job's start (a bank prompt or its text init) too far below the target?"""
+        p = rt.payload
+        if p.bank_fallback_at is None or p.target_accuracy is None or rt.fallback_checked:
+            return False
+        if rt.init == "random" or rt.steps_done < p.bank_fallback_at or rt.accuracy is None:
+            return False
+        rt.fallback_checked = True
+        rows = int(res.get("val_rows") or p.max_eval)
+        return rt.steps_done < p.max_steps and lags_target(
+            rt.accuracy, p.target_accuracy, rows, p.bank_fallback_rows
+        )
+
+    def _fall_back(self, rt: JobRT, res: dict[str, Any], now: float, worker: str) -> None:
+        """Drop the job's start: it goes on from random init (no state: the worker opens the job's own
+        random-init trainer) with the steps it has left; the dropped steps count as the job's, like a
+        race's losers' (``race_steps``).  A recovery after this rebuilds the payload with the whole
+        budget (the reduced one is not stored)."""
+        p = rt.payload
+        spent, was = rt.steps_done, rt.init
+        rt.payload = replace(p, max_steps=p.max_steps - spent)
+        rt.race_steps += spent
+        rt.state, rt.version, rt.steps_done, rt.init = None, rt.version + 1, 0, "random"
+        acc, rt.accuracy = rt.accuracy, None
+        pred = self.work.predict(p.model, "random", rt.payload.max_steps, p.eval_every)
+        rt.work_steps = max(1.0, pred.steps)
+        rt.work_info = {"predicted_steps": pred.steps, "prediction": pred.source, "after": "fallback"}
+        self._checkpoint(rt)
+        self._save(rt, now, init=rt.init, steps_done=0, accuracy=None, work_steps=rt.work_steps)
+        rows = int(res.get("val_rows") or p.max_eval)
+        self._emit(
+            Event(
+                now,
+                "fallback",
+                rt.job_id,
+                worker,
+                data={
+                    "from": was,
+                    "step": spent,
+                    "accuracy": acc,
+                    "threshold": p.target_accuracy - p.bank_fallback_rows / max(1, rows),  # type: ignore[operator]
+                    "rows": rows,
+                    "steps_left": rt.payload.max_steps,
+                },
+            )
+        )
+        self._need_decide = True
 
     def _mark_running(self, rt: JobRT, now: float) -> None:
         """A job with a ready replica runs: it trains, or first selects its initial prompt."""
@@ -378,7 +449,7 @@ class Dispatch(ControllerBase):
                 continue
             self._set_phase(rt, JobPhase.RUNNING, now)
             if len(ready) == 1 or rt.payload.batch_size < 2:
-                steps = rt.payload.max_steps - rt.steps_done
+                steps = self._unit_steps(rt)
                 self._send(ready[0], rt, "train", {**base, "steps": steps, "budget_s": self.cfg.chunk_s}, now)
             else:
                 n = min(len(ready), rt.payload.batch_size)

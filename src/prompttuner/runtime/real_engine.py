@@ -59,6 +59,11 @@ class RealSession:
             results.append(GradResult(d["grad"], float(d["loss_sum"]), int(d["n"])))
         return float(self.trainer.apply_gradients(results))
 
+    @property
+    def val_rows(self) -> int:
+        """Rows an evaluation reads (the fallback's margin is in rows)."""
+        return len(self.val[: self.job.max_eval]) if self.val is not None else len(self.trainer.val)
+
     def evaluate(self) -> float:
         if self.val is not None:
             return float(self.trainer.evaluate(self.val[: self.job.max_eval]))

@@ -30,6 +30,8 @@ _HP_FIELDS = {
     "max_length",
     "max_eval",
     "bank_race",
+    "bank_fallback_at",
+    "bank_fallback_rows",
 }
 
 

@@ -104,6 +104,7 @@ class WorkerCore:
             "steps_run": ran,
             "loss": loss_sum / ran if ran else None,
             "accuracy": accuracy,
+            "val_rows": getattr(sess, "val_rows", None) if accuracy is not None else None,
             "eval_s": eval_s,  # of the reply's time, spent evaluating (timed apart from the steps)
         }
 
@@ -127,6 +128,7 @@ class WorkerCore:
             "steps_run": 1,
             "loss": loss,
             "accuracy": accuracy,
+            "val_rows": getattr(sess, "val_rows", None) if accuracy is not None else None,
         }
 
     def _op_export(self, job: JobPayload, state: bytes | None, version: int, path: str) -> dict[str, Any]:
