@@ -267,8 +267,8 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
         with PromptBank(folder, create=False) as bank:
             n_entries = bank.count(loaded.name)
     budget = dataclasses.replace(CHEAP, **st.get("selection", {}))  # a variant's own selection budget
-    # settings written before check_first existed (and became the default) ran without it
-    race = {"check_first": False, **st["race"]}
+    # settings written before check_first or the fallback existed (and became defaults) ran without them
+    race = {"check_first": False, "fallback_at": None, **st["race"]}
     start = warm_start(folder if n_entries else None, loaded, task, cfg, race=race, budget=budget)
     trainer = start.trainer
     # the race's losers trained too: their steps are the job's, out of the same budget

@@ -486,11 +486,12 @@ def test_a_start_that_lags_at_the_fallback_step_trains_again_from_random_init(
     on = RaceSettings(candidates=1, fallback_at=3, fallback_rows=1000)  # never that far below: no fallback
     kept = train_from_start(start(on), on)
     assert kept.fallback is not None and not kept.fallback["taken"] and kept.fallback_steps == 0
-    plain = start(RaceSettings(candidates=1))
+    plain = start(RaceSettings(candidates=1, fallback_at=None))
     res = plain.trainer.train_to_target()
     assert kept.result.steps == res.steps == 6 and torch.equal(kept.trainer.prompt(), plain.trainer.prompt())
     assert [(p.step, p.val_accuracy) for p in kept.result.curve] == [
         (p.step, p.val_accuracy) for p in res.curve
     ]
-    off = train_from_start(start(RaceSettings(candidates=1)), RaceSettings(candidates=1))
+    no = RaceSettings(candidates=1, fallback_at=None)
+    off = train_from_start(start(no), no)
     assert off.fallback is None and torch.equal(off.trainer.prompt(), plain.trainer.prompt())

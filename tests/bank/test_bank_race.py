@@ -150,4 +150,5 @@ def test_the_fallback_fires_only_for_a_start_below_the_target_by_more_than_its_r
     assert not falls_back(rs, "random", 5, 0.0, 0.5, 64)  # random init has nowhere to fall back to
     assert not falls_back(rs, "warm", 4, 0.0, 0.5, 64)  # before its step
     assert not falls_back(rs, "warm", 5, 0.0, None, 64)  # no target, nothing to lag behind
-    assert not falls_back(RaceSettings(), "warm", 5, 0.0, 0.5, 64)  # off by default
+    assert not falls_back(RaceSettings(fallback_at=None), "warm", 5, 0.0, 0.5, 64)  # off
+    assert RaceSettings().fallback_at == 5 and RaceSettings().fallback_rows == 2  # the defaults

@@ -77,7 +77,7 @@ class Hyperparameters(BaseModel):
     )
     # constraints before the validator: so the schema says minimum / maximum inside the union
     bank_fallback_at: Annotated[int, Field(ge=1, le=MAX_STEPS), BeforeValidator(_whole)] | None = Field(
-        None,
+        5,
         description="with bank_warm_start: at the job's first evaluation at or after this step, a start "
         "(bank prompt or text init) more than bank_fallback_rows validation rows below the target is "
         "dropped and the job goes on from random init with the steps left (the dropped steps are the job's); "

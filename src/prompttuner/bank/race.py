@@ -23,6 +23,11 @@ into a trainer ready to go on:
 4. **Learning rate** from how well the start fits: a fraction ``f`` of the way from chance to the target
    on the probe rows gives ``lr = cold * (warm / cold) ** f`` (a start at the target keeps the warm rate,
    one no better than chance the cold rate) -- the continuous form of the former two-level rule.
+5. **Fallback** (:func:`train_from_start`; ``RaceSettings.fallback_at``, on by default at step 5): a job
+   whose start (a bank prompt, the blend or its text init) is, at its first evaluation at or after that
+   step, more than ``fallback_rows`` (2) validation rows below its target starts again from random init
+   with the steps it has left; the dropped steps are the job's.  The service does the same in its
+   dispatcher (``JobPayload.bank_fallback_at``).
 
 No validation row is ever probed: every probe reads the trainer's training split; ``check_first`` reads the
 validation rows for the one start the probe ranks first, as the job's own first evaluation would.
@@ -69,8 +74,10 @@ class RaceSettings:
     # the fallback: a job whose start (a bank prompt, a blend or its text init) is, at its first evaluation
     # at or after ``fallback_at`` of its own steps, more than ``fallback_rows`` validation rows below the
     # target starts again from random init (``train_from_start``); the abandoned start's steps are the
-    # job's.  None: off (the default until it is measured better: benchmarks/results/bank_stream_fallback/)
-    fallback_at: int | None = None
+    # job's.  None: off.  On by default since 2026-12-07 (benchmarks/results/bank_stream_fallback/: on the
+    # stream's order 1, live, fewer steps in all than without it; in the simulator, from the replayed
+    # stream, fewer violations at a lower cost); the service's jobs: JobPayload.bank_fallback_at
+    fallback_at: int | None = 5
     fallback_rows: int = 2
 
     @staticmethod
