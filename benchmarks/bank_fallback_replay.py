@@ -25,7 +25,8 @@ than random init and more than 2x longer; and the same grid chosen on one order 
         --runs benchmarks/results/bank_stream_race2/bank_stream.runs.jsonl \\
         --settings benchmarks/results/bank_stream_race2/settings.json \\
         --out benchmarks/results/bank_stream_fallback/replay.json --at 5 --rows 2 \\
-        --summary benchmarks/results/bank_stream_fallback/replay_summary.json
+        --summary benchmarks/results/bank_stream_fallback/replay_summary.json \\
+        --live benchmarks/results/bank_stream_fallback/bank_stream.runs.jsonl   # -> replay.md (stdout)
 """
 
 from __future__ import annotations
@@ -146,6 +147,39 @@ def grid(bank: list[Run], base: dict[tuple[str, str], Run], st: dict[str, Any], 
     return out
 
 
+def live_check(
+    bank: list[Run], base: dict[tuple[str, str], Run], st: dict[str, Any], live: Path, at: int, k: int
+) -> dict[str, Any]:
+    """A live run with the fallback against the replay of the same orders' records (steps per job)."""
+    budget = int(st["max_steps"])
+    runs = [json.loads(x) for x in live.read_text().splitlines() if x.strip()]
+    runs = [r for r in runs if r["init"] == "bank" and "error" not in r]
+    orders = {str(r["order"]) for r in runs}
+    sub = [r for r in bank if str(r["order"]) in orders]
+    rep = {(x["order"], x["job"]): x for x in rows_for(sub, base, st, at, k)}
+    own = {(x["order"], x["job"]): x for x in rows_for(sub, base, st, None, 0)}
+    lv = {(str(r["order"]), r["job"]): r for r in runs}
+    keys = sorted(set(lv) & set(rep))
+
+    def c(s: int | None) -> float:
+        return cost_steps(s, budget)
+
+    live_steps = [c(int(lv[q]["steps"]) if lv[q]["reached"] else None) for q in keys]
+    return {
+        "runs": os.path.relpath(live),
+        "orders": sorted(orders),
+        "at": at,
+        "rows": k,
+        "jobs": len(keys),
+        "live_steps": sum(live_steps),
+        "replay_steps": sum(c(rep[q]["bank_steps"]) for q in keys),
+        "no_fallback_steps": sum(c(own[q]["bank_steps"]) for q in keys),
+        "same": sum(x == c(rep[q]["bank_steps"]) for x, q in zip(live_steps, keys, strict=True)),
+        "live_fell_back": sum(bool((lv[q].get("fallback") or {}).get("taken")) for q in keys),
+        "replay_fell_back": sum(rep[q]["fell_back"] for q in keys),
+    }
+
+
 def summary(rows: list[dict[str, Any]], st: dict[str, Any], at: int, k: int, src: str) -> dict[str, Any]:
     """The replayed rows as a stream summary (what ``sim_bank_starts.py`` reads)."""
     budget = int(st["max_steps"])
@@ -188,6 +222,17 @@ def report(res: dict[str, Any]) -> str:
             f"{m['median_vs_text']:.2f}x | {m['gmean_vs_random']:.2f}x | {m['gmean_vs_text']:.2f}x | "
             f"{m['longer_than_random']} | {m['over_2x_random']} | {m['reached']} |"
         )
+    lv = res.get("live")
+    if lv:
+        lines += [
+            "",
+            f"Live run {lv['runs']} (order(s) {', '.join(lv['orders'])}, {lv['jobs']} jobs) against this "
+            f"replay at {lv['at']} / {lv['rows']}: steps in all {lv['live_steps']:.0f} live, "
+            f"{lv['replay_steps']:.0f} "
+            f"replayed, {lv['no_fallback_steps']:.0f} without the fallback; the same steps on {lv['same']} "
+            "jobs; "
+            f"fell back {lv['live_fell_back']} live, {lv['replay_fell_back']} replayed",
+        ]
     lines += ["", "Chosen on one order (fewest steps in all), read on the other:", ""]
     for cv in res["cross"]:
         lines.append(
@@ -208,6 +253,9 @@ def main() -> None:
     ap.add_argument("--at", type=int, default=5)
     ap.add_argument("--rows", type=int, default=2)
     ap.add_argument("--summary", default=None, help="write --at/--rows as a stream summary (JSON)")
+    ap.add_argument(
+        "--live", default=None, help="a live run's runs file with the fallback: read against the replay"
+    )
     a = ap.parse_args()
     st = json.loads(Path(a.settings).read_text())
     bank, base = load(Path(a.runs), Path(a.baselines))
@@ -230,6 +278,8 @@ def main() -> None:
                 {"train": train, "test": test, "chosen": chosen}
                 | {"test_none": t["none"], "test_rule": t[chosen]}
             )
+    if a.live:
+        res["live"] = live_check(bank, base, st, Path(a.live), a.at, a.rows)
     print(report(res))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
