@@ -152,3 +152,11 @@ def test_the_fallback_fires_only_for_a_start_below_the_target_by_more_than_its_r
     assert not falls_back(rs, "warm", 5, 0.0, None, 64)  # no target, nothing to lag behind
     assert not falls_back(RaceSettings(fallback_at=None), "warm", 5, 0.0, 0.5, 64)  # off
     assert RaceSettings().fallback_at == 5 and RaceSettings().fallback_rows == 2  # the defaults
+
+
+def test_the_fallbacks_check_is_the_first_evaluation_at_or_after_its_step() -> None:
+    from prompttuner.core.slo import fallback_check_step, lag_threshold
+
+    assert [fallback_check_step(5, e) for e in (5, 4, 2, 1)] == [5, 8, 6, 5]
+    assert fallback_check_step(3, 2) == 4 and fallback_check_step(1, 0) == 1  # eval_every 0: every step
+    assert lag_threshold(0.5, 64, 2) == 0.5 - 2 / 64 and lag_threshold(0.5, 0, 1) == -0.5

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from prompttuner.bank.select import NEAR, Budget, ProbeScore, rank_key
-from prompttuner.core.slo import lags_target
+from prompttuner.core.slo import fallback_check_step, lag_threshold, lags_target
 
 
 @dataclass(frozen=True)
@@ -377,18 +377,18 @@ def train_from_start(
     tr = ws.trainer
     cfg = tr.config
     budget = cfg.max_steps
-    every = max(1, cfg.eval_every)
     if rs.fallback_at is None or cfg.target_accuracy is None or ws.chosen.kind == "random":
         return Trained(tr, tr.train_to_target(progress), None)
-    at = max(tr.step_count, rs.fallback_at)
-    at = min(budget, -(-at // every) * every)  # the first evaluation at or after fallback_at
+    at = fallback_check_step(rs.fallback_at, cfg.eval_every)
+    if not tr.step_count < at < budget:  # started at or past the check, or no budget after it
+        return Trained(tr, tr.train_to_target(progress), None)
     cfg.max_steps = at
     first = tr.train_to_target(progress)
     cfg.max_steps = budget
-    if first.reached or tr.step_count >= budget:
+    if first.reached:
         return Trained(tr, first, None)
     rows = len(tr.val)
-    thr = cfg.target_accuracy - rs.fallback_rows / max(1, rows)
+    thr = lag_threshold(cfg.target_accuracy, rows, rs.fallback_rows)
     info = {"step": tr.step_count, "accuracy": first.accuracy, "threshold": thr, "rows": rows}
     if not falls_back(rs, ws.chosen.kind, tr.step_count, first.accuracy, cfg.target_accuracy, rows):
         rest = tr.train_to_target(progress)  # its first evaluation is the one just made (kept)

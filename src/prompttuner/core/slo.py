@@ -45,7 +45,21 @@ def target_reached(target: float | None, accuracy: float | None) -> bool | None:
     return accuracy is not None and accuracy >= target
 
 
+# The Prompt Bank's fallback to random init (``bank.RaceSettings.fallback_at``, the service's
+# ``JobPayload.bank_fallback_at``): one check, at one step, by one rule, wherever a job trains.
+def fallback_check_step(fallback_at: int, eval_every: int) -> int:
+    """The step of the fallback's check: the job's first evaluation at or after ``fallback_at`` (a job
+    evaluates every ``eval_every`` steps); a start already at or past it is not checked."""
+    every = max(1, eval_every)
+    return -(-fallback_at // every) * every
+
+
+def lag_threshold(target: float, rows: int, margin_rows: int) -> float:
+    """``margin_rows`` validation rows (of ``rows``) below ``target``."""
+    return target - margin_rows / max(1, rows)
+
+
 def lags_target(accuracy: float, target: float, rows: int, margin_rows: int) -> bool:
-    """Whether ``accuracy`` on ``rows`` validation rows is more than ``margin_rows`` rows below ``target``
-    (the rule of the Prompt Bank's fallback to random init: ``bank.RaceSettings.fallback_at``)."""
-    return accuracy < target - margin_rows / max(1, rows) - 1e-6
+    """Whether ``accuracy`` on ``rows`` validation rows is below :func:`lag_threshold` (up to float32
+    rounding: exactly ``margin_rows`` rows below does not lag)."""
+    return accuracy < lag_threshold(target, rows, margin_rows) - 1e-6

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from prompttuner.core.slo import lags_target
+from prompttuner.core.slo import fallback_check_step, lag_threshold, lags_target
 from prompttuner.core.types import Event, JobPhase, Switch
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.jobstate import ControllerBase
@@ -250,36 +250,36 @@ class Dispatch(ControllerBase):
                 )
             )
 
+    def _check_step(self, rt: JobRT) -> int | None:
+        """The step of the fallback's check for this job (``core.slo.fallback_check_step``), or None: no
+        check (off, no target, a random-init start, or no budget after it)."""
+        p = rt.payload
+        if p.bank_fallback_at is None or p.target_accuracy is None or rt.init == "random":
+            return None
+        at = fallback_check_step(p.bank_fallback_at, p.eval_every)
+        return at if at < p.max_steps else None
+
     def _unit_steps(self, rt: JobRT) -> int:
         """Steps of the job's next training unit: what its budget leaves, ending at the fallback's check
-        (the first evaluation at or after ``bank_fallback_at``) while that is still to come, so the check
-        reads the accuracy there (a unit only stops early at its target)."""
-        p = rt.payload
-        steps = p.max_steps - rt.steps_done
-        if (
-            p.bank_fallback_at is None
-            or rt.fallback_checked
-            or rt.init == "random"
-            or p.target_accuracy is None
-        ):
-            return steps
-        every = max(1, p.eval_every)
-        check = -(-max(p.bank_fallback_at, rt.steps_done + 1) // every) * every
-        return max(1, min(steps, check - rt.steps_done))
+        while that is still to come, so the check reads the accuracy there (a unit only stops early at its
+        target)."""
+        steps = rt.payload.max_steps - rt.steps_done
+        at = self._check_step(rt)
+        return steps if at is None or rt.steps_done >= at else min(steps, at - rt.steps_done)
 
     def _lags(self, rt: JobRT, res: dict[str, Any]) -> bool:
-        """The fallback's one check (``JobPayload.bank_fallback_at``): at the first evaluation at or after
-        that step, is the job's start (a bank prompt or its text init) too far below the target?"""
+        """The fallback's one check (``JobPayload.bank_fallback_at``): at its step, is the job's start (a
+        bank prompt or its text init) too far below the target?  (Derived from the step alone: a job
+        recovered past it is not checked again; one that fell back runs from random init.)"""
         p = rt.payload
-        if p.bank_fallback_at is None or p.target_accuracy is None or rt.fallback_checked:
+        if rt.accuracy is None or p.target_accuracy is None or rt.steps_done != self._check_step(rt):
             return False
-        if rt.init == "random" or rt.steps_done < p.bank_fallback_at or rt.accuracy is None:
-            return False
-        rt.fallback_checked = True
-        rows = int(res.get("val_rows") or p.max_eval)
-        return rt.steps_done < p.max_steps and lags_target(
-            rt.accuracy, p.target_accuracy, rows, p.bank_fallback_rows
-        )
+        return lags_target(rt.accuracy, p.target_accuracy, self._rows(rt, res), p.bank_fallback_rows)
+
+    @staticmethod
+    def _rows(rt: JobRT, res: dict[str, Any]) -> int:
+        """Validation rows of the evaluation in ``res`` (the worker says; else the payload's cap)."""
+        return int(res.get("val_rows") or rt.payload.max_eval)
 
     def _fall_back(self, rt: JobRT, res: dict[str, Any], now: float, worker: str) -> None:
         """Drop the job's start: it goes on from random init (no state: the worker opens the job's own
@@ -297,7 +297,7 @@ class Dispatch(ControllerBase):
         rt.work_info = {"predicted_steps": pred.steps, "prediction": pred.source, "after": "fallback"}
         self._checkpoint(rt)
         self._save(rt, now, init=rt.init, steps_done=0, accuracy=None, work_steps=rt.work_steps)
-        rows = int(res.get("val_rows") or p.max_eval)
+        rows = self._rows(rt, res)
         self._emit(
             Event(
                 now,
@@ -308,7 +308,7 @@ class Dispatch(ControllerBase):
                     "from": was,
                     "step": spent,
                     "accuracy": acc,
-                    "threshold": p.target_accuracy - p.bank_fallback_rows / max(1, rows),  # type: ignore[operator]
+                    "threshold": lag_threshold(p.target_accuracy, rows, p.bank_fallback_rows),  # type: ignore[arg-type]
                     "rows": rows,
                     "steps_left": rt.payload.max_steps,
                 },

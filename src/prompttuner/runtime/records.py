@@ -66,7 +66,6 @@ class JobRT:
     selected: bool = False  # warm start done (or not wanted)
     init: str = "random"
     race_steps: int = 0  # the warm start's race: steps its losing starts ran for this job (and a fallback's)
-    fallback_checked: bool = False  # the fallback's one check is made (bank_fallback_at)
     workers: list[str] = field(default_factory=list)
     inflight: set[str] = field(default_factory=set)
     round: Round | None = None
