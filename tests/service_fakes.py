@@ -59,7 +59,7 @@ class FakeSession:
         return [(self.pos + i) % self.n for i in range(self.job.batch_size)]
 
     def _advance(self, g_sum: float, n: int) -> float:
-        if self.hold is not None and self.step_no >= 1:
+        if self.hold is not None and self.step_no >= 1 and self.hold.holds(self.bank):
             self.hold.wait()  # a held job: its first step done, the next waits for the release
         # order-sensitive, so a skipped, repeated or misapplied step shows in the result
         self.w = self.w * 0.9 + (self.job.lr or 0.3) * g_sum / n
@@ -106,23 +106,35 @@ class Hold:
     tenant is there, a job of that tenant that has run one step (single-worker or data-parallel) waits
     before its next, and says so with ``<tenant>.held``.  In a test: ``with Hold.of(tenant_id) as hold:``
     submit, ``wait_for(hold.holding)``, act; the hold is released when the block ends (or ``release()``).
+    ``cold_only``: only sessions that did not start from the (fake) bank are held, e.g. a job's random init
+    after a fallback.
     """
 
-    def __init__(self, gate: Path, marker: Path) -> None:
-        self.gate, self.marker = gate, marker
+    def __init__(self, gate: Path, marker: Path, cold_only: bool = False) -> None:
+        self.gate, self.marker, self.cold_only = gate, marker, cold_only
 
     @classmethod
     def at(cls, folder: Path, tenant: str) -> Hold:
         return cls(folder / tenant, folder / f"{tenant}.held")
 
     @classmethod
-    def of(cls, tenant: str) -> Hold:
+    def of(cls, tenant: str, cold_only: bool = False) -> Hold:
         """The hold of ``tenant`` in this process's ``$FAKE_HOLD_DIR`` (the workers' folder)."""
-        return cls.at(Path(os.environ[HOLD_ENV]), tenant)
+        hold = cls.at(Path(os.environ[HOLD_ENV]), tenant)
+        hold.cold_only = cold_only
+        return hold
 
     def __enter__(self) -> Hold:
-        self.gate.touch()
+        self.gate.write_text("cold" if self.cold_only else "all")
         return self
+
+    def holds(self, bank: bool) -> bool:
+        """In a worker: does the hold (if on) apply to a session that started from the bank or not?"""
+        try:
+            mode = self.gate.read_text()
+        except FileNotFoundError:
+            return False
+        return not (bank and mode == "cold")
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -18,10 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prompttuner.api.app import create_app
+from prompttuner.core.types import JobPhase
 from prompttuner.runtime.controller import ControllerConfig
+from prompttuner.runtime.engine import JobPayload
+from prompttuner.runtime.records import JobRT
+from prompttuner.runtime.recovery import Recovery
 from prompttuner.service import Service, ServiceConfig
 from prompttuner.state.models import EventRow
-from service_fakes import GreedyPolicy
+from service_fakes import HOLD_ENV, GreedyPolicy, Hold
 from test_api_service import job_body, wait_done, wait_for
 from test_service_work import _upload
 
@@ -183,3 +187,62 @@ def test_the_service_and_the_bank_share_one_fallback_default() -> None:
     pay = JobPayload(job_id="j", model="m", train_path="t", test_path=None, labels=("a",), max_steps=1)
     assert hp.bank_fallback_at == pay.bank_fallback_at == rs.fallback_at
     assert hp.bank_fallback_rows == pay.bank_fallback_rows == rs.fallback_rows
+
+
+def test_a_job_recovered_after_its_fallback_keeps_the_budget_the_fallback_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service stops while a job runs from random init after its fallback (held after its first step
+    there); restarted, the job goes on from that checkpoint with the 16 steps the fallback left of its 20,
+    not the whole budget again (its target, 0.9, is out of reach: it runs to the end of its budget)."""
+    monkeypatch.setenv("FAKE_BANK_BONUS", "-0.2")
+    monkeypatch.setenv(HOLD_ENV, str(tmp_path / "hold"))  # before the workers start: they read both
+    (tmp_path / "hold").mkdir()
+    home = tmp_path / "home"
+    service = _service(home, "service_fakes:RaceFakeEngine")
+    hp = {"batch_size": 4, "eval_every": 4, "bank_fallback_at": 4, "bank_fallback_rows": 0}
+    body = job_body(bank_warm_start=True, max_steps=20, target_accuracy=0.9, hyperparameters=hp)
+    with TestClient(create_app(service)) as client:
+        tenant, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+        client.headers["Authorization"] = f"Bearer {key}"
+        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        hold = Hold.of(tenant.id, cold_only=True)
+        with hold:
+            r = client.post("/v1/jobs", json=body)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            wait_for(hold.holding)  # the bank start fell back; random init ran one step and waits
+            backend = service.controller.backend
+            stop = backend.shutdown
+
+            def release_then_stop() -> None:  # the controller has stopped: the held unit's reply is lost
+                hold.release()
+                stop()
+
+            monkeypatch.setattr(backend, "shutdown", release_then_stop)
+        falls = [e for e in client.get(f"/v1/jobs/{job_id}/events").json()["data"] if e["kind"] == "fallback"]
+        assert len(falls) == 1 and falls[0]["data"]["steps_left"] == 16
+
+    again = _service(home, "service_fakes:RaceFakeEngine")
+    with TestClient(create_app(again)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        done = wait_done(client, job_id)
+        events = client.get(f"/v1/jobs/{job_id}/events").json()["data"]
+    rec = [e["data"] for e in events if e["kind"] == "recover"]
+    assert len(rec) == 1 and rec[0]["max_steps"] == 16 and rec[0]["from_step"] == 0
+    assert done["init"] == "random" and not done["target_reached"]
+    assert done["progress"]["steps_done"] == 16  # without the stored budget: 20
+
+
+def test_a_checkpoint_header_restores_a_reduced_budget_and_the_dropped_steps_only() -> None:
+    """``Recovery._restore_budget``: a header's smaller budget and its race steps come back; a checkpoint
+    written before the header named them (or a larger budget) leaves the job's own budget."""
+    payload = JobPayload("j", "tiny", "train.jsonl", None, ("a", "b"), 20)
+    for header, budget, race in (
+        ({"max_steps": 16, "race_steps": 7}, 16, 7),
+        ({}, 20, 0),
+        ({"max_steps": 30, "race_steps": 3}, 20, 3),
+    ):
+        rt = JobRT("j", "t", payload, 0.0, 1.0, False, 10.0, JobPhase.QUEUED, True)
+        Recovery._restore_budget(rt, header)
+        assert (rt.payload.max_steps, rt.race_steps) == (budget, race)

@@ -284,8 +284,8 @@ class Dispatch(ControllerBase):
     def _fall_back(self, rt: JobRT, res: dict[str, Any], now: float, worker: str) -> None:
         """Drop the job's start: it goes on from random init (no state: the worker opens the job's own
         random-init trainer) with the steps it has left; the dropped steps count as the job's, like a
-        race's losers' (``race_steps``).  A recovery after this rebuilds the payload with the whole
-        budget (the reduced one is not stored)."""
+        race's losers' (``race_steps``).  The checkpoint written here names the reduced budget and the
+        dropped steps: a recovery after this goes on with them (``Recovery._restore_budget``)."""
         p = rt.payload
         spent, was = rt.steps_done, rt.init
         rt.payload = replace(p, max_steps=p.max_steps - spent)
@@ -296,7 +296,16 @@ class Dispatch(ControllerBase):
         rt.work_steps = max(1.0, pred.steps)
         rt.work_info = {"predicted_steps": pred.steps, "prediction": pred.source, "after": "fallback"}
         self._checkpoint(rt)
-        self._save(rt, now, init=rt.init, steps_done=0, accuracy=None, work_steps=rt.work_steps)
+        self._save(
+            rt,
+            now,
+            init=rt.init,
+            steps_done=0,
+            accuracy=None,
+            work_steps=rt.work_steps,
+            checkpoint_step=0,
+            checkpoint_path=str(self._ckpt_path(rt)),  # a recovery reads the fallback (and the budget left)
+        )
         rows = self._rows(rt, res)
         self._emit(
             Event(

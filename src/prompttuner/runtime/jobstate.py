@@ -82,6 +82,9 @@ class ControllerBase:
                 "init": rt.init,
                 "target_reached": rt.target_reached,
                 "accuracy": rt.accuracy,
+                # what a fallback changed (the budget it left, the steps it dropped): a recovery keeps them
+                "max_steps": rt.payload.max_steps,
+                "race_steps": rt.race_steps,
                 "time": self.clock(),
             },
         )

@@ -7,7 +7,9 @@ unit of work is lost); one that had not been answered by the policy is offered t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -107,6 +109,15 @@ class Recovery(ControllerBase):
             kind = self.work.kind(row.bank_warm_start)
             self.work.observe(row.model, kind, row.steps_done, bool(row.target_reached), row.max_steps)
 
+    @staticmethod
+    def _restore_budget(rt: JobRT, header: dict[str, Any]) -> None:
+        """A job that fell back to random init (``Dispatcher._fall_back``) goes on with the budget its
+        checkpoint names (the row keeps the one asked for) and its dropped steps still counted."""
+        budget = header.get("max_steps")
+        if budget is not None and 0 < int(budget) < rt.payload.max_steps:
+            rt.payload = replace(rt.payload, max_steps=int(budget))
+        rt.race_steps = int(header.get("race_steps") or 0)
+
     def _recover(self) -> None:
         """Take over every unfinished job; running ones continue from their last checkpoint; the ended
         ones' steps to target go back into the service's own predictions."""
@@ -125,6 +136,7 @@ class Recovery(ControllerBase):
                     rt.init = str(header.get("init", rt.init))
                     rt.target_reached = bool(header.get("target_reached", False))
                     rt.accuracy = header.get("accuracy", rt.accuracy)
+                    self._restore_budget(rt, header)
                 else:
                     rt.steps_done = 0
                 was = rt.phase
@@ -138,5 +150,17 @@ class Recovery(ControllerBase):
                     self.new_ids.append(rt.job_id)
                 self.book.note_arrival(self._spec(rt))
                 self.store.add_events(
-                    [Event(now, "recover", rt.job_id, data={"from_step": from_step, "was": was.value})], s
+                    [
+                        Event(
+                            now,
+                            "recover",
+                            rt.job_id,
+                            data={
+                                "from_step": from_step,
+                                "was": was.value,
+                                "max_steps": rt.payload.max_steps,
+                            },
+                        )
+                    ],
+                    s,
                 )
