@@ -42,10 +42,14 @@ def test_a_start_near_the_target_or_past_it_or_from_random_init_keeps_its_own_st
 
 def test_measure_counts_misses_as_the_budget_and_compares_job_by_job() -> None:
     rows = [
-        {"bank_steps": 5, "random_steps": 20, "text_steps": 10, "fell_back": False},
-        {"bank_steps": None, "random_steps": 10, "text_steps": None, "fell_back": True},
+        {"bank_steps": 5, "random_steps": 20, "text_steps": 10, "fell_back": False, "race_steps": 4},
+        {"bank_steps": None, "random_steps": 10, "text_steps": None, "fell_back": True, "race_steps": 4},
     ]
     m = measure(rows, 50)
     assert m["steps"] == 55 and m["random_steps"] == 30 and m["reached"] == 1 and m["fell_back"] == 1
     assert m["longer_than_random"] == 1 and m["over_2x_random"] == 1  # 50 against 10
     assert m["median_vs_random"] == (4.0 + 0.2) / 2
+    # the miss (50 steps) is worse than the better baseline (random's 10) by more than its 4 race steps
+    assert m["worse_than_best_by_more_than_race"] == 1
+    rows[1]["race_steps"] = 40
+    assert measure(rows, 50)["worse_than_best_by_more_than_race"] == 0
