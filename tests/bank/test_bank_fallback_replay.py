@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bank_fallback_replay import measure, replay_job  # noqa: E402
+from bank_fallback_replay import measure, race_steps, replay_job  # noqa: E402
 
 # 64 validation rows, target 0.5: 2 rows below is 30 / 64 = 0.469
 RANDOM = {"val_rows": 64, "curve": [[0, 0.3, 0], [5, 0.4, 1], [10, 0.45, 2], [15, 0.52, 3], [20, 0.6, 4]]}
@@ -53,3 +53,10 @@ def test_measure_counts_misses_as_the_budget_and_compares_job_by_job() -> None:
     assert m["worse_than_best_by_more_than_race"] == 1
     rows[1]["race_steps"] = 40
     assert measure(rows, 50)["worse_than_best_by_more_than_race"] == 0
+
+
+def test_race_steps_count_the_losers_and_the_winners_rounds_as_the_stream_summary_does() -> None:
+    r = bank([[2, 0.3, 0]], 7, True, extra=2)
+    r["start"] |= {"chosen": "blend", "candidates": [{"name": "blend", "race": [{"steps": 2.0}]}]}
+    assert race_steps(r, {"race": {"steps": 2}}) == 2 + 2
+    assert race_steps(bank([[0, 0.3, 0]], 0, True, extra=0), {"race": {"steps": 2}}) == 0  # no race
