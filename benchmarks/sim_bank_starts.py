@@ -46,6 +46,11 @@ VARIANTS = (
         "bank_stream_fallback/replay_summary.json",
         "the default, back to random init when 2 rows below the target at step 5 (replayed)",
     ),
+    (
+        "fallback (live)",
+        "bank_stream_fallback/bank_stream.json",
+        "the same, run live on both orders (the default since 2026-12-07)",
+    ),
 )
 
 
