@@ -33,7 +33,8 @@ The novel-task phase (``--init novel``; one order, so no cross-order reading)::
     python benchmarks/bank_fallback_replay.py --init novel \
         --runs benchmarks/results/bank_stream_race2/novel/bank_stream.runs.jsonl \
         --settings benchmarks/results/bank_stream_race2/novel/settings.json \
-        --out benchmarks/results/bank_stream_fallback/novel/replay.json   # -> novel/replay.md (stdout)
+        --out benchmarks/results/bank_stream_fallback/novel/replay.json \
+        --live benchmarks/results/bank_stream_fallback/novel/bank_stream.runs.jsonl   # -> novel/replay.md
 """
 
 from __future__ import annotations
@@ -236,6 +237,11 @@ def summary(rows: list[dict[str, Any]], st: dict[str, Any], at: int, k: int, src
     return out
 
 
+def _orders(orders: list[str]) -> str:
+    named = [o for o in orders if o]
+    return f"order(s) {', '.join(named)}" if named else "the novel-task phase"
+
+
 def report(res: dict[str, Any]) -> str:
     lines = [
         f"Replay of {res['runs']} (baselines {res['baselines']}); a miss counts as the "
@@ -256,7 +262,7 @@ def report(res: dict[str, Any]) -> str:
     if lv:
         lines += [
             "",
-            f"Live run {lv['runs']} (order(s) {', '.join(lv['orders'])}, {lv['jobs']} jobs) against this "
+            f"Live run {lv['runs']} ({_orders(lv['orders'])}, {lv['jobs']} jobs) against this "
             f"replay at {lv['at']} / {lv['rows']}: steps in all {lv['live_steps']:.0f} live, "
             f"{lv['replay_steps']:.0f} "
             f"replayed, {lv['no_fallback_steps']:.0f} without the fallback; the same steps on {lv['same']} "
