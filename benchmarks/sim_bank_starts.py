@@ -49,7 +49,7 @@ VARIANTS = (
     (
         "fallback (live)",
         "bank_stream_fallback/bank_stream.json",
-        "the same, run live on both orders (the default since 2026-12-07)",
+        "the same, run live on both orders (the default from 2026-12-07 to 2026-12-08)",
     ),
 )
 

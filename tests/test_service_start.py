@@ -168,7 +168,7 @@ def test_a_start_that_lags_at_the_fallback_step_goes_on_from_random_init_with_th
         assert done["status"] == "succeeded" and done["target_reached"] and done["init"] == "random"
         assert done["progress"]["steps_done"] == 8 and done["progress"]["accuracy"] == pytest.approx(0.46)
 
-        off = {"batch_size": 4, "eval_every": 4, "bank_fallback_at": None}  # the default is on: off here
+        off = {"batch_size": 4, "eval_every": 4}  # the default: no fallback
         no = job_body(bank_warm_start=True, max_steps=20, target_accuracy=0.4, hyperparameters=off)
         r2 = client.post("/v1/jobs", json=no)
         kept = wait_done(client, r2.json()["id"])

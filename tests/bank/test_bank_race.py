@@ -151,7 +151,7 @@ def test_the_fallback_fires_only_for_a_start_below_the_target_by_more_than_its_r
     assert not falls_back(rs, "warm", 4, 0.0, 0.5, 64)  # before its step
     assert not falls_back(rs, "warm", 5, 0.0, None, 64)  # no target, nothing to lag behind
     assert not falls_back(RaceSettings(fallback_at=None), "warm", 5, 0.0, 0.5, 64)  # off
-    assert RaceSettings().fallback_at == 5 and RaceSettings().fallback_rows == 2  # the defaults
+    assert RaceSettings().fallback_at is None and RaceSettings().fallback_rows == 2  # the defaults: off
 
 
 def test_the_fallbacks_check_is_the_first_evaluation_at_or_after_its_step() -> None:

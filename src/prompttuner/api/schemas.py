@@ -77,11 +77,11 @@ class Hyperparameters(BaseModel):
     )
     # constraints before the validator: so the schema says minimum / maximum inside the union
     bank_fallback_at: Annotated[int, Field(ge=1, le=MAX_STEPS), BeforeValidator(_whole)] | None = Field(
-        5,
+        None,
         description="with bank_warm_start: at the job's first evaluation at or after this step, a start "
         "(bank prompt or text init) more than bank_fallback_rows validation rows below the target is "
         "dropped and the job goes on from random init with the steps left (the dropped steps are the job's); "
-        "null: never",
+        "null (the default): never; 5 was measured (benchmarks/results/bank_stream_fallback/)",
     )
     bank_fallback_rows: Int = Field(2, ge=0, le=10_000, description="see bank_fallback_at")
 

@@ -43,8 +43,8 @@ class JobPayload:
     bank_race: bool = True  # the warm start's race (False: the probe's best start as it is)
     # a started job (bank prompt or text init) more than bank_fallback_rows validation rows below its
     # target at its first evaluation at or after bank_fallback_at steps goes on from random init, with the
-    # steps left (``bank.RaceSettings.fallback_at``, the same default); None: never
-    bank_fallback_at: int | None = 5
+    # steps left (``bank.RaceSettings.fallback_at``, the same default: None, never)
+    bank_fallback_at: int | None = None
     bank_fallback_rows: int = 2
 
 
