@@ -49,7 +49,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bank_stream import cost_steps, gmean, stats, steps_to  # noqa: E402  (the stream's own readings)
+from bank_stream import cost_steps, gmean, race_steps, stats, steps_to  # noqa: E402  (the stream's own readings)
 
 AT = (5, 10, 15, 20)
 ROWS = (0, 1, 2, 3, 4, 6, 8)
@@ -76,14 +76,6 @@ def replay_job(r: Run, rnd: Run, target: float, budget: int, at: int, rows: int)
     if r_steps is None or r_steps > left:
         return None, True
     return extra + step + r_steps, True
-
-
-def race_steps(r: Run, st: dict[str, Any]) -> int:
-    """The race's steps as the stream summary counts them (``bank_stream.summarize``): the losers' and the
-    winner's race rounds."""
-    start = r.get("start", {})
-    chosen = next((c for c in start.get("candidates", []) if c["name"] == start.get("chosen")), {})
-    return int(r.get("race_extra_steps") or 0) + len(chosen.get("race", [])) * int(st["race"]["steps"])
 
 
 def load(runs: Path, baselines: Path, init: str = "bank") -> tuple[list[Run], dict[tuple[str, str], Run]]:

@@ -489,6 +489,13 @@ def cost_steps(steps: int | None, budget: int) -> float:
     return float(max(1, budget if steps is None else steps))
 
 
+def race_steps(r: dict[str, Any], st: dict[str, Any]) -> int:
+    """A bank run's race steps: its losers' (``race_extra_steps``) and its winner's race rounds."""
+    start = r.get("start", {})
+    chosen = next((c for c in start.get("candidates", []) if c["name"] == start.get("chosen")), {})
+    return int(r.get("race_extra_steps") or 0) + len(chosen.get("race", [])) * int(st["race"]["steps"])
+
+
 def sim_pairs(rows: list[dict[str, Any]], budget: int) -> dict[str, list[list[float]]]:
     """The simulator's measured pairs from a summary's rows: (random-init steps, bank-init steps) and the
     same jobs' (random-init steps, text-init steps), each as ``cost_steps`` counts them."""
@@ -605,9 +612,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             row["text_steps"] = ts
             row["ratio_vs_text"] = round(cost_steps(ts, budget) / b, 3)
             row["wall_ratio_vs_text"] = round(cpu_to(txt[job], ts) / r["cpu_s"], 3)
-        chosen = next(c for c in r["start"]["candidates"] if c["name"] == r["start"]["chosen"])
-        rounds = len(chosen.get("race", []))
-        row["race_steps"] = r["race_extra_steps"] + rounds * st["race"]["steps"]  # losers' + winner's
+        row["race_steps"] = race_steps(r, st)
         return row
 
     rows: list[dict[str, Any]] = []

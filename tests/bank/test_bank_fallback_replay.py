@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from bank_fallback_replay import measure, race_steps, replay_job  # noqa: E402
+from bank_fallback_replay import measure, replay_job  # noqa: E402
+from bank_stream import race_steps  # noqa: E402
 
 # 64 validation rows, target 0.5: 2 rows below is 30 / 64 = 0.469
 RANDOM = {"val_rows": 64, "curve": [[0, 0.3, 0], [5, 0.4, 1], [10, 0.45, 2], [15, 0.52, 3], [20, 0.6, 4]]}
