@@ -234,15 +234,11 @@ def test_a_job_recovered_after_its_fallback_keeps_the_budget_the_fallback_left(
     assert done["progress"]["steps_done"] == 16  # without the stored budget: 20
 
 
-def test_a_checkpoint_header_restores_a_reduced_budget_and_the_dropped_steps_only() -> None:
-    """``Recovery._restore_budget``: a header's smaller budget and its race steps come back; a checkpoint
-    written before the header named them (or a larger budget) leaves the job's own budget."""
+def test_a_checkpoint_header_restores_a_reduced_budget_only() -> None:
+    """``Recovery._restore_budget``: a header's smaller budget comes back; a checkpoint written before the
+    header named it (or a larger budget) leaves the job's own budget."""
     payload = JobPayload("j", "tiny", "train.jsonl", None, ("a", "b"), 20)
-    for header, budget, race in (
-        ({"max_steps": 16, "race_steps": 7}, 16, 7),
-        ({}, 20, 0),
-        ({"max_steps": 30, "race_steps": 3}, 20, 3),
-    ):
+    for header, budget in (({"max_steps": 16}, 16), ({}, 20), ({"max_steps": 30}, 20)):
         rt = JobRT("j", "t", payload, 0.0, 1.0, False, 10.0, JobPhase.QUEUED, True)
         Recovery._restore_budget(rt, header)
-        assert (rt.payload.max_steps, rt.race_steps) == (budget, race)
+        assert rt.payload.max_steps == budget

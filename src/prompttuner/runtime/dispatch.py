@@ -284,8 +284,8 @@ class Dispatch(ControllerBase):
     def _fall_back(self, rt: JobRT, res: dict[str, Any], now: float, worker: str) -> None:
         """Drop the job's start: it goes on from random init (no state: the worker opens the job's own
         random-init trainer) with the steps it has left; the dropped steps count as the job's, like a
-        race's losers' (``race_steps``).  The checkpoint written here names the reduced budget and the
-        dropped steps: a recovery after this goes on with them (``Recovery._restore_budget``)."""
+        race's losers' (``race_steps``).  The checkpoint written here names the reduced budget: a
+        recovery after this goes on with it (``Recovery._restore_budget``)."""
         p = rt.payload
         spent, was = rt.steps_done, rt.init
         rt.payload = replace(p, max_steps=p.max_steps - spent)

@@ -82,9 +82,7 @@ class ControllerBase:
                 "init": rt.init,
                 "target_reached": rt.target_reached,
                 "accuracy": rt.accuracy,
-                # what a fallback changed (the budget it left, the steps it dropped): a recovery keeps them
-                "max_steps": rt.payload.max_steps,
-                "race_steps": rt.race_steps,
+                "max_steps": rt.payload.max_steps,  # after a fallback, the budget it left (kept on recovery)
                 "time": self.clock(),
             },
         )

@@ -112,11 +112,10 @@ class Recovery(ControllerBase):
     @staticmethod
     def _restore_budget(rt: JobRT, header: dict[str, Any]) -> None:
         """A job that fell back to random init (``Dispatcher._fall_back``) goes on with the budget its
-        checkpoint names (the row keeps the one asked for) and its dropped steps still counted."""
+        checkpoint names (the row keeps the one asked for)."""
         budget = header.get("max_steps")
         if budget is not None and 0 < int(budget) < rt.payload.max_steps:
             rt.payload = replace(rt.payload, max_steps=int(budget))
-        rt.race_steps = int(header.get("race_steps") or 0)
 
     def _recover(self) -> None:
         """Take over every unfinished job; running ones continue from their last checkpoint; the ended
