@@ -114,15 +114,13 @@ class Hold:
         self.gate, self.marker, self.cold_only = gate, marker, cold_only
 
     @classmethod
-    def at(cls, folder: Path, tenant: str) -> Hold:
-        return cls(folder / tenant, folder / f"{tenant}.held")
+    def at(cls, folder: Path, tenant: str, cold_only: bool = False) -> Hold:
+        return cls(folder / tenant, folder / f"{tenant}.held", cold_only)
 
     @classmethod
     def of(cls, tenant: str, cold_only: bool = False) -> Hold:
         """The hold of ``tenant`` in this process's ``$FAKE_HOLD_DIR`` (the workers' folder)."""
-        hold = cls.at(Path(os.environ[HOLD_ENV]), tenant)
-        hold.cold_only = cold_only
-        return hold
+        return cls.at(Path(os.environ[HOLD_ENV]), tenant, cold_only)
 
     def __enter__(self) -> Hold:
         self.gate.write_text("cold" if self.cold_only else "all")
