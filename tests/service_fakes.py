@@ -174,11 +174,8 @@ class FakeEngine:
     def warm_start(self, loaded: Any, job: JobPayload) -> dict[str, Any]:
         if job.bank_dir is None:
             raise WarmStartUnavailable("no Prompt Bank configured")
-        return {
-            "state": json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode(),
-            "init": "bank:fake",
-            "predicted_steps": 3,
-        }
+        state = json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode()
+        return {"state": state, "init": "bank:fake", "predicted_steps": 3, **start_eval(job, state)}
 
     def predict(self, loaded: Any, prompt_path: str, texts: list[str], labels: list[str]) -> list[str]:
         return [labels[len(t) % len(labels)] for t in texts]
@@ -203,17 +200,20 @@ class RaceFakeEngine(FakeEngine):
             "select_s": 0.01,
         }
         if not job.bank_race:  # the probe's best start as it is: no race, no steps yet
-            state = {"step": 0, "w": 1.0, "pos": 0, "bank": True}
+            state = json.dumps({"step": 0, "w": 1.0, "pos": 0, "bank": True}).encode()
             return {
                 **common,
-                "state": json.dumps(state).encode(),
+                "state": state,
+                **start_eval(job, state),
                 **{"raced": False, "no_race": "not asked", "steps_done": 0, "race_steps": 0},
                 "candidates": [entry],
             }
         race = [{"steps": 2.0, "accuracy": 0.6, "loss": 0.7}]
+        state = json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode()
         return {
             **common,
-            "state": json.dumps({"step": 2, "w": 1.0, "pos": 8, "bank": True}).encode(),
+            "state": state,
+            **start_eval(job, state),
             **{"raced": True, "steps_done": 2, "race_steps": 3},
             "candidates": [
                 {**entry, "race": race},
@@ -221,6 +221,14 @@ class RaceFakeEngine(FakeEngine):
                 {"name": "random", "kind": "random", "race": race[:1]},
             ],
         }
+
+
+def start_eval(job: JobPayload, state: bytes) -> dict[str, Any]:
+    """The start's evaluation a warm start replies with (``real_engine.start_result``): the fake session's
+    accuracy at that state, when the job has a target."""
+    if job.target_accuracy is None:
+        return {"start_accuracy": None}
+    return {"start_accuracy": FakeSession(job, state).evaluate()}
 
 
 def expected_w(job: JobPayload, steps: int) -> float:

@@ -225,11 +225,15 @@ def test_service_warm_start_is_the_banks_warm_start_and_names_the_race(loaded, t
         assert hard["predicted_steps"] is None  # a cold winner plans with the population's prediction
     sess = engine.open(loaded, job(1.01), hard["state"])
     assert sess.steps_done == hard["steps_done"]  # the job goes on from the winner's race steps
+    # the winner evaluated at its start (step 2) on the rows the service judges the target on
+    assert hard["start_eval"]["step"] == 2 and hard["start_eval"]["rows"] == sess.val_rows == 8
+    assert hard["start_accuracy"] == pytest.approx(sess.evaluate())
     easy = engine.warm_start(loaded, job(0.0))  # every start meets it: the best entry, as it is
     assert not easy["raced"] and easy["race_steps"] == 0 and easy["steps_done"] == 0
     assert easy["no_race"] == "at the target on the probe" and hard["no_race"] is None
     assert easy["kind"] == "warm" and easy["lr"] == pytest.approx(0.003) and easy["predicted_steps"] > 0
     assert easy["init"].startswith("bank:") and easy["probe_accuracy"] is not None
+    assert easy["start_accuracy"] >= 0.0 and easy["start_eval"]["step"] == 0  # done at its start
 
 
 def test_warm_start_races_the_best_entry_against_the_cold_inits_and_counts_every_step(
@@ -438,6 +442,7 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     calls: list[int] = []
     real = tr.evaluate_accuracy
     monkeypatch.setattr(tr, "evaluate_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert ws.start_accuracy == first["val_accuracy"]  # the check's evaluation is the start's
     res = ws.trainer.train_to_target()
     assert res.reached and res.steps == 0 and res.accuracy == first["val_accuracy"] and not calls
     ws.trainer.step()  # the prompt changed: evaluated anew
@@ -447,6 +452,15 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     raced = warm_start(tmp_path / "bank", loaded, task, hard, race=check)
     assert raced.info["raced"] and raced.extra_steps == 1 + 2 and raced.trainer.step_count == 2
     assert raced.info["first_check"]["val_accuracy"] < 1.01
+    # the race's winner is evaluated at its start (step 2), kept: its first evaluation reads it
+    assert raced.info["start_eval"]["step"] == 2 and raced.info["start_eval"]["rows"] == 8
+    n = len(calls)
+    assert raced.trainer.evaluate() == raced.start_accuracy and len(calls) == n
+    rows = list(task.test[:6])  # the rows a job with its own validation file is judged on
+    other = warm_start(tmp_path / "bank", loaded, task, hard, race=check, validation=rows)
+    assert other.info["start_eval"]["rows"] == 6
+    assert other.start_accuracy == pytest.approx(other.trainer.evaluate(rows))
+    assert warm_start(None, loaded, task, cfg, race=check).start_accuracy is None  # no target
 
 
 def test_a_start_that_lags_at_the_fallback_step_trains_again_from_random_init(

@@ -31,6 +31,15 @@ into a trainer ready to go on:
 
 No validation row is ever probed: every probe reads the trainer's training split; ``check_first`` reads the
 validation rows for the one start the probe ranks first, as the job's own first evaluation would.
+
+6. **The start's evaluation**: with a target, the chosen start (at step 0, or the race's winner after its
+   race steps) is evaluated on the job's validation rows before it trains -- the first evaluation
+   ``PromptTrainer.train_to_target`` makes, kept in the trainer so it is not made twice; the check's, when
+   the check chose the start (:attr:`WarmStart.start_accuracy`).  A start already at the target ends the
+   job there: ``train_to_target`` stops at once, and the service finishes the job without a training step
+   (``runtime.dispatch``; before, the service ignored the evaluation and trained to its next evaluation).
+   ``validation``: the rows the job's target is judged on when they are not the trainer's own held-out
+   rows (the service's jobs with a validation file).
 """
 
 from __future__ import annotations
@@ -127,6 +136,13 @@ class WarmStart:
     candidates: list[Candidate]
     info: dict[str, Any]
 
+    @property
+    def start_accuracy(self) -> float | None:
+        """The chosen start's accuracy on the job's validation rows before its first training step (None:
+        not evaluated: the job has no target)."""
+        ev = self.info.get("start_eval")
+        return None if ev is None else float(ev["val_accuracy"])
+
     def summary(self) -> dict[str, Any]:
         return {
             "chosen": self.chosen.name,
@@ -220,9 +236,11 @@ def warm_start(
     race: RaceSettings | dict[str, Any] | None = None,
     budget: Budget | None = None,
     tenant: str | None = None,
+    validation: list[Any] | None = None,
 ) -> WarmStart:
     """The start of ``task``'s job from the bank at ``bank_dir`` (None: no bank, the race is between the
-    job's text and random inits), as a trainer that goes on from there."""
+    job's text and random inits), as a trainer that goes on from there, its start evaluated on the job's
+    validation rows (``validation``; None: the trainer's own held-out rows) when the job has a target."""
     from prompttuner.bank import PUBLIC, NoCandidatesError, PromptBank
     from prompttuner.bank.probe import make_probe
     from prompttuner.tuning import (
@@ -295,6 +313,19 @@ def warm_start(
         init = TensorInit(c.tensor, lr=lr, kind=c.kind, meta={"start": c.name})
         return PromptTrainer(loaded, task, replace(config, init=init))
 
+    def finish(tr: Any, chosen: Candidate, extra: int, known: float | None = None) -> WarmStart:
+        """The start, evaluated as the job's first evaluation (``known``: the check's, of this trainer)."""
+        if target is not None:
+            e0 = time.process_time()
+            acc = known if known is not None else evaluate_on(tr, validation)
+            info["start_eval"] = {
+                "step": int(tr.step_count),
+                "val_accuracy": acc,
+                "rows": len(tr.val if validation is None else validation),
+                "cpu_s": time.process_time() - e0,
+            }
+        return WarmStart(tr, chosen, extra, cands, info)
+
     best = cands[0]
     at_target = (
         best.kind == "warm"
@@ -305,7 +336,7 @@ def warm_start(
     if (at_target and rs.skip_at_target) or rs.candidates <= 1:
         info["raced"] = False
         info["no_race"] = "at the target on the probe" if at_target and rs.skip_at_target else "not asked"
-        return WarmStart(trainer_for(best), best, 0, cands, info)
+        return finish(trainer_for(best), best, 0)
     if best.kind == "warm" and rs.separate_z is not None and hasattr(probe, "row_losses"):
         rl = probe.row_losses([best.tensor, text_t, rand_t])
         apart, t = separated(rl[0], rl[1:], rs.separate_z)
@@ -315,20 +346,20 @@ def warm_start(
         if apart:
             info["raced"] = False
             info["no_race"] = f"the probe separates it (t {min(t):.1f} > {rs.separate_z:g})"
-            return WarmStart(trainer_for(best), best, 0, cands, info)
+            return finish(trainer_for(best), best, 0)
 
     first = None  # the best start's trainer, when it was checked on the validation rows
     if rs.check_first and target is not None:
         k0 = time.process_time()
         first = trainer_for(best)
-        acc = first.evaluate()
+        acc = evaluate_on(first, validation)
         info["first_check"] = {"start": best.name, "val_accuracy": acc, "cpu_s": time.process_time() - k0}
         info["select_cpu_s"] = time.process_time() - c0
         info["select_wall_s"] = time.perf_counter() - w0
         if acc >= target:  # the stopping rule of train_to_target, which will read the kept accuracy
             info["raced"] = False
             info["no_race"] = "at the target on the validation rows at step 0"
-            return WarmStart(first, best, 0, cands, info)
+            return finish(first, best, 0, known=acc)
 
     # the race: the best bank start (if any), the text init and random init, then the next best
     entrants: list[Candidate] = []
@@ -352,7 +383,12 @@ def warm_start(
     info["raced"] = True
     info["race_cpu_s"] = time.process_time() - c1
     winner, tr = alive[0]
-    return WarmStart(tr, winner, extra, cands, info)
+    return finish(tr, winner, extra)
+
+
+def evaluate_on(trainer: Any, validation: list[Any] | None) -> float:
+    """``trainer``'s accuracy on ``validation`` (None: its own held-out rows, the result kept in it)."""
+    return float(trainer.evaluate() if validation is None else trainer.evaluate(validation))
 
 
 @dataclass

@@ -335,15 +335,25 @@ class Dispatch(ControllerBase):
     ) -> None:
         """The job's start came back (``bank.warm_start`` on a worker): it goes on from that state (the
         race's winner has run its race steps: they are the job's first steps), and a ``warm_start`` event
-        names the chosen start, the candidates and the race steps of the losers."""
+        names the chosen start, the candidates and the race steps of the losers.  The start was evaluated
+        on the job's validation rows (``start_accuracy``, the job's first evaluation, as
+        ``PromptTrainer.train_to_target`` makes it): at or above the target, the job is done there and is
+        exported without a training step."""
+        acc = res.get("start_accuracy")
         if res.get("state") is not None:
             rt.state = res["state"]
             rt.version += 1
             rt.steps_done = int(res.get("steps_done") or 0)
+            if acc is not None:
+                rt.accuracy = float(acc)
+                target = rt.payload.target_accuracy
+                rt.target_reached = target is not None and rt.accuracy >= target
         rt.init = str(res.get("init", "random"))
         rt.race_steps = int(res.get("race_steps") or 0)
         rt.selected = True
         self._checkpoint(rt)
+        if rt.accuracy is not None and acc is not None:
+            self._save(rt, now, accuracy=rt.accuracy)
         data = {k: v for k, v in res.items() if k not in ("state", "elapsed", "at")}
         data.update(extra)
         self._emit(Event(now, "warm_start", rt.job_id, worker, data=data))

@@ -150,7 +150,10 @@ class RealEngine:
         target on the probe rows or on the job's validation rows at step 0, the race of the best bank start
         against the job's text init (``job.bank_race`` False: none, the probe's best start); the learning
         rate from the start's fit.  The winner's race steps are in
-        its state (``steps_done``); the losers' (``race_steps``) were run for this job too."""
+        its state (``steps_done``); the losers' (``race_steps``) were run for this job too.  The chosen
+        start is evaluated on the rows the job's target is judged on (its validation file's first
+        ``max_eval`` rows, else the trainer's held-out rows): ``start_accuracy`` at or above the target
+        ends the job at its start."""
         from prompttuner.bank import RaceSettings, warm_start
 
         if job.bank_dir is None:
@@ -160,7 +163,9 @@ class RealEngine:
         task = self._task(job)
         try:
             race = RaceSettings() if job.bank_race else RaceSettings(candidates=1)
-            ws = warm_start(job.bank_dir, loaded, task, self._config(job), race=race, tenant=job.tenant)
+            val = list(task.test)[: job.max_eval] if job.test_path is not None else None  # RealSession's
+            cfg = self._config(job)
+            ws = warm_start(job.bank_dir, loaded, task, cfg, race=race, tenant=job.tenant, validation=val)
         except Exception as e:  # noqa: BLE001 - a damaged bank, a model mismatch...: the default init
             why = f"{type(e).__name__}: {e}"
             raise WarmStartUnavailable(f"the Prompt Bank gave no warm start: {why}") from None
@@ -232,6 +237,10 @@ def start_result(ws: Any) -> dict[str, Any]:
             "no_race": ws.info.get("no_race"),  # why there was no race (None: there was one)
             # the best start's accuracy on the job's validation rows before any race (None: not checked)
             "first_check": ws.info.get("first_check"),
+            # the chosen start on the job's validation rows before its first step, as the job's own first
+            # evaluation (None: no target): at or above the target, the job is done at its start
+            "start_accuracy": ws.start_accuracy,
+            "start_eval": ws.info.get("start_eval"),
             "steps_done": int(ws.trainer.step_count),  # the winner's race steps, in its state
             "race_steps": int(ws.extra_steps),  # the losers' race steps: run for this job too
             "candidates": [x.brief() for x in ws.candidates],
