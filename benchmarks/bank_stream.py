@@ -271,6 +271,7 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
     race = {"check_first": False, "fallback_at": None, **st["race"]}
     start = warm_start(folder if n_entries else None, loaded, task, cfg, race=race, budget=budget)
     trainer = start.trainer
+    start_step = trainer.step_count  # the winner's race steps (0: no race)
     # the race's losers trained too: their steps are the job's, out of the same budget
     trainer.config.max_steps = max(trainer.step_count, st["max_steps"] - start.extra_steps)
     clock = StepClock()
@@ -285,6 +286,7 @@ def bank_job(st: dict[str, Any], loaded: Any, job: str, folder: Path) -> tuple[d
         "steps": steps,
         "winner_steps": res.steps,
         "race_extra_steps": start.extra_steps,
+        "start_step": start_step,
         "accuracy": res.accuracy,
         "curve": curve_of(res),
         "lr": trainer.lr,
@@ -631,8 +633,14 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
                 "first_of_task": first,
                 "same_task_in_bank": r["job"].split("#")[0] in earlier,
                 "same_task_probed": any(x.get("task_name") == r["job"].split("#")[0] for x in r["probes"]),
-                # the first evaluation of the chosen start (after its race steps) already met the target
-                "winner_at_start": bool(r["reached"] and r["curve"][0][1] >= r["target"]),
+                # the chosen start (after its race steps) already met the target where it was first
+                # evaluated: at its start (a race's winner was evaluated at its start, step 2, until
+                # 2026-12-08; since, at its next evaluation step: ``start_step`` says where it started)
+                "winner_at_start": bool(
+                    r["reached"]
+                    and r["curve"][0][0] == r.get("start_step", r["curve"][0][0])
+                    and r["curve"][0][1] >= r["target"]
+                ),
                 **row_of(r),
             }
         )

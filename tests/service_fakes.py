@@ -225,10 +225,13 @@ class RaceFakeEngine(FakeEngine):
 
 def start_eval(job: JobPayload, state: bytes) -> dict[str, Any]:
     """The start's evaluation a warm start replies with (``real_engine.start_result``): the fake session's
-    accuracy at that state, when the job has a target."""
-    if job.target_accuracy is None:
+    accuracy at that state, when the job has a target and the state is at an evaluation step (a race's
+    winner at step 2 is not, as ``PromptTrainer.eval_due`` says)."""
+    sess = FakeSession(job, state)
+    due = sess.steps_done % job.eval_every == 0 or sess.steps_done >= job.max_steps
+    if job.target_accuracy is None or not due:
         return {"start_accuracy": None}
-    return {"start_accuracy": FakeSession(job, state).evaluate()}
+    return {"start_accuracy": sess.evaluate()}
 
 
 def expected_w(job: JobPayload, steps: int) -> float:

@@ -103,32 +103,34 @@ def test_a_start_already_at_its_target_ends_the_job_there_without_a_training_ste
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The warm start's reply carries the start's evaluation on the job's validation rows (the fake bank's
-    race winner at step 2 is at 0.64 with ``FAKE_BANK_BONUS`` 0.3): at or above the target (0.6) the job
-    is done there -- succeeded at step 2, the race's steps only, exported, no training chunk -- as
-    ``PromptTrainer.train_to_target`` ends a run whose start meets its target.  Before, the service ignored
-    that evaluation and trained to its next one (step 4).  Below the target (0.7) the same start trains on,
-    the start's accuracy its first point."""
+    start at step 0 is at 0.6 with ``FAKE_BANK_BONUS`` 0.3): at or above the target (0.55) the job is done
+    there -- succeeded at step 0, exported, no training chunk -- as ``PromptTrainer.train_to_target`` ends
+    a run whose start meets its target.  Before, the service ignored that evaluation and trained to its
+    next one (step 4).  A race's winner (step 2, between evaluation steps) is not evaluated there: it
+    trains to its first evaluation at step 4 (0.3 + 4 x 0.02 + 0.3 = 0.68, at its 0.6 target)."""
     monkeypatch.setenv("FAKE_BANK_BONUS", "0.3")  # before the workers start: they read it
     service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
     with TestClient(create_app(service)) as client:
         _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
         client.headers["Authorization"] = f"Bearer {key}"
         wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
-        r = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.6))
+        hp = {"batch_size": 4, "eval_every": 4, "bank_race": False}
+        body = job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.55, hyperparameters=hp)
+        r = client.post("/v1/jobs", json=body)
         assert r.status_code == 201, r.text
         done = wait_done(client, r.json()["id"])
         assert done["status"] == "succeeded" and done["target_reached"] is True
-        assert done["progress"]["steps_done"] == 2 and done["progress"]["accuracy"] == pytest.approx(0.64)
-        assert _start_event(client, done["id"])["start_accuracy"] == pytest.approx(0.64)
+        assert done["progress"]["steps_done"] == 0 and done["progress"]["accuracy"] == pytest.approx(0.6)
+        assert _start_event(client, done["id"])["start_accuracy"] == pytest.approx(0.6)
         events = client.get(f"/v1/jobs/{done['id']}/events").json()["data"]
         assert not [e for e in events if e["kind"] == "progress"]  # no training chunk ran
         assert client.get(f"/v1/jobs/{done['id']}/prompt").status_code == 200
 
-        r2 = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.7))
-        on = wait_done(client, r2.json()["id"])
-        assert _start_event(client, on["id"])["start_accuracy"] == pytest.approx(0.64)
-        # 0.68 at its evaluation at step 4 (0.3 + 4 x 0.02 + 0.3), 0.76 at step 8
-        assert on["target_reached"] is True and on["progress"]["steps_done"] == 8
+        r2 = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.6))
+        raced = wait_done(client, r2.json()["id"])
+        assert _start_event(client, raced["id"])["start_accuracy"] is None
+        assert raced["target_reached"] is True and raced["progress"]["steps_done"] == 4
+        assert raced["progress"]["accuracy"] == pytest.approx(0.68)
 
 
 def test_a_job_that_asks_for_no_race_gets_the_probes_best_start_and_its_own_selection(

@@ -225,15 +225,17 @@ def test_service_warm_start_is_the_banks_warm_start_and_names_the_race(loaded, t
         assert hard["predicted_steps"] is None  # a cold winner plans with the population's prediction
     sess = engine.open(loaded, job(1.01), hard["state"])
     assert sess.steps_done == hard["steps_done"]  # the job goes on from the winner's race steps
-    # the winner evaluated at its start (step 2) on the rows the service judges the target on
-    assert hard["start_eval"]["step"] == 2 and hard["start_eval"]["rows"] == sess.val_rows == 8
-    assert hard["start_accuracy"] == pytest.approx(sess.evaluate())
+    # the winner, between two evaluation steps, is first evaluated at the next (as the workers do)
+    assert hard["start_accuracy"] is None and hard["start_eval"] is None
     easy = engine.warm_start(loaded, job(0.0))  # every start meets it: the best entry, as it is
     assert not easy["raced"] and easy["race_steps"] == 0 and easy["steps_done"] == 0
     assert easy["no_race"] == "at the target on the probe" and hard["no_race"] is None
     assert easy["kind"] == "warm" and easy["lr"] == pytest.approx(0.003) and easy["predicted_steps"] > 0
     assert easy["init"].startswith("bank:") and easy["probe_accuracy"] is not None
-    assert easy["start_accuracy"] >= 0.0 and easy["start_eval"]["step"] == 0  # done at its start
+    # evaluated at its start, on the rows the service judges the target on: the job is done there
+    assert easy["start_eval"]["step"] == 0 and easy["start_eval"]["rows"] == 8
+    easy_sess = engine.open(loaded, job(0.0), easy["state"])
+    assert easy["start_accuracy"] == pytest.approx(easy_sess.evaluate()) and easy_sess.val_rows == 8
 
 
 def test_warm_start_races_the_best_entry_against_the_cold_inits_and_counts_every_step(
@@ -452,12 +454,15 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     raced = warm_start(tmp_path / "bank", loaded, task, hard, race=check)
     assert raced.info["raced"] and raced.extra_steps == 1 + 2 and raced.trainer.step_count == 2
     assert raced.info["first_check"]["val_accuracy"] < 1.01
-    # the race's winner is evaluated at its start (step 2), kept: its first evaluation reads it
-    assert raced.info["start_eval"]["step"] == 2 and raced.info["start_eval"]["rows"] == 8
+    # the race's winner (step 2) is not evaluated there: its first evaluation is at the next due step
+    assert raced.start_accuracy is None and "start_eval" not in raced.info
     n = len(calls)
-    assert raced.trainer.evaluate() == raced.start_accuracy and len(calls) == n
+    raced.trainer.config.max_steps = 5
+    res2 = raced.trainer.train_to_target()
+    assert [p.step for p in res2.curve] == [5] and len(calls) == n + 1
     rows = list(task.test[:6])  # the rows a job with its own validation file is judged on
-    other = warm_start(tmp_path / "bank", loaded, task, hard, race=check, validation=rows)
+    other = warm_start(tmp_path / "bank", loaded, task, easy, race=check, validation=rows)
+    assert other.info["first_check"]["val_accuracy"] == other.start_accuracy  # one evaluation, on them
     assert other.info["start_eval"]["rows"] == 6
     assert other.start_accuracy == pytest.approx(other.trainer.evaluate(rows))
     assert warm_start(None, loaded, task, cfg, race=check).start_accuracy is None  # no target

@@ -272,22 +272,27 @@ class PromptTrainer:
     ) -> TrainResult:
         """Step until the validation accuracy reaches ``target_accuracy`` or ``max_steps`` is spent.
 
-        Evaluates at the start (a warm start may already be there) and every ``eval_every`` steps.
+        Evaluates where :meth:`eval_due` says -- at a start at step 0 (a warm start may already be at the
+        target), every ``eval_every`` steps and at the end of the budget: the service's schedule
+        (``runtime.worker``).  A start between two evaluation steps (a race's winner after its race
+        steps) is first evaluated at the next one.
         """
         cfg = self.config
         t0 = time.perf_counter()
         curve: list[CurvePoint] = []
-        acc = self.evaluate()
-        curve.append(CurvePoint(self.step_count, None, acc, 0.0))
-        if progress:
-            progress(None, curve[-1])
-        reached = cfg.target_accuracy is not None and acc >= cfg.target_accuracy
+        acc, reached = float("nan"), False
+        if self.eval_due():
+            acc = self.evaluate()
+            curve.append(CurvePoint(self.step_count, None, acc, 0.0))
+            if progress:
+                progress(None, curve[-1])
+            reached = cfg.target_accuracy is not None and acc >= cfg.target_accuracy
         losses: list[float] = []
         while not reached and self.step_count < cfg.max_steps:
             r = self.step()
             losses.append(r.loss)
             point = None
-            if self.step_count % cfg.eval_every == 0 or self.step_count >= cfg.max_steps:
+            if self.eval_due():
                 acc = self.evaluate()
                 point = CurvePoint(self.step_count, sum(losses) / len(losses), acc, time.perf_counter() - t0)
                 curve.append(point)
@@ -303,6 +308,13 @@ class PromptTrainer:
             best_accuracy=max(p.val_accuracy for p in curve),
             wall_s=time.perf_counter() - t0,
         )
+
+    def eval_due(self) -> bool:
+        """Whether the trainer evaluates at its current step: every ``eval_every`` steps (step 0 included)
+        and at the end of its budget -- the rule of the service's workers (``runtime.worker``)."""
+        cfg = self.config
+        every = cfg.eval_every > 0 and self.step_count % cfg.eval_every == 0
+        return every or self.step_count >= cfg.max_steps
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         """What :func:`save_prompt` should record about this trainer's prompt."""
