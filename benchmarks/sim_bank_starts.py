@@ -51,6 +51,11 @@ VARIANTS = (
         "bank_stream_fallback/bank_stream.json",
         "the same, run live on both orders (the default from 2026-12-07 to 2026-12-08)",
     ),
+    (
+        "eval schedule (live)",
+        "bank_stream_evalsched/bank_stream.json",
+        "the race of two, the race's winner first evaluated at step 5 (the default since 2026-12-08)",
+    ),
 )
 
 
