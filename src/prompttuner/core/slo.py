@@ -45,6 +45,14 @@ def target_reached(target: float | None, accuracy: float | None) -> bool | None:
     return accuracy is not None and accuracy >= target
 
 
+def eval_due(steps_done: int, eval_every: int, max_steps: int) -> bool:
+    """Whether a job evaluates after ``steps_done`` steps: every ``eval_every`` steps (a start at step 0
+    included) and at the end of its budget -- one schedule for the service's workers and the engine's
+    trainer (``PromptTrainer.eval_due``), so the benchmarks measure what the service does; a start between
+    two evaluation steps (a race's winner) is first evaluated at the next one."""
+    return (eval_every > 0 and steps_done % eval_every == 0) or steps_done >= max_steps
+
+
 # The Prompt Bank's fallback to random init (``bank.RaceSettings.fallback_at``, the service's
 # ``JobPayload.bank_fallback_at``): one check, at one step, by one rule, wherever a job trains.
 def fallback_check_step(fallback_at: int, eval_every: int) -> int:

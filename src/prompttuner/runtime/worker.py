@@ -18,6 +18,7 @@ import traceback
 from collections import OrderedDict
 from typing import Any
 
+from prompttuner.core.slo import eval_due
 from prompttuner.runtime.engine import JobPayload, Session, WarmStartUnavailable, load_engine
 
 MAX_CACHED_SESSIONS = 4
@@ -166,7 +167,7 @@ class WorkerCore:
 
 
 def _eval_due(job: JobPayload, steps_done: int) -> bool:
-    return steps_done >= job.max_steps or (job.eval_every > 0 and steps_done % job.eval_every == 0)
+    return eval_due(steps_done, job.eval_every, job.max_steps)
 
 
 QUIET_ENV = {

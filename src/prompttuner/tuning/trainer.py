@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from peft import PromptEmbedding, PromptTuningConfig, PromptTuningInit, TaskType
 
+from prompttuner.core.slo import eval_due
 from prompttuner.tuning.data import Task
 from prompttuner.tuning.engine import DEFAULT_MAX_LENGTH, GradResult, compute_gradient, evaluate_accuracy
 from prompttuner.tuning.inits import INIT_TYPES, Init, RandomInit, TensorInit, default_lr, resolve_init
@@ -310,11 +311,9 @@ class PromptTrainer:
         )
 
     def eval_due(self) -> bool:
-        """Whether the trainer evaluates at its current step: every ``eval_every`` steps (step 0 included)
-        and at the end of its budget -- the rule of the service's workers (``runtime.worker``)."""
-        cfg = self.config
-        every = cfg.eval_every > 0 and self.step_count % cfg.eval_every == 0
-        return every or self.step_count >= cfg.max_steps
+        """Whether the trainer evaluates at its current step (``core.slo.eval_due``: every ``eval_every``
+        steps, step 0 included, and at the end of its budget -- the service's workers' rule)."""
+        return eval_due(self.step_count, self.config.eval_every, self.config.max_steps)
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         """What :func:`save_prompt` should record about this trainer's prompt."""
