@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +367,34 @@ def test_slo_is_the_target_reached_by_the_deadline_in_the_api_and_metrics(
         if ln.startswith('prompttuner_slo_total{model="tiny",outcome="missed"}')
     ]
     assert missed and float(missed[0].split()[-1]) >= 1
+
+
+def test_a_jobs_description_reaches_its_row_its_payload_and_its_engine_task(
+    svc: tuple[TestClient, Service], tmp_path: Path
+) -> None:
+    """``description`` (the task in the user's words) is kept with the job, shown by the API, carried in the
+    payload the workers get (rebuilt from the row, as a recovery rebuilds it) and becomes the real engine's
+    task description (the text init's instruction, the bank's features); without one, the default from the
+    label words, as before; a blank one is refused."""
+    from prompttuner.runtime.engine import JobPayload
+    from prompttuner.runtime.real_engine import RealEngine
+    from prompttuner.tuning.data import default_description
+
+    client, service = svc
+    said = "Is this review good or bad?"
+    r = client.post("/v1/jobs", json=job_body(description=said))
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    assert client.get(f"/v1/jobs/{jid}").json()["description"] == said
+    assert service.controller.jobs[jid].payload.description == said
+    plain = client.post("/v1/jobs", json=job_body()).json()
+    assert plain["description"] is None and service.controller.jobs[plain["id"]].payload.description is None
+    assert client.post("/v1/jobs", json=job_body(description="  ")).status_code == 422
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    labels = ("bad", "good")
+    pay = JobPayload(job_id="j", model="m", train_path=str(data), test_path=None, labels=labels, max_steps=1)
+    engine = RealEngine()
+    assert engine._task(replace(pay, description=said)).description == said
+    assert engine._task(pay).description == default_description(["bad", "good"])

@@ -179,9 +179,11 @@ def test_service_killed_and_restarted_loses_nothing(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{TESTS}")
         cli = [sys.executable, "-m", "prompttuner"]
         args = ["--home", str(home), "--data", str(data), "--model", "tiny", "--max-steps", "2", "--json"]
+        args += ["--description", "Is the example good or bad?"]
         sub = subprocess.run(cli + ["submit", *args], env=env, capture_output=True, text=True, timeout=60)
         assert sub.returncode == 0, sub.stderr
         new_id = json.loads(sub.stdout)["id"]
+        assert json.loads(sub.stdout)["description"] == "Is the example good or bad?"
         run = {"env": env, "capture_output": True, "text": True, "timeout": 60}
         st = subprocess.run(cli + ["status", "--home", str(home), "--json"], **run)  # type: ignore[call-overload]
         assert st.returncode == 0, st.stderr

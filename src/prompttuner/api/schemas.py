@@ -29,6 +29,7 @@ MAX_LABEL_CHARS = 100  # one label word
 MAX_LABELS = 64  # label words of a task
 MAX_ID_CHARS = 64  # ids of jobs and files (the database's column width)
 MAX_MODEL_CHARS = 128
+MAX_DESCRIPTION_CHARS = 2_000  # a task's description
 MAX_SEED = 2**32 - 1
 INT64_MAX = 2**63 - 1  # cursors (event ids) are signed 64-bit
 
@@ -39,6 +40,9 @@ NONBLANK = r"\S"  # a label or text with something besides white space
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 LabelWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS, pattern=NONBLANK)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NONBLANK)]
+Description = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_CHARS, pattern=NONBLANK)
+]
 
 
 def _whole(v: object) -> object:
@@ -111,6 +115,12 @@ class JobCreate(BaseModel):
         max_length=MAX_LABELS,
         json_schema_extra={"minItems": 2, "uniqueItems": True},
         description="distinct label words; default: the labels seen in the data",
+    )
+    description: Description | None = Field(
+        None,
+        description="what the task is, in a sentence (e.g. 'Is this SMS spam or not?'): the instruction the "
+        "job's text init is made of, and, with the label words and sample rows, what the Prompt Bank matches "
+        "against earlier tasks; default: one made from the label words",
     )
     target_accuracy: float | None = Field(None, gt=0, le=1)
     max_steps: Int = Field(100, ge=1, le=MAX_STEPS, description="the step budget")

@@ -27,6 +27,7 @@ def job_json(row: Job) -> dict[str, Any]:
         "training_file": row.training_file,
         "validation_file": row.validation_file,
         "labels": row.labels,
+        "description": row.description,
         "target_accuracy": row.target_accuracy,
         "max_steps": row.max_steps,
         "hyperparameters": row.hyperparameters,

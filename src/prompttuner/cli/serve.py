@@ -123,6 +123,9 @@ def submit_cmd(
         None, "--validation", exists=True, dir_okay=False, help="validation JSONL"
     ),
     labels: str = typer.Option(None, "--labels", help="comma-separated label words (default: from the data)"),
+    description: str = typer.Option(
+        None, "--description", help="the task in a sentence (the text init; what the bank matches)"
+    ),
     model: str = typer.Option("smollm2-135m", "--model"),
     target: float = typer.Option(None, "--target", help="target validation accuracy (0-1)"),
     max_steps: int = typer.Option(100, "--max-steps", help="step budget"),
@@ -162,6 +165,8 @@ def submit_cmd(
         body["labels"] = [x.strip() for x in labels.split(",")]
     if target is not None:
         body["target_accuracy"] = target
+    if description:
+        body["description"] = description
     job = _request("POST", u, k, "/v1/jobs", json=body)
     if json_out:
         emit_json(job)

@@ -30,6 +30,9 @@ class JobPayload:
     labels: tuple[str, ...]
     max_steps: int
     target_accuracy: float | None = None
+    # the task in the user's words (None: the default made from the label words): the text init's
+    # instruction and, with the labels and sample texts, the Prompt Bank's features of the job
+    description: str | None = None
     num_virtual_tokens: int = 8
     lr: float | None = None  # None: the engine's default (lower for a warm start)
     batch_size: int = 4

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ class RealSession:
 
 class RealEngine:
     def __init__(self) -> None:
-        self._tasks: dict[tuple[str, str | None, tuple[str, ...]], Any] = {}
+        self._tasks: dict[tuple[str, str | None, tuple[str, ...], str | None], Any] = {}
 
     def load_model(self, name: str) -> Any:
         from prompttuner.tuning import load_model
@@ -99,7 +99,7 @@ class RealEngine:
     def _task(self, job: JobPayload) -> Any:
         from prompttuner.tuning import load_task
 
-        key = (job.train_path, job.test_path, job.labels)
+        key = (job.train_path, job.test_path, job.labels, job.description)
         if key not in self._tasks:
             labels = list(job.labels)
             if job.test_path is None:
@@ -110,6 +110,8 @@ class RealEngine:
                     (folder / "train.jsonl").symlink_to(job.train_path)
                     (folder / "test.jsonl").symlink_to(job.test_path)
                     task = load_task(folder, labels=labels, name=job.job_id)
+            if job.description:  # the user's words (else the default Task made from the labels)
+                task = replace(task, description=job.description)
             self._tasks[key] = task
             while len(self._tasks) > 16:
                 self._tasks.pop(next(iter(self._tasks)))

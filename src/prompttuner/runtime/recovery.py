@@ -50,6 +50,7 @@ def default_payload(row: Job, session: Session, bank_dir: str | None = None) -> 
         train_path=train.path,
         test_path=test.path if test is not None else None,
         labels=tuple(row.labels),
+        description=row.description,
         max_steps=row.max_steps,
         target_accuracy=row.target_accuracy,
         warm_start=row.bank_warm_start,

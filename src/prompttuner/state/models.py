@@ -79,6 +79,8 @@ class Job(Base):
     training_file: Mapped[str] = mapped_column(ForeignKey("files.id"))
     validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     labels: Mapped[list[str]] = mapped_column(JSON)
+    # what the task is, in the user's words (the text init's instruction, the bank's task features)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     target_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_steps: Mapped[int] = mapped_column(Integer)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
