@@ -11,6 +11,7 @@ start (chosen, race, the check, ``start_accuracy``), the steps the job ran, whet
 its GPU seconds and its time from submission to the end.
 
     python benchmarks/service_start_eval.py                       # this checkout
+    python benchmarks/service_start_eval.py --describe --out benchmarks/results/service_start_eval_described
     PYTHONPATH=/tmp/old/src python benchmarks/service_start_eval.py --out results/service_start_eval_OLD
 
 (the second: the same jobs on another commit's package, e.g. a ``git worktree`` of the commit before the
@@ -83,9 +84,12 @@ class _Loaded:
         self.name, self.embed_dim = name, embed_dim
 
 
-def job_body(st: dict[str, Any], job: str) -> dict[str, Any]:
+def job_body(st: dict[str, Any], job: str, describe: bool = False) -> dict[str, Any]:
+    """The job as the stream ran it; ``describe``: with the task's description (the stream's jobs had it;
+    the API takes one since cdd4a98)."""
     task, seed = job_task(st, job)
     return {
+        **({"description": task.description} if describe else {}),
         "model": st["model"],
         "training_data": [{"text": e.text, "label": e.label} for e in task.train],
         "labels": list(task.labels),
@@ -107,6 +111,7 @@ def job_body(st: dict[str, Any], job: str) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RESULTS / "service_start_eval")
+    ap.add_argument("--describe", action="store_true", help="send each job's task description")
     a = ap.parse_args()
     from fastapi.testclient import TestClient
 
@@ -137,7 +142,7 @@ def main() -> None:
                     raise SystemExit("no warm worker within 600 s")
                 time.sleep(0.5)
             for job, _ in JOBS:
-                r = client.post("/v1/jobs", json=job_body(st, job))
+                r = client.post("/v1/jobs", json=job_body(st, job, a.describe))
                 r.raise_for_status()
                 jid = r.json()["id"]
                 end = time.monotonic() + 1200
@@ -177,6 +182,7 @@ def main() -> None:
         "machine": _cpu(),
         "wall_s": round(time.time() - t0, 1),
         "settings": str((STREAM / "settings.json").relative_to(ROOT)),
+        "described": a.describe,
         "jobs": rows,
     }
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
