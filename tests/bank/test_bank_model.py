@@ -467,6 +467,21 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     assert other.start_accuracy == pytest.approx(other.trainer.evaluate(rows))
     assert warm_start(None, loaded, task, cfg, race=check).start_accuracy is None  # no target
 
+    # trust_probe False: a start at the target on the probe rows races unless the check confirms it there
+    import prompttuner.bank.race as race_mod
+
+    probe_skip = RaceSettings(candidates=2, steps=1, check_first=True)
+    trusted = warm_start(tmp_path / "bank", loaded, task, easy, race=probe_skip)
+    assert trusted.info["no_race"] == "at the target on the probe" and "first_check" not in trusted.info
+    confirm = dataclasses.replace(probe_skip, trust_probe=False)
+    confirmed = warm_start(tmp_path / "bank", loaded, task, easy, race=confirm)
+    assert confirmed.info["no_race"] == "at the target on the validation rows at step 0"
+    assert confirmed.start_accuracy == confirmed.info["first_check"]["val_accuracy"]
+    monkeypatch.setattr(race_mod, "evaluate_on", lambda tr, val: -1.0)  # the validation rows say below
+    refuted = warm_start(tmp_path / "bank", loaded, task, easy, race=confirm)
+    assert refuted.info["raced"] and refuted.extra_steps == 1 and refuted.trainer.step_count == 1
+    assert not warm_start(tmp_path / "bank", loaded, task, easy, race=probe_skip).info["raced"]
+
 
 def test_a_start_that_lags_at_the_fallback_step_trains_again_from_random_init(
     loaded, task, tmp_path: Path

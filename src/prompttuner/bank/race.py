@@ -71,6 +71,13 @@ class RaceSettings:
     steps: int = 2  # steps per round, per start
     blend: bool = True  # offer the blend of the two best entries as a candidate
     skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
+    # with ``skip_at_target`` and ``check_first``: a start at the target on the probe rows skips the race
+    # as it is (True, the default), or only when the check confirms it on the validation rows at step 0
+    # (False).  The probe's rows are balanced over labels and few (10), the target is on the validation
+    # rows' distribution: on the stream (bank_stream_evalsched/) 9 of 20 starts at the target on the probe
+    # were below it on the validation rows at step 0 (and trained from there with the warm lr, 5-50 steps).
+    # Being measured (bank_stream_trustprobe/); the start's evaluation is made for such a start anyway
+    trust_probe: bool = True
     # no race when the probe separates the best bank start from both cold inits by this many standard
     # errors of the per-row loss differences (None: race whenever the best start is below the target).
     # Off by default: on the novel-task phase at 2.0 it fired for 3 of 32 jobs (2 fewer steps, 1 worse)
@@ -338,11 +345,12 @@ def warm_start(
         and best.score is not None
         and meets(best.score.accuracy, target)
     )
-    if (at_target and rs.skip_at_target) or rs.candidates <= 1:
+    confirm = at_target and rs.skip_at_target and not rs.trust_probe and rs.check_first
+    if (at_target and rs.skip_at_target and not confirm) or rs.candidates <= 1:
         info["raced"] = False
         info["no_race"] = "at the target on the probe" if at_target and rs.skip_at_target else "not asked"
         return finish(trainer_for(best), best, 0)
-    if best.kind == "warm" and rs.separate_z is not None and hasattr(probe, "row_losses"):
+    if best.kind == "warm" and not confirm and rs.separate_z is not None and hasattr(probe, "row_losses"):
         rl = probe.row_losses([best.tensor, text_t, rand_t])
         apart, t = separated(rl[0], rl[1:], rs.separate_z)
         info["separation"] = {"z": rs.separate_z, "rows": int(rl.shape[1]), "t_text": t[0], "t_random": t[1]}
