@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from prompttuner.core.slo import eval_due
 from prompttuner.core.types import (
     Admission,
     ClusterSnapshot,
@@ -228,8 +229,7 @@ def start_eval(job: JobPayload, state: bytes) -> dict[str, Any]:
     accuracy at that state, when the job has a target and the state is at an evaluation step (a race's
     winner at step 2 is not, as ``PromptTrainer.eval_due`` says)."""
     sess = FakeSession(job, state)
-    due = sess.steps_done % job.eval_every == 0 or sess.steps_done >= job.max_steps
-    if job.target_accuracy is None or not due:
+    if job.target_accuracy is None or not eval_due(sess.steps_done, job.eval_every, job.max_steps):
         return {"start_accuracy": None}
     return {"start_accuracy": sess.evaluate()}
 

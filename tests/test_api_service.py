@@ -390,6 +390,9 @@ def test_a_jobs_description_reaches_its_row_its_payload_and_its_engine_task(
     plain = client.post("/v1/jobs", json=job_body()).json()
     assert plain["description"] is None and service.controller.jobs[plain["id"]].payload.description is None
     assert client.post("/v1/jobs", json=job_body(description="  ")).status_code == 422
+    assert client.post("/v1/jobs", json=job_body(description="spam\x00?")).status_code == 422  # a text column
+    assert client.post("/v1/jobs", json=job_body(description="\x00")).status_code == 422
+    assert client.post("/v1/jobs", json=job_body(description="Good?\nOr bad?")).status_code == 201
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in ROWS))

@@ -126,6 +126,16 @@ def test_a_start_already_at_its_target_ends_the_job_there_without_a_training_ste
         assert not [e for e in events if e["kind"] == "progress"]  # no training chunk ran
         assert client.get(f"/v1/jobs/{done['id']}/prompt").status_code == 200
 
+        # made at a quote: the quote plans no training for it, and the job it is used for ends at its start
+        quoted = {**body, "training_file": _upload(client)}
+        quoted.pop("training_data")
+        q = client.post("/v1/quotes", json=quoted).json()
+        assert q["selection"]["start_accuracy"] == pytest.approx(0.6)
+        assert q["prediction"] == "start at its target" and q["predicted_steps"] == 0
+        jq = wait_done(client, client.post("/v1/jobs", json=quoted).json()["id"])
+        assert jq["target_reached"] is True and jq["progress"]["steps_done"] == 0
+        assert jq["quote"]["start"]["start_accuracy"] == pytest.approx(0.6)
+
         r2 = client.post("/v1/jobs", json=job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.6))
         raced = wait_done(client, r2.json()["id"])
         assert _start_event(client, raced["id"])["start_accuracy"] is None

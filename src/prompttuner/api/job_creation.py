@@ -225,7 +225,9 @@ def _quote(
     quote, its JSON (with how the work was predicted) and that prediction alone."""
     ctl = service.controller
     eval_every = body.hyperparameters.eval_every
-    work, info = ctl.plan_work(body.model, body.bank_warm_start, body.max_steps, eval_every, selection)
+    work, info = ctl.plan_work(
+        body.model, body.bank_warm_start, body.max_steps, eval_every, selection, body.target_accuracy
+    )
     spec = JobSpec(
         job_id=job_id,
         model=body.model,
@@ -282,6 +284,7 @@ def quote_request(service: Service, t: Tenant, body: JobCreate) -> dict[str, Any
             "chosen": selection.get("chosen"),
             "raced": selection.get("raced"),
             "no_race": selection.get("no_race"),
+            "start_accuracy": selection.get("start_accuracy"),  # at or above the target: done at its start
             "race_steps": selection.get("race_steps"),
             "steps_done": selection.get("steps_done"),
             "candidates": selection.get("candidates"),

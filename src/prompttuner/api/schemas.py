@@ -13,7 +13,14 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 # The patterns are matched with Python's re (regex_engine below), as a Python client and the checks in
 # job_creation read them.
@@ -40,8 +47,10 @@ NONBLANK = r"\S"  # a label or text with something besides white space
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 LabelWord = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS, pattern=NONBLANK)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NONBLANK)]
+# a description is stored as text (PostgreSQL refuses NUL): something besides white space, and no NUL
+NO_NUL_NONBLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 Description = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_CHARS, pattern=NONBLANK)
+    str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_CHARS, pattern=NO_NUL_NONBLANK)
 ]
 
 

@@ -71,12 +71,13 @@ class RaceSettings:
     steps: int = 2  # steps per round, per start
     blend: bool = True  # offer the blend of the two best entries as a candidate
     skip_at_target: bool = True  # no race when the best start meets the target on the probe rows
-    # with ``skip_at_target`` and ``check_first``: a start at the target on the probe rows skips the race
-    # as it is (True, the default), or only when the check confirms it on the validation rows at step 0
-    # (False).  The probe's rows are balanced over labels and few (10), the target is on the validation
-    # rows' distribution: on the stream (bank_stream_evalsched/) 9 of 20 starts at the target on the probe
-    # were below it on the validation rows at step 0 (and trained from there with the warm lr, 5-50 steps).
-    # Being measured (bank_stream_trustprobe/); the start's evaluation is made for such a start anyway
+    # with ``skip_at_target``: a start at the target on the probe rows skips the race as it is (True, the
+    # default), or only when the check (made for it, ``check_first`` or not) confirms it on the validation
+    # rows at step 0 (False).  The probe's rows are balanced over labels and few (10), the target is on
+    # the validation rows' distribution: on the stream (bank_stream_evalsched/) 9 of 20 starts at the
+    # target on the probe were below it on the validation rows at step 0 (and trained from there with the
+    # warm lr, 5-50 steps).  Being measured (bank_stream_trustprobe/); the start's evaluation is made for
+    # such a start anyway
     trust_probe: bool = True
     # no race when the probe separates the best bank start from both cold inits by this many standard
     # errors of the per-row loss differences (None: race whenever the best start is below the target).
@@ -345,7 +346,7 @@ def warm_start(
         and best.score is not None
         and meets(best.score.accuracy, target)
     )
-    confirm = at_target and rs.skip_at_target and not rs.trust_probe and rs.check_first
+    confirm = at_target and rs.skip_at_target and not rs.trust_probe  # the check decides (below)
     if (at_target and rs.skip_at_target and not confirm) or rs.candidates <= 1:
         info["raced"] = False
         info["no_race"] = "at the target on the probe" if at_target and rs.skip_at_target else "not asked"
@@ -362,7 +363,7 @@ def warm_start(
             return finish(trainer_for(best), best, 0)
 
     first = None  # the best start's trainer, when it was checked on the validation rows
-    if rs.check_first and target is not None:
+    if (rs.check_first or confirm) and target is not None:
         k0 = time.process_time()
         first = trainer_for(best)
         acc = evaluate_on(first, validation)

@@ -36,10 +36,17 @@ START_KEYS = (  # what a job's quote keeps of its start
     "lr",
     "raced",
     "no_race",
+    "start_accuracy",
     "steps_done",
     "race_steps",
     "select_s",
 )
+
+
+def start_meets(selection: dict[str, Any], target: float | None) -> bool:
+    """Whether a warm start's reply says its start already meets ``target`` (``start_accuracy``)."""
+    acc = selection.get("start_accuracy")
+    return target is not None and acc is not None and float(acc) >= target
 
 
 class Dispatch(ControllerBase):
@@ -344,15 +351,13 @@ class Dispatch(ControllerBase):
             rt.state = res["state"]
             rt.version += 1
             rt.steps_done = int(res.get("steps_done") or 0)
-            if acc is not None:
-                rt.accuracy = float(acc)
-                target = rt.payload.target_accuracy
-                rt.target_reached = target is not None and rt.accuracy >= target
+            rt.accuracy = None if acc is None else float(acc)  # of this start (none: not evaluated yet)
+            rt.target_reached = start_meets(res, rt.payload.target_accuracy)
         rt.init = str(res.get("init", "random"))
         rt.race_steps = int(res.get("race_steps") or 0)
         rt.selected = True
         self._checkpoint(rt)
-        if rt.accuracy is not None and acc is not None:
+        if res.get("state") is not None:
             self._save(rt, now, accuracy=rt.accuracy)
         data = {k: v for k, v in res.items() if k not in ("state", "elapsed", "at")}
         data.update(extra)
@@ -372,6 +377,11 @@ class Dispatch(ControllerBase):
         the job's own init won), with the population prediction of a random start; no selection is left."""
         p = rt.payload
         predicted = res.get("predicted_steps")
+        if rt.target_reached:  # done at its start (``_take_start``): no training step is left
+            rt.work_info = {"predicted_steps": 0.0, "prediction": "start at its target", "selection_s": 0.0}
+            rt.work_steps = float(rt.steps_done + 1)
+            self._need_decide = True
+            return {"work_steps": rt.work_steps}
         if isinstance(predicted, int | float) and predicted > 0 and res.get("state") is not None:
             steps = self.work.fit(float(predicted), p.max_steps, p.eval_every)
             rt.work_info = {"predicted_steps": steps, "prediction": "prompt bank", "selection_s": 0.0}

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from prompttuner.runtime.dispatch import START_KEYS, Dispatch
+from prompttuner.runtime.dispatch import START_KEYS, Dispatch, start_meets
 from prompttuner.runtime.records import JobRT
 
 
@@ -22,14 +22,20 @@ class Quoting(Dispatch):
         max_steps: int,
         eval_every: int,
         selection: dict[str, Any] | None = None,
+        target: float | None = None,
     ) -> tuple[float, dict[str, Any]]:
         """The steps a new job is admitted and quoted with, and how they were predicted.
 
         With a selection already made (at a quote): the bank's prediction, nothing left to select.  A bank
         job without one: the population prediction of a bank start plus the selection still to run, in
         steps (its measured time over the planned step time).  Otherwise the population prediction of a
-        random start.  ``max_steps`` only caps it."""
+        random start.  ``max_steps`` only caps it.  A selected start already at ``target`` on the job's
+        validation rows (``start_accuracy``) is done at its start: one step is planned (no training runs;
+        the export remains)."""
         start = {k: selection.get(k) for k in START_KEYS if selection.get(k) is not None} if selection else {}
+        if selection is not None and selection.get("state") is not None and start_meets(selection, target):
+            done = {"predicted_steps": 0.0, "prediction": "start at its target", "selection_s": 0.0}
+            return max(1.0, float(selection.get("steps_done") or 0)), {**done, "start": start}
         if selection is not None and selection.get("state") is not None:
             raw = float(selection.get("predicted_steps") or 0.0)
             if raw > 0:
