@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,20 @@ def _service(home: Path, engine: str) -> Service:
     return Service(cfg, policy=GreedyPolicy())
 
 
-@pytest.fixture
-def svc(tmp_path: Path) -> Iterator[tuple[TestClient, Service]]:
-    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
+@contextmanager
+def _race_service(home: Path) -> Iterator[tuple[TestClient, Service]]:
+    """The service on the race fake engine: a tenant's key set, both workers warm."""
+    service = _service(home, "service_fakes:RaceFakeEngine")
     with TestClient(create_app(service)) as client:
         _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
         client.headers["Authorization"] = f"Bearer {key}"
         wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+        yield client, service
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[tuple[TestClient, Service]]:
+    with _race_service(tmp_path / "home") as (client, service):
         yield client, service
 
 
@@ -109,11 +117,7 @@ def test_a_start_already_at_its_target_ends_the_job_there_without_a_training_ste
     next one (step 4).  A race's winner (step 2, between evaluation steps) is not evaluated there: it
     trains to its first evaluation at step 4 (0.3 + 4 x 0.02 + 0.3 = 0.68, at its 0.6 target)."""
     monkeypatch.setenv("FAKE_BANK_BONUS", "0.3")  # before the workers start: they read it
-    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
-    with TestClient(create_app(service)) as client:
-        _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
-        client.headers["Authorization"] = f"Bearer {key}"
-        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+    with _race_service(tmp_path / "home") as (client, service):
         hp = {"batch_size": 4, "eval_every": 4, "bank_race": False}
         body = job_body(bank_warm_start=True, max_steps=12, target_accuracy=0.55, hyperparameters=hp)
         r = client.post("/v1/jobs", json=body)
@@ -193,11 +197,7 @@ def test_a_start_that_lags_at_the_fallback_step_goes_on_from_random_init_with_th
     (a ``fallback`` event), its 4 steps count beside the race's 3, and it goes on from random init, which
     reaches 0.46 at step 8 of the 16 steps left; without the fallback the start would need 16 steps."""
     monkeypatch.setenv("FAKE_BANK_BONUS", "-0.2")  # before the workers start: they read it
-    service = _service(tmp_path / "home", "service_fakes:RaceFakeEngine")
-    with TestClient(create_app(service)) as client:
-        _, key = service.store.create_tenant(f"t-{uuid.uuid4().hex[:8]}")
-        client.headers["Authorization"] = f"Bearer {key}"
-        wait_for(lambda: client.get("/v1/cluster").json()["warm_models"].get("tiny", 0) >= 2)
+    with _race_service(tmp_path / "home") as (client, service):
         hp = {"batch_size": 4, "eval_every": 4, "bank_fallback_at": 4, "bank_fallback_rows": 0}
         body = job_body(bank_warm_start=True, max_steps=20, target_accuracy=0.4, hyperparameters=hp)
         r = client.post("/v1/jobs", json=body)
