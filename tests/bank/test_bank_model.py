@@ -461,15 +461,20 @@ def test_check_first_ends_the_job_before_its_race_only_at_the_target_on_the_vali
     res2 = raced.trainer.train_to_target()
     assert [p.step for p in res2.curve] == [5] and len(calls) == n + 1
     rows = list(task.test[:6])  # the rows a job with its own validation file is judged on
+    import prompttuner.bank.race as race_mod
+
+    seen: list[object] = []
+    real_on = race_mod.evaluate_on
+    monkeypatch.setattr(race_mod, "evaluate_on", lambda tr, val: seen.append(val) or real_on(tr, val))
+    n = len(calls)
     other = warm_start(tmp_path / "bank", loaded, task, easy, race=check, validation=rows)
-    assert other.info["first_check"]["val_accuracy"] == other.start_accuracy  # one evaluation, on them
+    assert seen == [rows] and len(calls) == n + 1  # one evaluation, on them: the check's is the start's
     assert other.info["start_eval"]["rows"] == 6
     assert other.start_accuracy == pytest.approx(other.trainer.evaluate(rows))
+    monkeypatch.setattr(race_mod, "evaluate_on", real_on)
     assert warm_start(None, loaded, task, cfg, race=check).start_accuracy is None  # no target
 
     # trust_probe False: a start at the target on the probe rows races unless the check confirms it there
-    import prompttuner.bank.race as race_mod
-
     probe_skip = RaceSettings(candidates=2, steps=1, check_first=True)
     trusted = warm_start(tmp_path / "bank", loaded, task, easy, race=probe_skip)
     assert trusted.info["no_race"] == "at the target on the probe" and "first_check" not in trusted.info

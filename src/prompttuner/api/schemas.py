@@ -13,14 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 # The patterns are matched with Python's re (regex_engine below), as a Python client and the checks in
 # job_creation read them.

@@ -28,10 +28,6 @@ into a trainer ready to go on:
    step, more than ``fallback_rows`` (2) validation rows below its target starts again from random init
    with the steps it has left; the dropped steps are the job's.  The service does the same in its
    dispatcher (``JobPayload.bank_fallback_at``).
-
-No validation row is ever probed: every probe reads the trainer's training split; ``check_first`` reads the
-validation rows for the one start the probe ranks first, as the job's own first evaluation would.
-
 6. **The start's evaluation**: with a target, a chosen start at an evaluation step
    (``PromptTrainer.eval_due``: step 0, i.e. every start that did not race) is evaluated on the job's
    validation rows before it trains -- the first evaluation ``PromptTrainer.train_to_target`` makes, kept
@@ -42,7 +38,11 @@ validation rows for the one start the probe ranks first, as the job's own first 
    race's winner (at step 2) is first evaluated at the next evaluation step, as the service's workers do
    (before, ``train_to_target`` evaluated it at step 2: on 9 of 262 raced stream jobs it was at the target
    there, and every raced job paid that evaluation).  ``validation``: the rows the job's target is judged
-   on when they are not the trainer's own held-out rows (the service's jobs with a validation file).
+   on when they are not the trainer's own held-out rows (the service's jobs with a validation file; the
+   service judges the target on them, while ``train_to_target`` reads the trainer's own rows).
+
+No validation row is ever probed: every probe reads the trainer's training split; ``check_first`` reads the
+validation rows for the one start the probe ranks first, as the job's own first evaluation would.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from prompttuner.core.slo import fallback_check_step, lag_threshold, lags_target
+from prompttuner.core.slo import fallback_check_step, lag_threshold, lags_target, target_reached
 from prompttuner.core.types import Event, JobPhase, Switch
 from prompttuner.runtime.backend import Reply
 from prompttuner.runtime.jobstate import ControllerBase
@@ -41,12 +41,6 @@ START_KEYS = (  # what a job's quote keeps of its start
     "race_steps",
     "select_s",
 )
-
-
-def start_meets(selection: dict[str, Any], target: float | None) -> bool:
-    """Whether a warm start's reply says its start already meets ``target`` (``start_accuracy``)."""
-    acc = selection.get("start_accuracy")
-    return target is not None and acc is not None and float(acc) >= target
 
 
 class Dispatch(ControllerBase):
@@ -352,7 +346,7 @@ class Dispatch(ControllerBase):
             rt.version += 1
             rt.steps_done = int(res.get("steps_done") or 0)
             rt.accuracy = None if acc is None else float(acc)  # of this start (none: not evaluated yet)
-            rt.target_reached = start_meets(res, rt.payload.target_accuracy)
+            rt.target_reached = target_reached(rt.payload.target_accuracy, rt.accuracy) is True
         rt.init = str(res.get("init", "random"))
         rt.race_steps = int(res.get("race_steps") or 0)
         rt.selected = True

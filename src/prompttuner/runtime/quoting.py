@@ -7,7 +7,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from prompttuner.runtime.dispatch import START_KEYS, Dispatch, start_meets
+from prompttuner.core.slo import target_reached
+from prompttuner.runtime.dispatch import START_KEYS, Dispatch
 from prompttuner.runtime.records import JobRT
 
 
@@ -30,12 +31,13 @@ class Quoting(Dispatch):
         job without one: the population prediction of a bank start plus the selection still to run, in
         steps (its measured time over the planned step time).  Otherwise the population prediction of a
         random start.  ``max_steps`` only caps it.  A selected start already at ``target`` on the job's
-        validation rows (``start_accuracy``) is done at its start: one step is planned (no training runs;
-        the export remains)."""
+        validation rows (``start_accuracy``) is done at its start: one step past it is planned, as the
+        dispatcher plans it (no training runs; the export remains)."""
         start = {k: selection.get(k) for k in START_KEYS if selection.get(k) is not None} if selection else {}
-        if selection is not None and selection.get("state") is not None and start_meets(selection, target):
+        at = selection.get("start_accuracy") if selection is not None else None
+        if selection is not None and selection.get("state") is not None and target_reached(target, at):
             done = {"predicted_steps": 0.0, "prediction": "start at its target", "selection_s": 0.0}
-            return max(1.0, float(selection.get("steps_done") or 0)), {**done, "start": start}
+            return float(int(selection.get("steps_done") or 0) + 1), {**done, "start": start}
         if selection is not None and selection.get("state") is not None:
             raw = float(selection.get("predicted_steps") or 0.0)
             if raw > 0:
