@@ -16,6 +16,8 @@ The figures the evaluation-schedule change (``results/bank_stream_evalsched/``) 
 4. ``bank_stream_evalsched/`` against the race of two on the same CPU (order 0 ``bank_stream_race2/
    order0_epyc/``, order 1 ``bank_stream_race2/``): on the jobs with the same steps, start kind and race,
    the CPU time saved, in steps of the job's time (raced and unraced apart).
+5. ``bank_stream_evalsched/``'s medians per order (time vs random init in own steps, selection in steps),
+   the base ``trust_probe``'s order 1 is compared with; and the labels of sms_spam#1's validation rows.
 """
 
 from __future__ import annotations
@@ -100,6 +102,36 @@ def saved() -> tuple[int, str, str]:
     return same, spread(raced), spread(unraced)
 
 
+def per_order() -> str:
+    rows = json.loads((RESULTS / "bank_stream_evalsched" / "bank_stream.json").read_text())["rows"]
+    out = []
+    for order in ("0", "1"):
+        rs = [r for r in rows if r["order"] == order]
+
+        def med(k: str, rs: list[dict[str, Any]] = rs) -> float:
+            return statistics.median(r[k] for r in rs if r.get(k) is not None)
+
+        out.append(
+            f"order {order}: time vs random {med('time_ratio_vs_random'):.3f}x, selection "
+            f"{med('select_in_steps'):.2f} steps (n={len(rs)})"
+        )
+    return "; ".join(out)
+
+
+def sms_spam_rows() -> str:
+    import collections
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bank_stream import job_task
+    from prompttuner.tuning.split import training_split
+
+    st = json.loads((RESULTS / "bank_stream_evalsched" / "settings.json").read_text())
+    task, _ = job_task(st, "sms_spam#1")
+    _, val = training_split(task, st["eval_size"])
+    return ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(e.label for e in val).items()))
+
+
 def main() -> None:
     c = old_schedule()
     chk, rest = check_cost()
@@ -116,6 +148,8 @@ Written by `python benchmarks/bank_stream_evals.py` (reads committed runs only; 
   selection without it {rest}.
 - `bank_stream_evalsched/`: {n} starts at the target on the probe; {len(refuted)} of them below it on the
   validation rows at step 0, which then took {", ".join(map(str, refuted))} steps (a miss as 50).
+- `bank_stream_evalsched/` medians per order: {per_order()}.
+- sms_spam#1's validation rows: {sms_spam_rows()} (the probe's 10 rows: balanced over the labels).
 - `bank_stream_evalsched/` against the race of two on one CPU: {same} jobs with the same steps, start kind
   and race; CPU time saved, in steps of the job's time: raced {raced}; unraced {unraced}.
 """
